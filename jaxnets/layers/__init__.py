@@ -11,9 +11,22 @@ Conventions, stated once here for every function in this package:
   what arrived. Shapes are static, so these checks run once at trace time and cost nothing under ``jit``.
 """
 # conv.py
+from jaxnets.layers.conv import conv, conv_output_size, linear
 # pooling.py
+from jaxnets.layers.pooling import adaptive_avg_pool, avg_pool, global_avg_pool, max_pool
+# reshape.py
+from jaxnets.layers.reshape import flatten
 # normalization.py
+from jaxnets.layers.normalization import (batch_norm, fold_batch_norm, group_norm, init_batch_norm,
+                                          init_group_norm, init_instance_norm, init_layer_norm,
+                                          instance_norm, layer_norm)
 # dropout.py
+from jaxnets.layers.dropout import dropout
 # activations.py
+from jaxnets.layers.activations import (elu, gelu, get_activation, identity, leaky_relu, maxout, relu,
+                                        sigmoid, silu, softplus, tanh)
 # losses.py
+from jaxnets.layers.losses import (binary_cross_entropy_with_logits, cross_entropy, focal_loss, kl_div, l1_loss,
+                                   margin_ranking_loss, mse_loss, nll_loss, smooth_l1_loss)
 # metrics.py
+from jaxnets.layers.metrics import accuracy

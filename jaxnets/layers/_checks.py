@@ -68,3 +68,22 @@ def as_tuple(fn: str, name: str, value, n: int, *, minimum: int = 1) -> tuple[in
     if any(v < minimum for v in values):
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}.")
     return values
+
+
+def check_bool(fn: str, name: str, value) -> bool:
+    """Check a static flag such as ``train``: a Python (or numpy) bool, never a traced array or an int."""
+    import numpy as np  # local import, like check_floating's
+
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{fn}: {name} must be a Python bool (it picks the code path at trace time), "
+                    f"got {type(value).__name__} {value!r}.")
+
+
+def check_floating(fn: str, name: str, x) -> None:
+    """Check that an array has a floating (or complex) dtype."""
+    import jax.numpy as jnp  # local import; jnp.issubdtype also knows bfloat16 (numpy's does not)
+
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        raise TypeError(f"{fn}: {name} must be a floating-point array, got dtype {x.dtype}; "
+                        f"cast it first, e.g. x.astype(jnp.float32).")

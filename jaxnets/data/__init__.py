@@ -1,0 +1,28 @@
+"""Data: an embedded MNIST sample, safe dataset loaders, a deterministic batch pipeline, on-device augmentation.
+
+Every part of the library takes a dataset split as one dict ``{"image": uint8 [N, H, W, C],
+"label": int32 [N]}`` (channels last). Small datasets live in host memory; :class:`Batches` feeds them to
+the devices (sharded, prefetched, in an order fixed by ``(seed, epoch)``), and the functions of
+:mod:`jaxnets.data.augment` run on the device inside the compiled step.
+"""
+from jaxnets.data import augment
+from jaxnets.data.augment import (
+    compose,
+    deterministic,
+    ensemble_predict,
+    hflip,
+    normalize,
+    random_crop,
+    random_flip,
+    random_translate,
+    to_float,
+    tta_predict,
+)
+from jaxnets.data.batches import Batches, EpochIterator
+from jaxnets.data.datasets import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist, mnist_sample, split
+
+__all__ = [
+    "augment", "Batches", "EpochIterator", "mnist_sample", "load_mnist", "load_fashion_mnist", "load_cifar10",
+    "load_cifar100", "split", "random_crop", "random_flip", "random_translate", "hflip", "normalize", "to_float",
+    "compose", "deterministic", "tta_predict", "ensemble_predict",
+]

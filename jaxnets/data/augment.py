@@ -1,0 +1,298 @@
+"""On-device data augmentation: pure, keyed, batched JAX functions, plus test-time augmentation and ensembles.
+
+Every random augmentation takes a PRNG key first and a batch of images ``[N, H, W, C]`` (channels last),
+splits the key into ``N`` per-image keys with ``jax.random.split(key, N)``, and returns a batch of the
+same shape and dtype. They are meant to run inside the jitted training step (``jax.jit`` traces them
+once; all shape checks happen at trace time), so augmentation costs device time, not host time::
+
+    augment = compose(deterministic(to_float), partial(random_crop, padding=4), random_flip,
+                      deterministic(partial(normalize, mean=CIFAR_MEAN, std=CIFAR_STD)))
+    x = augment(jax.random.fold_in(key, step), batch["image"])     # inside train_step
+
+The same key gives the same result; results are a function of the key, not of how many times the
+function ran.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnets.layers._checks import as_tuple
+
+Transform = Callable[[jax.Array, jax.Array], jax.Array]  # (key, images) -> images
+
+
+def _check_images(fn: str, images) -> None:
+    if getattr(images, "ndim", None) != 4:
+        shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
+        raise ValueError(f"{fn}: expected a batch of images of shape [N, H, W, C] (channels last), got {shape}. "
+                         f"Add a batch axis (x[None]) or a channel axis (x[..., None]).")
+
+
+def _concrete(value) -> np.ndarray | None:
+    """``value`` as a numpy array if it is known at trace time, else None (a tracer)."""
+    try:
+        return np.asarray(value)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def _divide(x: jax.Array, divisor) -> jax.Array:
+    """``x / divisor`` correctly rounded, as PyTorch computes it (``divisor`` broadcasts against ``x``).
+
+    XLA rewrites a division by a broadcast value into a multiplication by its reciprocal, which can be
+    1 ulp off; dividing by the materialised broadcast, kept behind an optimization barrier, stays a true
+    division. (Under ``vmap`` the rewrite can come back: results may then differ by 1 ulp.)
+    """
+    return x / jax.lax.optimization_barrier(jnp.broadcast_to(jnp.asarray(divisor, x.dtype), x.shape))
+
+
+def _random_window(key: jax.Array, padded: jax.Array, height: int, width: int) -> jax.Array:
+    """Take a random ``height x width`` window of each padded image, the offsets uniform per image."""
+    n, padded_h, padded_w, c = padded.shape
+
+    def one(image_key, image):
+        key_y, key_x = jax.random.split(image_key)
+        top = jax.random.randint(key_y, (), 0, padded_h - height + 1)
+        left = jax.random.randint(key_x, (), 0, padded_w - width + 1)
+        return jax.lax.dynamic_slice(image, (top, left, 0), (height, width, c))
+
+    return jax.vmap(one)(jax.random.split(key, n), padded)
+
+
+def random_crop(key: jax.Array, images: jax.Array, *, padding: int | tuple[int, int],
+                mode: str = "constant") -> jax.Array:
+    """Pad each image, then cut a random window of the original size out of it.
+
+    With ``padding=p`` the window's top-left corner is uniform in ``[0, 2p] x [0, 2p]`` of the padded
+    image, independently for each image: a shift of the image by up to ``p`` pixels in each direction.
+
+    Args:
+      key: PRNG key.
+      images: [N, H, W, C], any dtype.
+      padding: int, or ``(pad_h, pad_w)``, >= 0: pixels added on each side.
+      mode: ``"constant"`` (zeros) or ``"reflect"`` (mirror without repeating the edge pixel, as
+        ``numpy.pad(mode="reflect")`` and PyTorch's ``padding_mode="reflect"``).
+    Returns: [N, H, W, C], dtype of ``images``.
+      PyTorch: ``torchvision.transforms.RandomCrop(size=(H, W), padding=p, padding_mode=mode)`` per image.
+    Raises:
+      ValueError: ``images`` not of rank 4, negative ``padding``, unknown ``mode``.
+    """
+    _check_images("random_crop", images)
+    pad_h, pad_w = as_tuple("random_crop", "padding", padding, 2, minimum=0)
+    if mode not in ("constant", "reflect"):
+        raise ValueError(f"random_crop: mode must be 'constant' or 'reflect', got {mode!r}.")
+    _, height, width, _ = images.shape
+    padded = jnp.pad(images, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)), mode=mode)
+    return _random_window(key, padded, height, width)
+
+
+def random_translate(key: jax.Array, images: jax.Array, *, max_shift: int | tuple[int, int],
+                     fill: float = 0) -> jax.Array:
+    """Shift each image by a random integer ``(dy, dx)``, each uniform in ``[-max_shift, max_shift]``.
+
+    ``out[n, y, x] = images[n, y - dy, x - dx]`` where that pixel exists, else ``fill``. This is
+    :func:`random_crop` with constant padding of ``fill`` (a window at offset ``max_shift - shift`` of the
+    padded image), so for the same key and ``fill=0`` the two give the same result.
+
+    Args:
+      key: PRNG key.
+      images: [N, H, W, C].
+      max_shift: int, or ``(max_dy, max_dx)``, >= 0.
+      fill: value of the uncovered pixels.
+    Returns: [N, H, W, C], dtype of ``images``.
+      PyTorch: ``torchvision.transforms.RandomAffine(degrees=0, translate=...)`` draws real-valued
+      fractions; this draws whole pixels.
+    Raises:
+      ValueError: ``images`` not of rank 4, negative ``max_shift``.
+    """
+    _check_images("random_translate", images)
+    shift_h, shift_w = as_tuple("random_translate", "max_shift", max_shift, 2, minimum=0)
+    _, height, width, _ = images.shape
+    padded = jnp.pad(images, ((0, 0), (shift_h, shift_h), (shift_w, shift_w), (0, 0)), constant_values=fill)
+    return _random_window(key, padded, height, width)
+
+
+def hflip(images: jax.Array) -> jax.Array:
+    """Mirror every image horizontally (reverse the width axis of [N, H, W, C]).
+
+    PyTorch: ``torchvision.transforms.functional.hflip`` (which reverses the last axis of NCHW).
+    Raises: ValueError if ``images`` is not of rank 4.
+    """
+    _check_images("hflip", images)
+    return images[:, :, ::-1, :]
+
+
+def random_flip(key: jax.Array, images: jax.Array, *, p: float = 0.5) -> jax.Array:
+    """Mirror each image horizontally with probability ``p``, independently per image.
+
+    Args:
+      key: PRNG key.
+      images: [N, H, W, C].
+      p: probability of flipping, in [0, 1].
+    Returns: [N, H, W, C], dtype of ``images``; each image exactly itself or its mirror image.
+      PyTorch: ``torchvision.transforms.RandomHorizontalFlip(p)`` per image.
+    Raises:
+      ValueError: ``images`` not of rank 4, ``p`` outside [0, 1].
+    """
+    _check_images("random_flip", images)
+    concrete = _concrete(p)
+    if concrete is not None and not 0.0 <= float(concrete) <= 1.0:
+        raise ValueError(f"random_flip: p must be in [0, 1], got {p}.")
+    flip = jax.vmap(lambda image_key: jax.random.bernoulli(image_key, p))(jax.random.split(key, images.shape[0]))
+    return jnp.where(flip[:, None, None, None], hflip(images), images)
+
+
+def to_float(images: jax.Array) -> jax.Array:
+    """uint8 pixels in [0, 255] to float32 in [0, 1] (``x / 255``); floating arrays pass unchanged.
+
+    Works on any rank. PyTorch: ``torchvision.transforms.ToTensor`` (``x.float().div(255)``), without the
+    transpose to CHW.
+    Raises: TypeError for integer dtypes other than uint8 (their scale is unknown).
+    """
+    images = jnp.asarray(images)
+    if jnp.issubdtype(images.dtype, jnp.floating):
+        return images
+    if images.dtype != jnp.uint8:
+        raise TypeError(f"to_float: expected uint8 pixels in [0, 255] or a floating array, got {images.dtype}.")
+    return _divide(images.astype(jnp.float32), 255.0)  # a true division, bit for bit as torchvision
+
+
+def normalize(images: jax.Array, mean, std) -> jax.Array:
+    """Per-channel standardisation ``(images - mean) / std``.
+
+    Args:
+      images: [N, H, W, C] floating (use :func:`to_float` first: ``mean`` and ``std`` are usually given
+        on the [0, 1] scale, e.g. CIFAR-10's ``(0.4914, 0.4822, 0.4465)``).
+      mean: scalar or [C].
+      std: scalar or [C], positive.
+    Returns: [N, H, W, C], dtype of ``images``.
+      PyTorch: ``torchvision.transforms.Normalize(mean, std)`` (the same subtraction then division).
+    Raises:
+      TypeError: integer ``images``.
+      ValueError: ``images`` not of rank 4, ``mean``/``std`` not scalar or of length C, ``std <= 0``.
+    """
+    _check_images("normalize", images)
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise TypeError(f"normalize: images must be floating, got {images.dtype}; call to_float first (mean "
+                        f"and std are then on the [0, 1] scale).")
+    channels = images.shape[-1]
+    for name, value in (("mean", mean), ("std", std)):
+        shape = jnp.shape(value)
+        if shape not in ((), (1,), (channels,)):
+            raise ValueError(f"normalize: {name} must be a scalar or have one value per channel "
+                             f"({channels}), got shape {shape}.")
+    concrete = _concrete(std)
+    if concrete is not None and not np.all(concrete > 0):
+        raise ValueError(f"normalize: std must be positive, got {concrete.tolist()}.")
+    return _divide(images - jnp.asarray(mean, images.dtype), std)
+
+
+def deterministic(fn: Callable[[jax.Array], jax.Array]) -> Transform:
+    """Wrap ``images -> images`` (e.g. ``to_float`` or ``partial(normalize, mean=m, std=s)``) as
+    ``(key, images) -> images`` for :func:`compose`; the key is ignored."""
+    if not callable(fn):
+        raise TypeError(f"deterministic: expected a function images -> images, got {type(fn).__name__}.")
+
+    def keyless(key: jax.Array, images: jax.Array) -> jax.Array:
+        del key
+        return fn(images)
+
+    keyless.__name__ = f"deterministic({getattr(fn, '__name__', type(fn).__name__)})"
+    return keyless
+
+
+def compose(*fns: Transform) -> Transform:
+    """Chain augmentations ``(key, images) -> images`` into one, applied left to right.
+
+    The key is split into one key per function, ``jax.random.split(key, len(fns))``, and function ``i``
+    gets key ``i``, so the functions draw independent randomness. Wrap functions without a key with
+    :func:`deterministic`, and bind options with ``functools.partial(random_crop, padding=4)``.
+
+    Returns: a function ``(key, images) -> images``.
+    Raises:
+      ValueError: no functions. TypeError: a non-callable argument.
+    """
+    if not fns:
+        raise ValueError("compose: expected at least one function (key, images) -> images, got none.")
+    for i, fn in enumerate(fns):
+        if not callable(fn):
+            raise TypeError(f"compose: argument {i} must be a function (key, images) -> images, got "
+                            f"{type(fn).__name__}.")
+
+    def composed(key: jax.Array, images: jax.Array) -> jax.Array:
+        for fn, fn_key in zip(fns, jax.random.split(key, len(fns))):
+            images = fn(fn_key, images)
+        return images
+
+    return composed
+
+
+def tta_predict(apply_fn: Callable, variables, images: jax.Array, *,
+                transforms: Sequence[Callable[[jax.Array], jax.Array]]) -> jax.Array:
+    """Test-time augmentation: the mean of the softmax outputs over deterministic transforms.
+
+    ``p = (1 / T) * sum_t softmax(apply_fn(variables, t(images), train=False))``.
+
+    Args:
+      apply_fn: ``apply_fn(variables, x, train=False) -> logits [N, K]`` (e.g. a Flax ``model.apply``).
+      variables: the model variables (params and, where used, batch statistics).
+      images: the batch, in whatever form ``apply_fn`` expects (e.g. [N, H, W, C]).
+      transforms: non-empty sequence of functions ``images -> images``, e.g. ``(lambda x: x, hflip)``.
+    Returns: probabilities [N, K], rows summing to 1.
+    Raises:
+      ValueError: empty ``transforms``. TypeError: a non-callable transform.
+    """
+    if not transforms:
+        raise ValueError("tta_predict: transforms must be a non-empty sequence of functions images -> images, "
+                         "e.g. (lambda x: x, hflip).")
+    for i, transform in enumerate(transforms):
+        if not callable(transform):
+            raise TypeError(f"tta_predict: transforms[{i}] must be a function images -> images, got "
+                            f"{type(transform).__name__}.")
+    probs = [jax.nn.softmax(apply_fn(variables, transform(images), train=False), axis=-1)
+             for transform in transforms]
+    return jnp.mean(jnp.stack(probs), axis=0)
+
+
+def ensemble_predict(members: Sequence[tuple[Callable, object]], images: jax.Array, *,
+                     weights: Sequence[float] | None = None) -> jax.Array:
+    """Average the softmax outputs of several models, optionally weighted.
+
+    ``p = sum_m w_m * softmax(apply_fn_m(variables_m, images, train=False))`` with the weights
+    normalised to sum to 1 (equal weights by default).
+
+    Args:
+      members: non-empty sequence of ``(apply_fn, variables)`` pairs; ``apply_fn(variables, x,
+        train=False) -> logits [N, K]`` with the same K for all.
+      images: the batch given to every model.
+      weights: None, or one non-negative weight per member, not all zero.
+    Returns: probabilities [N, K].
+    Raises:
+      ValueError: no members, ``weights`` of the wrong length, negative or all zero.
+      TypeError: a member that is not an ``(apply_fn, variables)`` pair.
+    """
+    if not members:
+        raise ValueError("ensemble_predict: members must be a non-empty sequence of (apply_fn, variables) pairs.")
+    for i, member in enumerate(members):
+        if not (isinstance(member, (tuple, list)) and len(member) == 2 and callable(member[0])):
+            raise TypeError(f"ensemble_predict: members[{i}] must be an (apply_fn, variables) pair, got "
+                            f"{type(member).__name__}.")
+    if weights is None:
+        weights = np.ones(len(members))
+    shape = jnp.shape(weights)
+    if shape != (len(members),):
+        raise ValueError(f"ensemble_predict: weights must have one value per member ({len(members)}), got shape "
+                         f"{shape}.")
+    concrete = _concrete(weights)
+    if concrete is not None and (np.any(concrete < 0) or not np.any(concrete > 0)):
+        raise ValueError(f"ensemble_predict: weights must be non-negative and not all zero, got "
+                         f"{concrete.tolist()}.")
+    probs = jnp.stack([jax.nn.softmax(apply_fn(variables, images, train=False), axis=-1)
+                       for apply_fn, variables in members])
+    weights = jnp.asarray(weights, probs.dtype)
+    weights = weights / jnp.sum(weights)
+    return jnp.tensordot(weights, probs, axes=1)

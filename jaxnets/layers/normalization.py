@@ -1,0 +1,418 @@
+"""Normalization layers: batch, layer, group and instance norm, and folding batch norm into a conv.
+
+Every function here computes its statistics with one helper, `_moments` (two-pass mean and biased
+variance, in float32 or wider), so the formula lives in one place. Outputs have the dtype of `x`.
+
+PyTorch equivalents: `torch.nn.BatchNorm1d/2d/3d` (and `SyncBatchNorm` for `axis_name`),
+`torch.nn.LayerNorm`, `torch.nn.GroupNorm`, `torch.nn.InstanceNorm1d/2d/3d(affine=True)`.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxnets.layers._checks import check_bool, check_floating, is_channels_last, spatial_layout
+
+__all__ = [
+    "batch_norm",
+    "init_batch_norm",
+    "fold_batch_norm",
+    "layer_norm",
+    "init_layer_norm",
+    "group_norm",
+    "init_group_norm",
+    "instance_norm",
+    "init_instance_norm",
+]
+
+_FOLD_OUT_LAST = ("IO", "WIO", "HWIO", "DHWIO")
+_FOLD_OUT_FIRST = ("OI", "OIW", "OIHW", "OIDHW")
+
+
+# ----------------------------------------------------------------------------------------------
+# shared helpers
+# ----------------------------------------------------------------------------------------------
+
+def _stats_dtype(dtype) -> jnp.dtype:
+    # Statistics in float32 at least: a bf16/fp16 sum over a large batch keeps only 8/11 mantissa bits.
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _moments(x: jax.Array, axes: tuple[int, ...], *, mask: jax.Array | None = None,
+             axis_name=None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Mean and biased variance of `x` over `axes` (kept as size-1 axes), and the element count.
+
+    `mask` ([N] bool, only with 0 in `axes`) keeps the rows of axis 0 where it is True; `axis_name`
+    sums the partial sums and counts across devices, so the result is exact for any split of the batch.
+    """
+    if mask is None:
+        count = jnp.asarray(math.prod(x.shape[a] for a in axes), x.dtype)
+        total = jnp.sum(x, axis=axes, keepdims=True)
+    else:
+        rows = mask.reshape((-1,) + (1,) * (x.ndim - 1))
+        per_row = math.prod(x.shape[a] for a in axes if a != 0)
+        count = jnp.sum(mask, dtype=x.dtype) * per_row
+        # where, not multiply: padding rows may hold anything, even inf or NaN.
+        total = jnp.sum(jnp.where(rows, x, 0), axis=axes, keepdims=True)
+    if axis_name is not None:
+        # psum of sums and counts, not pmean of per-device means: exact when devices hold different counts.
+        total, count = jax.lax.psum((total, count), axis_name)
+    # max(count, 1): an all-padding batch gives mean 0 and variance 0 instead of 0/0 = NaN.
+    denom = jnp.maximum(count, 1)
+    mean = total / denom
+    dev = x - mean
+    if mask is not None:
+        dev = jnp.where(rows, dev, 0)
+    # Two-pass variance, mean((x - mean)^2): E[x^2] - E[x]^2 cancels catastrophically when |mean| >> std.
+    sq = jnp.sum(jnp.square(dev), axis=axes, keepdims=True)
+    if axis_name is not None:
+        sq = jax.lax.psum(sq, axis_name)
+    return mean, sq / denom, count
+
+
+def _check_params(fn: str, params, names: tuple[str, ...], shape: tuple[int, ...], what: str,
+                  hint: str = "", arg: str = "params") -> None:
+    """Check that `params` is a mapping holding arrays of `shape` under each of `names`."""
+    if not isinstance(params, Mapping) or any(n not in params for n in names):
+        got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+        raise ValueError(f"{fn}: {arg} must be a dict with keys {list(names)}, got {got}.")
+    for n in names:
+        got = tuple(jnp.shape(params[n]))
+        if got != shape:
+            raise ValueError(f"{fn}: {arg}[{n!r}] has shape {got} but {what} {shape}.{hint}")
+
+
+def _channel_shape(ndim: int, channel_axis: int, c: int) -> tuple[int, ...]:
+    """Shape that broadcasts a per-channel vector of length `c` along `channel_axis`."""
+    shape = [1] * ndim
+    shape[channel_axis] = c
+    return tuple(shape)
+
+
+def _affine(xhat: jax.Array, params, shape: tuple[int, ...], dtype) -> jax.Array:
+    """xhat * scale + bias, in the statistics dtype, then cast back to the dtype of the input."""
+    sdt = xhat.dtype
+    scale = jnp.reshape(params["scale"], shape).astype(sdt)
+    bias = jnp.reshape(params["bias"], shape).astype(sdt)
+    return (xhat * scale + bias).astype(dtype)
+
+
+def _check_positive_int(fn: str, name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}.")
+    return value
+
+
+def _check_eps(fn: str, eps) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"{fn}: eps must be a Python float >= 0, got {eps!r}.")
+    return float(eps)
+
+
+def _norm_layout(fn: str, x: jax.Array, layout: str, *, allow_nc: bool
+                 ) -> tuple[int, tuple[int, ...]]:
+    """(channel axis, spatial axes) of `x`: [N, C] when allowed, else [N, *spatial, C] / [N, C, *spatial]."""
+    channels_last = is_channels_last(fn, layout)
+    if x.ndim == 2 and allow_nc:
+        return 1, ()
+    if not 3 <= x.ndim <= 5:
+        shapes = "[N, C], " if allow_nc else ""
+        shapes += "[N, *spatial, C]" if channels_last else "[N, C, *spatial]"
+        raise ValueError(f"{fn}: expected x of shape {shapes} with 1 to 3 spatial dims "
+                         f"(layout={layout!r}), got shape {tuple(x.shape)}.")
+    lay = spatial_layout(fn, x, layout)
+    return lay.channel_axis % x.ndim, lay.spatial_axes
+
+
+# ----------------------------------------------------------------------------------------------
+# batch norm
+# ----------------------------------------------------------------------------------------------
+
+def init_batch_norm(num_features: int, dtype=jnp.float32) -> tuple[dict, dict]:
+    """Parameters and running state of a fresh batch norm (PyTorch's defaults).
+
+    Returns: `(params, state)`: `params = {"scale": ones [C], "bias": zeros [C]}`,
+      `state = {"mean": zeros [C], "var": ones [C]}`.
+    Raises: ValueError if `num_features` is not a positive int.
+    """
+    c = _check_positive_int("init_batch_norm", "num_features", num_features)
+    params = {"scale": jnp.ones((c,), dtype), "bias": jnp.zeros((c,), dtype)}
+    state = {"mean": jnp.zeros((c,), dtype), "var": jnp.ones((c,), dtype)}
+    return params, state
+
+
+def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, momentum: float = 0.1,
+               eps: float = 1e-5, axis_name=None, mask: jax.Array | None = None,
+               layout: str = "NHWC") -> tuple[jax.Array, dict]:
+    """Batch normalisation: per-channel statistics over the batch and spatial axes.
+
+    `y = (x - mean) / sqrt(var + eps) * scale + bias`, with the batch mean and the BIASED batch
+    variance when `train=True`, the running `state` when `train=False`. In training the running
+    statistics are updated as in PyTorch:
+
+        new_mean = (1 - momentum) * mean_old + momentum * batch_mean
+        new_var  = (1 - momentum) * var_old  + momentum * batch_var * n / (n - 1)   (UNBIASED)
+
+    where `n` is the number of values per channel (N * spatial size, summed over devices and
+    counting only valid rows). Note `momentum` is PyTorch's (weight of the NEW batch), i.e.
+    `1 - momentum` of Flax/Keras. Statistics are computed in float32 (or wider), two-pass.
+
+    Args:
+      x: `[N, C]` (BatchNorm1d), or `[N, *spatial, C]` (channels-last, default: `NWC`, `NHWC`,
+        `NDHWC`) / `[N, C, *spatial]` (`layout="NCW"/"NCHW"/"NCDHW"`), 1 to 3 spatial dims.
+      params: `{"scale": [C], "bias": [C]}`.
+      state: `{"mean": [C], "var": [C]}` running statistics.
+      train: required Python bool.
+      momentum: Python float in [0, 1], weight of the batch statistics in the running update.
+      eps: added to the variance.
+      axis_name: mapped axis name (or tuple of names) for synchronised batch norm under
+        `shard_map`/`pmap`/`vmap`: the statistics are global, `psum(sum) / psum(count)`, exact even
+        when devices hold different numbers of valid rows; `n` above is then the global count.
+      mask: optional `[N]` bool (or 0/1) array, True for valid rows. Invalid rows (padding of a
+        ragged batch) are excluded from the statistics and counts; their outputs are still computed.
+        If, at run time, fewer than 2 values per channel are valid (globally), the running state is
+        returned unchanged for that step (PyTorch refuses such batches; under `jit` we cannot raise),
+        and an all-invalid batch normalises with mean 0, variance 0 instead of producing NaN.
+      layout: where the channels are; the rank comes from `x`. Ignored for `[N, C]` inputs.
+
+    Returns: `(y, new_state)`; `y` has the shape and dtype of `x`; `new_state` has the dtypes of
+      `state`. With `train=False`, `new_state` is `state` itself (the same objects).
+
+    Raises:
+      TypeError: `train` not a bool, `x` not floating.
+      ValueError: wrong rank, unknown layout, `params`/`state` not `[C]` for the `C` of `x`,
+        `momentum` outside [0, 1], `mask` not `[N]`, or (training, no `axis_name`) a single value
+        per channel: PyTorch's "Expected more than 1 value per channel when training".
+
+    PyTorch: `torch.nn.BatchNorm1d/2d/3d(C, eps, momentum)`; `torch.nn.SyncBatchNorm` with `axis_name`.
+    """
+    fn = "batch_norm"
+    train = check_bool(fn, "train", train)
+    check_floating(fn, "x", x)
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"{fn}: momentum must be a Python float in [0, 1] (PyTorch's convention: the "
+                         f"weight of the new batch), got {momentum!r}.")
+    eps = _check_eps(fn, eps)
+    channel_axis, _ = _norm_layout(fn, x, layout, allow_nc=True)
+    c = x.shape[channel_axis]
+    hint = "" if x.ndim == 2 else (" For NCHW arrays pass layout='NCHW'." if channel_axis == x.ndim - 1
+                                   else " For channels-last arrays pass layout='NHWC'.")
+    _check_params(fn, params, ("scale", "bias"), (c,), f"x of shape {tuple(x.shape)} has C =",
+                  hint=hint)
+    _check_params(fn, state, ("mean", "var"), (c,), f"x of shape {tuple(x.shape)} has C =",
+                  hint=hint, arg="state")
+    bshape = _channel_shape(x.ndim, channel_axis, c)
+    sdt = _stats_dtype(x.dtype)
+    x32 = x.astype(sdt)
+
+    if not train:
+        mean = jnp.reshape(state["mean"], bshape).astype(sdt)
+        var = jnp.reshape(state["var"], bshape).astype(sdt)
+        return _affine((x32 - mean) * jax.lax.rsqrt(var + eps), params, bshape, x.dtype), state
+
+    axes = tuple(a for a in range(x.ndim) if a != channel_axis)
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.shape != (x.shape[0],):
+            raise ValueError(f"{fn}: mask must have shape [N] = ({x.shape[0]},) for x of shape "
+                             f"{tuple(x.shape)}, got {tuple(mask.shape)}.")
+        mask = mask if mask.dtype == jnp.bool_ else mask != 0
+    if axis_name is None and math.prod(x.shape[a] for a in axes) == 1:
+        raise ValueError(f"{fn}: expected more than 1 value per channel when training, got x of shape "
+                         f"{tuple(x.shape)}; use a larger batch or train=False.")
+    mean, var, count = _moments(x32, axes, mask=mask, axis_name=axis_name)
+    y = _affine((x32 - mean) * jax.lax.rsqrt(var + eps), params, bshape, x.dtype)
+
+    # Running variance takes the UNBIASED batch variance, n / (n - 1) with the global count n (PyTorch).
+    unbiased = var * (count / jnp.maximum(count - 1, 1))
+    enough = count > 1  # fewer than 2 valid values: keep the old running statistics (see `mask`).
+    new_state = {}
+    for name, batch in (("mean", mean), ("var", unbiased)):
+        old = state[name]
+        new = (1.0 - momentum) * old.astype(sdt) + momentum * batch.reshape(c)
+        new_state[name] = jnp.where(enough, new, old.astype(sdt)).astype(old.dtype)
+    return y, new_state
+
+
+def fold_batch_norm(kernel: jax.Array, bias: jax.Array | None, bn_params: Mapping, bn_state: Mapping, *,
+                    eps: float = 1e-5, layout: str = "HWIO") -> tuple[jax.Array, jax.Array]:
+    """Fold an eval-mode batch norm into the conv or linear layer before it.
+
+    With `s = scale / sqrt(var + eps)` per output channel:
+
+        kernel' = kernel * s   (along the output-channel axis)
+        bias'   = (bias - mean) * s + bn_bias
+
+    so that `layer(x; kernel', bias') == batch_norm(layer(x; kernel, bias), train=False)`.
+    Grouped and depthwise kernels fold the same way (the out axis holds all output channels).
+
+    Args:
+      kernel: out channels LAST for the `"HWIO"` family (`"IO"` dense `[in, out]`, `"WIO"`, `"HWIO"`,
+        `"DHWIO"`), FIRST for the `"OIHW"` family (`"OI"` = torch Linear weight `[out, in]`, `"OIW"`,
+        `"OIHW"`, `"OIDHW"`). As for activations, the name picks the family; the rank comes from `kernel`.
+      bias: `[O]` or None (treated as zeros).
+      bn_params: `{"scale": [O], "bias": [O]}` of the batch norm.
+      bn_state: `{"mean": [O], "var": [O]}` running statistics of the batch norm.
+      eps: the batch norm's eps.
+      layout: see `kernel`.
+    Returns: `(kernel', bias')`, with the dtypes of `kernel` and of `bias` (or `kernel` if None);
+      computed in float32 or wider.
+    Raises: ValueError: unknown layout, kernel rank < 2, out-channel mismatch with `bias`/`bn_params`/
+      `bn_state`.
+    PyTorch: `torch.nn.utils.fusion.fuse_conv_bn_weights` / `fuse_linear_bn_weights`.
+    """
+    fn = "fold_batch_norm"
+    if not isinstance(layout, str) or layout not in _FOLD_OUT_LAST + _FOLD_OUT_FIRST:
+        raise ValueError(f"{fn}: unknown kernel layout {layout!r}; expected one of {_FOLD_OUT_LAST} "
+                         f"(out channels last) or {_FOLD_OUT_FIRST} (out channels first, PyTorch's).")
+    eps = _check_eps(fn, eps)
+    if kernel.ndim < 2:
+        raise ValueError(f"{fn}: kernel must have rank >= 2 ([in, out] or [*window, in, out] for "
+                         f"layout={layout!r}), got shape {tuple(kernel.shape)}.")
+    out_axis = kernel.ndim - 1 if layout in _FOLD_OUT_LAST else 0
+    o = kernel.shape[out_axis]
+    what = f"kernel of shape {tuple(kernel.shape)} (layout={layout!r}) has O ="
+    if bias is not None and tuple(jnp.shape(bias)) != (o,):
+        raise ValueError(f"{fn}: bias has shape {tuple(jnp.shape(bias))} but {what} {(o,)}.")
+    _check_params(fn, bn_params, ("scale", "bias"), (o,), what, arg="bn_params")
+    _check_params(fn, bn_state, ("mean", "var"), (o,), what, arg="bn_state")
+    sdt = _stats_dtype(kernel.dtype)
+    s = bn_params["scale"].astype(sdt) * jax.lax.rsqrt(bn_state["var"].astype(sdt) + eps)
+    new_kernel = kernel.astype(sdt) * s.reshape(_channel_shape(kernel.ndim, out_axis, o))
+    b = jnp.zeros((o,), sdt) if bias is None else bias.astype(sdt)
+    new_bias = (b - bn_state["mean"].astype(sdt)) * s + bn_params["bias"].astype(sdt)
+    bias_dtype = kernel.dtype if bias is None else bias.dtype
+    return new_kernel.astype(kernel.dtype), new_bias.astype(bias_dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# per-example norms: layer, group, instance
+# ----------------------------------------------------------------------------------------------
+
+def init_layer_norm(normalized_shape: int | Sequence[int], dtype=jnp.float32) -> dict:
+    """`{"scale": ones, "bias": zeros}` of shape `normalized_shape` (PyTorch's LayerNorm defaults).
+
+    Raises: ValueError if `normalized_shape` is not a positive int or a tuple of positive ints.
+    """
+    fn = "init_layer_norm"
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
+    if not isinstance(shape, Sequence) or len(shape) == 0:
+        raise ValueError(f"{fn}: normalized_shape must be a positive int or a non-empty tuple of them, "
+                         f"got {normalized_shape!r}.")
+    shape = tuple(_check_positive_int(fn, "normalized_shape", d) for d in shape)
+    return {"scale": jnp.ones(shape, dtype), "bias": jnp.zeros(shape, dtype)}
+
+
+def layer_norm(x: jax.Array, params: Mapping, *, eps: float = 1e-5) -> jax.Array:
+    """Layer normalisation over the trailing dims of `x` that match `params["scale"].shape`.
+
+    `y = (x - mean) / sqrt(var + eps) * scale + bias`, mean and biased variance per example over the
+    last `k = params["scale"].ndim` axes (PyTorch's `normalized_shape = scale.shape`).
+
+    Args:
+      x: `[..., *normalized_shape]`.
+      params: `{"scale": normalized_shape, "bias": normalized_shape}`.
+      eps: added to the variance.
+    Returns: an array with the shape and dtype of `x`; statistics in float32 or wider.
+    Raises: TypeError if `x` is not floating; ValueError if the trailing dims of `x` differ from
+      `scale.shape` or `bias` has another shape.
+    PyTorch: `torch.nn.LayerNorm(normalized_shape, eps)`.
+    """
+    fn = "layer_norm"
+    check_floating(fn, "x", x)
+    eps = _check_eps(fn, eps)
+    if not isinstance(params, Mapping) or "scale" not in params:
+        raise ValueError(f"{fn}: params must be a dict with keys ['scale', 'bias'], got "
+                         f"{sorted(params) if isinstance(params, Mapping) else type(params).__name__}.")
+    shape = tuple(jnp.shape(params["scale"]))
+    k = len(shape)
+    if k == 0 or x.ndim < k or tuple(x.shape[x.ndim - k:]) != shape:
+        raise ValueError(f"{fn}: x of shape {tuple(x.shape)} must end with the normalized shape "
+                         f"{shape} = params['scale'].shape.")
+    _check_params(fn, params, ("scale", "bias"), shape, "params['scale'] has shape")
+    x32 = x.astype(_stats_dtype(x.dtype))
+    mean, var, _ = _moments(x32, tuple(range(x.ndim - k, x.ndim)))
+    return _affine((x32 - mean) * jax.lax.rsqrt(var + eps), params, shape, x.dtype)
+
+
+def init_group_norm(num_channels: int, dtype=jnp.float32) -> dict:
+    """`{"scale": ones [C], "bias": zeros [C]}` (PyTorch's GroupNorm defaults)."""
+    c = _check_positive_int("init_group_norm", "num_channels", num_channels)
+    return {"scale": jnp.ones((c,), dtype), "bias": jnp.zeros((c,), dtype)}
+
+
+def group_norm(x: jax.Array, params: Mapping, *, groups: int, eps: float = 1e-5,
+               layout: str = "NHWC") -> jax.Array:
+    """Group normalisation: per example, statistics over each group of `C / groups` channels and space.
+
+    The channels are split into `groups` groups of consecutive channels; each (example, group) is
+    normalised with its own mean and biased variance, then `y = xhat * scale[c] + bias[c]` per channel.
+    `groups=1` normalises each example over all of (C, spatial); `groups=C` is instance norm.
+
+    Args:
+      x: `[N, C]`, or `[N, *spatial, C]` (default layout) / `[N, C, *spatial]` (`layout="NCHW"` etc.),
+        1 to 3 spatial dims.
+      params: `{"scale": [C], "bias": [C]}`.
+      groups: positive int dividing C.
+      eps: added to the variance.
+      layout: where the channels are; the rank comes from `x`.
+    Returns: an array with the shape and dtype of `x`; statistics in float32 or wider.
+    Raises: TypeError if `x` is not floating; ValueError: wrong rank, unknown layout, `groups` not a
+      positive int dividing C, `params` not `[C]`.
+    PyTorch: `torch.nn.GroupNorm(groups, C, eps)`.
+    """
+    fn = "group_norm"
+    check_floating(fn, "x", x)
+    eps = _check_eps(fn, eps)
+    channel_axis, _ = _norm_layout(fn, x, layout, allow_nc=True)
+    c = x.shape[channel_axis]
+    groups = _check_positive_int(fn, "groups", groups)
+    if c % groups:
+        raise ValueError(f"{fn}: groups={groups} must divide the number of channels C={c} "
+                         f"(x of shape {tuple(x.shape)}, layout={layout!r}).")
+    _check_params(fn, params, ("scale", "bias"), (c,), f"x of shape {tuple(x.shape)} has C =")
+    x32 = x.astype(_stats_dtype(x.dtype))
+    # Split the channel axis into (groups, C / groups); reduce over everything but N and the group axis.
+    split = x.shape[:channel_axis] + (groups, c // groups) + x.shape[channel_axis + 1:]
+    xg = x32.reshape(split)
+    axes = tuple(a for a in range(1, xg.ndim) if a != channel_axis)
+    mean, var, _ = _moments(xg, axes)
+    xhat = ((xg - mean) * jax.lax.rsqrt(var + eps)).reshape(x.shape)
+    return _affine(xhat, params, _channel_shape(x.ndim, channel_axis, c), x.dtype)
+
+
+def init_instance_norm(num_channels: int, dtype=jnp.float32) -> dict:
+    """`{"scale": ones [C], "bias": zeros [C]}` (PyTorch's InstanceNorm with `affine=True`)."""
+    c = _check_positive_int("init_instance_norm", "num_channels", num_channels)
+    return {"scale": jnp.ones((c,), dtype), "bias": jnp.zeros((c,), dtype)}
+
+
+def instance_norm(x: jax.Array, params: Mapping, *, eps: float = 1e-5, layout: str = "NHWC") -> jax.Array:
+    """Instance normalisation: per example and channel, statistics over the spatial axes.
+
+    `y = (x - mean[n, c]) / sqrt(var[n, c] + eps) * scale[c] + bias[c]`, biased variance; no running
+    statistics (the same in training and evaluation).
+
+    Args:
+      x: `[N, *spatial, C]` (default layout) or `[N, C, *spatial]` (`layout="NCHW"` etc.), 1 to 3
+        spatial dims.
+      params: `{"scale": [C], "bias": [C]}`.
+      eps: added to the variance.
+      layout: where the channels are; the rank comes from `x`.
+    Returns: an array with the shape and dtype of `x`; statistics in float32 or wider.
+    Raises: TypeError if `x` is not floating; ValueError: wrong rank, unknown layout, `params` not `[C]`.
+    PyTorch: `torch.nn.InstanceNorm1d/2d/3d(C, eps, affine=True, track_running_stats=False)`.
+    """
+    fn = "instance_norm"
+    check_floating(fn, "x", x)
+    eps = _check_eps(fn, eps)
+    channel_axis, spatial_axes = _norm_layout(fn, x, layout, allow_nc=False)
+    c = x.shape[channel_axis]
+    _check_params(fn, params, ("scale", "bias"), (c,), f"x of shape {tuple(x.shape)} has C =")
+    x32 = x.astype(_stats_dtype(x.dtype))
+    mean, var, _ = _moments(x32, spatial_axes)
+    return _affine((x32 - mean) * jax.lax.rsqrt(var + eps), params,
+                   _channel_shape(x.ndim, channel_axis, c), x.dtype)

@@ -1,0 +1,207 @@
+"""Max, average, global-average and adaptive-average pooling with PyTorch's semantics.
+
+Output sizes come from ``conv.conv_output_size``'s formula (imported, not copied), including PyTorch's
+ceil-mode rule that the last window must start inside the input or the left padding.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxnets.layers._checks import Layout, as_tuple, spatial_layout
+from jaxnets.layers.conv import _output_size
+
+
+class _Windows(NamedTuple):
+    lay: Layout
+    window: tuple[int, ...]  # per spatial dim
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]  # explicit padding, both sides
+    sizes: tuple[int, ...]  # input spatial sizes
+    outs: tuple[int, ...]  # output spatial sizes
+    extra: tuple[int, ...]  # high padding added so that ceil mode yields `outs` windows
+
+    def full(self, per_spatial, fill):
+        """Expand a per-spatial-dim tuple to all axes of x, with `fill` on batch and channel axes."""
+        out = [fill] * (self.lay.spatial + 2)
+        for a, v in zip(self.lay.spatial_axes, per_spatial):
+            out[a] = v
+        return tuple(out)
+
+    def reduce(self, x, init, op):
+        pads = self.full(tuple((p, p + e) for p, e in zip(self.padding, self.extra)), (0, 0))
+        return lax.reduce_window(x, init, op, self.full(self.window, 1), self.full(self.stride, 1), pads)
+
+
+def _windows(fn: str, x, window, stride, padding, ceil_mode, layout) -> _Windows:
+    lay = spatial_layout(fn, x, layout)
+    n = lay.spatial
+    window = as_tuple(fn, "window", window, n)
+    stride = window if stride is None else as_tuple(fn, "stride", stride, n)
+    padding = as_tuple(fn, "padding", padding, n, minimum=0)
+    if not isinstance(ceil_mode, bool):
+        raise TypeError(f"{fn}: ceil_mode must be a bool, got {ceil_mode!r}.")
+    if any(p > w // 2 for p, w in zip(padding, window)):
+        raise ValueError(f"{fn}: padding must be at most half the window (PyTorch's rule: padding <= window // 2), "
+                         f"got padding={padding} for window={window}.")
+    sizes = tuple(x.shape[a] for a in lay.spatial_axes)
+    outs = tuple(_output_size(fn, "window", i, sz, w, s, p, p, 1, ceil_mode)
+                 for i, (sz, w, s, p) in enumerate(zip(sizes, window, stride, padding)))
+    # Ceil mode: pad the high side just enough for `out` full windows; those pixels never count as input.
+    extra = tuple(max(0, (o - 1) * s + w - (sz + 2 * p)) for o, s, w, sz, p in zip(outs, stride, window, sizes, padding))
+    return _Windows(lay, window, stride, padding, sizes, outs, extra)
+
+
+def _accumulation_dtype(dtype):
+    # Sums of half-precision floats are accumulated in float32 (as PyTorch does), then cast back.
+    if jnp.issubdtype(dtype, jnp.floating):
+        return jnp.promote_types(dtype, jnp.float32)
+    raise TypeError(f"average pooling needs a floating-point input, got dtype {dtype}.")
+
+
+def max_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = False,
+             layout: str = "NHWC") -> jax.Array:
+    """Max over sliding windows of each channel; 1D/2D/3D from ``x.ndim``.
+
+    ``y[n, c, o] = max_{k < window} x_padded[n, c, o * stride + k]``, padding with ``-inf`` (never selected).
+    Output size per spatial dim: ``conv_output_size(size, window, stride=, padding=, ceil_mode=)``.
+
+    Args:
+      x: ``[N, *spatial, C]`` (default) or ``[N, C, *spatial]`` with ``layout="NCHW"`` etc.
+      window: int >= 1 or one per spatial dim.
+      stride: int >= 1 or one per spatial dim; None (default) means ``window``.
+      padding: int >= 0 or one per spatial dim, on both sides, at most ``window // 2`` (PyTorch's rule).
+      ceil_mode: round the output size up, PyTorch's rule: the last window must start inside the input or
+        the left padding (e.g. 32 with window 3, stride 2 gives 16 instead of 15).
+      layout: ``"NWC"/"NHWC"/"NDHWC"`` or ``"NCW"/"NCHW"/"NCDHW"``.
+    Returns: ``[N, *out, C]`` or ``[N, C, *out]``, dtype of ``x``.
+    Raises: ValueError for a wrong rank, unknown layout, window larger than the padded input, padding larger
+      than half the window, non-positive window/stride; TypeError for non-int arguments.
+
+    PyTorch: ``torch.nn.functional.max_pool1d/2d/3d`` (``dilation=1``).
+    """
+    x = jnp.asarray(x)
+    w = _windows("max_pool", x, window, stride, padding, ceil_mode, layout)
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        init = -jnp.inf
+    elif jnp.issubdtype(x.dtype, jnp.integer):
+        init = int(jnp.iinfo(x.dtype).min)
+    else:
+        raise TypeError(f"max_pool: x must have a numeric dtype, got {x.dtype}.")
+    return w.reduce(x, init, lax.max)
+
+
+def _avg_divisor(w: _Windows, count_include_pad: bool) -> np.ndarray:
+    """Per-output divisor, PyTorch's ``avg_pool`` kernels: the window clipped to input + explicit padding
+    (``count_include_pad=True``) or to the input alone (``False``). Static, so computed with numpy."""
+    per_dim = []
+    for o, s, k, p, size in zip(w.outs, w.stride, w.window, w.padding, w.sizes):
+        start = np.arange(o) * s - p
+        end = np.minimum(start + k, size + p)  # ceil-mode windows hanging past the padding are cut
+        if not count_include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, size)
+        per_dim.append((end - start).astype(np.float64))
+    divisor = per_dim[0]
+    for d in per_dim[1:]:
+        divisor = np.multiply.outer(divisor, d)
+    return divisor.reshape(w.full(divisor.shape, 1))
+
+
+def avg_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = False,
+             count_include_pad: bool = True, layout: str = "NHWC") -> jax.Array:
+    """Mean over sliding windows of each channel; 1D/2D/3D from ``x.ndim``.
+
+    ``y[n, c, o] = sum_{k < window} x_padded[n, c, o * stride + k] / divisor[o]``, zero padding, where
+    ``divisor`` follows PyTorch exactly: with ``count_include_pad=True`` the window size clipped to the input
+    plus explicit padding (so ceil-mode windows hanging over the right edge divide by their part inside
+    input + padding), with ``count_include_pad=False`` the number of real input elements in the window.
+    Output size per spatial dim: ``conv_output_size(size, window, stride=, padding=, ceil_mode=)``.
+
+    Args:
+      x: floating ``[N, *spatial, C]`` (default) or ``[N, C, *spatial]`` with ``layout="NCHW"`` etc.
+      window, stride, padding, ceil_mode, layout: as in ``max_pool``.
+      count_include_pad: whether explicit padding counts in the divisor (PyTorch's default True).
+    Returns: ``[N, *out, C]`` or ``[N, C, *out]``, dtype of ``x`` (half precision is summed in float32).
+    Raises: as ``max_pool``; TypeError for a non-floating input.
+
+    PyTorch: ``torch.nn.functional.avg_pool1d/2d/3d`` (``divisor_override=None``).
+    """
+    x = jnp.asarray(x)
+    w = _windows("avg_pool", x, window, stride, padding, ceil_mode, layout)
+    if not isinstance(count_include_pad, bool):
+        raise TypeError(f"avg_pool: count_include_pad must be a bool, got {count_include_pad!r}.")
+    acc = _accumulation_dtype(x.dtype)
+    sums = w.reduce(x.astype(acc), 0.0, lax.add)
+    return (sums / jnp.asarray(_avg_divisor(w, count_include_pad), acc)).astype(x.dtype)
+
+
+def global_avg_pool(x: jax.Array, *, layout: str = "NHWC", keepdims: bool = False) -> jax.Array:
+    """Mean over all spatial positions of each channel.
+
+    Args:
+      x: ``[N, *spatial, C]`` (default) or ``[N, C, *spatial]`` with ``layout="NCHW"`` etc.; 1-3 spatial dims.
+      layout: where the channels are.
+      keepdims: keep the spatial axes with size 1 (``[N, 1, 1, C]``) instead of returning ``[N, C]``.
+    Returns: ``[N, C]`` or, with ``keepdims``, the rank of ``x`` with spatial sizes 1.
+    Raises: ValueError for a wrong rank or unknown layout.
+
+    PyTorch: ``x.mean(dim=(2, 3))`` or ``F.adaptive_avg_pool2d(x, 1)`` (``keepdims=True``, ``layout="NCHW"``).
+    """
+    x = jnp.asarray(x)
+    lay = spatial_layout("global_avg_pool", x, layout)
+    return jnp.mean(x, axis=lay.spatial_axes, keepdims=keepdims)
+
+
+def _adaptive_bins(size: int, out: int) -> np.ndarray:
+    """0/1 matrix ``[out, size]``: bin i covers ``[floor(i * size / out), ceil((i + 1) * size / out))``."""
+    i = np.arange(out)
+    start = (i * size) // out
+    end = -((-(i + 1) * size) // out)
+    j = np.arange(size)
+    return ((j >= start[:, None]) & (j < end[:, None])).astype(np.float32)
+
+
+def adaptive_avg_pool(x: jax.Array, output_size, *, layout: str = "NHWC") -> jax.Array:
+    """Average pooling to a fixed output size, with PyTorch's (possibly overlapping, unequal) bins.
+
+    Along each spatial dim of size ``L`` with ``O`` outputs, output ``i`` averages input positions
+    ``floor(i * L / O) <= j < ceil((i + 1) * L / O)``; with ``L % O == 0`` this is ``avg_pool`` with window
+    and stride ``L / O``. ``O`` may exceed ``L`` (bins then repeat inputs).
+
+    Args:
+      x: floating ``[N, *spatial, C]`` (default) or ``[N, C, *spatial]`` with ``layout="NCHW"`` etc.
+      output_size: int >= 1 or one per spatial dim; a None entry keeps that dim's input size.
+      layout: where the channels are.
+    Returns: ``[N, *output_size, C]`` or ``[N, C, *output_size]``, dtype of ``x``.
+    Raises: ValueError for a wrong rank, unknown layout or output size < 1; TypeError for a non-int size.
+
+    PyTorch: ``torch.nn.functional.adaptive_avg_pool1d/2d/3d``.
+    """
+    fn = "adaptive_avg_pool"
+    x = jnp.asarray(x)
+    lay = spatial_layout(fn, x, layout)
+    sizes = tuple(x.shape[a] for a in lay.spatial_axes)
+    if isinstance(output_size, Sequence) and not isinstance(output_size, str):
+        output_size = tuple(sz if o is None else o for o, sz in zip(output_size, sizes)) + tuple(
+            output_size[len(sizes):])
+    outs = as_tuple(fn, "output_size", output_size, lay.spatial)
+    acc = _accumulation_dtype(x.dtype)
+    y = x.astype(acc)
+    for axis, size, out in zip(lay.spatial_axes, sizes, outs):
+        if size == out:
+            continue
+        bins = _adaptive_bins(size, out)
+        # A 0/1 matrix sums each bin exactly (HIGHEST: no reduced-precision passes on accelerators).
+        y = jnp.tensordot(y, jnp.asarray(bins.T, acc), axes=([axis], [0]), precision=lax.Precision.HIGHEST)
+        y = jnp.moveaxis(y, -1, axis)
+        count = bins.sum(axis=1)
+        shape = [1] * y.ndim
+        shape[axis] = out
+        y = y / jnp.asarray(count.reshape(shape), acc)
+    return y.astype(x.dtype)
+

@@ -1,0 +1,76 @@
+"""Multilayer perceptron for MNIST-sized inputs (any input shape: it is flattened first)."""
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+
+from jaxnets import nn as jnn
+from jaxnets.layers.activations import get_activation
+from jaxnets.models import check_variant, default_classes, register
+
+
+class MLP(nn.Module):
+    """Flatten -> [Dense -> (BatchNorm) -> activation -> (Dropout)] per hidden layer -> Dense.
+
+    The first `batch_norm_layers` hidden layers are Dense (no bias: BN's shift subsumes it) -> BN ->
+    activation; the remaining ones Dense -> activation; dropout (if `dropout > 0`) after every hidden
+    activation; then the output Dense. Input: any `[N, ...]` float array, flattened in PyTorch's
+    (C, H, W) order.
+
+    Submodules: "dense_{i}" and (for i < batch_norm_layers) "bn_{i}" per hidden layer i, "head" (output).
+    Initialisation: PyTorch's `nn.Linear` defaults (the `jnn.Dense` default).
+    PyTorch: `nn.Sequential(nn.Flatten(), nn.Linear(d, h0, bias=False), nn.BatchNorm1d(h0), nn.ReLU(), ...,
+    nn.Linear(h_last, num_classes))`.
+    """
+
+    hidden: Sequence[int]
+    num_classes: int
+    activation: str = "relu"
+    batch_norm_layers: int = 0
+    dropout: float = 0.0
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        x = jnn.Flatten()(x)
+        for i, width in enumerate(self.hidden):
+            with_bn = i < self.batch_norm_layers
+            x = jnn.Dense(width, use_bias=not with_bn, name=f"dense_{i}")(x)
+            if with_bn:
+                x = jnn.BatchNorm(axis_name=self.axis_name, name=f"bn_{i}")(x, train=train)
+            x = jnn.Activation(self.activation)(x)
+            if self.dropout > 0:
+                x = jnn.Dropout(self.dropout)(x, train=train)
+        return jnn.Dense(self.num_classes, name="head")(x)
+
+
+@register("mlp")
+def mlp(*, hidden: Sequence[int] = (512, 256), activation: str = "relu", batch_norm_layers: int = 0,
+        dropout: float = 0.0, num_classes: int | None = None, variant: str = "mnist",
+        axis_name: str | None = None) -> MLP:
+    """Multilayer perceptron (see `MLP`).
+
+    Args:
+      hidden: widths of the hidden layers, e.g. `(512, 256)` (default).
+      activation: a `layers.get_activation` name ("relu" default, "tanh", "gelu", ...).
+      batch_norm_layers: how many of the first hidden layers are Linear -> BN -> activation (0 to
+        `len(hidden)`; default 0, no BN).
+      dropout: drop rate after each hidden activation (0.0: none).
+      num_classes: output size (default 10).
+      variant: "mnist" only (the input shape is free; MNIST is what it is sized for).
+      axis_name: passed to every BatchNorm.
+    Returns: an `MLP` module; `__call__(x, *, train)` maps `[N, ...]` to `[N, num_classes]`.
+    Raises: ValueError for an unknown variant or activation, empty or non-positive `hidden`, or `batch_norm_layers`
+      outside [0, len(hidden)].
+    """
+    check_variant("mlp", variant, ("mnist",))
+    hidden = tuple(hidden)
+    if not hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
+        raise ValueError(f"mlp: hidden must be a non-empty sequence of positive ints, got {hidden!r}.")
+    if isinstance(batch_norm_layers, bool) or not isinstance(batch_norm_layers, int) \
+            or not 0 <= batch_norm_layers <= len(hidden):
+        raise ValueError(f"mlp: batch_norm_layers must be an int in [0, len(hidden) = {len(hidden)}], "
+                         f"got {batch_norm_layers!r}.")
+    get_activation(activation)  # unknown names fail here, at creation
+    return MLP(hidden=hidden, num_classes=default_classes("mlp", num_classes, variant), activation=activation,
+               batch_norm_layers=batch_norm_layers, dropout=dropout, axis_name=axis_name)

@@ -1,0 +1,239 @@
+"""Pure training and evaluation steps: `(state, batch) -> (state, metrics)` and `(state, batch) -> metrics`.
+
+The steps are plain functions of arrays with no host round-trip: the caller compiles them (`jax.jit`,
+or `jaxnets.train.compile_steps` for one or many devices); tests may call them unjitted.
+
+Batches are dicts `{"image": [N, H, W, C] uint8 or float, "label": [N] int, "mask": [N] bool (optional)}`.
+`mask` marks the valid rows of a padded batch (the last, short batch of an epoch, or a global batch
+that does not divide evenly over the devices): padded rows contribute nothing to the loss, the
+gradient, the metrics or the BatchNorm statistics.
+
+Metrics are SUMS over the valid rows, `{"loss": sum of per-example losses (float32), "correct": number
+of top-1 hits (int32), "count": number of valid rows (int32)}`, so epoch means and cross-device or
+cross-host reductions are exact: the mean loss is `loss / count`, the accuracy `correct / count`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxnets.data.augment import to_float
+from jaxnets.layers.losses import cross_entropy
+from jaxnets.nn import BatchNorm
+from jaxnets.train.state import TrainState
+
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+def _unpack(fn: str, batch) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """Check a batch dict and return `(images, labels, mask)`; shapes are static, so this runs at trace time."""
+    if not isinstance(batch, Mapping):
+        raise TypeError(f"{fn}: batch must be a dict with 'image' and 'label' (and optionally 'mask'), "
+                        f"got {type(batch).__name__}.")
+    missing = [k for k in ("image", "label") if k not in batch]
+    if missing:
+        raise ValueError(f"{fn}: batch is missing {missing}; expected keys 'image' [N, H, W, C], 'label' [N] "
+                         f"and optionally 'mask' [N], got {sorted(batch)}.")
+    images, labels, mask = jnp.asarray(batch["image"]), jnp.asarray(batch["label"]), batch.get("mask")
+    n = images.shape[0] if images.ndim else None
+    if n is None or labels.shape != (n,):
+        raise ValueError(f"{fn}: batch['label'] must have shape [N] = ({n},) for batch['image'] of shape "
+                         f"{tuple(images.shape)}, got {tuple(labels.shape)}.")
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"{fn}: batch['label'] must hold integer class indices, got dtype {labels.dtype}.")
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.shape != (n,):
+            raise ValueError(f"{fn}: batch['mask'] must have shape [N] = ({n},), got {tuple(mask.shape)}.")
+        mask = mask if mask.dtype == jnp.bool_ else mask != 0
+    return images, labels, mask
+
+
+def _per_example_loss(fn: str, loss_fn: Callable, logits: jax.Array, labels: jax.Array) -> jax.Array:
+    losses = loss_fn(logits, labels, reduction="none")
+    if losses.shape != labels.shape:
+        raise ValueError(f"{fn}: loss_fn(logits, labels, reduction='none') must return per-example losses of "
+                         f"shape {tuple(labels.shape)}, got {tuple(losses.shape)}.")
+    return losses
+
+
+def _sums(losses: jax.Array, logits: jax.Array, labels: jax.Array, mask: jax.Array | None,
+          axis_name) -> Metrics:
+    """The metric sums over the valid rows, summed over `axis_name` when given."""
+    # Top-1 hit: the same rule as `layers.accuracy(k=1)` (argmax; among equal logits the lower index wins).
+    hits = jnp.argmax(logits, axis=-1) == labels
+    if mask is not None:
+        losses, hits = jnp.where(mask, losses, 0), hits & mask
+    count = labels.shape[0] if mask is None else jnp.sum(mask, dtype=jnp.int32)
+    metrics = {"loss": jnp.sum(losses, dtype=jnp.float32), "correct": jnp.sum(hits, dtype=jnp.int32),
+               "count": jnp.asarray(count, jnp.int32)}
+    return metrics if axis_name is None else jax.lax.psum(metrics, axis_name)
+
+
+def _module_path(module: nn.Module) -> str:
+    path = getattr(module.scope, "path", ()) if module.scope is not None else ()
+    return "/".join(path) or type(module).__name__
+
+
+def _bn_in_training(module: nn.Module, args: tuple, kwargs: dict) -> bool:
+    """Whether this BatchNorm call normalises with batch statistics (jaxnets' `train=`, Flax's `use_running_average`)."""
+    if isinstance(module, BatchNorm):
+        return bool(kwargs.get("train", args[1] if len(args) > 1 else False))
+    use_running = kwargs.get("use_running_average", args[1] if len(args) > 1 else None)
+    return not nn.merge_param("use_running_average", module.use_running_average, use_running)
+
+
+def _batch_norm_interceptor(fn: str, axis_name, mask: jax.Array | None):
+    """Flax method interceptor applied to every BatchNorm called in training mode during the step.
+
+    - Checks that the layer's `axis_name` is the step's: under `shard_map`/`pmap` a BN layer without it
+      would normalise each device's shard with its own statistics (not the global batch's), and a BN
+      layer with an axis name under plain `jit` names an axis that does not exist.
+    - Passes the batch's `mask` to the layer (unless the model passes one itself), so padded rows are
+      left out of the statistics without every model having to thread a `mask` argument through.
+    """
+    def intercept(next_fun, args, kwargs, context):
+        module = context.module
+        if (context.method_name != "__call__" or not isinstance(module, (BatchNorm, nn.BatchNorm))
+                or not _bn_in_training(module, args, kwargs)):
+            return next_fun(*args, **kwargs)
+        if module.axis_name != axis_name:
+            raise ValueError(f"{fn}: BatchNorm {_module_path(module)!r} has axis_name={module.axis_name!r} but the "
+                             f"step runs with axis_name={axis_name!r}; create the model with "
+                             f"axis_name={axis_name!r} (`compile_steps(...).axis_name`) so that its statistics "
+                             f"cover the whole global batch.")
+        if mask is not None and kwargs.get("mask") is None:
+            x = args[0] if args else kwargs["x"]
+            if x.shape[0] != mask.shape[0]:
+                raise ValueError(f"{fn}: BatchNorm {_module_path(module)!r} gets an input of shape {tuple(x.shape)} "
+                                 f"whose first axis is not the batch of {mask.shape[0]} rows, so batch['mask'] "
+                                 f"cannot be applied to its statistics; drop the mask (use full batches).")
+            if isinstance(module, nn.BatchNorm):  # Flax's BatchNorm takes a mask broadcastable to x
+                kwargs = {**kwargs, "mask": mask.reshape((-1,) + (1,) * (x.ndim - 1))}
+            else:
+                kwargs = {**kwargs, "mask": mask}
+        return next_fun(*args, **kwargs)
+
+    return intercept
+
+
+def make_train_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable | None = None,
+                    augment: Callable | None = None, axis_name=None
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """Build the pure training step `train_step(state, batch) -> (state, metrics)`.
+
+    One step: draw keys, augment and preprocess the images, run the model in training mode, take the
+    gradient of the mean loss over the valid rows and apply one optimizer update:
+
+        key = fold_in(state.rng, state.step)            (then fold_in(key, axis_index) under axis_name)
+        augment_key, dropout_key = split(key)
+        x = preprocess(augment(augment_key, images))
+        loss = sum_{valid i} loss_fn(model(x)_i, label_i) / (number of valid rows)
+        state = state.apply_gradients(grad(loss), batch_stats=<updated running statistics>)
+
+    The model is called as `state.apply_fn(variables, x, train=True, rngs={"dropout": dropout_key},
+    mutable=["batch_stats"])` (no `mutable` for a model without BatchNorm). Padded rows (`mask` False)
+    contribute nothing to the loss, the gradient or the BatchNorm statistics: the step passes `mask` to
+    every `jaxnets.nn.BatchNorm` (and `flax.linen.BatchNorm`) called in training mode, whose statistics
+    are then `sum over valid rows / number of valid rows` (`layers.batch_norm`), so the model needs no
+    `mask` argument. The only other cross-row operation in a model must not exist: a layer that mixes
+    rows of the batch (other than these BatchNorms) would see the padded rows.
+
+    With `axis_name` (per-device code under `shard_map` or `pmap` over that axis) the step is exact for
+    the GLOBAL batch, also when devices hold different numbers of valid rows: the loss is divided by
+    `psum(count)` (not a mean of per-device means), the gradients and metrics are `psum`-ed, and every
+    BatchNorm must have been created with the same `axis_name` (else ValueError), so that its
+    statistics are `psum(sum) / psum(count)` over all devices. The differentiation relies on `psum`
+    being its own transpose, true under `pmap` and `shard_map(..., check_vma=False)`, which
+    `compile_steps` uses. Dropout and augmentation keys are then also folded with the device index:
+    devices draw different masks, but not the single-device run's (the "sharded" mode, which computes
+    on the global batch, draws exactly the single-device keys).
+
+    Args:
+      loss_fn: `loss_fn(logits, labels, reduction="none") -> [N]` per-example losses; default
+        `layers.cross_entropy` (use `functools.partial` for options such as `label_smoothing`). The
+        step averages over valid rows: with class `weights` this is not PyTorch's weighted mean.
+      preprocess: `images -> float images`, applied after `augment`; default `data.augment.to_float`
+        (uint8 -> float32 in [0, 1]; float images pass through unchanged).
+      augment: `(key, images) -> images`, applied to the raw batch images (as torchvision transforms run
+        before `ToTensor`/`Normalize`), e.g. `data.augment.compose(random_crop, random_flip)`; None: none.
+      axis_name: the mapped axis of the devices (e.g. "batch"), or None for one program over the whole batch.
+    Returns: `train_step(state, batch) -> (new_state, metrics)`; metrics as in the module docstring
+      (global sums under `axis_name`).
+    Raises (at trace time): ValueError/TypeError for a malformed batch, a `loss_fn` that does not return
+      `[N]` losses, or a BatchNorm whose `axis_name` is not the step's.
+    PyTorch: `model.train(); loss = criterion(model(x), y); opt.zero_grad(); loss.backward(); opt.step()`.
+    """
+    fn = "train_step"
+    preprocess = to_float if preprocess is None else preprocess
+
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        images, labels, mask = _unpack(fn, batch)
+        key = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+        augment_key, dropout_key = jax.random.split(key)
+        if augment is not None:
+            images = augment(augment_key, images)
+        x = preprocess(images)
+        if mask is not None:
+            labels = jnp.where(mask, labels, 0)  # padded rows may hold any label; keep their (discarded) loss finite
+        count = labels.shape[0] if mask is None else jnp.sum(mask, dtype=jnp.int32)
+        total = count if axis_name is None else jax.lax.psum(count, axis_name)
+        # Divide by the GLOBAL number of valid rows (>= 1 so an all-padding batch gives 0, not nan).
+        denominator = jnp.maximum(jnp.asarray(total, jnp.float32), 1.0)
+        has_stats = bool(state.batch_stats)
+
+        def loss_of(params):
+            variables = {"params": params, **({"batch_stats": state.batch_stats} if has_stats else {})}
+            with nn.intercept_methods(_batch_norm_interceptor(fn, axis_name, mask)):
+                if has_stats:
+                    logits, updates = state.apply_fn(variables, x, train=True, rngs={"dropout": dropout_key},
+                                                     mutable=["batch_stats"])
+                else:
+                    logits, updates = state.apply_fn(variables, x, train=True, rngs={"dropout": dropout_key}), {}
+            losses = _per_example_loss(fn, loss_fn, logits, labels)
+            valid = losses if mask is None else jnp.where(mask, losses, 0)
+            return jnp.sum(valid, dtype=jnp.float32) / denominator, (logits, losses, updates)
+
+        grads, (logits, losses, updates) = jax.grad(loss_of, has_aux=True)(state.params)
+        if axis_name is not None:
+            grads = jax.lax.psum(grads, axis_name)  # each device holds d(its rows' loss sum)/dparams / global count
+        new_state = state.apply_gradients(grads, batch_stats=updates["batch_stats"] if has_stats else None)
+        return new_state, _sums(losses, logits, labels, mask, axis_name)
+
+    return train_step
+
+
+def make_eval_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable | None = None,
+                   axis_name=None) -> Callable[[TrainState, Batch], Metrics]:
+    """Build the pure evaluation step `eval_step(state, batch) -> metrics`.
+
+    The model runs with `train=False` (running BatchNorm statistics, no dropout), so no key is drawn
+    and nothing is mutated. Metrics are the sums over the valid rows (`mask`), `psum`-ed over
+    `axis_name` when given.
+
+    Args:
+      loss_fn, preprocess: as in `make_train_step` (no augmentation at evaluation).
+      axis_name: the mapped axis of the devices, or None.
+    Returns: `eval_step(state, batch) -> {"loss", "correct", "count"}`.
+    Raises (at trace time): ValueError/TypeError for a malformed batch or a `loss_fn` that does not
+      return `[N]` losses.
+    PyTorch: `model.eval(); with torch.no_grad(): criterion(model(x), y)`.
+    """
+    fn = "eval_step"
+    preprocess = to_float if preprocess is None else preprocess
+
+    def eval_step(state: TrainState, batch: Batch) -> Metrics:
+        images, labels, mask = _unpack(fn, batch)
+        if mask is not None:
+            labels = jnp.where(mask, labels, 0)
+        logits = state.apply_fn(state.variables, preprocess(images), train=False)
+        losses = _per_example_loss(fn, loss_fn, logits, labels)
+        return _sums(losses, logits, labels, mask, axis_name)
+
+    return eval_step

@@ -1,0 +1,269 @@
+"""Tests for jaxnets/data/augment.py against numpy references: crops are windows of the padded image, flips
+and shifts are exact, randomness is per image and a function of the key; TTA and ensembles against
+hand-computed averages."""
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jaxnets.data import augment
+from jaxnets.data.augment import (
+    compose,
+    deterministic,
+    ensemble_predict,
+    hflip,
+    normalize,
+    random_crop,
+    random_flip,
+    random_translate,
+    to_float,
+    tta_predict,
+)
+
+
+def images_float(rng, n=6, h=5, w=7, c=2):
+    return rng.normal(size=(n, h, w, c)).astype(np.float32)  # continuous values: every window is unique
+
+
+def np_shift(image, dy, dx, fill):
+    """out[y, x] = image[y - dy, x - dx] where it exists, else fill."""
+    h, w, _ = image.shape
+    out = np.full_like(image, fill)
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = image[max(-dy, 0):h - max(dy, 0),
+                                                                      max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def crop_offsets(images, out, pad_h, pad_w, mode):
+    """For each image, the offsets (top, left) whose window of the numpy-padded image equals the output."""
+    n, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)), mode=mode)
+    return [[(top, left) for top in range(2 * pad_h + 1) for left in range(2 * pad_w + 1)
+             if np.array_equal(padded[i, top:top + h, left:left + w], out[i])] for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Shapes, dtypes, keys
+
+
+RANDOM_AUGMENTATIONS = {
+    "crop_constant": partial(random_crop, padding=2),
+    "crop_reflect": partial(random_crop, padding=(1, 3), mode="reflect"),
+    "flip": random_flip,
+    "translate": partial(random_translate, max_shift=2, fill=3),
+}
+
+
+@pytest.mark.parametrize("name", RANDOM_AUGMENTATIONS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_shapes_and_dtypes_kept(rng, key, name, dtype):
+    fn = RANDOM_AUGMENTATIONS[name]
+    x = rng.integers(0, 256, (4, 6, 5, 3)).astype(dtype)
+    for out in (fn(key, x), jax.jit(fn)(key, x)):
+        assert out.shape == x.shape and out.dtype == dtype
+
+
+@pytest.mark.parametrize("name", RANDOM_AUGMENTATIONS)
+def test_same_key_same_result_different_keys_differ(rng, name):
+    fn = RANDOM_AUGMENTATIONS[name]
+    x = images_float(rng, n=16)
+    a, b = fn(jax.random.key(1), x), fn(jax.random.key(1), x)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(jax.jit(fn)(jax.random.key(1), x), a)  # jit gives the same draws
+    assert not np.array_equal(a, fn(jax.random.key(2), x))
+    # Old-style uint32 keys work too.
+    assert fn(jax.random.PRNGKey(0), x).shape == x.shape
+
+
+# ------------------------------------------------------------------------------------------------
+# Crop, translate, flip against numpy
+
+
+@pytest.mark.parametrize("mode,padding", [("constant", 2), ("constant", (0, 3)), ("reflect", (2, 1)),
+                                          ("reflect", 4)])
+def test_crop_is_a_window_of_the_padded_image(rng, key, mode, padding):
+    x = images_float(rng, n=8)
+    pad_h, pad_w = (padding, padding) if isinstance(padding, int) else padding
+    out = np.asarray(random_crop(key, x, padding=padding, mode=mode))
+    offsets = crop_offsets(x, out, pad_h, pad_w, mode)  # numpy's reflect: mirror without the edge pixel
+    assert all(len(found) == 1 for found in offsets), offsets
+    assert len({found[0] for found in offsets}) > 1  # each image draws its own offset
+
+
+def test_crop_offsets_cover_the_range(key, rng):
+    x = images_float(rng, n=300, h=3, w=3, c=1)
+    out = np.asarray(random_crop(key, x, padding=1))
+    offsets = [found[0] for found in crop_offsets(x, out, 1, 1, "constant")]
+    counts = np.array([offsets.count((t, l)) for t in range(3) for l in range(3)])
+    # Uniform over 9 offsets: about 33 each; 10 is more than 4 standard deviations below.
+    assert counts.sum() == 300 and counts.min() >= 10
+
+
+def test_zero_padding_crop_is_identity(rng, key):
+    x = images_float(rng)
+    np.testing.assert_array_equal(random_crop(key, x, padding=0), x)
+
+
+def test_translate_shifts_with_fill(rng, key):
+    x = images_float(rng, n=10)
+    out = np.asarray(random_translate(key, x, max_shift=(2, 3), fill=7.0))
+    shifts = []
+    for i in range(len(x)):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-3, 4)
+                 if np.array_equal(np_shift(x[i], dy, dx, 7.0), out[i])]
+        assert len(found) == 1, (i, found)
+        shifts.append(found[0])
+    assert len(set(shifts)) > 1
+    # Documented: with fill=0 it is the constant-padded crop with the same key.
+    np.testing.assert_array_equal(random_translate(key, x, max_shift=2), random_crop(key, x, padding=2))
+
+
+def test_flip_is_exact(rng, key):
+    x = images_float(rng, n=32)
+    np.testing.assert_array_equal(hflip(x), x[:, :, ::-1, :])
+    out = np.asarray(random_flip(key, x))
+    flipped = [np.array_equal(out[i], x[i, :, ::-1]) for i in range(len(x))]
+    kept = [np.array_equal(out[i], x[i]) for i in range(len(x))]
+    assert all(f != k for f, k in zip(flipped, kept))  # each image exactly itself or its mirror
+    assert 0 < sum(flipped) < len(x)
+    np.testing.assert_array_equal(random_flip(key, x, p=1.0), x[:, :, ::-1, :])
+    np.testing.assert_array_equal(random_flip(key, x, p=0.0), x)
+
+
+# ------------------------------------------------------------------------------------------------
+# to_float, normalize: PyTorch parity (torchvision's ToTensor is x.float().div(255); Normalize is sub, div)
+
+
+def test_to_float_matches_torch(rng):
+    x = rng.integers(0, 256, (3, 4, 4, 3), dtype=np.uint8)
+    got = to_float(x)
+    assert got.dtype == jnp.float32
+    np.testing.assert_array_equal(got, torch.from_numpy(x).float().div(255).numpy())  # bit for bit
+    y = jnp.ones((2, 2), jnp.float32)
+    assert to_float(y) is y
+    with pytest.raises(TypeError, match="to_float: expected uint8 pixels in \\[0, 255\\] or a floating array, got int32"):
+        to_float(np.zeros(3, np.int32))
+
+
+def test_normalize_matches_torch(rng):
+    x = rng.uniform(size=(3, 4, 5, 3)).astype(np.float32)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    t = torch.from_numpy(x).permute(0, 3, 1, 2)
+    expected = ((t - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]).permute(0, 2, 3, 1)
+    # Elementwise float32 subtraction and division are correctly rounded in both: equal to the last bit.
+    np.testing.assert_array_equal(normalize(x, mean, std), expected.numpy())
+    np.testing.assert_array_equal(jax.jit(normalize)(x, jnp.array(mean), jnp.array(std)), expected.numpy())
+    np.testing.assert_array_equal(normalize(x, 0.5, 0.25), (x - np.float32(0.5)) / np.float32(0.25))
+
+
+def test_compose_splits_the_key(rng, key):
+    x = rng.integers(0, 256, (8, 6, 6, 3), dtype=np.uint8)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    pipeline = compose(deterministic(to_float), partial(random_crop, padding=2), random_flip,
+                       deterministic(partial(normalize, mean=mean, std=std)))
+    keys = jax.random.split(key, 4)
+    expected = normalize(random_flip(keys[2], random_crop(keys[1], to_float(x), padding=2)), mean, std)
+    np.testing.assert_array_equal(pipeline(key, x), expected)
+    np.testing.assert_array_equal(jax.jit(pipeline)(key, x), expected)
+    assert pipeline(key, x).dtype == jnp.float32
+
+
+# ------------------------------------------------------------------------------------------------
+# TTA and ensembles
+
+
+def linear_apply(variables, x, *, train):
+    assert train is False  # prediction must run the model in evaluation mode
+    return x.reshape(x.shape[0], -1) @ variables["w"] + variables["b"]
+
+
+def np_softmax(z):
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_tta_predict_averages_softmax_over_transforms(rng):
+    x = images_float(rng, n=4, h=3, w=4, c=2)
+    variables = {"w": rng.normal(size=(24, 5)).astype(np.float32), "b": rng.normal(size=5).astype(np.float32)}
+    got = tta_predict(linear_apply, variables, x, transforms=(lambda images: images, hflip))
+    flat = lambda images: images.reshape(len(images), -1).astype(np.float64)  # noqa: E731
+    w, b = variables["w"].astype(np.float64), variables["b"].astype(np.float64)
+    expected = (np_softmax(flat(x) @ w + b) + np_softmax(flat(x[:, :, ::-1]) @ w + b)) / 2
+    # float32 logits of a 24-term dot product against a float64 reference.
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.sum(got, axis=-1), 1.0, rtol=1e-6)
+    single = tta_predict(linear_apply, variables, x, transforms=[lambda images: images])
+    np.testing.assert_allclose(single, np_softmax(flat(x) @ w + b), rtol=1e-5, atol=1e-6)
+    jitted = jax.jit(partial(tta_predict, linear_apply, transforms=(lambda images: images, hflip)))
+    np.testing.assert_allclose(jitted(variables, x), got, rtol=1e-6, atol=1e-7)
+
+
+def test_ensemble_predict_weighted_average(rng):
+    x = rng.normal(size=(5, 6)).astype(np.float32)
+    members = [(linear_apply, {"w": rng.normal(size=(6, 3)).astype(np.float32), "b": np.zeros(3, np.float32)})
+               for _ in range(3)]
+    probs = [np_softmax(x.astype(np.float64) @ m[1]["w"].astype(np.float64)) for m in members]
+    np.testing.assert_allclose(ensemble_predict(members, x), sum(probs) / 3, rtol=1e-5, atol=1e-6)
+    got = ensemble_predict(members, x, weights=[1.0, 3.0, 0.0])
+    np.testing.assert_allclose(got, 0.25 * probs[0] + 0.75 * probs[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ensemble_predict(members[:1], x), probs[0], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_errors(key):
+    x = np.zeros((2, 4, 4, 1), np.float32)
+    with pytest.raises(ValueError, match=r"random_crop: expected a batch of images of shape \[N, H, W, C\].*got \(4, 4, 1\)"):
+        random_crop(key, x[0], padding=1)
+    with pytest.raises(ValueError, match=r"random_flip: expected a batch of images .*got \(2, 4, 4\)"):
+        random_flip(key, x[..., 0])
+    with pytest.raises(ValueError, match="random_crop: padding must be >= 0, got -1"):
+        random_crop(key, x, padding=-1)
+    with pytest.raises(ValueError, match="random_crop: mode must be 'constant' or 'reflect', got 'edge'"):
+        random_crop(key, x, padding=1, mode="edge")
+    with pytest.raises(ValueError, match=r"random_translate: max_shift must be >= 0, got \(1, -2\)"):
+        random_translate(key, x, max_shift=(1, -2))
+    with pytest.raises(ValueError, match=r"random_flip: p must be in \[0, 1\], got 1.5"):
+        random_flip(key, x, p=1.5)
+    with pytest.raises(ValueError, match="hflip: expected a batch of images"):
+        hflip(x[0])
+    with pytest.raises(TypeError, match="normalize: images must be floating, got uint8; call to_float first"):
+        normalize(x.astype(np.uint8), 0.5, 0.5)
+    with pytest.raises(ValueError, match=r"normalize: mean must be a scalar or have one value per channel \(1\), "
+                                         r"got shape \(3,\)"):
+        normalize(x, (0.1, 0.2, 0.3), 1.0)
+    with pytest.raises(ValueError, match=r"normalize: std must be positive, got \[0.0\]"):
+        normalize(x, 0.0, [0.0])
+    with pytest.raises(ValueError, match="compose: expected at least one function"):
+        compose()
+    with pytest.raises(TypeError, match="compose: argument 1 must be a function"):
+        compose(random_flip, 3)
+    with pytest.raises(ValueError, match="tta_predict: transforms must be a non-empty sequence"):
+        tta_predict(linear_apply, {}, x, transforms=())
+    with pytest.raises(TypeError, match=r"tta_predict: transforms\[1\] must be a function"):
+        tta_predict(linear_apply, {}, x, transforms=(hflip, "flip"))
+    member = (linear_apply, {"w": np.zeros((16, 2), np.float32), "b": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match="ensemble_predict: members must be a non-empty sequence"):
+        ensemble_predict([], x)
+    with pytest.raises(TypeError, match=r"ensemble_predict: members\[0\] must be an \(apply_fn, variables\) pair"):
+        ensemble_predict([linear_apply], x)
+    with pytest.raises(ValueError, match=r"ensemble_predict: weights must have one value per member \(2\), got "
+                                         r"shape \(3,\)"):
+        ensemble_predict([member, member], x, weights=[1, 2, 3])
+    with pytest.raises(ValueError, match=r"ensemble_predict: weights must be non-negative and not all zero, got "
+                                         r"\[1.0, -1.0\]"):
+        ensemble_predict([member, member], x, weights=[1.0, -1.0])
+    with pytest.raises(ValueError, match="ensemble_predict: weights must be non-negative and not all zero"):
+        ensemble_predict([member, member], x, weights=[0, 0])
+
+
+def test_module_exports():
+    for name in ("random_crop", "random_flip", "random_translate", "normalize", "to_float", "compose",
+                 "deterministic", "hflip", "tta_predict", "ensemble_predict"):
+        assert callable(getattr(augment, name))
