@@ -169,7 +169,8 @@ def verify_md5(path: str | os.PathLike, md5: str) -> None:
 def _safe_target(archive: Path, dest: Path, name: str) -> Path:
     """The path a member called ``name`` extracts to, or ValueError if it would leave ``dest``."""
     pure = PurePosixPath(name.replace("\\", "/"))
-    if not name or pure.is_absolute() or (pure.parts and ":" in pure.parts[0]):
+    drive = len(name) >= 2 and name[1] == ":" and name[0].isalpha()  # "C:..." is absolute on Windows
+    if not name or pure.is_absolute() or drive:
         raise ValueError(f"{archive}: refusing to extract: member {name!r} has an absolute path.")
     if ".." in pure.parts:
         raise ValueError(f"{archive}: refusing to extract: member {name!r} contains '..' and would be "

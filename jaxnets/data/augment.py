@@ -15,6 +15,7 @@ function ran.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -50,14 +51,22 @@ def _divide(x: jax.Array, divisor) -> jax.Array:
     return x / jax.lax.optimization_barrier(jnp.broadcast_to(jnp.asarray(divisor, x.dtype), x.shape))
 
 
-def _random_window(key: jax.Array, padded: jax.Array, height: int, width: int) -> jax.Array:
-    """Take a random ``height x width`` window of each padded image, the offsets uniform per image."""
-    n, padded_h, padded_w, c = padded.shape
+@partial(jax.jit, static_argnames=("pad_h", "pad_w", "mode"))
+def _pad_and_crop(key: jax.Array, images: jax.Array, fill, *, pad_h: int, pad_w: int, mode: str) -> jax.Array:
+    """Pad by ``(pad_h, pad_w)`` on each side, then take a random window of the original size per image.
+
+    The window's top-left corner is uniform in ``[0, 2 pad_h] x [0, 2 pad_w]``, drawn from the image's own
+    key ``jax.random.split(key, N)[i]``. Jitted as one computation, so eager calls compile once per shape.
+    """
+    n, height, width, c = images.shape
+    pads = ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0))
+    if mode == "reflect":
+        padded = jnp.pad(images, pads, mode="reflect")
+    else:
+        padded = jnp.pad(images, pads, constant_values=fill)
 
     def one(image_key, image):
-        key_y, key_x = jax.random.split(image_key)
-        top = jax.random.randint(key_y, (), 0, padded_h - height + 1)
-        left = jax.random.randint(key_x, (), 0, padded_w - width + 1)
+        top, left = jax.random.randint(image_key, (2,), 0, jnp.array([2 * pad_h + 1, 2 * pad_w + 1]))
         return jax.lax.dynamic_slice(image, (top, left, 0), (height, width, c))
 
     return jax.vmap(one)(jax.random.split(key, n), padded)
@@ -85,9 +94,7 @@ def random_crop(key: jax.Array, images: jax.Array, *, padding: int | tuple[int, 
     pad_h, pad_w = as_tuple("random_crop", "padding", padding, 2, minimum=0)
     if mode not in ("constant", "reflect"):
         raise ValueError(f"random_crop: mode must be 'constant' or 'reflect', got {mode!r}.")
-    _, height, width, _ = images.shape
-    padded = jnp.pad(images, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)), mode=mode)
-    return _random_window(key, padded, height, width)
+    return _pad_and_crop(key, images, 0, pad_h=pad_h, pad_w=pad_w, mode=mode)
 
 
 def random_translate(key: jax.Array, images: jax.Array, *, max_shift: int | tuple[int, int],
@@ -111,9 +118,7 @@ def random_translate(key: jax.Array, images: jax.Array, *, max_shift: int | tupl
     """
     _check_images("random_translate", images)
     shift_h, shift_w = as_tuple("random_translate", "max_shift", max_shift, 2, minimum=0)
-    _, height, width, _ = images.shape
-    padded = jnp.pad(images, ((0, 0), (shift_h, shift_h), (shift_w, shift_w), (0, 0)), constant_values=fill)
-    return _random_window(key, padded, height, width)
+    return _pad_and_crop(key, images, fill, pad_h=shift_h, pad_w=shift_w, mode="constant")
 
 
 def hflip(images: jax.Array) -> jax.Array:
@@ -142,6 +147,11 @@ def random_flip(key: jax.Array, images: jax.Array, *, p: float = 0.5) -> jax.Arr
     concrete = _concrete(p)
     if concrete is not None and not 0.0 <= float(concrete) <= 1.0:
         raise ValueError(f"random_flip: p must be in [0, 1], got {p}.")
+    return _flip(key, images, p)
+
+
+@jax.jit
+def _flip(key: jax.Array, images: jax.Array, p) -> jax.Array:
     flip = jax.vmap(lambda image_key: jax.random.bernoulli(image_key, p))(jax.random.split(key, images.shape[0]))
     return jnp.where(flip[:, None, None, None], hflip(images), images)
 
@@ -181,7 +191,7 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
                         f"and std are then on the [0, 1] scale).")
     channels = images.shape[-1]
     for name, value in (("mean", mean), ("std", std)):
-        shape = jnp.shape(value)
+        shape = np.shape(value)
         if shape not in ((), (1,), (channels,)):
             raise ValueError(f"normalize: {name} must be a scalar or have one value per channel "
                              f"({channels}), got shape {shape}.")
@@ -283,7 +293,7 @@ def ensemble_predict(members: Sequence[tuple[Callable, object]], images: jax.Arr
                             f"{type(member).__name__}.")
     if weights is None:
         weights = np.ones(len(members))
-    shape = jnp.shape(weights)
+    shape = np.shape(weights)
     if shape != (len(members),):
         raise ValueError(f"ensemble_predict: weights must have one value per member ({len(members)}), got shape "
                          f"{shape}.")

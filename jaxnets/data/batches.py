@@ -199,7 +199,8 @@ class Batches:
         self.process_count = _check_int("process_count", process_count, 1) if simulated else jax.process_count()
         self.process_index = _check_int("process_index", process_index, 0) if simulated else jax.process_index()
         if self.process_index >= self.process_count:
-            raise ValueError(f"Batches: process_index must be in [0, {self.process_count}), got {self.process_index}.")
+            raise ValueError(f"Batches: process_index must be in [0, {self.process_count}), got "
+                             f"{self.process_index}.")
         if sharding is not None and not isinstance(sharding, Sharding):
             raise TypeError(f"Batches: sharding must be a jax.sharding.Sharding or None, got "
                             f"{type(sharding).__name__}.")

@@ -47,14 +47,18 @@ def _check_dtype(fn: str, dtype) -> None:
 
 def _sample(key: jax.Array, shape: tuple[int, ...], dtype, variance: float, distribution: str) -> jax.Array:
     """Mean-0 samples with exactly ``variance`` from ``distribution``; the one place samples are drawn."""
+    # Draw flat, then reshape: the same values as drawing with `shape` (the bits fill it in row-major order),
+    # but one compiled sampler per size instead of one per shape.
+    flat = (math.prod(shape),)
     if distribution == "normal":
-        return jax.random.normal(key, shape, dtype) * math.sqrt(variance)
-    if distribution == "uniform":
+        x = jax.random.normal(key, flat, dtype) * math.sqrt(variance)
+    elif distribution == "uniform":
         bound = math.sqrt(3.0 * variance)  # Var U(-b, b) = b^2 / 3
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-    # truncated_normal: a unit normal cut at +-2, rescaled to unit variance, then to the target std.
-    std = math.sqrt(variance) / TRUNCATED_NORMAL_STD
-    return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) * std
+        x = jax.random.uniform(key, flat, dtype, -bound, bound)
+    else:
+        # truncated_normal: a unit normal cut at +-2 has std TRUNCATED_NORMAL_STD; rescale to the target std.
+        x = jax.random.truncated_normal(key, -2.0, 2.0, flat, dtype) * (math.sqrt(variance) / TRUNCATED_NORMAL_STD)
+    return x.reshape(shape)
 
 
 def _variance_scaling(fn: str, scale: float, mode: str, distribution: str, layout: str) -> Initializer:
@@ -118,7 +122,7 @@ def xavier_normal(gain: float = 1.0, *, layout: str = "HWIO") -> Initializer:
     PyTorch: ``torch.nn.init.xavier_normal_(w, gain)`` (for ``layout="OIHW"``).
     """
     _check_number("xavier_normal", "gain", gain)
-    return _variance_scaling("xavier_normal", 2.0 * gain ** 2, "fan_avg", "normal", layout)
+    return _variance_scaling("xavier_normal", gain ** 2, "fan_avg", "normal", layout)
 
 
 def xavier_uniform(gain: float = 1.0, *, layout: str = "HWIO") -> Initializer:
@@ -127,7 +131,7 @@ def xavier_uniform(gain: float = 1.0, *, layout: str = "HWIO") -> Initializer:
     PyTorch: ``torch.nn.init.xavier_uniform_(w, gain)``.
     """
     _check_number("xavier_uniform", "gain", gain)
-    return _variance_scaling("xavier_uniform", 2.0 * gain ** 2, "fan_avg", "uniform", layout)
+    return _variance_scaling("xavier_uniform", gain ** 2, "fan_avg", "uniform", layout)
 
 
 def _he(fn: str, mode: str, nonlinearity: str, negative_slope: float, distribution: str,

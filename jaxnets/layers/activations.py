@@ -42,9 +42,10 @@ def elu(x: jax.Array, alpha: float = 1.0) -> jax.Array:
 
     PyTorch: `torch.nn.functional.elu(x, alpha)`.
     """
-    # expm1 for accuracy near 0; its argument is clipped to <= 0 so the unused branch cannot overflow
-    # to inf and turn the gradient of large positive x into 0 * inf = NaN.
-    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0)))
+    # expm1 for accuracy near 0; its argument is zeroed where x > 0 so the unused branch cannot overflow
+    # to inf and turn the gradient of large x into 0 * inf = NaN. (Not jnp.minimum(x, 0): its gradient
+    # at the tie x = 0 is 1/2, which would halve elu'(0).)
+    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.where(x > 0, 0, x)))
 
 
 def sigmoid(x: jax.Array) -> jax.Array:

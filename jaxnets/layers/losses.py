@@ -13,6 +13,8 @@ axis (``[N, K]`` or ``[N, ..., K]`` with labels ``[N, ...]``), where PyTorch's i
 """
 from __future__ import annotations
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,13 +83,13 @@ def _check_same_shape(fn: str, a_name: str, a: jax.Array, b_name: str, b: jax.Ar
         raise ValueError(f"{fn}: {b_name} must have the shape of {a_name} {a.shape}, got {b.shape}.")
 
 
-def _check_broadcasts_to(fn: str, name: str, value: jax.Array, shape: tuple[int, ...]) -> None:
+def _check_broadcasts_to(fn: str, name: str, value_shape: tuple[int, ...], shape: tuple[int, ...]) -> None:
     try:
-        ok = np.broadcast_shapes(value.shape, shape) == shape
+        ok = np.broadcast_shapes(value_shape, shape) == shape
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(f"{fn}: {name} must broadcast to the logits shape {shape}, got {value.shape}.")
+        raise ValueError(f"{fn}: {name} must broadcast to the logits shape {shape}, got {value_shape}.")
 
 
 def _check_ignore_index(fn: str, ignore_index) -> None:
@@ -147,14 +149,14 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *, weights: jax.Array | 
         floating class probabilities of the shape of ``logits``.
       weights: optional per-class weights ``[K]``.
       label_smoothing: ``eps`` in [0, 1].
-      ignore_index: integer label whose samples are ignored (PyTorch's default -100); unused for
-        probability targets.
+      ignore_index: integer label whose samples are ignored (PyTorch's default -100); must be negative
+        (unused) with probability targets, as in PyTorch.
       reduction: ``"mean"``, ``"sum"`` or ``"none"`` (losses of shape ``logits.shape[:-1]``).
     Returns: the loss (scalar unless ``reduction="none"``).
     Raises:
       ValueError: unknown reduction; labels/targets of the wrong shape; weights not ``[K]``;
-        label_smoothing outside [0, 1].
-      TypeError: non-floating logits; labels neither integer nor floating.
+        label_smoothing outside [0, 1]; ignore_index >= 0 with probability targets.
+      TypeError: non-floating logits; labels neither integer nor floating; a non-int ignore_index.
     PyTorch: ``torch.nn.functional.cross_entropy(moveaxis(logits, -1, 1), labels, weight=weights,
     ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction)``.
     """
@@ -163,18 +165,26 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *, weights: jax.Array | 
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     _check_ignore_index(fn, ignore_index)
     num_classes = _check_logits(fn, "logits", logits)
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
+        raise TypeError(f"{fn}: label_smoothing must be a float in [0, 1], got {label_smoothing!r}.")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing}.")
     weights = _check_class_weights(fn, "weights", weights, num_classes, logits.dtype)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    if jnp.issubdtype(labels.dtype, jnp.floating):
+    prob_targets = jnp.issubdtype(labels.dtype, jnp.floating)
+    if prob_targets:
         _check_same_shape(fn, "logits", logits, "probability targets (floating labels)", labels)
+        if ignore_index >= 0:  # PyTorch refuses it too: there is no label to compare with
+            raise ValueError(f"{fn}: ignore_index={ignore_index} cannot be used with probability targets "
+                             f"(floating labels); leave it at its default -100.")
+    else:
+        _check_class_labels(fn, "logits", logits, labels)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)  # max-subtracted log-sum-exp: finite for any finite logits
+    if prob_targets:
         targets = labels.astype(logits.dtype)
         if label_smoothing > 0.0:
             targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
         weighted = log_probs if weights is None else log_probs * weights
         return _reduce(-jnp.sum(weighted * targets, axis=-1), reduction)
-    _check_class_labels(fn, "logits", logits, labels)
     loss, weight_sum = _class_index_loss(log_probs, labels, weights, ignore_index, label_smoothing)
     return _reduce(loss, reduction, denominator=weight_sum)
 
@@ -288,16 +298,15 @@ def binary_cross_entropy_with_logits(logits: jax.Array, targets: jax.Array, *, w
     _check_reduction(fn, reduction)
     logits, targets = jnp.asarray(logits), jnp.asarray(targets)
     _check_same_shape(fn, "logits", logits, "targets", targets)
-    log_sig = jax.nn.log_sigmoid(logits)
+    for name, value in (("pos_weight", pos_weight), ("weights", weights)):
+        if value is not None:
+            _check_broadcasts_to(fn, name, jnp.shape(value), logits.shape)
+    log_sig = jax.nn.log_sigmoid(logits)  # -softplus(-x): finite for any finite x
     if pos_weight is not None:
-        pos_weight = jnp.asarray(pos_weight, logits.dtype)
-        _check_broadcasts_to(fn, "pos_weight", pos_weight, logits.shape)
-        log_sig = log_sig * (1.0 + (pos_weight - 1.0) * targets)
+        log_sig = log_sig * (1.0 + (jnp.asarray(pos_weight, logits.dtype) - 1.0) * targets)
     loss = (1.0 - targets) * logits - log_sig
     if weights is not None:
-        weights = jnp.asarray(weights, logits.dtype)
-        _check_broadcasts_to(fn, "weights", weights, logits.shape)
-        loss = loss * weights
+        loss = loss * jnp.asarray(weights, logits.dtype)
     return _reduce(loss, reduction)
 
 
@@ -374,6 +383,8 @@ def focal_loss(logits: jax.Array, labels: jax.Array, *, gamma: float = 2.0, alph
     _check_class_labels(fn, "logits", logits, labels)
     if gamma < 0:
         raise ValueError(f"{fn}: gamma must be >= 0, got {gamma}.")
+    if alpha is not None and jnp.ndim(alpha) != 0:
+        alpha = _check_class_weights(fn, "alpha", alpha, num_classes, logits.dtype)
     log_pt = _gather_classes(jax.nn.log_softmax(logits, axis=-1), labels)
     loss = -log_pt
     if gamma != 0:  # gamma = 0 is plain cross-entropy: no modulating factor at all
@@ -383,10 +394,6 @@ def focal_loss(logits: jax.Array, labels: jax.Array, *, gamma: float = 2.0, alph
         safe_q = jnp.where(q > 0, q, 1.0)
         loss = loss * jnp.where(q > 0, safe_q ** gamma, 0.0)
     if alpha is not None:
-        alpha = jnp.asarray(alpha, logits.dtype)
-        if alpha.ndim == 0:
-            loss = alpha * loss
-        else:
-            alpha = _check_class_weights(fn, "alpha", alpha, num_classes, logits.dtype)
-            loss = _gather_classes(alpha, labels) * loss
+        alpha_t = jnp.asarray(alpha, logits.dtype) if jnp.ndim(alpha) == 0 else _gather_classes(alpha, labels)
+        loss = alpha_t * loss
     return _reduce(loss, reduction)

@@ -129,7 +129,9 @@ def avg_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = 
     Returns: ``[N, *out, C]`` or ``[N, C, *out]``, dtype of ``x`` (half precision is summed in float32).
     Raises: as ``max_pool``; TypeError for a non-floating input.
 
-    PyTorch: ``torch.nn.functional.avg_pool1d/2d/3d`` (``divisor_override=None``).
+    PyTorch: ``torch.nn.functional.avg_pool1d/2d/3d`` (``divisor_override=None``). One difference: PyTorch's
+    ``avg_pool3d`` (unlike its 1d/2d and ``max_pool3d``) refuses an input smaller than the window even when the
+    padding makes it fit; here that case follows the 1d/2d semantics.
     """
     x = jnp.asarray(x)
     w = _windows("avg_pool", x, window, stride, padding, ceil_mode, layout)

@@ -4,4 +4,10 @@ from jaxnets.train import schedules
 from jaxnets.train.optim import (OPTIMIZERS, ScaleByTorchAmsgradState, no_bias_no_norm, optimizer, path_names,
                                  scale_by_torch_amsgrad)
 # state.py / steps.py / parallel.py / distributed.py
+from jaxnets.train import distributed
+from jaxnets.train.parallel import MODES, CompiledSteps, compile_steps
+from jaxnets.train.state import TrainState
+from jaxnets.train.steps import make_eval_step, make_train_step
 # fit.py / checkpoint.py
+from jaxnets.train.checkpoint import Checkpoints
+from jaxnets.train.fit import EarlyStopping, History, NonFiniteLossError, fit, plot_history, recompute_batch_stats

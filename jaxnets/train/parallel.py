@@ -99,10 +99,15 @@ class CompiledSteps:
         "shard_map"; every process passes the same state), or stacked along a leading device axis ("pmap").
         Always a copy, so `state` itself stays usable after `train` donates the placed one."""
         if self.mode == "pmap":
-            n = self.num_devices
-            return jax.tree.map(lambda x: jax.device_put(jnp.broadcast_to(x[None], (n,) + jnp.shape(x)),
-                                                         self.state_sharding), state)
+            return jax.tree.map(self._stack, state)
         return jax.device_put(state, self.state_sharding, may_alias=False)  # a copy: `train` may donate it
+
+    def _stack(self, x):
+        """`x` copied to every device along a new leading axis, built on the host (no per-shape compile)."""
+        if jnp.issubdtype(jnp.asarray(x).dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(self._stack(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.device_put(np.broadcast_to(host[None], (self.num_devices,) + host.shape), self.state_sharding)
 
     def get_state(self, state: TrainState) -> TrainState:
         """The single copy of a state placed by `put_state` (for "pmap", device 0's; the copies are equal)."""
@@ -133,17 +138,18 @@ class CompiledSteps:
             raise ValueError(f"{fn}: every array of the batch must have the same first dimension N, got first "
                              f"dimensions {sizes}.")
         n = next(iter(sizes.values()))
-        local = len(self._local)
         processes = jax.process_count() if self.mode in ("sharded", "shard_map") else 1
-        per_process = n
-        if global_batch_size is not None:
-            per_process = -(-int(global_batch_size) // processes)
-            if per_process < n:
-                raise ValueError(f"{fn}: this process holds {n} rows, more than its share ceil("
-                                 f"{global_batch_size} / {processes}) = {per_process} of global_batch_size.")
+        total = n * processes if global_batch_size is None else int(global_batch_size)
+        per_process = -(-total // processes)
+        if per_process < n:
+            raise ValueError(f"{fn}: this process holds {n} rows, more than its share ceil({total} / {processes}) "
+                             f"= {per_process} of global_batch_size.")
+        local = len(self._local)
         rows = -(-max(per_process, 1) // local) * local
         batch = dict(batch)
-        if rows != n:
+        # Pad when the GLOBAL batch is padded (the same decision in every process, so all build the same
+        # pytree), even if this process's own rows happen to fill its devices.
+        if rows * processes != total:
             mask = batch.get("mask")
             batch["mask"] = np.ones(n, bool) if mask is None else mask
             batch = {k: _pad_rows(v, rows) for k, v in batch.items()}

@@ -89,8 +89,8 @@ def _cosine_anneal(peak, final, t, period) -> jax.Array:
     """``final + (peak - final) * (1 + cos(pi * t / period)) / 2`` for ``0 <= t <= period``.
 
     Computed as ``final + (peak - final) * sin(pi/2 * (period - t) / period) ** 2`` (the same value):
-    ``1 + cos(x)`` loses all relative precision in float32 as ``cos(x) -> -1`` (a 1e-5 relative
-    error on the last epochs), while ``period - t`` is exact and ``sin`` of a small angle is not.
+    ``1 + cos(x)`` cancels in float32 as ``cos(x) -> -1`` (1e-5 relative error on the last epochs),
+    while ``period - t`` is exact and ``sin`` keeps full relative precision at small angles.
     """
     s = jnp.sin((period - t) / period * (math.pi / 2))
     return final + (peak - final) * s * s

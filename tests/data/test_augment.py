@@ -24,8 +24,13 @@ from jaxnets.data.augment import (
 )
 
 
-def images_float(rng, n=6, h=5, w=7, c=2):
-    return rng.normal(size=(n, h, w, c)).astype(np.float32)  # continuous values: every window is unique
+# One image shape for most tests: the augmentations compile once per shape and option, and compiling is
+# what costs time here.
+SHAPE = (8, 5, 7, 2)
+
+
+def images_float(rng, shape=SHAPE):
+    return rng.normal(size=shape).astype(np.float32)  # continuous values: every window is unique
 
 
 def np_shift(image, dy, dx, fill):
@@ -51,50 +56,54 @@ def crop_offsets(images, out, pad_h, pad_w, mode):
 
 RANDOM_AUGMENTATIONS = {
     "crop_constant": partial(random_crop, padding=2),
-    "crop_reflect": partial(random_crop, padding=(1, 3), mode="reflect"),
+    "crop_reflect": partial(random_crop, padding=(2, 1), mode="reflect"),
     "flip": random_flip,
-    "translate": partial(random_translate, max_shift=2, fill=3),
+    "translate": partial(random_translate, max_shift=(2, 3), fill=3),
 }
 
 
-@pytest.mark.parametrize("name", RANDOM_AUGMENTATIONS)
-@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
-def test_shapes_and_dtypes_kept(rng, key, name, dtype):
-    fn = RANDOM_AUGMENTATIONS[name]
-    x = rng.integers(0, 256, (4, 6, 5, 3)).astype(dtype)
-    for out in (fn(key, x), jax.jit(fn)(key, x)):
-        assert out.shape == x.shape and out.dtype == dtype
+@pytest.mark.parametrize("name", ["crop_constant", "flip"])
+def test_uint8_shapes_and_dtypes_kept(rng, key, name):
+    x = rng.integers(0, 256, SHAPE, dtype=np.uint8)
+    out = RANDOM_AUGMENTATIONS[name](key, x)
+    assert out.shape == SHAPE and out.dtype == np.uint8
+    assert set(np.unique(out)) <= set(np.unique(x)) | {0}  # pixels are moved, never changed
 
 
 @pytest.mark.parametrize("name", RANDOM_AUGMENTATIONS)
 def test_same_key_same_result_different_keys_differ(rng, name):
     fn = RANDOM_AUGMENTATIONS[name]
-    x = images_float(rng, n=16)
+    x = images_float(rng)
     a, b = fn(jax.random.key(1), x), fn(jax.random.key(1), x)
+    assert a.shape == SHAPE and a.dtype == np.float32
     np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(jax.jit(fn)(jax.random.key(1), x), a)  # jit gives the same draws
     assert not np.array_equal(a, fn(jax.random.key(2), x))
-    # Old-style uint32 keys work too.
-    assert fn(jax.random.PRNGKey(0), x).shape == x.shape
+
+
+def test_old_style_keys(rng):
+    x = images_float(rng)
+    np.testing.assert_array_equal(random_flip(jax.random.PRNGKey(1), x),
+                                  random_flip(jax.random.wrap_key_data(jax.random.PRNGKey(1)), x))
 
 
 # ------------------------------------------------------------------------------------------------
 # Crop, translate, flip against numpy
 
 
-@pytest.mark.parametrize("mode,padding", [("constant", 2), ("constant", (0, 3)), ("reflect", (2, 1)),
-                                          ("reflect", 4)])
+@pytest.mark.parametrize("mode,padding", [("constant", 2), ("constant", (0, 3)), ("constant", 0),
+                                          ("reflect", (2, 1)), ("reflect", (1, 4))])
 def test_crop_is_a_window_of_the_padded_image(rng, key, mode, padding):
-    x = images_float(rng, n=8)
+    x = images_float(rng)
     pad_h, pad_w = (padding, padding) if isinstance(padding, int) else padding
     out = np.asarray(random_crop(key, x, padding=padding, mode=mode))
     offsets = crop_offsets(x, out, pad_h, pad_w, mode)  # numpy's reflect: mirror without the edge pixel
     assert all(len(found) == 1 for found in offsets), offsets
-    assert len({found[0] for found in offsets}) > 1  # each image draws its own offset
+    if padding != 0:
+        assert len({found[0] for found in offsets}) > 1  # each image draws its own offset
 
 
 def test_crop_offsets_cover_the_range(key, rng):
-    x = images_float(rng, n=300, h=3, w=3, c=1)
+    x = images_float(rng, (300, 3, 3, 1))
     out = np.asarray(random_crop(key, x, padding=1))
     offsets = [found[0] for found in crop_offsets(x, out, 1, 1, "constant")]
     counts = np.array([offsets.count((t, l)) for t in range(3) for l in range(3)])
@@ -102,13 +111,8 @@ def test_crop_offsets_cover_the_range(key, rng):
     assert counts.sum() == 300 and counts.min() >= 10
 
 
-def test_zero_padding_crop_is_identity(rng, key):
-    x = images_float(rng)
-    np.testing.assert_array_equal(random_crop(key, x, padding=0), x)
-
-
 def test_translate_shifts_with_fill(rng, key):
-    x = images_float(rng, n=10)
+    x = images_float(rng)
     out = np.asarray(random_translate(key, x, max_shift=(2, 3), fill=7.0))
     shifts = []
     for i in range(len(x)):
@@ -122,7 +126,7 @@ def test_translate_shifts_with_fill(rng, key):
 
 
 def test_flip_is_exact(rng, key):
-    x = images_float(rng, n=32)
+    x = images_float(rng, (32, 5, 7, 2))
     np.testing.assert_array_equal(hflip(x), x[:, :, ::-1, :])
     out = np.asarray(random_flip(key, x))
     flipped = [np.array_equal(out[i], x[i, :, ::-1]) for i in range(len(x))]
@@ -144,7 +148,8 @@ def test_to_float_matches_torch(rng):
     np.testing.assert_array_equal(got, torch.from_numpy(x).float().div(255).numpy())  # bit for bit
     y = jnp.ones((2, 2), jnp.float32)
     assert to_float(y) is y
-    with pytest.raises(TypeError, match="to_float: expected uint8 pixels in \\[0, 255\\] or a floating array, got int32"):
+    with pytest.raises(TypeError, match=r"to_float: expected uint8 pixels in \[0, 255\] or a floating array, got "
+                                        r"int32"):
         to_float(np.zeros(3, np.int32))
 
 
@@ -160,14 +165,16 @@ def test_normalize_matches_torch(rng):
 
 
 def test_compose_splits_the_key(rng, key):
-    x = rng.integers(0, 256, (8, 6, 6, 3), dtype=np.uint8)
-    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    x = rng.integers(0, 256, SHAPE, dtype=np.uint8)
+    mean, std = (0.5, 0.4), (0.2, 0.25)
     pipeline = compose(deterministic(to_float), partial(random_crop, padding=2), random_flip,
+                       partial(random_translate, max_shift=(2, 3)),
                        deterministic(partial(normalize, mean=mean, std=std)))
-    keys = jax.random.split(key, 4)
-    expected = normalize(random_flip(keys[2], random_crop(keys[1], to_float(x), padding=2)), mean, std)
+    keys = jax.random.split(key, 5)
+    cropped = random_crop(keys[1], to_float(x), padding=2)
+    expected = normalize(random_translate(keys[3], random_flip(keys[2], cropped), max_shift=(2, 3)), mean, std)
     np.testing.assert_array_equal(pipeline(key, x), expected)
-    np.testing.assert_array_equal(jax.jit(pipeline)(key, x), expected)
+    np.testing.assert_array_equal(jax.jit(pipeline)(key, x), expected)  # every function works under jit
     assert pipeline(key, x).dtype == jnp.float32
 
 
@@ -187,7 +194,7 @@ def np_softmax(z):
 
 
 def test_tta_predict_averages_softmax_over_transforms(rng):
-    x = images_float(rng, n=4, h=3, w=4, c=2)
+    x = images_float(rng, (4, 3, 4, 2))
     variables = {"w": rng.normal(size=(24, 5)).astype(np.float32), "b": rng.normal(size=5).astype(np.float32)}
     got = tta_predict(linear_apply, variables, x, transforms=(lambda images: images, hflip))
     flat = lambda images: images.reshape(len(images), -1).astype(np.float64)  # noqa: E731
@@ -219,7 +226,8 @@ def test_ensemble_predict_weighted_average(rng):
 
 def test_errors(key):
     x = np.zeros((2, 4, 4, 1), np.float32)
-    with pytest.raises(ValueError, match=r"random_crop: expected a batch of images of shape \[N, H, W, C\].*got \(4, 4, 1\)"):
+    with pytest.raises(ValueError, match=r"random_crop: expected a batch of images of shape \[N, H, W, C\].*"
+                                         r"got \(4, 4, 1\)"):
         random_crop(key, x[0], padding=1)
     with pytest.raises(ValueError, match=r"random_flip: expected a batch of images .*got \(2, 4, 4\)"):
         random_flip(key, x[..., 0])

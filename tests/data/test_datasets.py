@@ -233,9 +233,9 @@ def test_idx_wrong_size(tmp_path, rng, gz):
     data = idx_bytes(rng.integers(0, 256, (12, 28, 28)))
     how = r" \(after decompression\)" if gz else ""
     images.write_bytes(gzip.compress(data[:-100]) if gz else data[:-100])
-    with pytest.raises(ValueError, match=match_path(images, rf"wrong size: the header says 12 images of 28x28 pixels, "
-                                                            rf"9424 bytes with the header, but the file has 9324 "
-                                                            rf"bytes{how} \(truncated\)")):
+    with pytest.raises(ValueError, match=match_path(images, rf"wrong size: the header says 12 images of 28x28 "
+                                                            rf"pixels, 9424 bytes with the header, but the file has "
+                                                            rf"9324 bytes{how} \(truncated\)")):
         load_mnist(tmp_path)
     images.write_bytes(gzip.compress(data + b"xyz") if gz else data + b"xyz")
     with pytest.raises(ValueError, match=match_path(images, "3 unexpected trailing bytes")):
@@ -442,7 +442,8 @@ def test_download_cifar_from_local_server(tmp_path, rng, http_server, monkeypatc
     name = f"cifar-10-{version}.tar.gz"
     monkeypatch.setitem(datasets._SOURCES["cifar10"].md5, name, tar_directory(build, folder, served / name))
     root = tmp_path / "root"
-    train, test = load_cifar10(root, download=True, mirror=url + "/", version=None if version == "binary" else version)
+    train, test = load_cifar10(root, download=True, mirror=url + "/",
+                               version=None if version == "binary" else version)  # binary: the default download
     assert_split_equal(train, expected[0], (32, 32, 3))
     assert_split_equal(test, expected[1], (32, 32, 3))
     assert (root / "cifar10" / name).is_file() and (root / "cifar10" / folder).is_dir()
@@ -465,11 +466,13 @@ def test_download_without_network_says_which_file_to_place_where(tmp_path, close
     root = tmp_path / "root"
     target = root / "mnist" / "train-images-idx3-ubyte.gz"
     with pytest.raises(ConnectionError, match=re.escape(
-            f"load_mnist: could not download train-images-idx3-ubyte.gz ({closed_port_url}/train-images-idx3-ubyte.gz: ")
-            + ".*" + re.escape(f"get train-images-idx3-ubyte.gz (md5 f68b3c2dcbeaaa9fbdd348bbdeb94873) from "
-                               f"{closed_port_url} another way and place it at {target}, then call load_mnist again.")):
+            f"load_mnist: could not download train-images-idx3-ubyte.gz ({closed_port_url}/train-images-idx3-ubyte.gz"
+            f": ") + ".*" + re.escape(f"get train-images-idx3-ubyte.gz (md5 f68b3c2dcbeaaa9fbdd348bbdeb94873) from "
+                                      f"{closed_port_url} another way and place it at {target}, then call "
+                                      f"load_mnist again.")):
         load_mnist(root, download=True, mirror=closed_port_url)
-    with pytest.raises(ConnectionError, match=re.escape(f"place it at {root / 'cifar100' / 'cifar-100-python.tar.gz'}")):
+    target = root / "cifar100" / "cifar-100-python.tar.gz"
+    with pytest.raises(ConnectionError, match=re.escape(f"place it at {target}")):
         load_cifar100(root, download=True, mirror=closed_port_url, version="python")
 
 

@@ -142,6 +142,7 @@ def test_extract_tar_writes_files_and_dirs(tmp_path):
     ("../escaped", "contains '..'"),
     ("top/../../escaped", "contains '..'"),
     ("/tmp/escaped_abs", "has an absolute path"),
+    ("C:/escaped", "has an absolute path"),
 ])
 def test_extract_tar_refuses_escaping_paths(tmp_path, name, problem):
     archive = _tar(tmp_path / "bad.tar.gz", [({"name": "good.txt"}, b"fine"), ({"name": name}, b"bad")])
@@ -212,7 +213,8 @@ def test_extract_zip(tmp_path):
 
 def test_extract_zip_refuses_escaping_paths_and_links(tmp_path):
     archive = _zip(tmp_path / "bad.zip", [("ok.txt", b"x", None), ("../escaped", b"bad", None)])
-    with pytest.raises(ValueError, match=re.escape(f"{archive}: refusing to extract: member '../escaped' contains '..'")):
+    with pytest.raises(ValueError, match=re.escape(f"{archive}: refusing to extract: member '../escaped' "
+                                                   f"contains '..'")):
         _safe.extract_zip(archive, tmp_path / "out")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "out" / "ok.txt").exists()
     archive = _zip(tmp_path / "link.zip", [("link", b"/etc/passwd", stat.S_IFLNK | 0o777)])
@@ -277,8 +279,8 @@ def test_download_verifies_the_checksum(tmp_path, http_server):
     assert _safe.download(f"{url}/file.bin", target, md5=md5) == target
     assert target.read_bytes() == payload and not target.with_name("file.bin.part").exists()
     other = tmp_path / "dl" / "other.bin"
-    with pytest.raises(ValueError, match=re.escape(f"other.bin: checksum mismatch for the download from {url}/file.bin: "
-                                                   f"md5 is {md5}, expected {'f' * 32}")):
+    with pytest.raises(ValueError, match=re.escape(f"other.bin: checksum mismatch for the download from "
+                                                   f"{url}/file.bin: md5 is {md5}, expected {'f' * 32}")):
         _safe.download(f"{url}/file.bin", other, md5="f" * 32)
     assert not other.exists() and not other.with_name("other.bin.part").exists()
 

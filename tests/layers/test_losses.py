@@ -159,8 +159,10 @@ def test_cross_entropy_jit_and_vmap(rng):
     logits, labels = class_inputs(rng, SHAPES[1])  # vmap over the leading axis: 3 independent [2, 4, 5] batches
     f = functools.partial(layers.cross_entropy, label_smoothing=0.1, weights=jnp.arange(1.0, 6.0))
     np.testing.assert_allclose(jax.jit(f)(logits, labels), f(logits, labels), **TOL)
-    batched = jax.vmap(f)(logits, labels)
-    np.testing.assert_allclose(batched, [f(logits[i], labels[i]) for i in range(3)], **TOL)
+    per_sample = np.asarray(layers.cross_entropy(logits, labels, label_smoothing=0.1, weights=jnp.arange(1.0, 6.0),
+                                                 reduction="none"))
+    weight_sums = np.sum(np.arange(1.0, 6.0)[labels], axis=(1, 2))
+    np.testing.assert_allclose(jax.jit(jax.vmap(f))(logits, labels), per_sample.sum(axis=(1, 2)) / weight_sums, **TOL)
 
 
 # ---------------------------------------------------------------- regression losses
@@ -409,6 +411,18 @@ def test_nll_loss_weights_wrong_length_raises():
 def test_cross_entropy_label_smoothing_out_of_range_raises(eps):
     with pytest.raises(ValueError, match=rf"cross_entropy: label_smoothing must be in \[0, 1\], got {eps}"):
         layers.cross_entropy(jnp.zeros((4, 3)), jnp.zeros(4, jnp.int32), label_smoothing=eps)
+
+
+def test_cross_entropy_label_smoothing_not_a_number_raises():
+    with pytest.raises(TypeError, match="cross_entropy: label_smoothing must be a float in \\[0, 1\\], got '0.1'"):
+        layers.cross_entropy(jnp.zeros((4, 3)), jnp.zeros(4, jnp.int32), label_smoothing="0.1")
+
+
+def test_cross_entropy_ignore_index_with_prob_targets_raises():
+    with pytest.raises(ValueError, match="cross_entropy: ignore_index=0 cannot be used with probability targets"):
+        layers.cross_entropy(jnp.zeros((4, 3)), jnp.ones((4, 3)) / 3, ignore_index=0)
+    with pytest.raises(RuntimeError, match="ignore_index is not supported for floating point target"):
+        F.cross_entropy(torch.zeros(4, 3), torch.ones(4, 3) / 3, ignore_index=0)  # the same rule in PyTorch
 
 
 def test_cross_entropy_bool_labels_raise():

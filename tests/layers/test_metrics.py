@@ -19,7 +19,7 @@ def torch_topk_accuracy(logits, labels, k):
 def test_accuracy_matches_torch_topk(rng, shape):
     logits = rng.standard_normal(shape).astype(np.float32)  # continuous: no ties
     labels = rng.integers(0, shape[-1], shape[:-1])
-    for k in range(1, shape[-1] + 1):
+    for k in (1, 3):
         got = layers.accuracy(logits, labels, k=k)
         assert got.dtype == jnp.float32 and got.shape == ()
         np.testing.assert_allclose(got, torch_topk_accuracy(logits, labels, k), rtol=0, atol=1e-7)

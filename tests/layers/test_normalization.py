@@ -75,7 +75,7 @@ def bn_value_and_grad(x, params, state, g, *, train, layout, momentum):
 
 @pytest.mark.parametrize("rank,channels_last,train", [
     (2, False, True), (3, True, True), (3, False, True), (4, True, True), (4, False, True), (5, True, True),
-    (5, False, True), (2, False, False), (3, True, False), (4, False, False), (5, True, False)])
+    (4, False, False), (5, False, False)])
 def test_batch_norm_forward_and_grad_match_torch(rng, rank, channels_last, train):
     x = rng.normal(0.5, 2.0, SHAPES[rank]).astype(np.float32)
     g = rng.normal(size=SHAPES[rank]).astype(np.float32)   # upstream gradient
@@ -101,7 +101,7 @@ def test_batch_norm_forward_and_grad_match_torch(rng, rank, channels_last, train
 
 
 @pytest.mark.parametrize("rank,channels_last,momentum", [
-    (4, True, 0.1), (4, False, 0.3), (2, False, 0.3), (3, True, 0.1), (5, False, 0.3), (5, True, 0.1)])
+    (4, True, 0.1), (4, False, 0.3), (2, False, 0.3), (3, True, 0.1), (5, False, 0.3)])
 def test_batch_norm_training_steps_then_eval_match_torch(rng, rank, channels_last, momentum):
     """Four training steps on different batches, then evaluation: outputs and running stats equal torch's.
 
@@ -186,12 +186,15 @@ def test_batch_norm_mask_equals_batch_norm_on_valid_rows(rng):
     np.testing.assert_allclose(new01["var"], new["var"], **TOL)
 
 
+_bn_train_masked = jax.jit(lambda x, p, s, m: batch_norm(x, p, s, train=True, mask=m))
+
+
 @pytest.mark.parametrize("valid", [0, 1])
 def test_batch_norm_fewer_than_two_valid_values_keeps_the_running_state(rng, valid):
     x = rng.normal(size=(4, 3)).astype(np.float32)
     mask = np.arange(4) < valid
     params, state = random_affine(rng, 3), random_state(rng, 3)
-    y, new = jax.jit(lambda x_, m: batch_norm(x_, params, state, train=True, mask=m))(x, mask)
+    y, new = _bn_train_masked(x, params, state, mask)
     assert np.all(np.isfinite(y))
     np.testing.assert_array_equal(new["mean"], state["mean"])
     np.testing.assert_array_equal(new["var"], state["var"])
@@ -291,8 +294,7 @@ def _conv(x, k, b, *, dims, groups=1):
 
 
 @pytest.mark.parametrize("spatial,channels_last,groups,with_bias", [
-    (2, True, 1, True), (2, False, 1, True), (2, True, 2, False), (1, False, 1, False), (3, True, 1, True),
-    (3, False, 2, True)])
+    (2, True, 1, True), (2, False, 1, True), (1, True, 2, False), (1, False, 1, False), (3, False, 2, True)])
 def test_fold_batch_norm_conv_equals_conv_then_eval_bn(rng, spatial, channels_last, groups, with_bias):
     cin, cout = 4, 6
     sp = (5, 4, 3)[:spatial]
@@ -337,11 +339,16 @@ def test_fold_batch_norm_dense(rng, layout):
     w = rng.normal(size=(4, 3)).astype(np.float32)          # [in, out]
     b = rng.normal(size=3).astype(np.float32)
     bn_params, bn_state = random_affine(rng, 3), random_state(rng, 3)
-    y_ref, _ = batch_norm(x @ w + b, bn_params, bn_state, train=False)
     kernel = w if layout == "IO" else w.T                   # "OI" is torch.nn.Linear.weight
-    k2, b2 = fold_batch_norm(kernel, b, bn_params, bn_state, eps=1e-5, layout=layout)
-    y = x @ (k2 if layout == "IO" else k2.T) + b2
-    np.testing.assert_allclose(y, y_ref, **TOL)
+
+    @jax.jit
+    def dense_bn_and_folded_dense(x_, k_, b_, bn_params_, bn_state_):
+        dense = lambda k, b: x_ @ (k if layout == "IO" else k.T) + b
+        y_ref, _ = batch_norm(dense(k_, b_), bn_params_, bn_state_, train=False)
+        return y_ref, dense(*fold_batch_norm(k_, b_, bn_params_, bn_state_, eps=1e-5, layout=layout))
+
+    y_ref, y_folded = dense_bn_and_folded_dense(x, kernel, b, bn_params, bn_state)
+    np.testing.assert_allclose(y_folded, y_ref, **TOL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +363,7 @@ def y_and_vjp(f, x, params, g):
     return jax.jit(both)(x, params, g)
 
 
-@pytest.mark.parametrize("normalized_shape", [(5,), (4, 5), (3, 4, 5)])
+@pytest.mark.parametrize("normalized_shape", [(5,), (3, 4, 5)])
 def test_layer_norm_forward_and_grad_match_torch(rng, normalized_shape):
     x = rng.normal(0.5, 2.0, (2, 3, 4, 5)).astype(np.float32)
     g = rng.normal(size=x.shape).astype(np.float32)
@@ -390,7 +397,7 @@ def test_init_layer_norm():
 
 
 @pytest.mark.parametrize("rank,groups,channels_last", [
-    (4, 1, True), (4, 2, False), (4, 3, True), (4, 6, False), (2, 3, False), (3, 2, True), (5, 2, False)])
+    (4, 1, True), (4, 3, False), (4, 6, True), (2, 3, False), (3, 2, True), (5, 2, False)])
 def test_group_norm_forward_and_grad_match_torch(rng, rank, groups, channels_last):
     shape = {2: (3, 6), 3: (2, 6, 5), 4: (2, 6, 4, 3), 5: (2, 6, 3, 2, 3)}[rank]
     x = rng.normal(0.5, 2.0, shape).astype(np.float32)

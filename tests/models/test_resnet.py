@@ -151,69 +151,84 @@ def _bn(x, v, name, train):
     return layers.batch_norm(x, v["params"][name], v["batch_stats"][name], train=train)[0]
 
 
-def _random_stats(variables, rng):
-    """Random BN scales/shifts/running statistics, so eval mode is a non-trivial affine map."""
-    def randomise(path, leaf):
-        names = [getattr(p, "key", None) for p in path]
-        if names[-1] in ("scale", "var"):
+def _random_variables(module, x, rng):
+    """Random values for every variable of `module` (shapes traced, nothing computed): kernels and biases
+    normal(0, 0.3), BN scales and running variances in [0.5, 1.5], so eval mode is a non-trivial map."""
+    shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, train=False), x)
+
+    def draw(path, leaf):
+        if path[-1].key in ("scale", "var"):
             return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
-        if names[-1] in ("bias", "mean"):
-            return jnp.asarray(rng.normal(0, 0.5, leaf.shape), jnp.float32)
-        return leaf
-    return jax.tree_util.tree_map_with_path(randomise, variables)
+        return jnp.asarray(rng.normal(0, 0.3, leaf.shape), jnp.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, flax.core.unfreeze(shapes))
 
 
-@pytest.mark.parametrize("train", [False, True])
 @pytest.mark.parametrize("version", ["v1.5", "v2"])
-def test_basic_block_matches_formula(version, train, rng):
+def test_basic_block_matches_formula(version, rng):
     x = _x(rng, (2, 8, 8, 4))
     block = R.BasicBlock(6, stride=2, downsample=True, version=version)
-    v = _random_stats(flax.core.unfreeze(block.init(jax.random.key(1), x, train=False)), rng)
-    y = block.apply(v, x, train=train, mutable=["batch_stats"])[0]
-    p = v["params"]
-    conv = lambda x, name, stride=1, pad=1: layers.conv(x, p[name]["kernel"], stride=stride, padding=pad)
-    if version == "v2":
-        pre = layers.relu(_bn(x, v, "bn1", train))
-        res = conv(layers.relu(_bn(conv(pre, "conv1", 2), v, "bn2", train)), "conv2")
-        expected = res + conv(pre, "downsample_0", 2, 0)
-    else:
-        res = _bn(conv(layers.relu(_bn(conv(x, "conv1", 2), v, "bn1", train)), "conv2"), v, "bn2", train)
-        expected = layers.relu(res + _bn(conv(x, "downsample_0", 2, 0), v, "downsample_1", train))
-    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    v = _random_variables(block, x, rng)
+
+    def conv(x, name, stride=1, pad=1):
+        return layers.conv(x, v["params"][name]["kernel"], stride=stride, padding=pad)
+
+    @jax.jit
+    def run(x, v):
+        out = []
+        for train in (False, True):
+            y = block.apply(v, x, train=train, mutable=["batch_stats"])[0]
+            if version == "v2":
+                pre = layers.relu(_bn(x, v, "bn1", train))
+                res = conv(layers.relu(_bn(conv(pre, "conv1", 2), v, "bn2", train)), "conv2")
+                expected = res + conv(pre, "downsample_0", 2, 0)
+            else:
+                res = _bn(conv(layers.relu(_bn(conv(x, "conv1", 2), v, "bn1", train)), "conv2"), v, "bn2", train)
+                expected = layers.relu(res + _bn(conv(x, "downsample_0", 2, 0), v, "downsample_1", train))
+            out.append((y, expected))
+        return out
+
+    for y, expected in run(x, v):
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("version", ["v1", "v1.5", "v2"])
 def test_bottleneck_matches_formula(version, rng):
     x = _x(rng, (2, 8, 8, 8))
     block = R.Bottleneck(4, stride=2, downsample=True, version=version, groups=2, width_per_group=32)
-    v = _random_stats(flax.core.unfreeze(block.init(jax.random.key(1), x, train=False)), rng)
-    y = block.apply(v, x, train=False)
+    v = _random_variables(block, x, rng)
     p = v["params"]
+    assert p["conv2"]["kernel"].shape == (3, 3, 2, 4)  # width int(4 * 32 / 64) * 2 = 4, in 2 groups
 
     def conv(x, name, stride=1, pad=0, groups=1):
         return layers.conv(x, p[name]["kernel"], stride=stride, padding=pad, groups=groups)
 
-    s1, s3 = (2, 1) if version == "v1" else (1, 2)
-    assert p["conv2"]["kernel"].shape == (3, 3, 2, 4)  # width int(4 * 32 / 64) * 2 = 4, in 2 groups
-    if version == "v2":
-        pre = layers.relu(_bn(x, v, "bn1", False))
-        h = layers.relu(_bn(conv(pre, "conv1", s1), v, "bn2", False))
-        h = layers.relu(_bn(conv(h, "conv2", s3, 1, 2), v, "bn3", False))
-        expected = conv(h, "conv3") + conv(pre, "downsample_0", 2)
-    else:
-        h = layers.relu(_bn(conv(x, "conv1", s1), v, "bn1", False))
-        h = layers.relu(_bn(conv(h, "conv2", s3, 1, 2), v, "bn2", False))
-        expected = layers.relu(_bn(conv(h, "conv3"), v, "bn3", False)
-                               + _bn(conv(x, "downsample_0", 2), v, "downsample_1", False))
+    @jax.jit
+    def run(x, v):
+        s1, s3 = (2, 1) if version == "v1" else (1, 2)
+        if version == "v2":
+            pre = layers.relu(_bn(x, v, "bn1", False))
+            h = layers.relu(_bn(conv(pre, "conv1", s1), v, "bn2", False))
+            h = layers.relu(_bn(conv(h, "conv2", s3, 1, 2), v, "bn3", False))
+            expected = conv(h, "conv3") + conv(pre, "downsample_0", 2)
+        else:
+            h = layers.relu(_bn(conv(x, "conv1", s1), v, "bn1", False))
+            h = layers.relu(_bn(conv(h, "conv2", s3, 1, 2), v, "bn2", False))
+            expected = layers.relu(_bn(conv(h, "conv3"), v, "bn3", False)
+                                   + _bn(conv(x, "downsample_0", 2), v, "downsample_1", False))
+        return block.apply(v, x, train=False), expected
+
+    y, expected = run(x, v)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_basic_block_v1_is_v15(rng):
     x = _x(rng, (2, 8, 8, 4))
     blocks = {v: R.BasicBlock(8, stride=2, downsample=True, version=v) for v in ("v1", "v1.5")}
-    variables = blocks["v1"].init(jax.random.key(0), x, train=False)
-    np.testing.assert_array_equal(blocks["v1"].apply(variables, x, train=False),
-                                  blocks["v1.5"].apply(variables, x, train=False))
+    variables = _random_variables(blocks["v1"], x, rng)
+    run = jax.jit(lambda v, x: [b.apply(v, x, train=False) for b in blocks.values()])
+    y1, y15 = run(variables, x)
+    np.testing.assert_array_equal(y1, y15)
 
 
 @pytest.mark.parametrize("block", [R.BasicBlock(8, zero_init_residual=True), R.Bottleneck(2, zero_init_residual=True),
@@ -223,44 +238,57 @@ def test_basic_block_v1_is_v15(rng):
 def test_zero_init_residual_block_is_identity_then_relu(block, version, rng):
     block = block.clone(version=version)
     x = _x(rng, (2, 5, 5, 8))
-    variables = block.init(jax.random.key(0), x, train=False)
-    expected = x if version == "v2" else layers.relu(x)  # v2 has no ReLU after the addition
-    np.testing.assert_array_equal(block.apply(variables, x, train=False), expected)
-    y_train, _ = block.apply(variables, x, train=True, mutable=["batch_stats"])
-    np.testing.assert_array_equal(y_train, expected)
 
-
-def test_zero_init_residual_branch_still_learns(rng):
-    # A zero BN scale before a ReLU would never get a gradient; v2 zeroes the last conv instead.
-    for version, name, leaf in (("v1.5", "bn3", "scale"), ("v2", "conv3", "kernel")):
-        block = R.Bottleneck(2, zero_init_residual=True, version=version)
-        x = _x(rng, (2, 5, 5, 8))
+    @jax.jit
+    def run(x):
         variables = block.init(jax.random.key(0), x, train=False)
-        assert not np.any(variables["params"][name][leaf])
-        grads = jax.grad(lambda p: jnp.sum(block.apply({**variables, "params": p}, x, train=True,
-                                                       mutable=["batch_stats"])[0] ** 2))(variables["params"])
-        assert np.any(grads[name][leaf] != 0)
+        return (block.apply(variables, x, train=False),
+                block.apply(variables, x, train=True, mutable=["batch_stats"])[0])
+
+    expected = x if version == "v2" else layers.relu(x)  # v2 has no ReLU after the addition
+    for y in run(x):
+        np.testing.assert_array_equal(y, expected)
+
+
+@pytest.mark.parametrize("version, name, leaf", [("v1.5", "bn3", "scale"), ("v2", "conv3", "kernel")])
+def test_zero_init_residual_branch_still_learns(version, name, leaf, rng):
+    # A zero BN scale before a ReLU would never get a gradient; v2 zeroes the last conv instead.
+    block = R.Bottleneck(2, zero_init_residual=True, version=version)
+    x = _x(rng, (2, 5, 5, 8))
+
+    @jax.jit
+    def run(x):
+        variables = block.init(jax.random.key(0), x, train=False)
+        loss = lambda p: jnp.sum(block.apply({**variables, "params": p}, x, train=True,
+                                             mutable=["batch_stats"])[0] ** 2)
+        return variables["params"], jax.grad(loss)(variables["params"])
+
+    params, grads = run(x)
+    assert not np.any(params[name][leaf])
+    assert np.any(grads[name][leaf] != 0)
 
 
 def test_zero_init_residual_in_the_model():
-    model = models.create("resnet18", variant="cifar", zero_init_residual=True)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)["params"]
-    for block in (f"layer{i}_{j}" for i in range(1, 5) for j in range(2)):
+    model = R.ResNet(stage_sizes=(2, 1, 1, 1), variant="cifar", zero_init_residual=True, num_classes=3)
+    params = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(jnp.zeros((1, 8, 8, 3)))["params"]
+    for block in ("layer1_0", "layer1_1", "layer2_0", "layer3_0", "layer4_0"):
         assert not np.any(params[block]["bn2"]["scale"])
         assert np.all(params[block]["bn1"]["scale"] == 1)
-    assert np.all(params["layer2_0"]["downsample_1"]["scale"] == 1)
+    assert np.all(params["layer2_0"]["downsample_1"]["scale"] == 1) and np.all(params["bn1"]["scale"] == 1)
 
 
 def test_initialisation_follows_torchvision():
-    model = models.create("resnet18", variant="cifar", num_classes=7)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)["params"]
-    kernel = params["layer4_0"]["conv1"]["kernel"]  # [3, 3, 256, 512]: fan_out = 9 * 512
-    np.testing.assert_allclose(float(jnp.std(kernel)), np.sqrt(2 / (9 * 512)), rtol=0.01)  # 1.2M samples
+    model = R.ResNet(stage_sizes=(1, 1, 1, 1), variant="cifar", num_classes=7)
+    params = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(jnp.zeros((1, 8, 8, 3)))["params"]
+    kernel = params["layer4_0"]["conv2"]["kernel"]  # [3, 3, 512, 512]: fan_out = 9 * 512, 2.4M samples
+    assert kernel.shape == (3, 3, 512, 512)
+    np.testing.assert_allclose(float(jnp.std(kernel)), np.sqrt(2 / (9 * 512)), rtol=0.01)
+    assert abs(float(jnp.mean(kernel))) < 0.01 * np.sqrt(2 / (9 * 512))
     assert "bias" not in params["conv1"] and "bias" not in params["layer1_0"]["conv2"]
     bound = 1 / np.sqrt(512)  # torch Linear default: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias
     assert params["fc"]["kernel"].shape == (512, 7)
-    assert float(jnp.max(jnp.abs(params["fc"]["kernel"]))) <= bound
-    assert float(jnp.max(jnp.abs(params["fc"]["kernel"]))) > 0.9 * bound
+    assert 0.9 * bound < float(jnp.max(jnp.abs(params["fc"]["kernel"]))) <= bound
+    assert float(jnp.max(jnp.abs(params["fc"]["bias"]))) <= bound
 
 
 # ------------------------------------------------------------------------------------------------
@@ -270,27 +298,29 @@ def test_initialisation_follows_torchvision():
 def test_squeeze_excitation_matches_formula(rng):
     x = _x(rng, (2, 3, 3, 32))
     se = R.SqueezeExcitation(reduction=8)
-    p = se.init(jax.random.key(0), x)["params"]
-    assert p["fc1"]["kernel"].shape == (1, 1, 32, 4) and p["fc2"]["kernel"].shape == (1, 1, 4, 32)
-    squeezed = jnp.mean(x, axis=(1, 2))  # [N, C]
-    hidden = np.maximum(squeezed @ p["fc1"]["kernel"][0, 0] + p["fc1"]["bias"], 0)
-    gate = 1 / (1 + np.exp(-(hidden @ p["fc2"]["kernel"][0, 0] + p["fc2"]["bias"])))
-    np.testing.assert_allclose(se.apply({"params": p}, x), x * gate[:, None, None, :], rtol=1e-5, atol=1e-6)
+    p = {"fc1": {"kernel": _x(rng, (1, 1, 32, 4)), "bias": _x(rng, (4,))},
+         "fc2": {"kernel": _x(rng, (1, 1, 4, 32)), "bias": _x(rng, (32,))}}
+    shapes = jax.eval_shape(lambda x: se.init(jax.random.key(0), x), x)["params"]
+    assert jax.tree.map(lambda a: a.shape, shapes) == jax.tree.map(lambda a: a.shape, p)
+    y = jax.jit(lambda p, x: se.apply({"params": p}, x))(p, x)
+    x64 = np.asarray(x, np.float64)
+    squeezed = x64.mean(axis=(1, 2))  # [N, C]
+    hidden = np.maximum(squeezed @ np.asarray(p["fc1"]["kernel"][0, 0]) + np.asarray(p["fc1"]["bias"]), 0)
+    gate = 1 / (1 + np.exp(-(hidden @ np.asarray(p["fc2"]["kernel"][0, 0]) + np.asarray(p["fc2"]["bias"]))))
+    np.testing.assert_allclose(y, x64 * gate[:, None, None, :], rtol=1e-5, atol=1e-6)
 
 
 def test_se_resnet_reduction_option():
-    def params(reduction):
-        model = models.create("se_resnet18", variant="cifar", reduction=reduction)
+    def params(name, **options):
+        model = models.create(name, variant="cifar", **options)
         return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))["params"]
 
-    p = params(4)
+    p = params("se_resnet18", reduction=4)
     assert p["layer1_0"]["se"]["fc1"]["kernel"].shape == (1, 1, 64, 16)
     assert p["layer4_1"]["se"]["fc2"]["kernel"].shape == (1, 1, 128, 512)
-    # Each SE unit adds C * C/r * 2 weights + C/r + C biases; ResNet-18 has blocks of 64, 64, ..., 512 channels.
+    # Each SE unit adds C * C/r * 2 weights + C/r + C biases; ResNet-18 has 2 blocks of each width.
     extra = sum(2 * (2 * c * (c // 4) + c // 4 + c) for c in (64, 128, 256, 512))
-    plain = jax.eval_shape(lambda: models.create("resnet18", variant="cifar").init(
-        jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))["params"]
-    assert count(p) - count(plain) == extra
+    assert count(p) - count(params("resnet18")) == extra
 
 
 # ------------------------------------------------------------------------------------------------

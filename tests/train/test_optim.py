@@ -5,7 +5,7 @@ its own loss at its own parameters every step, so any difference in an update ru
 20 steps. Tolerance on every parameter at every step: rtol 1e-5, atol 1e-6 (float32 rounding), except
 for the Adam family (adam, adamw, amsgrad), where atol is 1e-5 * lr * steps: Optax computes the bias
 correction 1 - b2**t in float32, where 0.999 rounds to 0.99900001, so 1 - b2**t is 1.3e-5 too small
-(relative) for every small t and each update is ~6e-6 (relative) larger than torch's, which computes it
+(relative) for every small t and each update is ~6e-6 (relative) smaller than torch's, which computes it
 in float64. Each Adam update is about lr in size, so the drift is at most 1e-5 * lr per step (measured:
 replacing Optax's bias correction by a float64-accurate one brings Adam within rtol 1e-5, atol 1e-6).
 """
@@ -173,7 +173,7 @@ def test_amsgrad_matches_torch_where_optax_amsgrad_does_not():
     assert distance(ours) < 1e-4
     for bias_correction_nu in (True, False):
         optax_ams = jax_trajectory(optax.amsgrad(lr, bias_correction_nu=bias_correction_nu), steps)
-        assert distance(optax_ams) > 1e-2, bias_correction_nu
+        assert distance(optax_ams) > 0.1, bias_correction_nu  # measured: 26% and 359%
 
 
 def test_torch_amsgrad_transform_state():
