@@ -181,9 +181,10 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
         raise ValueError(f"conv: groups={groups} does not divide the {c_out} output channels of the kernel "
                          f"(shape {tuple(kernel.shape)}).")
     if k_in * groups != c_in:
+        form = "[*spatial, C_in/groups, C_out]" if lay.channels_last else "[C_out, C_in/groups, *spatial]"
         raise ValueError(f"conv: x has {c_in} channels but the kernel (shape {tuple(kernel.shape)}) expects "
                          f"{k_in} per group x groups={groups} = {k_in * groups} (layout {lay.name}: the kernel is "
-                         f"{'[*spatial, C_in/groups, C_out]' if lay.channels_last else '[C_out, C_in/groups, *spatial]'}).")
+                         f"{form}).")
     if any(k < 1 for k in k_spatial):
         raise ValueError(f"conv: kernel spatial sizes must be >= 1, got kernel shape {tuple(kernel.shape)}.")
     stride = as_tuple(fn, "stride", stride, n)

@@ -53,15 +53,16 @@ def _windows(fn: str, x, window, stride, padding, ceil_mode, layout) -> _Windows
     outs = tuple(_output_size(fn, "window", i, sz, w, s, p, p, 1, ceil_mode)
                  for i, (sz, w, s, p) in enumerate(zip(sizes, window, stride, padding)))
     # Ceil mode: pad the high side just enough for `out` full windows; those pixels never count as input.
-    extra = tuple(max(0, (o - 1) * s + w - (sz + 2 * p)) for o, s, w, sz, p in zip(outs, stride, window, sizes, padding))
+    extra = tuple(max(0, (o - 1) * s + w - (sz + 2 * p))
+                  for o, s, w, sz, p in zip(outs, stride, window, sizes, padding))
     return _Windows(lay, window, stride, padding, sizes, outs, extra)
 
 
-def _accumulation_dtype(dtype):
+def _accumulation_dtype(fn: str, dtype):
     # Sums of half-precision floats are accumulated in float32 (as PyTorch does), then cast back.
     if jnp.issubdtype(dtype, jnp.floating):
         return jnp.promote_types(dtype, jnp.float32)
-    raise TypeError(f"average pooling needs a floating-point input, got dtype {dtype}.")
+    raise TypeError(f"{fn}: x must have a floating-point dtype for averaging, got {dtype}.")
 
 
 def max_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = False,
@@ -137,7 +138,7 @@ def avg_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = 
     w = _windows("avg_pool", x, window, stride, padding, ceil_mode, layout)
     if not isinstance(count_include_pad, bool):
         raise TypeError(f"avg_pool: count_include_pad must be a bool, got {count_include_pad!r}.")
-    acc = _accumulation_dtype(x.dtype)
+    acc = _accumulation_dtype("avg_pool", x.dtype)
     sums = w.reduce(x.astype(acc), 0.0, lax.add)
     return (sums / jnp.asarray(_avg_divisor(w, count_include_pad), acc)).astype(x.dtype)
 
@@ -180,7 +181,8 @@ def adaptive_avg_pool(x: jax.Array, output_size, *, layout: str = "NHWC") -> jax
       output_size: int >= 1 or one per spatial dim; a None entry keeps that dim's input size.
       layout: where the channels are.
     Returns: ``[N, *output_size, C]`` or ``[N, C, *output_size]``, dtype of ``x``.
-    Raises: ValueError for a wrong rank, unknown layout or output size < 1; TypeError for a non-int size.
+    Raises: ValueError for a wrong rank, unknown layout or output size < 1; TypeError for a non-int size
+      or a non-floating ``x``.
 
     PyTorch: ``torch.nn.functional.adaptive_avg_pool1d/2d/3d``.
     """
@@ -192,7 +194,7 @@ def adaptive_avg_pool(x: jax.Array, output_size, *, layout: str = "NHWC") -> jax
         output_size = tuple(sz if o is None else o for o, sz in zip(output_size, sizes)) + tuple(
             output_size[len(sizes):])
     outs = as_tuple(fn, "output_size", output_size, lay.spatial)
-    acc = _accumulation_dtype(x.dtype)
+    acc = _accumulation_dtype(fn, x.dtype)
     y = x.astype(acc)
     for axis, size, out in zip(lay.spatial_axes, sizes, outs):
         if size == out:

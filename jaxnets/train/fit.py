@@ -53,7 +53,8 @@ from jaxnets.train.parallel import CompiledSteps, compile_steps
 from jaxnets.train.progress import ProgressBar, progress_enabled
 from jaxnets.train.state import TrainState
 
-__all__ = ["fit", "History", "EarlyStopping", "NonFiniteLossError", "recompute_batch_stats", "plot_history"]
+__all__ = ["fit", "evaluate", "History", "EarlyStopping", "NonFiniteLossError", "recompute_batch_stats",
+           "plot_history"]
 
 MONITORS = ("val_loss", "val_error", "train_loss", "train_error")
 _REFRESH_SECONDS = 0.5  # how often the loop fetches finished steps' metrics (progress bar, non-finite check)
@@ -553,6 +554,27 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
     if main:
         _write_logs(log_dir, history)
     return final, history
+
+
+def evaluate(state: TrainState, data, *, batch_size: int = 256, loss_fn: Callable = cross_entropy,
+             preprocess: Callable | None = None, parallel: str = "auto") -> dict[str, float | int]:
+    """Mean loss and accuracy of `state` on every example of `data`, in evaluation mode.
+
+    Args:
+      state: a `TrainState` with one copy of every array (as `fit` returns).
+      data: `{"image": [N, H, W, C], "label": [N]}` or a `Batches`; every example counts once (the
+        last, short batch is padded with masked rows).
+      batch_size: examples per forward pass (for a dict `data`).
+      loss_fn, preprocess: as in `make_eval_step`; `parallel`: as in `compile_steps`.
+    Returns: `{"loss": mean loss, "accuracy": correct / count, "correct": int, "count": int}`.
+    PyTorch: `model.eval(); with torch.no_grad(): ...` over a DataLoader.
+    """
+    batches = _as_batches("evaluate", "data", data, None if isinstance(data, Batches) else batch_size,
+                          train=False, seed=0)
+    steps = _compiled(parallel, loss_fn, preprocess, None, None)
+    loss, correct, count = _evaluate(steps, steps.put_state(state), batches)
+    return {"loss": loss / max(count, 1), "accuracy": correct / max(count, 1), "correct": int(correct),
+            "count": int(count)}
 
 
 # ----------------------------------------------------------------------------------------------

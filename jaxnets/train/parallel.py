@@ -99,15 +99,10 @@ class CompiledSteps:
         "shard_map"; every process passes the same state), or stacked along a leading device axis ("pmap").
         Always a copy, so `state` itself stays usable after `train` donates the placed one."""
         if self.mode == "pmap":
-            return jax.tree.map(self._stack, state)
+            return jax.tree.map(lambda x: _put_host(x, self.state_sharding, stack=self.num_devices), state)
+        if jax.process_count() > 1:  # a global sharding takes host values (checked equal across processes)
+            return jax.tree.map(lambda x: _put_host(x, self.state_sharding), state)
         return jax.device_put(state, self.state_sharding, may_alias=False)  # a copy: `train` may donate it
-
-    def _stack(self, x):
-        """`x` copied to every device along a new leading axis, built on the host (no per-shape compile)."""
-        if jnp.issubdtype(jnp.asarray(x).dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(self._stack(jax.random.key_data(x)), impl=jax.random.key_impl(x))
-        host = np.asarray(x)
-        return jax.device_put(np.broadcast_to(host[None], (self.num_devices,) + host.shape), self.state_sharding)
 
     def get_state(self, state: TrainState) -> TrainState:
         """The single copy of a state placed by `put_state` (for "pmap", device 0's; the copies are equal)."""
@@ -161,6 +156,21 @@ class CompiledSteps:
                                                               (rows * processes,) + np.shape(v)[1:])
                     for k, v in batch.items()}
         return jax.device_put(batch, self.batch_sharding)
+
+
+def _put_host(x, sharding, *, stack: int | None = None):
+    """Place `x` through a host copy, optionally stacked `stack` times along a new leading axis.
+
+    Used where `device_put` of a device array does not apply: pmap's stacked state (built on the host,
+    so no per-shape compile) and a global sharding spanning several processes (which takes host values).
+    """
+    if jnp.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(_put_host(jax.random.key_data(x), sharding, stack=stack),
+                                        impl=jax.random.key_impl(x))
+    host = np.asarray(x if not isinstance(x, jax.Array) or x.is_fully_addressable else x.addressable_data(0))
+    if stack is not None:
+        host = np.broadcast_to(host[None], (stack,) + host.shape)
+    return jax.device_put(host, sharding)
 
 
 def _pad_rows(x, rows: int):

@@ -12,10 +12,12 @@ import torch
 from jaxnets.layers.dropout import dropout
 
 N = 200_000
+# One jitted dropout, reused with the same (shape, rate) across tests: each distinct (shape, dtype,
+# rate) compiles a threefry program, the bulk of this file's run time.
 drop = jax.jit(dropout, static_argnames=("rate", "train"))
 
 
-@pytest.mark.parametrize("rate", [0.1, 0.5, 0.9, 0.999])
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.999])
 def test_kept_fraction_scale_and_mean(key, rng, rate):
     x = rng.uniform(0.5, 1.5, N).astype(np.float32)
     y = np.asarray(drop(key, x, rate, train=True))
@@ -31,12 +33,12 @@ def test_kept_fraction_scale_and_mean(key, rng, rate):
     assert abs(y.mean(dtype=np.float64) - x.mean(dtype=np.float64)) < 5 * sigma
 
 
-@pytest.mark.parametrize("rate", [0.25, 0.999])
+@pytest.mark.parametrize("rate", [0.1, 0.999])
 def test_survivors_scaled_exactly_like_torch(key, rate):
     """torch.nn.functional.dropout on ones gives 1 / (1 - p); so do we, bit for bit."""
-    ones = np.ones(4096, np.float32)
+    ones = np.ones(N, np.float32)
     ours = np.unique(np.asarray(drop(key, ones, rate, train=True)))
-    theirs = np.unique(torch.nn.functional.dropout(torch.ones(4096), p=rate, training=True).numpy())
+    theirs = np.unique(torch.nn.functional.dropout(torch.ones(N), p=rate, training=True).numpy())
     np.testing.assert_array_equal(ours[ours != 0], theirs[theirs != 0])
 
 
@@ -49,51 +51,40 @@ def test_identity_when_not_training_or_rate_zero(key, rng):
 
 
 def test_same_key_same_mask_different_keys_differ(key, rng):
-    x = rng.normal(size=(64, 64)).astype(np.float32)
+    x = rng.normal(size=N).astype(np.float32)
     a = np.asarray(drop(key, x, 0.5, train=True))
-    b = np.asarray(dropout(key, x, 0.5, train=True))     # eager: jit(f)(x) == f(x) as well
+    b = np.asarray(drop(key, x, 0.5, train=True))
     c = np.asarray(drop(jax.random.fold_in(key, 1), x, 0.5, train=True))
     np.testing.assert_array_equal(a, b)
-    assert np.mean((a != 0) != (c != 0)) > 0.4          # independent masks disagree on ~half the entries
-    # raw uint32 keys work too
+    assert abs(np.mean((a != 0) != (c != 0)) - 0.5) < 0.01   # independent masks disagree on half
+    # raw uint32 keys (jax.random.PRNGKey) work too
     raw = drop(jax.random.PRNGKey(3), x, 0.5, train=True)
-    assert abs(np.mean(np.asarray(raw) != 0) - 0.5) < 5 * np.sqrt(0.25 / x.size)
+    assert abs(np.mean(np.asarray(raw) != 0) - 0.5) < 5 * np.sqrt(0.25 / N)
 
 
-def test_gradient_is_the_scaled_mask(key, rng):
-    x = rng.normal(size=(8, 16)).astype(np.float32)
-    g = rng.normal(size=(8, 16)).astype(np.float32)
-    rate = 0.3
-    y = np.asarray(drop(key, x, rate, train=True))
-    grad = jax.jit(jax.grad(lambda x_: jnp.sum(dropout(key, x_, rate, train=True) * g)))(x)
-    np.testing.assert_allclose(grad, np.where(y != 0, g / np.float32(1 - rate), 0), rtol=1e-6)
-
-
-def test_no_nan_gradient_at_rate_close_to_one(key, rng):
-    x = rng.normal(size=4096).astype(np.float32)
-    grad = jax.jit(jax.grad(lambda x_: jnp.sum(dropout(key, x_, 0.999, train=True))))(x)
-    assert np.all(np.isfinite(grad))
-    assert set(np.unique(np.asarray(grad))) <= {0.0, np.float32(1 / np.float32(0.001))}
+@pytest.mark.parametrize("rate", [0.999])
+def test_gradient_is_the_scaled_mask_and_finite_at_rate_close_to_one(key, rng, rate):
+    x = rng.normal(size=N).astype(np.float32)
+    g = rng.normal(size=N).astype(np.float32)
+    y, grad = jax.jit(jax.value_and_grad(lambda x_: jnp.sum(dropout(key, x_, rate, train=True) * g)))(x)
+    assert np.isfinite(y) and np.all(np.isfinite(grad))
+    kept = np.asarray(drop(key, x, rate, train=True)) != 0   # the same mask as the forward pass
+    np.testing.assert_allclose(grad, np.where(kept, g / np.float32(1 - rate), 0), rtol=1e-6)
 
 
 def test_vmap_over_keys_and_over_inputs(key, rng):
-    x = rng.normal(size=(3, 5, 7)).astype(np.float32)
-
-    @jax.jit
-    def vmapped_and_looped(keys, x_):
-        per_key = jax.vmap(lambda k, e: dropout(k, e, 0.5, train=True))(keys, x_)
-        looped = jnp.stack([dropout(keys[i], x_[i], 0.5, train=True) for i in range(3)])
-        shared = jax.vmap(lambda e: dropout(key, e, 0.5, train=True))(x_)   # one key: one mask for all
-        return per_key, looped, shared
-
-    per_key, looped, shared = vmapped_and_looped(jax.random.split(key, 3), x)
-    np.testing.assert_array_equal(per_key, looped)
+    x = rng.normal(size=(2, N)).astype(np.float32)
+    keys = jax.random.split(key, 2)
+    per_key = jax.jit(jax.vmap(lambda k, e: dropout(k, e, 0.5, train=True)))(keys, x)
+    for i in range(2):   # each row is what that key gives alone (shape (N,), rate 0.5: compiled above)
+        np.testing.assert_array_equal(per_key[i], drop(keys[i], x[i], 0.5, train=True))
+    shared = jax.jit(jax.vmap(lambda e: dropout(key, e, 0.5, train=True)))(x)   # one key: one mask
     masks = np.asarray(shared) != 0
     np.testing.assert_array_equal(masks, np.broadcast_to(masks[0], masks.shape))
 
 
 def test_bfloat16_keeps_dtype_and_scales_in_float32(key, rng):
-    x = jnp.asarray(rng.normal(size=1024), jnp.bfloat16)
+    x = jnp.asarray(rng.normal(size=N), jnp.bfloat16)
     y = drop(key, x, 0.1, train=True)
     assert y.dtype == jnp.bfloat16
     kept = np.asarray(y != 0)

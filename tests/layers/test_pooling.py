@@ -247,7 +247,8 @@ def test_pool_rejects_padding_above_half_window():
 
 
 def test_pool_rejects_wrong_rank():
-    with pytest.raises(ValueError, match=r"max_pool: expected a batched input of rank 3-D, 4-D, 5-D.*got shape \(5, 3\)"):
+    with pytest.raises(ValueError, match=r"max_pool: expected a batched input of rank 3-D, 4-D, 5-D.*"
+                                         r"got shape \(5, 3\)"):
         max_pool(jnp.zeros((5, 3)), 2)
 
 
@@ -287,8 +288,10 @@ def test_avg_pool_rejects_non_bool_count_include_pad():
 
 
 def test_avg_pool_rejects_integer_input():
-    with pytest.raises(TypeError, match=r"average pooling needs a floating-point input, got dtype int32"):
+    with pytest.raises(TypeError, match=r"avg_pool: x must have a floating-point dtype for averaging, got int32"):
         avg_pool(jnp.zeros((1, 4, 1), jnp.int32), 2)
+    with pytest.raises(TypeError, match=r"adaptive_avg_pool: x must have a floating-point dtype"):
+        adaptive_avg_pool(jnp.zeros((1, 4, 1), jnp.int32), 2)
 
 
 def test_adaptive_rejects_zero_output_size():
@@ -318,7 +321,8 @@ def test_global_avg_pool_rejects_unknown_layout():
 
 
 def test_flatten_rejects_rank_below_two():
-    with pytest.raises(ValueError, match=r"flatten: expected a batched input \[N, \.\.\.\] of rank >= 2, got shape \(4,\)"):
+    with pytest.raises(ValueError, match=r"flatten: expected a batched input \[N, \.\.\.\] of rank >= 2, "
+                                         r"got shape \(4,\)"):
         flatten(jnp.zeros(4))
 
 

@@ -3,8 +3,10 @@
 Usage: XLA_FLAGS=--xla_force_host_platform_device_count=8 python _parallel_worker.py OUT.npz
 Writes, for each mode ("none" on one device, then "sharded", "shard_map", "pmap" on all devices) and each
 case ("full": 5 batches of 16; "ragged": 5 batches of 13/11/13/9/13 rows, padded to 16 by put_batch),
-the final params and batch_stats ("<mode>/<case>/<path>"), the per-step train metrics and the eval
-metrics ("<mode>/<case>/metrics/<name>", one value per step).
+the final params and batch_stats ("<mode>/<case>/<path>"), the per-step train metrics
+("<mode>/<case>/metrics/<name>"), the last eval metrics ("<mode>/<case>/eval/<name>") and how put_batch
+padded a 13-row batch ("<mode>/ragged/put_batch/..."). "none/zero_padded" is the negative control: the
+ragged batches padded with zero rows but no mask, which must NOT match.
 """
 import sys
 
@@ -18,13 +20,20 @@ jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftes
 CASES = {"full": [16] * 5, "ragged": [13, 11, 13, 9, 13]}
 
 
-def run(mode: str, sizes: list[int]) -> dict:
+def run(mode: str, sizes: list[int], *, zero_pad: bool = False) -> dict:
+    """Train 5 steps; `zero_pad`: pad batches with zero rows WITHOUT a mask (the negative control)."""
     devices = jax.devices()[:1] if mode == "none" else jax.devices()
     steps = compile_steps(mode, devices=devices)
     state = steps.put_state(_tiny.new_state(axis_name=steps.axis_name))
     out, history = {}, []
     for size, batch in zip(sizes, _tiny.data(len(sizes), 16, seed=1)):
-        placed = steps.put_batch({k: v[:size] for k, v in batch.items()})
+        rows = {k: v[:size] for k, v in batch.items()}
+        if zero_pad:
+            rows = {k: np.concatenate([v, np.zeros((16 - size,) + v.shape[1:], v.dtype)]) for k, v in rows.items()}
+        placed = steps.put_batch(rows)
+        if size == 13 and mode != "none":  # how put_batch padded the 13 rows for 8 devices
+            out["put_batch/mask"] = np.asarray(placed["mask"]).reshape(-1)
+            out["put_batch/shape"] = np.array(placed["image"].shape)
         state, metrics = steps.train(state, placed)
         history.append(metrics)
         evaluated = steps.eval(state, placed)
@@ -41,6 +50,8 @@ def main(path: str) -> None:
     for mode in ("none", "sharded", "shard_map", "pmap"):
         for case, sizes in CASES.items():
             results.update({f"{mode}/{case}/{k}": v for k, v in run(mode, sizes).items()})
+    # Negative control: the ragged batches zero-padded to 16 rows but unmasked (reuses the "full" program).
+    results.update({f"none/zero_padded/{k}": v for k, v in run("none", CASES["ragged"], zero_pad=True).items()})
     np.savez(path, **results)
 
 

@@ -55,10 +55,28 @@ class TinyResNet(nn.Module):
         return jnn.Dense(self.num_classes, name="fc")(x)
 
 
-def data(num_steps: int, batch_size: int, seed: int = 0) -> list[dict]:
+class SmallNet(nn.Module):
+    """Flatten, Dense(8), (BatchNorm), ReLU, (Dropout), Dense(NUM_CLASSES): the step tests' model."""
+
+    batch_norm: bool = True
+    dropout: float = 0.0
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, *, train):
+        x = jnn.Dense(8)(jnn.Flatten()(x))
+        if self.batch_norm:
+            x = jnn.BatchNorm(axis_name=self.axis_name)(x, train=train)
+        x = jnn.ReLU()(x)
+        if self.dropout:
+            x = jnn.Dropout(self.dropout)(x, train=train)
+        return jnn.Dense(NUM_CLASSES)(x)
+
+
+def data(num_steps: int, batch_size: int, seed: int = 0, shape: tuple = SHAPE) -> list[dict]:
     """`num_steps` uint8 image batches with int32 labels, the same in every process."""
     rng = np.random.default_rng(seed)
-    return [{"image": rng.integers(0, 256, (batch_size,) + SHAPE, dtype=np.uint8),
+    return [{"image": rng.integers(0, 256, (batch_size,) + shape, dtype=np.uint8),
              "label": rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)} for _ in range(num_steps)]
 
 

@@ -1,0 +1,178 @@
+"""Tests of jaxnets/train/parallel.py: the four data-parallel modes give the single-device numerics.
+
+The equivalence runs in a subprocess with 8 simulated CPU devices (`_parallel_worker.py`), so the rest of
+the suite keeps one device. Tolerance 1e-5 (rtol and atol): the modes compute the same float32 step
+but sum the batch (loss, gradients, BatchNorm moments) in a different order (per-device partial sums,
+then a cross-device sum), which moves results by a few ulps per step; after 5 SGD-momentum steps the
+observed differences are ~1e-6.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import _tiny
+from jaxnets.train.parallel import MODES, compile_steps
+from jaxnets.train.state import TrainState
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def worker_env(xla_flags: str) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    # Optimisation level 0 halves the XLA:CPU compile time; every mode (and the 1-device reference) is
+    # compiled with the same flags, and the numerics checked are those of the step, not of LLVM's passes.
+    env["XLA_FLAGS"] = f"{xla_flags} --xla_backend_optimization_level=0".strip()
+    return env
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("parallel") / "results.npz"
+    proc = subprocess.run([sys.executable, str(HERE / "_parallel_worker.py"), str(out)], cwd=HERE,
+                          env=worker_env("--xla_force_host_platform_device_count=8"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"worker failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    with np.load(out) as f:
+        return dict(f)
+
+
+def _entries(results, mode, case):
+    prefix = f"{mode}/{case}/"
+    return {k[len(prefix):]: v for k, v in results.items() if k.startswith(prefix) and "put_batch" not in k}
+
+
+@pytest.mark.parametrize("case", ["full", "ragged"])
+@pytest.mark.parametrize("mode", ["sharded", "shard_map", "pmap"])
+def test_mode_matches_one_device(results, mode, case):
+    """Params, BN statistics and metrics after 5 steps of a BN ResNet equal the 1-device run's."""
+    ref, got = _entries(results, "none", case), _entries(results, mode, case)
+    assert set(got) == set(ref) and any(k.startswith("batch_stats/") for k in ref)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], **TOL, err_msg=f"{mode}/{case}: {k}")
+    for k in ("metrics/count", "metrics/correct", "eval/count", "eval/correct"):
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=f"{mode}/{case}: {k}")
+    expected = [16] * 5 if case == "full" else [13, 11, 13, 9, 13]
+    np.testing.assert_array_equal(got["metrics/count"], expected)
+
+
+def test_training_moved_the_state(results):
+    """The compared runs actually trained: 5 steps moved params and BN statistics far beyond the tolerance."""
+    init = _tiny.to_numpy(_tiny.new_state())
+    ref = _entries(results, "none", "full")
+    assert max(np.max(np.abs(ref[k] - init[k])) for k in init if k.startswith("params/")) > 1e-2
+    assert max(np.max(np.abs(ref[k] - init[k])) for k in init if k.startswith("batch_stats/")) > 1e-2
+
+
+def test_padding_without_mask_would_differ(results):
+    """Negative control: the same ragged batches zero-padded but unmasked give other BN statistics and params,
+    so the ragged comparison above is sensitive to the padded rows."""
+    ref, padded = _entries(results, "none", "ragged"), _entries(results, "none", "zero_padded")
+    for group in ("params/", "batch_stats/"):
+        assert max(np.max(np.abs(padded[k] - ref[k])) for k in ref if k.startswith(group)) > 1e-3
+
+
+@pytest.mark.parametrize("mode", ["sharded", "shard_map", "pmap"])
+def test_put_batch_pads_to_the_devices(results, mode):
+    """13 rows on 8 devices: padded to 16 (2 per device), mask True for the first 13."""
+    mask = results[f"{mode}/ragged/put_batch/mask"]
+    np.testing.assert_array_equal(mask, np.arange(16) < 13)
+    shape = (8, 2) + _tiny.SHAPE if mode == "pmap" else (16,) + _tiny.SHAPE
+    assert tuple(results[f"{mode}/ragged/put_batch/shape"]) == shape
+
+
+# ---- one device (this process) ----
+
+def _small_state(axis_name=None, **options):
+    return TrainState.create(_tiny.SmallNet(axis_name=axis_name, **options), optax.sgd(0.1, momentum=0.9),
+                             np.zeros((1, 4, 4, 1), np.uint8), 0)
+
+
+def _small_batch(n=6, seed=0):
+    return _tiny.data(1, n, seed=seed, shape=(4, 4, 1))[0]
+
+
+def test_auto_on_one_device():
+    steps = compile_steps()
+    assert (steps.mode, steps.num_devices, steps.mesh, steps.axis_name) == ("none", 1, None, None)
+    assert "none" in repr(steps) and MODES == ("none", "sharded", "shard_map", "pmap")
+
+
+def test_none_mode_equals_jit_of_the_step():
+    from jaxnets.train.steps import make_train_step
+
+    steps = compile_steps("none")
+    state, batch = _small_state(), _small_batch()
+    want, want_metrics = jax.jit(make_train_step())(state, batch)
+    got, got_metrics = steps.train(steps.put_state(state), steps.put_batch(batch))
+    for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(want.params)):
+        np.testing.assert_array_equal(a, b)
+    assert int(got_metrics["count"]) == 6 and float(got_metrics["loss"]) == float(want_metrics["loss"])
+
+
+@pytest.mark.parametrize("donate", [True, False])
+def test_donation_and_put_state_copies(donate):
+    """train donates the placed state (its buffers are reused); put_state copied, so the original lives on."""
+    steps = compile_steps("none", donate=donate)
+    original = _small_state()
+    placed = steps.put_state(original)
+    new, _ = steps.train(placed, steps.put_batch(_small_batch()))
+    assert all(leaf.is_deleted() == donate for leaf in jax.tree.leaves(placed.params))
+    assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(original.params))
+    assert int(new.step) == 1 and int(original.step) == 0
+
+
+@pytest.mark.parametrize("mode", ["shard_map", "pmap"])
+def test_per_device_modes_need_a_model_with_the_axis(mode):
+    """Under shard_map/pmap, a BatchNorm without axis_name="batch" would use per-device statistics: refused."""
+    steps = compile_steps(mode)
+    assert steps.axis_name == "batch" and steps.num_devices == 1
+    state, batch = steps.put_state(_small_state(axis_name=None)), steps.put_batch(_small_batch())
+    with pytest.raises(ValueError, match=r"train_step: BatchNorm .* has axis_name=None but the step runs with "
+                                         r"axis_name='batch'"):
+        steps.train(state, batch)
+
+
+def test_sharded_mode_refuses_a_model_with_an_axis():
+    steps = compile_steps("sharded")
+    state = steps.put_state(_small_state(axis_name="batch"))
+    with pytest.raises(ValueError, match=r"has axis_name='batch' but the step runs with axis_name=None"):
+        steps.train(state, steps.put_batch(_small_batch()))
+
+
+def test_compile_steps_errors():
+    with pytest.raises(ValueError, match=r"compile_steps: mode must be one of .* got 'ddp'"):
+        compile_steps("ddp")
+    with pytest.raises(ValueError, match=r"compile_steps: devices must be a non-empty sequence"):
+        compile_steps("sharded", devices=[])
+    d = jax.devices()[0]
+    with pytest.raises(ValueError, match=r"compile_steps: mode 'none' runs on one device of one process, got 2"):
+        compile_steps("none", devices=[d, d])
+
+
+def test_put_batch():
+    steps = compile_steps("none")
+    batch = _small_batch()
+    batch["mask"] = np.arange(6) < 4
+    placed = steps.put_batch(batch)
+    assert set(placed) == {"image", "label", "mask"} and placed["image"].shape == (6, 4, 4, 1)
+    np.testing.assert_array_equal(placed["mask"], batch["mask"])
+    assert placed["image"].devices() == {jax.devices()[0]}
+
+
+def test_put_batch_errors():
+    steps = compile_steps("none")
+    with pytest.raises(TypeError, match=r"put_batch: batch must be a dict of arrays, got list"):
+        steps.put_batch([np.zeros(3)])
+    with pytest.raises(ValueError, match=r"put_batch: every array of the batch must have the same first dimension"):
+        steps.put_batch({"image": np.zeros((4, 2)), "label": np.zeros(3, np.int32)})
+    with pytest.raises(ValueError, match=r"put_batch: this process holds 6 rows, more than its share"):
+        steps.put_batch(_small_batch(), global_batch_size=4)
