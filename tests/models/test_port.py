@@ -1,0 +1,275 @@
+"""jaxnets.models.port.from_torch: PyTorch networks written here with torchvision's structure and module
+names (torch only, no torchvision), random weights AND random BatchNorm running statistics, ported with
+`from_torch`; eval-mode logits must agree to 1e-4 (NCHW torch input vs NHWC jax input). Plus the
+error messages for missing/unexpected keys and shape mismatches."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from jaxnets import models
+from jaxnets.models.port import from_torch
+
+torch.manual_seed(0)
+# float32 end to end; the differences come from summation order (ResNet-18: ~20 convs deep).
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# Torch networks with torchvision's module names
+# ------------------------------------------------------------------------------------------------
+
+class TorchBasicBlock(nn.Module):
+    """torchvision.models.resnet.BasicBlock."""
+
+    def __init__(self, inplanes, planes, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class TorchResNet18(nn.Module):
+    """torchvision.models.resnet18 (v1.5) for variant="imagenet"; the 3x3 stem, no pool for "cifar"."""
+
+    def __init__(self, variant, num_classes):
+        super().__init__()
+        imagenet = variant == "imagenet"
+        self.conv1 = nn.Conv2d(3, 64, 7 if imagenet else 3, 2 if imagenet else 1, 3 if imagenet else 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet else nn.Identity()
+        inplanes, stages = 64, []
+        for i, planes in enumerate((64, 128, 256, 512)):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(TorchBasicBlock(inplanes, planes, stride), TorchBasicBlock(planes, planes)))
+            inplanes = planes
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class TorchLeNet5(nn.Module):
+    """jaxnets.models.lenet.LeNet5's layout: features.{0..5}, classifier.{0..4}."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                                        nn.Linear(84, 10))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class TorchVGG11BNCifar(nn.Module):
+    """jaxnets.models.vgg.VGG(depth=11, batch_norm=True, variant="cifar"): torchvision's features (conv with
+    bias, BN, ReLU; "M" max pools), then a single Linear(512, classes) named "classifier"."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        layers, c = [], 3
+        for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(c, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+                c = v
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class TorchBasicConv2d(nn.Module):
+    def __init__(self, cin, cout, **kw):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, bias=False, **kw)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class TorchInception(nn.Module):
+    def __init__(self, cin, ch1, ch3r, ch3, ch5r, ch5, pool):
+        super().__init__()
+        self.branch1 = TorchBasicConv2d(cin, ch1, kernel_size=1)
+        self.branch2 = nn.Sequential(TorchBasicConv2d(cin, ch3r, kernel_size=1),
+                                     TorchBasicConv2d(ch3r, ch3, kernel_size=3, padding=1))
+        self.branch3 = nn.Sequential(TorchBasicConv2d(cin, ch5r, kernel_size=1),
+                                     TorchBasicConv2d(ch5r, ch5, kernel_size=3, padding=1))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True), TorchBasicConv2d(cin, pool, kernel_size=1))
+
+    def forward(self, x):
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class TorchInceptionAux(nn.Module):
+    def __init__(self, cin, num_classes):
+        super().__init__()
+        self.conv = TorchBasicConv2d(cin, 128, kernel_size=1)
+        self.fc1 = nn.Linear(2048, 1024)
+        self.fc2 = nn.Linear(1024, num_classes)
+
+
+class TorchGoogLeNet(nn.Module):
+    """torchvision.models.GoogLeNet(aux_logits=True, transform_input=False), eval-mode forward."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.conv1 = TorchBasicConv2d(3, 64, kernel_size=7, stride=2, padding=3)
+        self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.conv2 = TorchBasicConv2d(64, 64, kernel_size=1)
+        self.conv3 = TorchBasicConv2d(64, 192, kernel_size=3, padding=1)
+        self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception3a = TorchInception(192, 64, 96, 128, 16, 32, 32)
+        self.inception3b = TorchInception(256, 128, 128, 192, 32, 96, 64)
+        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception4a = TorchInception(480, 192, 96, 208, 16, 48, 64)
+        self.inception4b = TorchInception(512, 160, 112, 224, 24, 64, 64)
+        self.inception4c = TorchInception(512, 128, 128, 256, 24, 64, 64)
+        self.inception4d = TorchInception(512, 112, 144, 288, 32, 64, 64)
+        self.inception4e = TorchInception(528, 256, 160, 320, 32, 128, 128)
+        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.inception5a = TorchInception(832, 256, 160, 320, 32, 128, 128)
+        self.inception5b = TorchInception(832, 384, 192, 384, 48, 128, 128)
+        self.aux1 = TorchInceptionAux(512, num_classes)
+        self.aux2 = TorchInceptionAux(528, num_classes)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Linear(1024, num_classes)
+
+    def forward(self, x):  # eval mode: the auxiliary heads are not used
+        x = self.maxpool2(self.conv3(self.conv2(self.maxpool1(self.conv1(x)))))
+        x = self.maxpool3(self.inception3b(self.inception3a(x)))
+        x = self.inception4d(self.inception4c(self.inception4b(self.inception4a(x))))
+        x = self.maxpool4(self.inception4e(x))
+        x = self.inception5b(self.inception5a(x))
+        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+
+
+def randomised(net: nn.Module) -> nn.Module:
+    """Random weights (torch's default init) and random BN affine parameters and running statistics;
+    eval mode. The BN statistics are drawn so that activations keep a moderate scale through the depth."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.2)
+                m.running_mean.normal_(0.0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.num_batches_tracked.fill_(7)
+    return net.eval()
+
+
+def compare(name, torch_net, x_nchw, **options):
+    """Port `torch_net` into the registry model `name` and compare eval-mode logits."""
+    variables = from_torch(name, torch_net.state_dict(), **options)
+    model = models.create(name, **options)
+    with torch.no_grad():
+        expected = torch_net(torch.from_numpy(x_nchw)).numpy()
+    got = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, jnp.asarray(x_nchw.transpose(0, 2, 3, 1)))
+    assert np.abs(expected).max() > 0.1  # a non-degenerate comparison
+    np.testing.assert_allclose(np.asarray(got), expected, **TOL)
+    return variables
+
+
+def _images(rng, n, c, size):
+    return rng.standard_normal((n, c, size, size)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Parity
+# ------------------------------------------------------------------------------------------------
+
+def test_resnet18_imagenet(rng):
+    net = randomised(TorchResNet18("imagenet", num_classes=1000))
+    # 64x64 is enough for every layer of the ImageNet stem (64 -> 32 -> 16 -> ... -> 2); the variables are
+    # built for 224x224 (they do not depend on the input size).
+    variables = compare("resnet18", net, _images(rng, 2, 3, 64))
+    assert set(variables) == {"params", "batch_stats"}
+    np.testing.assert_array_equal(variables["batch_stats"]["layer2_0"]["downsample_1"]["var"],
+                                  net.layer2[0].downsample[1].running_var.numpy())
+
+
+def test_resnet18_cifar(rng):
+    compare("resnet18", randomised(TorchResNet18("cifar", num_classes=10)), _images(rng, 2, 3, 32), variant="cifar")
+
+
+def test_lenet5(rng):
+    variables = compare("lenet5", randomised(TorchLeNet5()), _images(rng, 2, 1, 28))
+    assert set(variables) == {"params"}  # no BatchNorm, no batch_stats
+
+
+def test_vgg11_bn_cifar(rng):
+    compare("vgg11_bn", randomised(TorchVGG11BNCifar()), _images(rng, 2, 3, 32), variant="cifar")
+
+
+def test_googlenet_imagenet_with_aux_heads(rng):
+    # 80x80: conv1 -> 40, then ceil-mode pools 40 -> 20 -> 10 -> 5 -> 3 ((5 - 2) / 2 + 1 = 2.5 -> 3).
+    net = randomised(TorchGoogLeNet(num_classes=12))
+    variables = compare("googlenet", net, _images(rng, 2, 3, 80), num_classes=12, aux_logits=True)
+    np.testing.assert_array_equal(variables["params"]["aux2"]["fc1"]["kernel"], net.aux2.fc1.weight.detach().numpy().T)
+
+
+def test_kernel_layouts():
+    net = TorchLeNet5()
+    p = from_torch("lenet5", {k: v.numpy() for k, v in net.state_dict().items()})["params"]  # numpy values
+    w = net.features[3].weight.detach().numpy()  # [16, 6, 5, 5] OIHW
+    np.testing.assert_array_equal(p["features_3"]["kernel"], w.transpose(2, 3, 1, 0))  # HWIO
+    np.testing.assert_array_equal(p["classifier_0"]["kernel"], net.classifier[0].weight.detach().numpy().T)
+    assert p["classifier_0"]["kernel"].dtype == jnp.float32
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors
+# ------------------------------------------------------------------------------------------------
+
+def test_missing_unexpected_and_mismatched_keys_are_listed():
+    state = dict(TorchLeNet5().state_dict())
+    del state["features.3.bias"]
+    state["features.9.weight"] = torch.zeros(3)
+    state["classifier.4.weight"] = torch.zeros(7, 84)
+    with pytest.raises(ValueError, match=r"from_torch: the state_dict does not fit model 'lenet5'") as info:
+        from_torch("lenet5", state)
+    message = str(info.value)
+    assert "model variables missing from the state_dict (1): features_3/bias (torch features_3.bias)" in message
+    assert "unexpected torch keys (1): features.9.weight" in message
+    assert "shape mismatches (1): classifier.4.weight (7, 84) -> params/classifier_4/kernel needs (84, 10)" in message
+
+
+def test_wrong_options_for_the_checkpoint():
+    state = TorchResNet18("cifar", num_classes=10).state_dict()
+    with pytest.raises(ValueError, match=r"shape mismatches \(1\): conv1.weight \(64, 3, 3, 3\) -> "
+                                         r"params/conv1/kernel needs \(7, 7, 3, 64\)"):
+        from_torch("resnet18", state)  # the checkpoint is the CIFAR variant
+    with pytest.raises(ValueError, match=r"missing from the state_dict \(40\).*layer1_0/conv3/kernel"):
+        from_torch("resnet50", state, variant="cifar")
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match=r"from_torch: state_dict must be a mapping .* got list"):
+        from_torch("lenet5", [1, 2])
+    with pytest.raises(ValueError, match=r"create: unknown model 'resnet19'"):
+        from_torch("resnet19", {})
