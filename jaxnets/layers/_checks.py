@@ -81,9 +81,20 @@ def check_bool(fn: str, name: str, value) -> bool:
 
 
 def check_floating(fn: str, name: str, x) -> None:
-    """Check that an array has a floating (or complex) dtype."""
+    """Check that an array has a real floating dtype (bfloat16/float16/float32/float64)."""
     import jax.numpy as jnp  # local import; jnp.issubdtype also knows bfloat16 (numpy's does not)
 
-    if not jnp.issubdtype(x.dtype, jnp.inexact):
-        raise TypeError(f"{fn}: {name} must be a floating-point array, got dtype {x.dtype}; "
+    dtype = x.dtype if hasattr(x, "dtype") else jnp.asarray(x).dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{fn}: {name} must be a floating-point array, got dtype {dtype}; "
                         f"cast it first, e.g. x.astype(jnp.float32).")
+
+
+def at_least_float32(dtype):
+    """The dtype to accumulate in: float32 for bfloat16/float16, else `dtype` itself (float32, float64).
+
+    Written out rather than ``jnp.promote_types`` so it also works under strict dtype promotion.
+    """
+    import jax.numpy as jnp
+
+    return jnp.dtype(jnp.float32) if jnp.finfo(dtype).bits < 32 else jnp.dtype(dtype)

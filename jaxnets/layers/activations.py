@@ -103,6 +103,7 @@ def maxout(x: jax.Array, pieces: int, *, axis: int = -1) -> jax.Array:
     PyTorch: no built-in; `x.unflatten(axis, (C // pieces, pieces)).amax(axis + 1)`.
     """
     fn = "maxout"
+    x = jnp.asarray(x)
     if isinstance(pieces, bool) or not isinstance(pieces, int):
         raise TypeError(f"{fn}: pieces must be a Python int, got {type(pieces).__name__} {pieces!r}.")
     if isinstance(axis, bool) or not isinstance(axis, int) or not -x.ndim <= axis < x.ndim:

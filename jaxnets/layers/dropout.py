@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnets.layers._checks import check_bool, check_floating
+from jaxnets.layers._checks import at_least_float32, check_bool, check_floating
 
 __all__ = ["dropout"]
 
@@ -40,8 +40,9 @@ def dropout(key: jax.Array, x: jax.Array, rate: float, *, train: bool) -> jax.Ar
     check_floating(fn, "x", x)
     if not train or rate == 0.0:
         return x
+    x = jnp.asarray(x)
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     # Scale in float32 or wider: in bf16, 1 - rate (e.g. 0.9 -> 0.8984) would bias E[y] by ~0.2%.
-    wide = jnp.promote_types(x.dtype, jnp.float32)
+    wide = at_least_float32(x.dtype)
     scaled = (x.astype(wide) / (1.0 - rate)).astype(x.dtype)
     return jnp.where(keep, scaled, jnp.zeros((), x.dtype))

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxnets.layers._checks import check_bool, check_floating, is_channels_last, spatial_layout
+from jaxnets.layers._checks import (at_least_float32, check_bool, check_floating, is_channels_last,
+                                   spatial_layout)
 
 __all__ = [
     "batch_norm",
@@ -38,7 +39,7 @@ _FOLD_OUT_FIRST = ("OI", "OIW", "OIHW", "OIDHW")
 
 def _stats_dtype(dtype) -> jnp.dtype:
     # Statistics in float32 at least: a bf16/fp16 sum over a large batch keeps only 8/11 mantissa bits.
-    return jnp.promote_types(dtype, jnp.float32)
+    return at_least_float32(dtype)
 
 
 def _moments(x: jax.Array, axes: tuple[int, ...], *, mask: jax.Array | None = None,
@@ -191,6 +192,7 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
     """
     fn = "batch_norm"
     train = check_bool(fn, "train", train)
+    x = jnp.asarray(x)  # numpy float64 becomes float32 unless x64 is enabled, as everywhere in jnp
     check_floating(fn, "x", x)
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
         raise ValueError(f"{fn}: momentum must be a Python float in [0, 1] (PyTorch's convention: the "
@@ -231,7 +233,7 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
     enough = count > 1  # fewer than 2 valid values: keep the old running statistics (see `mask`).
     new_state = {}
     for name, batch in (("mean", mean), ("var", unbiased)):
-        old = state[name]
+        old = jnp.asarray(state[name])
         new = (1.0 - momentum) * old.astype(sdt) + momentum * batch.reshape(c)
         new_state[name] = jnp.where(enough, new, old.astype(sdt)).astype(old.dtype)
     return y, new_state
@@ -269,6 +271,8 @@ def fold_batch_norm(kernel: jax.Array, bias: jax.Array | None, bn_params: Mappin
         raise ValueError(f"{fn}: unknown kernel layout {layout!r}; expected one of {_FOLD_OUT_LAST} "
                          f"(out channels last) or {_FOLD_OUT_FIRST} (out channels first, PyTorch's).")
     eps = _check_eps(fn, eps)
+    kernel = jnp.asarray(kernel)
+    bias = None if bias is None else jnp.asarray(bias)
     if kernel.ndim < 2:
         raise ValueError(f"{fn}: kernel must have rank >= 2 ([in, out] or [*window, in, out] for "
                          f"layout={layout!r}), got shape {tuple(kernel.shape)}.")
@@ -322,6 +326,7 @@ def layer_norm(x: jax.Array, params: Mapping, *, eps: float = 1e-5) -> jax.Array
     PyTorch: `torch.nn.LayerNorm(normalized_shape, eps)`.
     """
     fn = "layer_norm"
+    x = jnp.asarray(x)
     check_floating(fn, "x", x)
     eps = _check_eps(fn, eps)
     if not isinstance(params, Mapping) or "scale" not in params:
@@ -365,6 +370,7 @@ def group_norm(x: jax.Array, params: Mapping, *, groups: int, eps: float = 1e-5,
     PyTorch: `torch.nn.GroupNorm(groups, C, eps)`.
     """
     fn = "group_norm"
+    x = jnp.asarray(x)
     check_floating(fn, "x", x)
     eps = _check_eps(fn, eps)
     channel_axis, _ = _norm_layout(fn, x, layout, allow_nc=True)
@@ -407,6 +413,7 @@ def instance_norm(x: jax.Array, params: Mapping, *, eps: float = 1e-5, layout: s
     PyTorch: `torch.nn.InstanceNorm1d/2d/3d(C, eps, affine=True, track_running_stats=False)`.
     """
     fn = "instance_norm"
+    x = jnp.asarray(x)
     check_floating(fn, "x", x)
     eps = _check_eps(fn, eps)
     channel_axis, spatial_axes = _norm_layout(fn, x, layout, allow_nc=False)

@@ -1,0 +1,282 @@
+"""Tests of jaxnets/train/state.py and jaxnets/train/steps.py (one device, small models from jaxnets.nn)."""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import _tiny
+import jaxnets.nn as jnn
+from jaxnets.layers.losses import cross_entropy
+from jaxnets.train.state import TrainState
+from jaxnets.train.steps import make_eval_step, make_train_step
+
+SHAPE = (4, 4, 1)
+
+
+def leaves_equal(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def assert_trees_close(a, b, **tol):
+    for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, err_msg=jax.tree_util.keystr(path), **tol)
+
+
+def new_state(model=None, tx=None, seed=0):
+    return TrainState.create(model or _tiny.SmallNet(), tx or optax.sgd(0.1), np.zeros((1,) + SHAPE, np.uint8), seed)
+
+
+def batch(n=6, seed=0):
+    return _tiny.data(1, n, seed=seed, shape=SHAPE)[0]
+
+
+# ---- TrainState ----
+
+def test_create_derives_everything_from_the_seed():
+    model, tx = _tiny.SmallNet(), optax.sgd(0.1, momentum=0.9)
+    state = TrainState.create(model, tx, np.zeros((2,) + SHAPE, np.uint8), 7)
+    init_key, rng = jax.random.split(jax.random.key(7))
+    variables = model.init({"params": init_key}, jnp.zeros((2,) + SHAPE), train=False)
+    assert leaves_equal(state.params, variables["params"])
+    assert leaves_equal(state.batch_stats, variables["batch_stats"])
+    np.testing.assert_array_equal(jax.random.key_data(state.rng), jax.random.key_data(rng))
+    assert state.step.dtype == jnp.int32 and int(state.step) == 0
+    assert jax.tree.structure(state.opt_state) == jax.tree.structure(tx.init(variables["params"]))
+    assert state.apply_fn == model.apply and state.tx is tx
+    assert set(state.variables) == {"params", "batch_stats"}
+    # The static fields are not leaves: the state is a pytree of arrays only.
+    assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(state))
+
+
+def test_create_without_batch_norm():
+    state = new_state(_tiny.SmallNet(batch_norm=False))
+    assert state.batch_stats == {} and set(state.variables) == {"params"}
+
+
+def test_create_is_reproducible():
+    a, b, c = new_state(seed=3), new_state(seed=3), new_state(seed=4)
+    assert leaves_equal(a.params, b.params) and not leaves_equal(a.params, c.params)
+
+
+class WithCache(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, train):
+        self.variable("cache", "last", jnp.zeros, (1,))
+        return jnn.Dense(2)(jnn.Flatten()(x))
+
+
+def test_create_errors():
+    sample = np.zeros((1,) + SHAPE, np.uint8)
+    with pytest.raises(TypeError, match=r"TrainState.create: model must be a flax.linen.Module, got function"):
+        TrainState.create(lambda x: x, optax.sgd(0.1), sample, 0)
+    with pytest.raises(TypeError, match=r"TrainState.create: optimizer must be an optax.GradientTransformation"):
+        TrainState.create(_tiny.SmallNet(), "sgd", sample, 0)
+    for seed in (1.5, True, None):
+        with pytest.raises(TypeError, match=r"TrainState.create: seed must be an int"):
+            TrainState.create(_tiny.SmallNet(), optax.sgd(0.1), sample, seed)
+    with pytest.raises(ValueError, match=r"TrainState.create: the model creates variable collections \['cache'\]"):
+        TrainState.create(WithCache(), optax.sgd(0.1), sample, 0)
+
+
+# ---- the training step ----
+
+def test_train_step_is_one_sgd_step_on_the_mean_loss():
+    """Against a direct computation: mean cross-entropy, its gradient, one SGD update, BN statistics updated."""
+    state, b = new_state(tx=optax.sgd(0.1)), batch(6)
+    new, metrics = jax.jit(make_train_step())(state, b)
+    x = jnp.asarray(b["image"], jnp.float32) / 255.0
+
+    def loss(params):
+        logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=True,
+                                         mutable=["batch_stats"])
+        return cross_entropy(logits, b["label"]), (logits, updates)
+
+    grads, (logits, updates) = jax.grad(loss, has_aux=True)(state.params)
+    assert_trees_close(new.params, jax.tree.map(lambda p, g: p - 0.1 * g, state.params, grads), rtol=1e-6, atol=1e-7)
+    assert_trees_close(new.batch_stats, updates["batch_stats"], rtol=1e-6, atol=1e-7)
+    assert not leaves_equal(new.batch_stats, state.batch_stats)
+    assert int(new.step) == 1 and np.array_equal(jax.random.key_data(new.rng), jax.random.key_data(state.rng))
+    # Metrics are sums: loss = sum of per-example losses, correct = top-1 hits, count = rows.
+    np.testing.assert_allclose(metrics["loss"], jnp.sum(cross_entropy(logits, b["label"], reduction="none")),
+                               rtol=1e-6)
+    assert int(metrics["correct"]) == int(jnp.sum(jnp.argmax(logits, -1) == b["label"]))
+    assert int(metrics["count"]) == 6
+    assert metrics["loss"].dtype == jnp.float32 and metrics["correct"].dtype == metrics["count"].dtype == jnp.int32
+
+
+def test_unjitted_equals_jitted():
+    """The step is a pure function: eager execution and jit agree (BN, dropout and momentum, 2 steps)."""
+    step = make_train_step()
+    eager = jitted = new_state(_tiny.SmallNet(dropout=0.5), optax.sgd(0.1, momentum=0.9))
+    for i in range(2):
+        eager, m_eager = step(eager, batch(6, seed=i))
+        jitted, m_jit = jax.jit(step)(jitted, batch(6, seed=i))
+        # Fused (jit) and op-by-op (eager) float32 arithmetic may differ in the last bits.
+        assert_trees_close(eager.params, jitted.params, rtol=1e-6, atol=1e-7)
+        assert_trees_close(m_eager, m_jit, rtol=1e-6, atol=1e-7)
+    assert_trees_close(eager.batch_stats, jitted.batch_stats, rtol=1e-6, atol=1e-7)
+    assert_trees_close(eager.opt_state, jitted.opt_state, rtol=1e-6, atol=1e-7)
+
+
+def test_loss_fn_options():
+    """A loss with options (functools.partial) is used per example; metrics["loss"] is its sum."""
+    state, b = new_state(_tiny.SmallNet(batch_norm=False)), batch(6)
+    loss_fn = functools.partial(cross_entropy, label_smoothing=0.2)
+    _, metrics = jax.jit(make_train_step(loss_fn))(state, b)
+    logits = state.apply_fn(state.variables, jnp.asarray(b["image"], jnp.float32) / 255.0, train=True)
+    np.testing.assert_allclose(metrics["loss"], 6 * loss_fn(logits, b["label"]), rtol=1e-6)
+
+
+def test_preprocess_and_augment_order_and_keys():
+    """augment(key, raw images) runs first, with key = split(fold_in(rng, step))[0]; then preprocess."""
+    seen = {}
+
+    def augment(key, images):
+        seen["key"], seen["dtype"] = key, images.dtype
+        return images
+
+    def preprocess(images):
+        seen["preprocessed"] = images.dtype
+        return images.astype(jnp.float32) / 255.0
+
+    state = new_state().replace(step=jnp.int32(5))
+    make_train_step(preprocess=preprocess, augment=augment)(state, batch())  # unjitted: the key is concrete
+    expected = jax.random.split(jax.random.fold_in(state.rng, 5))[0]
+    np.testing.assert_array_equal(jax.random.key_data(seen["key"]), jax.random.key_data(expected))
+    assert seen["dtype"] == jnp.uint8 and seen["preprocessed"] == jnp.uint8
+
+
+class DropoutProbe(nn.Module):
+    """Dropout on the input, then a bias-free Dense: with a single all-ones example, row i of the kernel's
+    gradient is zero exactly when input i was dropped, so the gradient reveals the dropout mask."""
+
+    @nn.compact
+    def __call__(self, x, *, train):
+        return jnn.Dense(3, use_bias=False)(jnn.Dropout(0.5)(jnn.Flatten()(x), train=train))
+
+
+def _dropout_mask(state):
+    ones = {"image": np.ones((1,) + SHAPE, np.float32), "label": np.zeros(1, np.int32)}
+    new, _ = jax.jit(make_train_step())(state, ones)
+    delta = new.params["Dense_0"]["kernel"] - state.params["Dense_0"]["kernel"]
+    return np.any(np.asarray(delta) != 0, axis=1)
+
+
+def test_dropout_masks_follow_the_step():
+    state = new_state(DropoutProbe())
+    masks = [_dropout_mask(state.replace(step=jnp.int32(s))) for s in (0, 1, 0)]
+    assert 0 < masks[0].sum() < masks[0].size  # some inputs kept, some dropped
+    assert not np.array_equal(masks[0], masks[1])  # a new mask each step
+    np.testing.assert_array_equal(masks[0], masks[2])  # the same step draws the same mask
+    assert not np.array_equal(masks[0], _dropout_mask(new_state(DropoutProbe(), seed=1)))  # seed matters
+
+
+def test_a_run_is_reproducible_from_its_seed():
+    """Same seed: bitwise-equal parameters after 3 steps with dropout and BN; another seed differs."""
+    def run(seed):
+        state, step = new_state(_tiny.SmallNet(dropout=0.5), optax.sgd(0.1, momentum=0.9), seed), \
+            jax.jit(make_train_step())
+        for i in range(3):
+            state, _ = step(state, batch(6, seed=i))
+        return state
+
+    a, b, c = run(0), run(0), run(1)
+    assert leaves_equal(a.params, b.params) and leaves_equal(a.batch_stats, b.batch_stats)
+    assert not leaves_equal(a.params, c.params)
+
+
+# ---- masks (padded batches) ----
+
+def _pad(b, extra):
+    """`b` with `extra` garbage rows (white images, out-of-range labels) and a mask excluding them."""
+    return {"image": np.concatenate([b["image"], np.full((extra,) + SHAPE, 255, np.uint8)]),
+            "label": np.concatenate([b["label"], np.full(extra, 99, np.int32)]),
+            "mask": np.arange(len(b["label"]) + extra) < len(b["label"])}
+
+
+class FlaxBN(nn.Module):
+    """The same small net with Flax's own BatchNorm (also given the mask by the step)."""
+
+    @nn.compact
+    def __call__(self, x, *, train):
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(jnn.Dense(8)(jnn.Flatten()(x)))
+        return jnn.Dense(_tiny.NUM_CLASSES)(jnn.ReLU()(x))
+
+
+@pytest.mark.parametrize("model", [_tiny.SmallNet(), FlaxBN()], ids=["jaxnets_bn", "flax_bn"])
+def test_padded_rows_contribute_nothing(model):
+    """A masked, padded batch gives the step of its valid rows: loss, gradient, BN statistics, metrics."""
+    state, b = new_state(model, optax.sgd(0.1, momentum=0.9)), batch(5)
+    step = jax.jit(make_train_step())
+    want, want_metrics = step(state, b)
+    got, got_metrics = step(state, _pad(b, 3))
+    assert_trees_close(got.params, want.params, rtol=1e-6, atol=1e-6)
+    assert_trees_close(got.batch_stats, want.batch_stats, rtol=1e-6, atol=1e-6)
+    assert_trees_close(got_metrics, want_metrics, rtol=1e-6, atol=1e-6)
+    assert int(got_metrics["count"]) == 5
+    # Sensitivity: the same padded rows left unmasked change the BN statistics.
+    unmasked, _ = step(state, {k: v for k, v in _pad(b, 3).items() if k != "mask"})
+    assert max(np.max(np.abs(x - y)) for x, y in zip(jax.tree.leaves(unmasked.batch_stats),
+                                                     jax.tree.leaves(want.batch_stats))) > 1e-3
+    # Evaluation ignores the padded rows too.
+    evaluate = jax.jit(make_eval_step())
+    assert_trees_close(evaluate(want, _pad(b, 3)), evaluate(want, b), rtol=1e-6, atol=1e-6)
+
+
+def test_all_padding_batch_changes_nothing():
+    state = new_state(tx=optax.sgd(0.1))
+    b = dict(batch(4), mask=np.zeros(4, bool))
+    new, metrics = jax.jit(make_train_step())(state, b)
+    assert leaves_equal(new.params, state.params) and leaves_equal(new.batch_stats, state.batch_stats)
+    assert {k: float(v) for k, v in metrics.items()} == {"loss": 0.0, "correct": 0.0, "count": 0.0}
+
+
+# ---- the evaluation step ----
+
+def test_eval_step():
+    state, b = jax.jit(make_train_step())(new_state(), batch(6))[0], batch(6, seed=1)
+    metrics = jax.jit(make_eval_step())(state, b)
+    logits = state.apply_fn(state.variables, jnp.asarray(b["image"], jnp.float32) / 255.0, train=False)
+    np.testing.assert_allclose(metrics["loss"], jnp.sum(cross_entropy(logits, b["label"], reduction="none")),
+                               rtol=1e-6)
+    assert int(metrics["correct"]) == int(jnp.sum(jnp.argmax(logits, -1) == b["label"]))
+    assert int(metrics["count"]) == 6
+    # Eager equals jitted.
+    assert_trees_close(make_eval_step()(state, b), metrics, rtol=1e-6, atol=1e-6)
+
+
+# ---- errors ----
+
+@pytest.mark.parametrize("make", [make_train_step, make_eval_step])
+@pytest.mark.parametrize("bad, error, message", [
+    ([1, 2], TypeError, r"batch must be a dict with 'image' and 'label'"),
+    ({"image": np.zeros((2,) + SHAPE, np.uint8)}, ValueError, r"batch is missing \['label'\]"),
+    ({"image": np.zeros((2,) + SHAPE, np.uint8), "label": np.zeros(3, np.int32)}, ValueError,
+     r"batch\['label'\] must have shape \[N\] = \(2,\)"),
+    ({"image": np.zeros((2,) + SHAPE, np.uint8), "label": np.zeros(2, np.float32)}, TypeError,
+     r"batch\['label'\] must hold integer class indices"),
+    ({"image": np.zeros((2,) + SHAPE, np.uint8), "label": np.zeros(2, np.int32), "mask": np.ones(3, bool)},
+     ValueError, r"batch\['mask'\] must have shape \[N\] = \(2,\)"),
+])
+def test_bad_batches(make, bad, error, message):
+    name = "train_step" if make is make_train_step else "eval_step"
+    with pytest.raises(error, match=f"{name}: {message}"):
+        make()(new_state(), bad)
+
+
+def test_loss_fn_must_return_per_example_losses():
+    with pytest.raises(ValueError, match=r"train_step: loss_fn\(logits, labels, reduction='none'\) must return "
+                                         r"per-example losses of shape \(6,\), got \(\)"):
+        make_train_step(lambda logits, labels, reduction: cross_entropy(logits, labels))(new_state(), batch(6))
+
+
+def test_batch_norm_axis_must_match_the_step():
+    """A model built for shard_map/pmap (BN axis_name="batch") under a plain step: refused with a clear error."""
+    state = new_state(_tiny.SmallNet(axis_name="batch"))
+    with pytest.raises(ValueError, match=r"train_step: BatchNorm 'BatchNorm_0' has axis_name='batch' but the step "
+                                         r"runs with axis_name=None; create the model with axis_name=None"):
+        make_train_step()(state, batch())
