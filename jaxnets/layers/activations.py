@@ -137,7 +137,8 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
 
     Names: "relu", "leaky_relu" (slope 0.01), "elu" (alpha 1), "sigmoid", "tanh", "gelu" (exact erf form),
     "softplus", "silu", "identity" / "linear".
-    Raises: TypeError if `name` is not a string; ValueError naming the unknown nonlinearity and the valid ones.
+    Raises: TypeError if `name` is not a string; ValueError naming the unknown nonlinearity and the
+      valid ones.
     """
     if not isinstance(name, str):
         raise TypeError(f"get_activation: nonlinearity name must be a string, got {type(name).__name__} "

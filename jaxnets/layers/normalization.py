@@ -101,15 +101,23 @@ def _affine(xhat: jax.Array, params, shape: tuple[int, ...], dtype) -> jax.Array
     return (xhat * scale + bias).astype(dtype)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_positive_int(fn: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{fn}: {name} must be a positive Python int, got {type(value).__name__} {value!r}.")
+    if value < 1:
         raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}.")
     return value
 
 
 def _check_eps(fn: str, eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-        raise ValueError(f"{fn}: eps must be a Python float >= 0, got {eps!r}.")
+    if not _is_number(eps):
+        raise TypeError(f"{fn}: eps must be a Python float, got {type(eps).__name__} {eps!r}.")
+    if not eps >= 0:
+        raise ValueError(f"{fn}: eps must be >= 0, got {eps!r}.")
     return float(eps)
 
 
@@ -137,7 +145,7 @@ def init_batch_norm(num_features: int, dtype=jnp.float32) -> tuple[dict, dict]:
 
     Returns: `(params, state)`: `params = {"scale": ones [C], "bias": zeros [C]}`,
       `state = {"mean": zeros [C], "var": ones [C]}`.
-    Raises: ValueError if `num_features` is not a positive int.
+    Raises: TypeError if `num_features` is not an int; ValueError if it is not positive.
     """
     c = _check_positive_int("init_batch_norm", "num_features", num_features)
     params = {"scale": jnp.ones((c,), dtype), "bias": jnp.zeros((c,), dtype)}
@@ -183,10 +191,11 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
       `state`. With `train=False`, `new_state` is `state` itself (the same objects).
 
     Raises:
-      TypeError: `train` not a bool, `x` not floating.
+      TypeError: `train` not a bool, `x` not floating, `momentum` or `eps` not a Python number.
       ValueError: wrong rank, unknown layout, `params`/`state` not `[C]` for the `C` of `x`,
-        `momentum` outside [0, 1], `mask` not `[N]`, or (training, no `axis_name`) a single value
-        per channel: PyTorch's "Expected more than 1 value per channel when training".
+        `momentum` outside [0, 1], `eps` < 0, `mask` not `[N]`, or (training, no `axis_name`) a single
+        value per channel: PyTorch's "Expected more than 1 value per channel when training". (With
+        `axis_name` the global count is known only at run time; see `mask` for what happens then.)
 
     PyTorch: `torch.nn.BatchNorm1d/2d/3d(C, eps, momentum)`; `torch.nn.SyncBatchNorm` with `axis_name`.
     """
@@ -194,9 +203,12 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
     train = check_bool(fn, "train", train)
     x = jnp.asarray(x)  # numpy float64 becomes float32 unless x64 is enabled, as everywhere in jnp
     check_floating(fn, "x", x)
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"{fn}: momentum must be a Python float in [0, 1] (PyTorch's convention: the "
-                         f"weight of the new batch), got {momentum!r}.")
+    if not _is_number(momentum):
+        raise TypeError(f"{fn}: momentum must be a Python float in [0, 1], got {type(momentum).__name__} "
+                        f"{momentum!r} (PyTorch's cumulative average, momentum=None, is not supported).")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"{fn}: momentum must be in [0, 1] (PyTorch's convention: the weight of the new "
+                         f"batch), got {momentum!r}.")
     eps = _check_eps(fn, eps)
     channel_axis, _ = _norm_layout(fn, x, layout, allow_nc=True)
     c = x.shape[channel_axis]
@@ -299,7 +311,7 @@ def fold_batch_norm(kernel: jax.Array, bias: jax.Array | None, bn_params: Mappin
 def init_layer_norm(normalized_shape: int | Sequence[int], dtype=jnp.float32) -> dict:
     """`{"scale": ones, "bias": zeros}` of shape `normalized_shape` (PyTorch's LayerNorm defaults).
 
-    Raises: ValueError if `normalized_shape` is not a positive int or a tuple of positive ints.
+    Raises: TypeError/ValueError if `normalized_shape` is not a positive int or a tuple of positive ints.
     """
     fn = "init_layer_norm"
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
@@ -365,8 +377,8 @@ def group_norm(x: jax.Array, params: Mapping, *, groups: int, eps: float = 1e-5,
       eps: added to the variance.
       layout: where the channels are; the rank comes from `x`.
     Returns: an array with the shape and dtype of `x`; statistics in float32 or wider.
-    Raises: TypeError if `x` is not floating; ValueError: wrong rank, unknown layout, `groups` not a
-      positive int dividing C, `params` not `[C]`.
+    Raises: TypeError if `x` is not floating or `groups` not an int; ValueError: wrong rank, unknown
+      layout, `groups` not positive or not dividing C, `params` not `[C]`.
     PyTorch: `torch.nn.GroupNorm(groups, C, eps)`.
     """
     fn = "group_norm"

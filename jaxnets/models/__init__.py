@@ -87,4 +87,7 @@ def default_classes(model: str, num_classes: int | None, variant: str) -> int:
 
 
 # Model modules register themselves on import (they import `register` from here, defined above).
-from jaxnets.models import alexnet, lenet, mlp, nin, vgg  # noqa: E402,F401
+from jaxnets.models import alexnet, googlenet, lenet, mlp, nin, resnet, vgg  # noqa: E402,F401
+from jaxnets.models.port import from_torch  # noqa: E402
+
+__all__ = ["available", "create", "from_torch", "register"]

@@ -18,7 +18,8 @@ from jaxnets.layers.normalization import (batch_norm, fold_batch_norm, group_nor
 TOL = dict(rtol=1e-5, atol=1e-5)
 CL = {2: "NHWC", 3: "NWC", 4: "NHWC", 5: "NDHWC"}   # channels-last layout name per rank of x
 CF = {2: "NCHW", 3: "NCW", 4: "NCHW", 5: "NCDHW"}   # channels-first (PyTorch) layout name per rank
-TORCH_BN = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d, 5: torch.nn.BatchNorm3d}
+TORCH_BN = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d,
+            5: torch.nn.BatchNorm3d}
 TORCH_IN = {3: torch.nn.InstanceNorm1d, 4: torch.nn.InstanceNorm2d, 5: torch.nn.InstanceNorm3d}
 SHAPES = {2: (6, 3), 3: (4, 3, 5), 4: (3, 3, 4, 5), 5: (2, 3, 3, 4, 2)}  # channels-first, C = 3
 
@@ -496,11 +497,24 @@ def test_batch_norm_rejects_non_bool_train(train):
         batch_norm(x, params, state, train=train)
 
 
-@pytest.mark.parametrize("momentum", [-0.1, 1.5, None])
+@pytest.mark.parametrize("momentum", [-0.1, 1.5, float("nan")])
 def test_batch_norm_rejects_momentum_outside_unit_interval(momentum):
     x, params, state = _bn_args()
-    with pytest.raises(ValueError, match=r"batch_norm: momentum must be a Python float in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"batch_norm: momentum must be in \[0, 1\] \(PyTorch's convention"):
         batch_norm(x, params, state, train=True, momentum=momentum)
+
+
+def test_batch_norm_rejects_momentum_none():
+    x, params, state = _bn_args()
+    with pytest.raises(TypeError, match=r"batch_norm: momentum must be a Python float in \[0, 1\], got "
+                                        r"NoneType None \(PyTorch's cumulative average"):
+        batch_norm(x, params, state, train=True, momentum=None)
+
+
+def test_batch_norm_rejects_negative_eps():
+    x, params, state = _bn_args()
+    with pytest.raises(ValueError, match="batch_norm: eps must be >= 0, got -1e-05"):
+        batch_norm(x, params, state, train=True, eps=-1e-5)
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (1, 1, 1, 3), (1, 3, 1)])
@@ -540,6 +554,12 @@ def test_batch_norm_rejects_integer_input():
 def test_init_batch_norm_rejects_non_positive_features():
     with pytest.raises(ValueError, match="init_batch_norm: num_features must be a positive int, got 0"):
         init_batch_norm(0)
+
+
+def test_init_layer_norm_rejects_float_shape():
+    with pytest.raises(TypeError, match="init_layer_norm: normalized_shape must be a positive Python int, "
+                                        "got float 4.0"):
+        init_layer_norm((2, 4.0))
 
 
 def test_fold_batch_norm_rejects_out_channel_mismatch():
@@ -584,6 +604,11 @@ def test_group_norm_rejects_groups_not_dividing_channels():
         group_norm(np.ones((2, 3, 3, 6)), init_group_norm(6), groups=4)
 
 
+def test_group_norm_rejects_non_int_groups():
+    with pytest.raises(TypeError, match="group_norm: groups must be a positive Python int, got float 2.0"):
+        group_norm(np.ones((2, 3, 3, 6)), init_group_norm(6), groups=2.0)
+
+
 def test_group_norm_rejects_non_positive_groups():
     with pytest.raises(ValueError, match="group_norm: groups must be a positive int, got 0"):
         group_norm(np.ones((2, 3, 3, 6)), init_group_norm(6), groups=0)
@@ -606,8 +631,8 @@ def test_group_norm_rejects_wrong_rank():
 
 
 def test_instance_norm_rejects_input_without_spatial_dims():
-    with pytest.raises(ValueError, match=r"instance_norm: expected x of shape \[N, \*spatial, C\] with 1 to 3 "
-                                         r"spatial dims \(layout='NHWC'\), got shape \(4, 3\)"):
+    with pytest.raises(ValueError, match=r"instance_norm: expected x of shape \[N, \*spatial, C\] with 1 "
+                                         r"to 3 spatial dims \(layout='NHWC'\), got shape \(4, 3\)"):
         instance_norm(np.ones((4, 3)), init_instance_norm(3))
 
 
