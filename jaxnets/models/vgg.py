@@ -1,6 +1,5 @@
 """VGG (Simonyan & Zisserman, 2014) with and without batch norm: torchvision's ImageNet networks and the
 CIFAR-10 variant of the course notes (same 3x3 conv stack, a single linear classifier)."""
-from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

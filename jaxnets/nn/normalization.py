@@ -69,9 +69,8 @@ class BatchNorm(nn.Module):
         c = _channels("BatchNorm", x, self.layout)
         params = {"scale": self.param("scale", self.scale_init, (c,)),
                   "bias": self.param("bias", self.bias_init, (c,))}
-        _, fresh = init_batch_norm(c)
-        mean = self.variable("batch_stats", "mean", lambda: fresh["mean"])
-        var = self.variable("batch_stats", "var", lambda: fresh["var"])
+        mean = self.variable("batch_stats", "mean", lambda: init_batch_norm(c)[1]["mean"])
+        var = self.variable("batch_stats", "var", lambda: init_batch_norm(c)[1]["var"])
         y, new = batch_norm(x, params, {"mean": mean.value, "var": var.value}, train=train,
                             momentum=self.momentum, eps=self.eps, axis_name=self.axis_name, mask=mask,
                             layout=self.layout)
@@ -99,9 +98,9 @@ class LayerNorm(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.ndim < 1:
             raise ValueError(f"LayerNorm: expected an input of shape [..., D], got a scalar of shape {tuple(x.shape)}.")
-        fresh = init_layer_norm(x.shape[-1])
-        params = {"scale": self.param("scale", lambda key: fresh["scale"]),
-                  "bias": self.param("bias", lambda key: fresh["bias"])}
+        d = x.shape[-1]
+        params = {"scale": self.param("scale", lambda key: init_layer_norm(d)["scale"]),
+                  "bias": self.param("bias", lambda key: init_layer_norm(d)["bias"])}
         return layer_norm(x, params, eps=self.eps)
 
 
@@ -120,9 +119,9 @@ class GroupNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        fresh = init_group_norm(_channels("GroupNorm", x, self.layout))
-        params = {"scale": self.param("scale", lambda key: fresh["scale"]),
-                  "bias": self.param("bias", lambda key: fresh["bias"])}
+        c = _channels("GroupNorm", x, self.layout)
+        params = {"scale": self.param("scale", lambda key: init_group_norm(c)["scale"]),
+                  "bias": self.param("bias", lambda key: init_group_norm(c)["bias"])}
         return group_norm(x, params, groups=self.groups, eps=self.eps, layout=self.layout)
 
 
@@ -139,7 +138,7 @@ class InstanceNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        fresh = init_instance_norm(_channels("InstanceNorm", x, self.layout))
-        params = {"scale": self.param("scale", lambda key: fresh["scale"]),
-                  "bias": self.param("bias", lambda key: fresh["bias"])}
+        c = _channels("InstanceNorm", x, self.layout)
+        params = {"scale": self.param("scale", lambda key: init_instance_norm(c)["scale"]),
+                  "bias": self.param("bias", lambda key: init_instance_norm(c)["bias"])}
         return instance_norm(x, params, eps=self.eps, layout=self.layout)

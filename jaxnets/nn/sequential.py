@@ -43,7 +43,8 @@ class Sequential(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         if not self.layers:
-            raise ValueError("Sequential: layers must be a non-empty sequence of modules or functions, got an empty one.")
+            raise ValueError("Sequential: layers must be a non-empty sequence of modules or functions, "
+                             "got an empty one.")
         for i, layer in enumerate(self.layers):
             if not callable(layer):
                 raise TypeError(f"Sequential: layers[{i}] must be a module or a function, got {type(layer).__name__}.")

@@ -6,10 +6,10 @@
     python -m jaxnets.train --out runs/lenet5-20250101-120000 --resume      # continue a run
 
 With no flags it trains LeNet-5 on the 5,000-digit MNIST sample shipped with the package (4,500 for
-training, a stratified 500 held out for validation), with Adam (lr 1e-3, cosine decay per epoch),
-batch 64, 10 epochs, and prints the final validation accuracy, the run directory and its files.
-Measured: see the README of `jaxnets.train` / the issue report (>= 97% in well under 3 minutes on a
-2-core CPU).
+training, a stratified 500 held out for validation) with SGD (momentum 0.9, lr 0.05, cosine decay per
+epoch as torch's CosineAnnealingLR(T_max=10)), batch 64, 10 epochs, no augmentation, and prints the
+final validation accuracy, the run directory and its files. Measured on a 2-core CPU shared with
+other jobs: 98.4% validation accuracy with the default seed 0 (97.8%, 97.6%, 97.2% with --seed 1, 2, 3).
 
 The run directory (`--out`, default `runs/<model>-<YYYYmmdd-HHMMSS>`) holds `config.json` (the
 flags), `history.json` and `curves.png` (updated every epoch), and `checkpoints/` (orbax; the last 3
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     from jaxnets import models
 
     p = _Parser(prog=PROG, description="Train a jaxnets model. With no flags: LeNet-5 on the packaged "
-                                       "MNIST sample, Adam, 10 epochs (>= 97%% validation accuracy).",
+                                       "MNIST sample, SGD with momentum, 10 epochs (>= 97%% validation accuracy).",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="mnist-sample", choices=DATASETS,
@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", default="lenet5", choices=models.available(), help="registered model name")
     model.add_argument("--epochs", type=int, default=10)
     model.add_argument("--batch-size", type=int, default=64)
-    model.add_argument("--optimizer", default="adam", choices=_optimizers())
-    model.add_argument("--lr", type=float, default=1e-3, help="(peak) learning rate")
+    model.add_argument("--optimizer", default="sgd", choices=_optimizers())
+    model.add_argument("--lr", type=float, default=None,
+                       help="(peak) learning rate; default 0.05 for sgd, 1e-3 for the others")
     model.add_argument("--momentum", type=float, default=None,
                        help="momentum of sgd (default 0.9 here; torch's is 0) and rmsprop (default 0)")
     model.add_argument("--weight-decay", type=float, default=None,
@@ -106,12 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_DEFAULT_LR = {"sgd": 0.05}  # the others: 1e-3
+
+
 def _check(args: argparse.Namespace) -> None:
-    """Range checks argparse cannot express; each failure is one CLIError line naming the flag."""
+    """Range checks argparse cannot express (each failure is one CLIError line naming the flag); fills
+    in the optimizer-dependent default of --lr."""
     def positive(flag: str, value, *, zero: bool = False):
         if value is not None and (value < 0 or (value == 0 and not zero)):
             raise CLIError(f"{flag} must be {'>= 0' if zero else '> 0'}, got {value}")
 
+    if args.lr is None:
+        args.lr = _DEFAULT_LR.get(args.optimizer, 1e-3)
     positive("--epochs", args.epochs)
     positive("--batch-size", args.batch_size)
     positive("--lr", args.lr, zero=True)

@@ -80,7 +80,7 @@ def _module_path(module: nn.Module) -> str:
 
 
 def _bn_in_training(module: nn.Module, args: tuple, kwargs: dict) -> bool:
-    """Whether this BatchNorm call normalises with batch statistics (jaxnets' `train=`, Flax's `use_running_average`)."""
+    """Whether this BatchNorm call uses batch statistics (jaxnets' `train=`, Flax's `use_running_average`)."""
     if isinstance(module, BatchNorm):
         return bool(kwargs.get("train", args[1] if len(args) > 1 else False))
     use_running = kwargs.get("use_running_average", args[1] if len(args) > 1 else None)

@@ -5,6 +5,7 @@ Shapes and parameter counts of the ImageNet-size networks come from `jax.eval_sh
 allocation); real forward passes and training steps run on the 32x32 / 28x28 variants so that the file
 stays fast on a 2-core CPU (an ImageNet-size VGG step would allocate ~2 GB and take minutes there).
 """
+import flax.linen as flax_nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -190,7 +191,8 @@ def test_one_jit_training_step(name, variant, rng):
 def test_vgg_initialisation_is_torchvisions():
     model = models.create("vgg11", variant="cifar")
     # Only the returned leaves are computed: XLA drops the rest of the init (and its compile time).
-    params = jax.jit(lambda k, x: {n: model.init(k, x, train=False)["params"][n] for n in ("features_11", "classifier")})(
+    wanted = ("features_11", "classifier")
+    params = jax.jit(lambda k, x: {n: model.init(k, x, train=False)["params"][n] for n in wanted})(
         jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     k = np.asarray(params["features_11"]["kernel"])  # 3x3, 256 -> 512: fan_out = 9 * 512
     assert k.shape == (3, 3, 256, 512)
@@ -214,11 +216,13 @@ def test_mlp_structure():
 @pytest.mark.parametrize("call,match", [
     (lambda: models.create("resnet9000"), r"create: unknown model 'resnet9000'; available: .*alexnet"),
     (lambda: models.create("alexnet", depth=3), r"create: model 'alexnet' does not take option\(s\) \['depth'\]"),
-    (lambda: models.create("alexnet", variant="mnist"), r"alexnet: variant must be one of \('imagenet', 'cifar'\), got 'mnist'"),
+    (lambda: models.create("alexnet", variant="mnist"),
+     r"alexnet: variant must be one of \('imagenet', 'cifar'\), got 'mnist'"),
     (lambda: models.create("nin", variant="imagenet"), r"nin: variant must be one of \('cifar',\)"),
     (lambda: models.create("vgg16", num_classes=0), r"vgg16: num_classes must be a positive int, got 0"),
     (lambda: models.create("mlp", hidden=()), r"mlp: hidden must be a non-empty sequence of positive ints"),
-    (lambda: models.create("mlp", hidden=(8,), batch_norm_layers=2), r"mlp: batch_norm_layers must be an int in \[0, len\(hidden\) = 1\]"),
+    (lambda: models.create("mlp", hidden=(8,), batch_norm_layers=2),
+     r"mlp: batch_norm_layers must be an int in \[0, len\(hidden\) = 1\]"),
     (lambda: models.create("mlp", activation="swish"), r"get_activation: unknown nonlinearity 'swish'"),
     (lambda: models.register("alexnet")(lambda: None), r"register: the name 'alexnet' is already registered"),
 ])
@@ -241,7 +245,6 @@ def test_axis_name_reaches_batchnorm():
             bns.append(context.module.axis_name)
         return next_fun(*args, **kwargs)
 
-    import flax.linen as flax_nn
     with flax_nn.intercept_methods(spy):
         _abstract_init(model, (2, 32, 32, 3))
     assert len(bns) == 8 and set(bns) == {"devices"}

@@ -58,7 +58,8 @@ def small_net(key, rng):
     variables = model.init(key, x, train=False)
     # Non-trivial running statistics, so that eval mode really uses them.
     variables = {"params": variables["params"],
-                 "batch_stats": {"bn": {"mean": _x(rng, (4,)), "var": jnp.asarray(rng.uniform(0.5, 2, 4), jnp.float32)}}}
+                 "batch_stats": {"bn": {"mean": _x(rng, (4,)),
+                                        "var": jnp.asarray(rng.uniform(0.5, 2, 4), jnp.float32)}}}
     return model, variables, x
 
 
@@ -241,12 +242,15 @@ def test_dense_equals_layers(key, rng):
 
 
 @pytest.mark.parametrize("module,fn,shape", [
-    (jnn.MaxPool(3, stride=2, padding=1, ceil_mode=True), lambda x: layers.max_pool(x, 3, stride=2, padding=1, ceil_mode=True), (2, 8, 8, 3)),
+    (jnn.MaxPool(3, stride=2, padding=1, ceil_mode=True),
+     lambda x: layers.max_pool(x, 3, stride=2, padding=1, ceil_mode=True), (2, 8, 8, 3)),
     (jnn.MaxPool(2, layout="NCHW"), lambda x: layers.max_pool(x, 2, layout="NCHW"), (2, 3, 6, 6)),
-    (jnn.AvgPool(3, stride=2, padding=1, count_include_pad=False), lambda x: layers.avg_pool(x, 3, stride=2, padding=1, count_include_pad=False), (2, 7, 7, 3)),
+    (jnn.AvgPool(3, stride=2, padding=1, count_include_pad=False),
+     lambda x: layers.avg_pool(x, 3, stride=2, padding=1, count_include_pad=False), (2, 7, 7, 3)),
     (jnn.AvgPool((2, 3), ceil_mode=True), lambda x: layers.avg_pool(x, (2, 3), ceil_mode=True), (2, 7, 7, 3)),
     (jnn.GlobalAvgPool(), layers.global_avg_pool, (2, 5, 4, 3)),
-    (jnn.GlobalAvgPool(layout="NCHW", keepdims=True), lambda x: layers.global_avg_pool(x, layout="NCHW", keepdims=True), (2, 3, 5, 4)),
+    (jnn.GlobalAvgPool(layout="NCHW", keepdims=True),
+     lambda x: layers.global_avg_pool(x, layout="NCHW", keepdims=True), (2, 3, 5, 4)),
     (jnn.AdaptiveAvgPool((3, 2)), lambda x: layers.adaptive_avg_pool(x, (3, 2)), (2, 7, 5, 3)),
     (jnn.Flatten(), layers.flatten, (2, 4, 3, 5)),
     (jnn.Flatten(layout="NCHW"), lambda x: layers.flatten(x, layout="NCHW"), (2, 4, 3, 5)),
@@ -287,7 +291,7 @@ def test_norm_modules_equal_layers(key, rng, module, fn, shape):
 # Sequential
 # ------------------------------------------------------------------------------------------------
 
-def test_sequential_passes_train(key, rng):
+def test_sequential_passes_train(key, rng, monkeypatch):
     inner = jnn.Sequential([jnn.Dense(5), jnn.BatchNorm()])
     model = jnn.Sequential([jnn.Dense(5), jnn.BatchNorm(), layers.relu, jnn.Dropout(0.5), inner, jnn.Tanh()])
     x = _x(rng, (4, 3))
@@ -306,18 +310,9 @@ def test_sequential_passes_train(key, rng):
     y_eval = model.apply(variables, x, train=False)
     exact(y_eval, manual(False, None)[0])
 
-    keys = []
-    original = nn_dropout_module.dropout
-
-    def recording(key, x, rate, *, train):
-        keys.append(key)
-        return original(key, x, rate, train=train)
-
-    nn_dropout_module.dropout = recording
-    try:
-        y, upd = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})
-    finally:
-        nn_dropout_module.dropout = original
+    keys = _capture_dropout_keys(monkeypatch)
+    y, upd = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})
+    assert len(keys) == 1 and keys[0] is not None
     ref, ref_stats = manual(True, keys[0])
     exact(y, ref)
     jax.tree.map(exact, upd["batch_stats"], ref_stats)
@@ -398,10 +393,12 @@ def test_custom_initializers_are_used(key):
     (jnn.Dense(-1), (2, 3), {}, ValueError, r"Dense: features must be a positive int.*got -1"),
     (jnn.Dense(4), (), {}, ValueError, r"Dense: expected an input of shape \[\.\.\., in\]"),
     (jnn.BatchNorm(), (5,), dict(train=False), ValueError, r"BatchNorm: expected a batched input of shape \[N, C\]"),
-    (jnn.Dropout(1.0), (2, 3), dict(train=False), ValueError, r"dropout: rate \(the DROP probability\) must be in \[0, 1\)"),
+    (jnn.Dropout(1.0), (2, 3), dict(train=False), ValueError,
+     r"dropout: rate \(the DROP probability\) must be in \[0, 1\)"),
     (jnn.Activation("swish"), (2, 3), {}, ValueError, r"get_activation: unknown nonlinearity 'swish'"),
     (jnn.Sequential([]), (2, 3), dict(train=False), ValueError, r"Sequential: layers must be a non-empty sequence"),
-    (jnn.Sequential([jnn.ReLU(), 3]), (2, 3), dict(train=False), TypeError, r"Sequential: layers\[1\] must be a module or a function, got int"),
+    (jnn.Sequential([jnn.ReLU(), 3]), (2, 3), dict(train=False), TypeError,
+     r"Sequential: layers\[1\] must be a module or a function, got int"),
 ])
 def test_errors(key, module, x, call, error, match):
     with pytest.raises(error, match=match):

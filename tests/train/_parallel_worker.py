@@ -6,7 +6,7 @@ case ("full": 5 batches of 16; "ragged": 5 batches of 13/11/13/9/13 rows, padded
 the final params and batch_stats ("<mode>/<case>/<path>"), the per-step train metrics
 ("<mode>/<case>/metrics/<name>"), the last eval metrics ("<mode>/<case>/eval/<name>") and how put_batch
 padded a 13-row batch ("<mode>/ragged/put_batch/..."). "none/zero_padded" is the negative control: the
-ragged batches padded with zero rows but no mask, which must NOT match.
+ragged batches padded with zero rows but no mask, which must NOT match. "init/<path>": the initial state.
 """
 import sys
 
@@ -50,6 +50,7 @@ def main(path: str) -> None:
     for mode in ("none", "sharded", "shard_map", "pmap"):
         for case, sizes in CASES.items():
             results.update({f"{mode}/{case}/{k}": v for k, v in run(mode, sizes).items()})
+    results.update({f"init/{k}": v for k, v in _tiny.to_numpy(_tiny.new_state()).items()})
     # Negative control: the ragged batches zero-padded to 16 rows but unmasked (reuses the "full" program).
     results.update({f"none/zero_padded/{k}": v for k, v in run("none", CASES["ragged"], zero_pad=True).items()})
     np.savez(path, **results)

@@ -66,8 +66,9 @@ def test_mode_matches_one_device(results, mode, case):
 
 def test_training_moved_the_state(results):
     """The compared runs actually trained: 5 steps moved params and BN statistics far beyond the tolerance."""
-    init = _tiny.to_numpy(_tiny.new_state())
+    init = {k[len("init/"):]: v for k, v in results.items() if k.startswith("init/")}
     ref = _entries(results, "none", "full")
+    assert set(init) == {k for k in ref if "/" in k and not k.startswith(("metrics/", "eval/"))}
     assert max(np.max(np.abs(ref[k] - init[k])) for k in init if k.startswith("params/")) > 1e-2
     assert max(np.max(np.abs(ref[k] - init[k])) for k in init if k.startswith("batch_stats/")) > 1e-2
 

@@ -15,10 +15,11 @@ from jaxnets.train.state import TrainState
 from jaxnets.train.steps import make_eval_step, make_train_step
 
 SHAPE = (4, 4, 1)
-# Shared, so tests reuse compiled programs: jit caches on the step function and the state's static fields
-# (apply_fn, tx), which are equal for equal models and the same optimizer object.
-SGD, MOMENTUM = optax.sgd(0.1), optax.sgd(0.1, momentum=0.9)
+# Shared, so tests reuse compiled programs: jit caches on the step function and on the state's static
+# fields, apply_fn (a bound method: equal only for the SAME model object) and tx.
+TX = optax.sgd(0.1, momentum=0.9)  # torch.optim.SGD(lr=0.1, momentum=0.9); its first step is plain SGD
 TRAIN, EVAL = jax.jit(make_train_step()), jax.jit(make_eval_step())
+NET, NET_DROPOUT, NET_NO_BN = _tiny.SmallNet(), _tiny.SmallNet(dropout=0.5), _tiny.SmallNet(batch_norm=False)
 
 
 def leaves_equal(a, b) -> bool:
@@ -30,8 +31,8 @@ def assert_trees_close(a, b, **tol):
         np.testing.assert_allclose(x, y, err_msg=jax.tree_util.keystr(path), **tol)
 
 
-def new_state(model=None, tx=None, seed=0):
-    return TrainState.create(model or _tiny.SmallNet(), tx or SGD, np.zeros((1,) + SHAPE, np.uint8), seed)
+def new_state(model=NET, seed=0):
+    return TrainState.create(model, TX, np.zeros((1,) + SHAPE, np.uint8), seed)
 
 
 def batch(n=6, seed=0):
@@ -41,10 +42,10 @@ def batch(n=6, seed=0):
 # ---- TrainState ----
 
 def test_create_derives_everything_from_the_seed():
-    model, tx = _tiny.SmallNet(), MOMENTUM
-    state = TrainState.create(model, tx, np.zeros((2,) + SHAPE, np.uint8), 7)
+    model, tx = NET, TX
+    state = TrainState.create(model, tx, np.zeros((1,) + SHAPE, np.uint8), 7)  # uint8: cast to float32
     init_key, rng = jax.random.split(jax.random.key(7))
-    variables = model.init({"params": init_key}, jnp.zeros((2,) + SHAPE), train=False)
+    variables = model.init({"params": init_key}, jnp.zeros((1,) + SHAPE), train=False)
     assert leaves_equal(state.params, variables["params"])
     assert leaves_equal(state.batch_stats, variables["batch_stats"])
     np.testing.assert_array_equal(jax.random.key_data(state.rng), jax.random.key_data(rng))
@@ -57,7 +58,7 @@ def test_create_derives_everything_from_the_seed():
 
 
 def test_create_without_batch_norm():
-    state = new_state(_tiny.SmallNet(batch_norm=False))
+    state = new_state(NET_NO_BN)
     assert state.batch_stats == {} and set(state.variables) == {"params"}
 
 
@@ -90,7 +91,7 @@ def test_create_errors():
 
 def test_train_step_is_one_sgd_step_on_the_mean_loss():
     """Against a direct computation: mean cross-entropy, its gradient, one SGD update, BN statistics updated."""
-    state, b = new_state(tx=SGD), batch(6)
+    state, b = new_state(), batch(6)
     new, metrics = TRAIN(state, b)
     x = jnp.asarray(b["image"], jnp.float32) / 255.0
 
@@ -99,7 +100,7 @@ def test_train_step_is_one_sgd_step_on_the_mean_loss():
                                          mutable=["batch_stats"])
         return cross_entropy(logits, b["label"]), (logits, updates)
 
-    grads, (logits, updates) = jax.grad(loss, has_aux=True)(state.params)
+    grads, (logits, updates) = jax.jit(jax.grad(loss, has_aux=True))(state.params)
     assert_trees_close(new.params, jax.tree.map(lambda p, g: p - 0.1 * g, state.params, grads), rtol=1e-6, atol=1e-6)
     assert_trees_close(new.batch_stats, updates["batch_stats"], rtol=1e-6, atol=1e-6)
     assert not leaves_equal(new.batch_stats, state.batch_stats)
@@ -115,7 +116,7 @@ def test_train_step_is_one_sgd_step_on_the_mean_loss():
 def test_unjitted_equals_jitted():
     """The step is a pure function: eager execution and jit agree (BN, dropout and momentum, 2 steps)."""
     step = make_train_step()
-    eager = jitted = new_state(_tiny.SmallNet(dropout=0.5), MOMENTUM)
+    eager = jitted = new_state(NET_DROPOUT)
     for i in range(2):
         eager, m_eager = step(eager, batch(6, seed=i))
         jitted, m_jit = TRAIN(jitted, batch(6, seed=i))
@@ -129,7 +130,7 @@ def test_unjitted_equals_jitted():
 
 def test_loss_fn_options():
     """A loss with options (functools.partial) is used per example; metrics["loss"] is its sum."""
-    state, b = new_state(_tiny.SmallNet(batch_norm=False)), batch(6)
+    state, b = new_state(NET_NO_BN), batch(6)
     loss_fn = functools.partial(cross_entropy, label_smoothing=0.2)
     _, metrics = jax.jit(make_train_step(loss_fn))(state, b)
     logits = state.apply_fn(state.variables, jnp.asarray(b["image"], jnp.float32) / 255.0, train=True)
@@ -164,6 +165,9 @@ class DropoutProbe(nn.Module):
         return jnn.Dense(3, use_bias=False)(jnn.Dropout(0.5)(jnn.Flatten()(x), train=train))
 
 
+PROBE = DropoutProbe()
+
+
 def _dropout_mask(state):
     ones = {"image": np.ones((1,) + SHAPE, np.float32), "label": np.zeros(1, np.int32)}
     new, _ = TRAIN(state, ones)
@@ -172,18 +176,18 @@ def _dropout_mask(state):
 
 
 def test_dropout_masks_follow_the_step():
-    state = new_state(DropoutProbe())
+    state = new_state(PROBE)
     masks = [_dropout_mask(state.replace(step=jnp.int32(s))) for s in (0, 1, 0)]
     assert 0 < masks[0].sum() < masks[0].size  # some inputs kept, some dropped
     assert not np.array_equal(masks[0], masks[1])  # a new mask each step
     np.testing.assert_array_equal(masks[0], masks[2])  # the same step draws the same mask
-    assert not np.array_equal(masks[0], _dropout_mask(new_state(DropoutProbe(), seed=1)))  # seed matters
+    assert not np.array_equal(masks[0], _dropout_mask(new_state(PROBE, seed=1)))  # seed matters
 
 
 def test_a_run_is_reproducible_from_its_seed():
     """Same seed: bitwise-equal parameters after 3 steps with dropout and BN; another seed differs."""
     def run(seed):
-        state = new_state(_tiny.SmallNet(dropout=0.5), MOMENTUM, seed)
+        state = new_state(NET_DROPOUT, seed)
         for i in range(3):
             state, _ = TRAIN(state, batch(6, seed=i))
         return state
@@ -211,29 +215,29 @@ class FlaxBN(nn.Module):
         return jnn.Dense(_tiny.NUM_CLASSES)(jnn.ReLU()(x))
 
 
-@pytest.mark.parametrize("model", [_tiny.SmallNet(), FlaxBN()], ids=["jaxnets_bn", "flax_bn"])
+@pytest.mark.parametrize("model", [NET, FlaxBN()], ids=["jaxnets_bn", "flax_bn"])
 def test_padded_rows_contribute_nothing(model):
     """A masked, padded batch gives the step of its valid rows: loss, gradient, BN statistics, metrics."""
-    state, b = new_state(model, MOMENTUM), batch(5)
+    state, b = new_state(model), batch(4)
     step = TRAIN
     want, want_metrics = step(state, b)
-    got, got_metrics = step(state, _pad(b, 3))
+    got, got_metrics = step(state, _pad(b, 2))
     assert_trees_close(got.params, want.params, rtol=1e-6, atol=1e-6)
     assert_trees_close(got.batch_stats, want.batch_stats, rtol=1e-6, atol=1e-6)
     assert_trees_close(got_metrics, want_metrics, rtol=1e-6, atol=1e-6)
-    assert int(got_metrics["count"]) == 5
+    assert int(got_metrics["count"]) == 4
     # Sensitivity: the same padded rows left unmasked change the BN statistics.
-    unmasked, _ = step(state, {k: v for k, v in _pad(b, 3).items() if k != "mask"})
+    unmasked, _ = step(state, {k: v for k, v in _pad(b, 2).items() if k != "mask"})
     assert max(np.max(np.abs(x - y)) for x, y in zip(jax.tree.leaves(unmasked.batch_stats),
                                                      jax.tree.leaves(want.batch_stats))) > 1e-3
     # Evaluation ignores the padded rows too.
     evaluate = EVAL
-    assert_trees_close(evaluate(want, _pad(b, 3)), evaluate(want, b), rtol=1e-6, atol=1e-6)
+    assert_trees_close(evaluate(want, _pad(b, 2)), evaluate(want, b), rtol=1e-6, atol=1e-6)
 
 
 def test_all_padding_batch_changes_nothing():
-    state = new_state(tx=SGD)
-    b = dict(batch(4), mask=np.zeros(4, bool))
+    state = new_state()  # the momentum buffer starts at 0, so a zero gradient gives a zero update
+    b = dict(batch(6), mask=np.zeros(6, bool))
     new, metrics = TRAIN(state, b)
     assert leaves_equal(new.params, state.params) and leaves_equal(new.batch_stats, state.batch_stats)
     assert {k: float(v) for k, v in metrics.items()} == {"loss": 0.0, "correct": 0.0, "count": 0.0}

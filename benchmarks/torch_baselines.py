@@ -1,0 +1,122 @@
+"""The benchmark networks in PyTorch (torchvision is not installed here, so they are written out).
+
+Same layers as `jaxnets.models` (`lenet5`, `resnet18` CIFAR stem, `vgg11_bn` CIFAR) and the same
+parameter counts. Training step: `torch.optim.SGD(momentum=0.9)` and `F.cross_entropy`, the usual
+`zero_grad(set_to_none=True); loss.backward(); opt.step()`. Run eagerly in NCHW (torch's default) or
+channels-last (`memory_format=torch.channels_last`, oneDNN's preferred layout on CPU), or through
+`torch.compile` (Inductor). torch is imported by the benchmarks only, never by the jaxnets package.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LeNet5(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                                        nn.Linear(84, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or cin != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet18(nn.Module):
+    """CIFAR stem: 3x3 stride-1 conv, BN, ReLU, no max pool."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        layers, cin = [], 64
+        for i, planes in enumerate((64, 128, 256, 512)):
+            for j in range(2):
+                layers.append(BasicBlock(cin, planes, 2 if i > 0 and j == 0 else 1))
+                cin = planes
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class VGG11BN(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        layers, cin = [], 3
+        for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+                cin = v
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+MODELS = {"lenet5": LeNet5, "resnet18": ResNet18, "vgg11_bn": VGG11BN}
+
+
+def create(name: str, *, channels_last: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    model = MODELS[name]()
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def to_input(images_nhwc, *, channels_last: bool) -> torch.Tensor:
+    """NHWC numpy images -> an NCHW tensor, stored channels-last (`channels_last=True`) or contiguous."""
+    x = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2)
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def make_train_step(model: nn.Module, *, compile: bool = False):
+    """`step(images, labels) -> loss` (a tensor): one SGD-momentum update of `model` in training mode."""
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    forward = torch.compile(model) if compile else model
+
+    def step(images, labels):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(forward(images), labels)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+def make_predict(model: nn.Module, *, compile: bool = False):
+    """`predict(images) -> logits` in eval mode under `torch.inference_mode`."""
+    model.eval()
+    forward = torch.compile(model) if compile else model
+
+    def predict(images):
+        with torch.inference_mode():
+            return forward(images)
+
+    return predict

@@ -1,0 +1,268 @@
+"""fit: bitwise resume, early stopping, non-finite loss, logs, History; recompute_batch_stats against numpy."""
+import io
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import jaxnets.nn as jnn
+from jaxnets.data import Batches
+from jaxnets.data.augment import random_flip
+from jaxnets.train import schedules
+from jaxnets.train.checkpoint import STATE_FIELDS, Checkpoints
+from jaxnets.train.fit import (EarlyStopping, History, NonFiniteLossError, _learning_rate_of, evaluate, fit,
+                               recompute_batch_stats)
+from jaxnets.train.optim import optimizer
+from jaxnets.train.progress import ProgressBar, progress_enabled
+from jaxnets.train.state import TrainState
+
+CLASSES, N, BATCH = 3, 50, 8  # 6 batches per epoch; the last 2 examples of each epoch's order are dropped
+STEPS_PER_EPOCH = N // BATCH
+# One model object and one optimizer object for every run: fit reuses the compiled steps (same
+# apply_fn and tx), so the module compiles the training step once (twice with float images).
+MODEL = jnn.Sequential([jnn.Conv(4, 3, padding=1, use_bias=False), jnn.BatchNorm(), jnn.ReLU(),
+                        jnn.GlobalAvgPool(), jnn.Dropout(0.25), jnn.Dense(CLASSES)])
+SCHEDULE = schedules.cosine(0.1, 4, steps_per_epoch=STEPS_PER_EPOCH)
+TX = optimizer("sgd", learning_rate=SCHEDULE, momentum=0.9)
+
+
+def _data(n: int, seed: int) -> dict:
+    """uint8 8x8x1 images whose mean brightness encodes the class (learnable in a few steps)."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, CLASSES, n).astype(np.int32)
+    image = rng.integers(0, 80, (n, 8, 8, 1)) + 80 * label[:, None, None, None]
+    return {"image": image.astype(np.uint8), "label": label}
+
+
+TRAIN, VAL = _data(N, 0), _data(20, 1)
+
+
+def _leaves(state: TrainState) -> list[np.ndarray]:
+    out = []
+    for name in STATE_FIELDS:
+        for leaf in jax.tree.leaves(getattr(state, name)):
+            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                leaf = jax.random.key_data(leaf)
+            out.append(np.asarray(leaf))
+    return out
+
+
+def _assert_bitwise_equal(a: TrainState, b: TrainState) -> None:
+    for name in STATE_FIELDS:
+        assert jax.tree.structure(getattr(a, name)) == jax.tree.structure(getattr(b, name)), name
+    for x, y in zip(_leaves(a), _leaves(b), strict=True):
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+
+
+def _fit(**kwargs):
+    options = dict(val_data=VAL, epochs=4, batch_size=BATCH, optimizer=TX, seed=3, augment=random_flip,
+                   learning_rate=SCHEDULE, progress=False)
+    return fit(MODEL, TRAIN, **{**options, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("uninterrupted")
+    state, history = _fit(checkpoint_dir=directory)
+    return state, history, directory
+
+
+def test_resume_ends_with_the_uninterrupted_parameters_bitwise(uninterrupted, tmp_path):
+    reference, reference_history, _ = uninterrupted
+    first, first_history = _fit(epochs=2, checkpoint_dir=tmp_path)
+    assert len(first_history) == 2 and Checkpoints(tmp_path).latest() == 2
+    state, history = _fit(epochs=4, checkpoint_dir=tmp_path, resume=True)
+    assert int(state.step) == 4 * STEPS_PER_EPOCH
+    _assert_bitwise_equal(reference, state)
+    for name in ("train_loss", "train_error", "val_loss", "val_error", "learning_rate"):
+        assert getattr(history, name) == getattr(reference_history, name), name
+    assert history.wall_time[:2] == first_history.wall_time  # continued from the checkpoint's history
+    # The reference must not be trivially equal to the resumed run's start: training changed the parameters.
+    assert not all(np.array_equal(a, b) for a, b in zip(_leaves(first), _leaves(state)))
+
+
+def test_history_and_logs(uninterrupted):
+    state, history, directory = uninterrupted
+    assert len(history) == 4
+    for name in History._LISTS:
+        assert len(getattr(history, name)) == 4, name
+    assert all(0.0 <= e <= 1.0 for e in history.train_error + history.val_error)
+    assert all(v > 0 for v in history.images_per_sec)
+    assert all(b > a for a, b in zip(history.wall_time, history.wall_time[1:]))
+    # The rate of each epoch's last update (per-epoch cosine: the epoch's rate, as torch's get_last_lr()).
+    np.testing.assert_allclose(history.learning_rate, [float(SCHEDULE(e * STEPS_PER_EPOCH - 1)) for e in (1, 2, 3, 4)],
+                               rtol=1e-6)
+    assert history.train_loss[-1] < history.train_loss[0]  # it learned something
+    # The validation numbers are evaluate()'s on the final state (no early stopping: the last epoch).
+    result = evaluate(state, VAL, batch_size=7)
+    assert result["count"] == len(VAL["label"])
+    np.testing.assert_allclose(result["loss"], history.val_loss[-1], rtol=1e-5)
+    assert result["accuracy"] == pytest.approx(1.0 - history.val_error[-1])
+    # history.json is the History; curves.png is a PNG; checkpoints: the last 3 (+ the best).
+    text = (directory / "history.json").read_text()
+    assert json.loads(text) == history.to_dict()
+    assert History.from_json(text) == history
+    assert (directory / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = Checkpoints(directory).epochs()
+    assert saved[-3:] == [2, 3, 4] and history.best_epoch in saved
+    assert history.best_epoch == 1 + int(np.argmin(history.val_loss))
+
+
+def test_history_json_round_trip_with_non_finite_values():
+    history = History(train_loss=[1.0, math.inf], train_error=[0.5, 0.25], val_loss=[math.nan, 2.0],
+                      val_error=[0.1, 0.2], wall_time=[1.0, 2.0], images_per_sec=[3.0, 4.0], best_epoch=2)
+    text = history.to_json()
+    assert "NaN" not in text and "Infinity" not in text and json.loads(text)["val_loss"] == [None, 2.0]
+    back = History.from_json(text)
+    assert back.train_loss[1] != back.train_loss[1] and math.isnan(back.val_loss[0])  # non-finite -> nan
+    assert back.val_error == history.val_error and back.best_epoch == 2 and back.learning_rate == []
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path, capfd):
+    # Validation labels are shifted: the better the model learns the training labels, the worse its
+    # validation loss, so the best epoch is early and training stops `patience` epochs later.
+    wrong = {"image": VAL["image"], "label": (VAL["label"] + 1) % CLASSES}
+    stop = EarlyStopping(monitor="val_loss", patience=2)
+    state, history = _fit(val_data=wrong, epochs=8, early_stopping=stop, checkpoint_dir=tmp_path, keep=1,
+                          progress=True)
+    assert history.stopped_early
+    best = 1 + int(np.argmin(history.val_loss))
+    assert history.best_epoch == best and len(history) == best + 2 < 8
+    assert int(state.step) == best * STEPS_PER_EPOCH
+    checkpoints = Checkpoints(tmp_path)
+    assert checkpoints.epochs() == sorted({best, len(history)})  # keep=1: the last one and the best one
+    restored, meta = checkpoints.restore(state, best)
+    _assert_bitwise_equal(restored, state)  # the returned state is the best epoch's, exactly
+    assert meta["epoch"] == best
+    assert capfd.readouterr().err == ""  # progress=True, but stderr is not a terminal: silent
+    # Resuming a run that stopped early returns the best state again without training.
+    again, again_history = _fit(val_data=wrong, epochs=8, early_stopping=stop, checkpoint_dir=tmp_path, keep=1,
+                                resume=True)
+    _assert_bitwise_equal(again, state)
+    assert len(again_history) == len(history)
+
+
+def test_non_finite_loss_stops_naming_the_step(tmp_path):
+    # Float images with one NaN example that the first epoch drops (incomplete last batch) and the
+    # second epoch visits: epoch 1 completes and is checkpointed, epoch 2 fails at a known step.
+    seed = 3
+    order = [Batches(TRAIN, BATCH, seed=seed).order(e) for e in (0, 1)]
+    dropped = [set(o[STEPS_PER_EPOCH * BATCH:]) for o in order]
+    k = next(i for i in sorted(dropped[0]) if i not in dropped[1])
+    batch = int(np.flatnonzero(order[1] == k)[0]) // BATCH
+    images = TRAIN["image"].astype(np.float32) / 255
+    images[k, 3, 4, 0] = np.nan
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(MODEL, {"image": images, "label": TRAIN["label"]}, epochs=3, batch_size=BATCH, optimizer=TX, seed=seed,
+            checkpoint_dir=tmp_path, progress=False)
+    error = info.value
+    step = STEPS_PER_EPOCH + batch
+    assert (error.step, error.epoch, error.batch) == (step, 2, batch + 1)
+    assert f"at step {step} (epoch 2, batch {batch + 1} of {STEPS_PER_EPOCH})" in str(error)
+    assert error.checkpoint == os.path.join(str(tmp_path), "1") and repr(error.checkpoint) in str(error)
+    checkpoints = Checkpoints(tmp_path)
+    assert checkpoints.epochs() == [1]  # the last good checkpoint, not overwritten
+    restored, meta = checkpoints.restore(TrainState.create(MODEL, TX, images[:1], seed))
+    assert int(restored.step) == STEPS_PER_EPOCH and meta["epoch"] == 1
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves((restored.params, restored.batch_stats)))
+    assert len(History.from_json((tmp_path / "history.json").read_text())) == 1
+
+
+def test_fit_errors(uninterrupted, tmp_path):
+    with pytest.raises(ValueError, match="batch_size 51 is larger than the 50 training examples"):
+        _fit(batch_size=51)
+    with pytest.raises(ValueError, match="early_stopping monitors 'val_error' but val_data is None"):
+        _fit(val_data=None, early_stopping=EarlyStopping("val_error"))
+    with pytest.raises(ValueError, match="resume=True needs checkpoint_dir"):
+        _fit(resume=True)
+    with pytest.raises(ValueError, match="epochs must be an int >= 1"):
+        _fit(epochs=0)
+    with pytest.raises(TypeError, match="train_data must be a dict"):
+        fit(MODEL, [1, 2], epochs=1, batch_size=2, optimizer=TX)
+    directory = uninterrupted[2]
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        _fit(checkpoint_dir=directory)
+    with pytest.raises(ValueError, match="different settings.*'seed': \\(3, 4\\)"):
+        _fit(checkpoint_dir=directory, resume=True, seed=4)
+    with pytest.raises(ValueError, match="patience must be an int >= 1"):
+        EarlyStopping(patience=0)
+    with pytest.raises(ValueError, match="monitor must be one of"):
+        EarlyStopping(monitor="accuracy")
+
+
+def test_learning_rate_from_inject_hyperparams():
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(1.0, 0.0, 10))
+    opt_state = tx.init({"w": np.zeros(2, np.float32)})
+    assert _learning_rate_of(None, opt_state, 0) == 1.0
+    assert _learning_rate_of(None, optax.sgd(0.1).init({"w": np.zeros(2)}), 0) is None
+    assert _learning_rate_of(0.25, None, 5) == 0.25
+
+
+def test_progress_bar_draws_only_when_enabled():
+    assert not progress_enabled(True, io.StringIO()) and not progress_enabled(False)
+    stream = io.StringIO()
+    bar = ProgressBar(4, epoch=2, epochs=5, enabled=True, stream=stream)
+    bar.update(3, loss=0.5, accuracy=0.875, images_per_sec=1234.0)
+    bar.close("val_loss=0.6000")
+    out = stream.getvalue()
+    assert "Epoch 2/5" in out and "loss=0.5000" in out and "acc=87.50%" in out and "val_loss=0.6000" in out
+    silent = io.StringIO()
+    bar = ProgressBar(4, epoch=1, epochs=1, enabled=False, stream=silent)
+    bar.update(1, loss=1.0, accuracy=0.0, images_per_sec=1.0)
+    bar.close("x")
+    assert silent.getvalue() == ""
+
+
+# ----------------------------------------------------------------------------------------------
+# recompute_batch_stats
+# ----------------------------------------------------------------------------------------------
+def _conv3x3(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """'same' 3x3 convolution (cross-correlation, padding 1), NHWC x HWIO, in float64."""
+    h, w = x.shape[1:3]
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return sum(padded[:, i:i + h, j:j + w, :] @ kernel[i, j] for i in range(3) for j in range(3))
+
+
+def test_recompute_batch_stats_matches_numpy_layer_by_layer(rng):
+    model = jnn.Sequential([jnn.Conv(3, 3, padding=1, use_bias=False), jnn.BatchNorm(), jnn.ReLU(),
+                            jnn.Conv(4, 3, padding=1, use_bias=False), jnn.BatchNorm(), jnn.GlobalAvgPool(),
+                            jnn.Dense(2)])
+    x = rng.standard_normal((37, 5, 6, 2)).astype(np.float32) + 0.5
+    state = TrainState.create(model, optax.sgd(0.1), x[:1], 0)
+    # Non-trivial BN parameters and stale running statistics, as after some training.
+    params = jax.tree.map(lambda p: p + 0.3 * rng.standard_normal(p.shape).astype(p.dtype), state.params)
+    stale = jax.tree.map(lambda s: s + 0.5, state.batch_stats)
+    state = state.replace(params=params, batch_stats=stale)
+    new = recompute_batch_stats(state, {"image": x, "label": np.zeros(37, np.int32)}, batch_size=16)
+
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), new.params)
+    eps = 1e-5
+    x1 = _conv3x3(x.astype(np.float64), p["layers_0"]["kernel"])
+    mean1, var1 = x1.mean(axis=(0, 1, 2)), x1.var(axis=(0, 1, 2), ddof=1)  # unbiased, as running_var
+    # Layer 2 sees layer 1 normalised with layer 1's NEW (population) statistics.
+    y1 = np.maximum((x1 - mean1) / np.sqrt(var1 + eps) * p["layers_1"]["scale"] + p["layers_1"]["bias"], 0)
+    x2 = _conv3x3(y1, p["layers_3"]["kernel"])
+    mean2, var2 = x2.mean(axis=(0, 1, 2)), x2.var(axis=(0, 1, 2), ddof=1)
+    got = new.batch_stats
+    for layer, mean, var in (("layers_1", mean1, var1), ("layers_4", mean2, var2)):
+        assert got[layer]["mean"].dtype == np.float32
+        np.testing.assert_allclose(got[layer]["mean"], mean, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got[layer]["var"], var, rtol=1e-5, atol=1e-5)
+    # Only the statistics change; the input state is untouched.
+    _assert_bitwise_equal(new.replace(batch_stats=stale), state)
+    np.testing.assert_array_equal(state.batch_stats["layers_1"]["mean"], stale["layers_1"]["mean"])
+    # In evaluation mode the first BN now outputs per-channel mean `bias` over the data.
+    h = model.apply({"params": new.params, "batch_stats": new.batch_stats}, x, train=False,
+                    method=lambda m, v, train: m.layers[1](m.layers[0](v), train=train))
+    np.testing.assert_allclose(np.asarray(h).mean(axis=(0, 1, 2)), p["layers_1"]["bias"], atol=1e-5)
+
+
+def test_recompute_batch_stats_without_batch_norm_is_identity():
+    model = jnn.Sequential([jnn.Flatten(), jnn.Dense(2)])
+    state = TrainState.create(model, optax.sgd(0.1), np.zeros((1, 3, 3, 1), np.float32), 0)
+    assert recompute_batch_stats(state, {"image": np.zeros((4, 3, 3, 1), np.float32)}) is state
