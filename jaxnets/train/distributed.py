@@ -11,10 +11,10 @@ and checkpoints (`is_main_process()`).
     distributed.initialize("10.0.0.1:1234", num_processes=2, process_id=rank)   # first, before any JAX op
     steps = compile_steps("sharded")                                          # mesh over all processes' devices
     state = steps.put_state(TrainState.create(model, tx, sample, seed))      # same seed everywhere
-    for batch in global_batches:                                              # (or load only the slice)
+    for batch in global_batches:                    # B rows (the last may have fewer); better: load only the slice
         rows = distributed.process_slice(len(batch["label"]))
         local = {k: v[rows] for k, v in batch.items()}
-        state, metrics = steps.train(state, steps.put_batch(local, global_batch_size=len(batch["label"])))
+        state, metrics = steps.train(state, steps.put_batch(local, global_batch_size=B))
     if distributed.is_main_process():
         print(distributed.allreduce_metrics(metrics))                          # global sums as numpy
 
@@ -83,8 +83,8 @@ def process_slice(global_batch_size: int, *, process_index: int | None = None,
 
     Process `p` of `P` gets rows `[start(p), start(p + 1))` with `start(p) = p * (N // P) + min(p, N % P)`:
     the first `N % P` processes hold one row more. These are the rows its devices hold in the mesh of
-    `compile_steps` (devices ordered by process); pass `global_batch_size=N` to `put_batch` so every
-    process pads to the same size when the shares differ.
+    `compile_steps` (devices ordered by process); pass the nominal `global_batch_size` to `put_batch`
+    so every process pads to the same size when the shares differ.
 
     Args:
       global_batch_size: `N`, rows in the global batch, >= 1.

@@ -112,15 +112,19 @@ class CompiledSteps:
         """Pad and place one batch (this process's rows of it under `jaxnets.train.distributed`).
 
         Rows are padded (zeros, `mask` False) up to a multiple of the number of this process's devices,
-        so every device gets the same number of rows; an existing "mask" is kept and extended. In a
-        multi-process run each process passes its rows (`distributed.process_slice`), and all must pad
-        to the same size: `global_batch_size` (when the processes' row counts differ, as for a last,
-        short batch) fixes it to `ceil(global_batch_size / process_count)` rounded up to the local
-        device count; by default this process's own row count is used.
+        so every device gets the same number of rows; an existing "mask" is kept and extended.
+
+        With `global_batch_size` (the nominal global batch size, e.g. `Batches.batch_size`) every batch
+        is padded to the same `ceil(global_batch_size / process_count)` rows, rounded up to a multiple
+        of this process's devices, and always carries a "mask": the shapes and the pytree are the same
+        for every batch, short last batch included (nothing recompiles), and in every process (as a
+        multi-process run requires, where each process passes its rows, `distributed.process_slice`).
+        Without it, this process's own row count is padded to the device multiple, and a "mask" is
+        added only when rows were padded.
 
         Args:
           batch: dict of arrays with the same first dimension N ("image", "label", optional "mask", ...).
-          global_batch_size: total rows over all processes (multi-process runs only).
+          global_batch_size: nominal rows of the global batch (all processes together), or None.
         Returns: the placed batch; for "pmap" every array is reshaped to `[D, rows / D, ...]`.
         Raises: TypeError if `batch` is not a dict; ValueError for arrays with different first dimensions
           or a `global_batch_size` smaller than this process's rows.
@@ -142,9 +146,9 @@ class CompiledSteps:
         local = len(self._local)
         rows = -(-max(per_process, 1) // local) * local
         batch = dict(batch)
-        # Pad when the GLOBAL batch is padded (the same decision in every process, so all build the same
-        # pytree), even if this process's own rows happen to fill its devices.
-        if rows * processes != total:
+        # With global_batch_size: always a mask (the same pytree and shapes in every process and for every
+        # batch, short or not); without it: a mask only where rows are padded.
+        if global_batch_size is not None or rows != n:
             mask = batch.get("mask")
             batch["mask"] = np.ones(n, bool) if mask is None else mask
             batch = {k: _pad_rows(v, rows) for k, v in batch.items()}

@@ -169,6 +169,18 @@ def test_put_batch():
     assert placed["image"].devices() == {jax.devices()[0]}
 
 
+def test_put_batch_with_global_batch_size_fixes_shapes_and_mask():
+    """With global_batch_size every batch has the nominal rows and a mask (a short last batch recompiles nothing)."""
+    steps = compile_steps("none")
+    short = steps.put_batch(_small_batch(4), global_batch_size=6)
+    full = steps.put_batch(_small_batch(6), global_batch_size=6)
+    np.testing.assert_array_equal(short["mask"], np.arange(6) < 4)
+    np.testing.assert_array_equal(full["mask"], np.ones(6, bool))
+    assert short["image"].shape == full["image"].shape == (6, 4, 4, 1)
+    np.testing.assert_array_equal(short["image"][4:], 0)
+    np.testing.assert_array_equal(short["label"][:4], _small_batch(4)["label"])
+
+
 def test_put_batch_errors():
     steps = compile_steps("none")
     with pytest.raises(TypeError, match=r"put_batch: batch must be a dict of arrays, got list"):
