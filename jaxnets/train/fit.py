@@ -551,8 +551,6 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         if checkpoints is not None:
             checkpoints.close()  # waits for the last save to be committed
     final = best_state if (early_stopping is not None and best_state is not None) else steps.get_state(placed)
-    if main:
-        _write_logs(log_dir, history)
     return final, history
 
 
@@ -654,7 +652,8 @@ def recompute_batch_stats(state: TrainState, data, *, batch_size: int = 256,
 
     Args:
       state: a `TrainState` (one copy of every array, as `fit` returns).
-      data: `{"image": [N, H, W, C], "label": [N]}` (labels are ignored) or a `Batches`.
+      data: `{"image": [N, H, W, C], "label": [N]}` (labels are ignored), or a `Batches`, used as given
+        (create it with `shuffle=False, drop_last=False` so that every example counts once).
       batch_size: examples per forward pass (for a dict `data`).
       preprocess: images -> float model inputs; default `data.augment.to_float`, as in training.
     Returns: `state` with new `batch_stats` (float32); everything else unchanged. A model without

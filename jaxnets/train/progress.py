@@ -39,7 +39,7 @@ class ProgressBar:
         """Show `done` steps finished, with the running mean loss, accuracy (a fraction) and throughput."""
         if self._bar is None:
             return
-        self._bar.set_postfix_str(f"loss={loss:.4f}, acc={100 * accuracy:.2f}%, {images_per_sec:.3g} img/s",
+        self._bar.set_postfix_str(f"loss={loss:.4f}, acc={100 * accuracy:.2f}%, {images_per_sec:.0f} img/s",
                                   refresh=False)
         self._bar.update(done - self._bar.n)
 

@@ -140,8 +140,8 @@ def make_train_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable |
     contribute nothing to the loss, the gradient or the BatchNorm statistics: the step passes `mask` to
     every `jaxnets.nn.BatchNorm` (and `flax.linen.BatchNorm`) called in training mode, whose statistics
     are then `sum over valid rows / number of valid rows` (`layers.batch_norm`), so the model needs no
-    `mask` argument. The only other cross-row operation in a model must not exist: a layer that mixes
-    rows of the batch (other than these BatchNorms) would see the padded rows.
+    `mask` argument. Other layers must not mix the rows of the batch (none in `jaxnets.nn` does):
+    they would see the padded rows.
 
     With `axis_name` (per-device code under `shard_map` or `pmap` over that axis) the step is exact for
     the GLOBAL batch, also when devices hold different numbers of valid rows: the loss is divided by

@@ -1,4 +1,4 @@
-"""Checkpoints: bitwise round trip, the last N plus the best are kept, a crash mid-save leaves the previous one usable."""
+"""Checkpoints: bitwise round trip, the last N plus the best kept, a crash mid-save leaves the previous one usable."""
 import os
 
 import jax
@@ -29,7 +29,10 @@ def _state(seed: int) -> TrainState:
 def _perturbed(state: TrainState, seed: int) -> TrainState:
     """A state with every float leaf changed (as after some training), step and moments included."""
     rng = np.random.default_rng(seed)
-    bump = lambda x: x + rng.standard_normal(x.shape).astype(x.dtype) if np.issubdtype(x.dtype, np.floating) else x  # noqa: E731
+
+    def bump(x):
+        return x + rng.standard_normal(x.shape).astype(x.dtype) if np.issubdtype(x.dtype, np.floating) else x
+
     return state.replace(step=state.step + 7 * seed, params=jax.tree.map(bump, state.params),
                          batch_stats=jax.tree.map(bump, state.batch_stats),
                          opt_state=jax.tree.map(bump, state.opt_state))

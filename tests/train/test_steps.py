@@ -288,3 +288,19 @@ def test_batch_norm_axis_must_match_the_step():
     with pytest.raises(ValueError, match=r"train_step: BatchNorm 'BatchNorm_0' has axis_name='batch' but the step "
                                          r"runs with axis_name=None; create the model with axis_name=None"):
         make_train_step()(state, batch())
+
+
+class RowMixer(nn.Module):
+    """A BatchNorm whose input is not [N, ...]: the batch mask cannot apply to its statistics."""
+
+    @nn.compact
+    def __call__(self, x, *, train):
+        x = jnn.Flatten()(x).reshape(-1, 8)  # [N, 16] -> [2N, 8]
+        return jnn.Dense(2)(jnn.BatchNorm()(x, train=train)).reshape(x.shape[0] // 2, 4)
+
+
+def test_mask_with_a_batch_norm_not_over_the_batch_axis():
+    state, b = new_state(RowMixer()), batch(4)
+    with pytest.raises(ValueError, match=r"train_step: BatchNorm 'BatchNorm_0' gets an input of shape \(8, 8\) "
+                                         r"whose first axis is not the batch of 4 rows"):
+        make_train_step()(state, dict(b, mask=np.ones(4, bool)))

@@ -1,0 +1,138 @@
+"""What every experiment script shares: the command line and the results folder.
+
+A script defines ``CONFIG`` (the default run: under 10 minutes on a 2-core CPU), ``FULL_CONFIG`` (the
+GPU/TPU-sized run) and ``TINY_CONFIG`` (seconds; the smoke test runs it), each with a ``"preset"`` entry,
+and ``main(config=CONFIG, *, out=None)``, which measures, calls :func:`write_results` and returns the
+folder it wrote. Its last lines are::
+
+    if __name__ == "__main__":
+        run(main, CONFIG, FULL_CONFIG, TINY_CONFIG)
+
+so ``python -m experiments.<name> [--full | --tiny] [--out DIR]`` works for every script.
+
+Where results go: ``<root>/<name>/`` for the default preset and ``<root>/<name>_<preset>/`` otherwise
+(``<name>_full``, ``<name>_tiny``), with ``<root>`` = ``--out`` or ``experiments/results``; a tiny run
+without ``--out`` goes to the system's temporary folder, never over the committed results.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display: the same output on a laptop, a CI runner or a TPU host
+import jax  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PACKAGES = ("jaxnets", "jax", "jaxlib", "flax", "optax", "numpy")
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages a result depends on."""
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def device() -> dict:
+    """What the numbers were measured on: JAX's default device and the host."""
+    d = jax.devices()[0]
+    return {"platform": d.platform, "device_kind": d.device_kind, "device_count": jax.device_count(),
+            "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
+            "python": platform.python_version()}
+
+
+def to_json(value):
+    """``value`` with arrays as lists and numpy/JAX scalars as Python numbers, ready for strict JSON.
+
+    Non-finite floats become the strings ``"inf"``, ``"-inf"``, ``"nan"`` (JSON has no such numbers): an
+    overflow is a result to report, and a string makes it impossible to mistake for a measurement.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return to_json(np.asarray(value).tolist())
+    if isinstance(value, np.generic):
+        return to_json(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def results_folder(script_file: str, preset: str, out: str | os.PathLike | None = None) -> Path:
+    """``<root>/<name>/`` (default preset) or ``<root>/<name>_<preset>/``; see the module docstring."""
+    name = Path(script_file).stem
+    if out is None:
+        out = Path(tempfile.gettempdir()) / "jaxnets-experiments" if preset == "tiny" else RESULTS
+    return Path(out) / (name if preset == "default" else f"{name}_{preset}")
+
+
+def write_results(script_file: str, config: Mapping, results: Mapping, *, figures: Mapping | None = None,
+                  out: str | os.PathLike | None = None, started: float | None = None) -> Path:
+    """Write ``results.json`` and one PNG per figure into the experiment's results folder.
+
+    Args:
+      script_file: the script's ``__file__``; its stem names the experiment and the folder.
+      config: the configuration that ran (must hold ``"preset"``).
+      results: every measured number (arrays allowed; see :func:`to_json`).
+      figures: ``{file stem: matplotlib figure}``; each is saved as ``<stem>.png`` and closed.
+      out: results root (``--out``); None for the default (see :func:`results_folder`).
+      started: ``time.perf_counter()`` at the start of the run, for the recorded wall time.
+    Returns: the folder written. Earlier ``results.json`` and PNGs there are removed first, so the folder
+      always holds one run.
+    """
+    folder = results_folder(script_file, config["preset"], out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in [*folder.glob("*.png"), *folder.glob("results.json")]:
+        old.unlink()
+    names = []
+    for stem, fig in (figures or {}).items():
+        fig.savefig(folder / f"{stem}.png", dpi=100)  # lay figures out in the script (tight_layout)
+        plt.close(fig)
+        names.append(f"{stem}.png")
+    record = {
+        "experiment": Path(script_file).stem,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": None if started is None else round(time.perf_counter() - started, 2),
+        "device": device(),
+        "versions": versions(),
+        "config": config,
+        "results": results,
+        "figures": names,
+    }
+    (folder / "results.json").write_text(json.dumps(to_json(record), indent=1, allow_nan=False) + "\n")
+    print(f"wrote {folder}/results.json and {len(names)} figure(s) in {record['wall_time_s']} s")
+    return folder
+
+
+def run(main: Callable, config: Mapping, full_config: Mapping, tiny_config: Mapping,
+        argv: list[str] | None = None) -> Path:
+    """Parse ``[--full | --tiny] [--out DIR]`` and call ``main(chosen_config, out=DIR)``."""
+    parser = argparse.ArgumentParser(description=(main.__doc__ or "").strip().splitlines()[0] if main.__doc__
+                                     else None)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--full", action="store_true", help="the GPU/TPU-sized configuration (FULL_CONFIG)")
+    size.add_argument("--tiny", action="store_true", help="a seconds-long configuration (TINY_CONFIG)")
+    parser.add_argument("--out", default=None, help=f"results root (default {RESULTS}; a temporary folder "
+                                                    f"for --tiny)")
+    args = parser.parse_args(argv)
+    chosen = full_config if args.full else tiny_config if args.tiny else config
+    return main(dict(chosen), out=args.out)
