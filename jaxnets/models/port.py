@@ -117,7 +117,8 @@ def from_torch(name: str, state_dict: Mapping[str, Any], *, input_shape: tuple[i
             continue
         given[module.replace(".", "_") + "." + leaf_name] = torch_key
 
-    missing = sorted(f"{'/'.join(wanted[k][0])} (torch {k})" for k in wanted if k not in given)
+    # Missing names are shown in the normal form: "." and "_" are the same in the torch module path.
+    missing = sorted(f"{'/'.join(wanted[k][0])} <- torch {k!r} ('.' = '_')" for k in wanted if k not in given)
     unexpected = sorted(given[k] for k in given if k not in wanted)
     mismatched, flat = [], {}
     for key, (path, leaf) in wanted.items():
