@@ -110,8 +110,9 @@ def main(config=CONFIG, *, out=None):
     key = jax.random.key(config["seed"])
     grid = []
     for i, (n, m) in enumerate(itertools.product(config["sizes"], repeat=2)):
-        f = make_mlp(jax.random.fold_in(key, i), n, m, config["hidden"])
-        x = jax.random.normal(jax.random.fold_in(key, -i - 1), (n,))
+        key_f, key_x = jax.random.split(jax.random.fold_in(key, i))
+        f = make_mlp(key_f, n, m, config["hidden"])
+        x = jax.random.normal(key_x, (n,))
         fwd, rev = jax.jit(jax.jacfwd(f)), jax.jit(jax.jacrev(f))
         difference = float(jnp.max(jnp.abs(fwd(x) - rev(x))))  # the same [m, n] Jacobian either way
         t_fwd = median_time(fwd, x, repeats=config["repeats"], min_time_s=config["min_time_s"])

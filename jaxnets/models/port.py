@@ -117,20 +117,22 @@ def from_torch(name: str, state_dict: Mapping[str, Any], *, input_shape: tuple[i
             continue
         given[module.replace(".", "_") + "." + leaf_name] = torch_key
 
-    # Missing names are shown in the normal form: "." and "_" are the same in the torch module path.
-    missing = sorted(f"{'/'.join(wanted[k][0])} <- torch {k!r} ('.' = '_')" for k in wanted if k not in given)
+    # Sorted by module path, so that a module's params and batch_stats are listed together. Missing names
+    # are shown in the normal form: "." and "_" are the same in a torch module path.
+    ordered = sorted(wanted.items(), key=lambda item: item[1][0][1:])
+    missing = [f"{'/'.join(path)} <- torch {key!r} ('.' = '_')" for key, (path, _) in ordered if key not in given]
     unexpected = sorted(given[k] for k in given if k not in wanted)
     mismatched, flat = [], {}
-    for key, (path, leaf) in wanted.items():
+    for key, (path, leaf) in ordered:
         if key not in given:
             continue
         torch_key = given[key]
         value = _to_numpy(state_dict[torch_key])
-        if path[-1] == "kernel":
+        torch_shape = value.shape
+        if path[-1] == "kernel" and value.ndim == len(leaf.shape) >= 2:
             value = _torch_layout(value)
         if value.shape != leaf.shape:
-            mismatched.append(f"{torch_key} {tuple(np.shape(state_dict[torch_key]))} -> {'/'.join(path)} "
-                              f"needs {tuple(leaf.shape)}")
+            mismatched.append(f"{torch_key} {torch_shape} -> {'/'.join(path)} needs {tuple(leaf.shape)}")
             continue
         flat[path] = jnp.asarray(value, dtype=leaf.dtype)
     if missing or unexpected or mismatched:

@@ -262,10 +262,11 @@ def test_missing_unexpected_and_mismatched_keys_are_listed():
 
 def test_wrong_options_for_the_checkpoint():
     state = TorchResNet18("cifar", num_classes=10).state_dict()
-    with pytest.raises(ValueError, match=r"shape mismatches \(1\): conv1.weight \(64, 3, 3, 3\) -> "
-                                         r"params/conv1/kernel needs \(7, 7, 3, 64\)"):
-        from_torch("resnet18", state)  # the checkpoint is the CIFAR variant
-    with pytest.raises(ValueError, match=r"missing from the state_dict \(\d+\): .*params/layer1_0/conv3/kernel"):
+    with pytest.raises(ValueError, match=r"shape mismatches \(3\): conv1.weight \(64, 3, 3, 3\) -> "
+                                         r"params/conv1/kernel needs \(7, 7, 3, 64\), fc.bias \(10,\) -> "
+                                         r"params/fc/bias needs \(1000,\)"):
+        from_torch("resnet18", state)  # the checkpoint is the CIFAR variant with 10 classes
+    with pytest.raises(ValueError, match=r"missing from the state_dict \(165\): params/layer1_0/bn3/bias .*params/layer1_0/conv3/kernel"):
         from_torch("resnet50", state, variant="cifar")
 
 
