@@ -162,7 +162,8 @@ def plot(grid: list, config: dict):
     bound = max(np.nanmax(np.abs(table)), 0.1)
     im = right.imshow(table, origin="lower", cmap="RdBu", vmin=-bound, vmax=bound)
     for (r, c), v in np.ndenumerate(table):
-        right.text(c, r, f"{10 ** v:.2g}", ha="center", va="center", fontsize=9)
+        right.text(c, r, f"{10 ** v:.2g}", ha="center", va="center", fontsize=9,
+                   color="white" if abs(v) > 0.6 * bound else "black")
     right.set(xticks=range(len(sizes)), xticklabels=sizes, yticks=range(len(sizes)), yticklabels=sizes,
               xlabel="n (inputs)", ylabel="m (outputs)", title="time(jacfwd) / time(jacrev)")
     fig.colorbar(im, ax=right, label="log10 ratio (red: forward faster, blue: reverse)")

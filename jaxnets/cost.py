@@ -110,7 +110,7 @@ class Summary:
         out += [f"input: {self.batch_size} x {self.input_shape}",
                 f"parameters: {self.params:,} trainable, {self.state:,} non-trainable",
                 f"forward: {self.flops / 1e9:,.3f} GFLOPs for the batch "
-                f"({self.macs_per_example / 1e9:,.3f} GMACs per example)",
+                f"({self.macs_per_example / 1e6:,.2f} MMACs per example)",
                 f"training memory: activations {self.activation_bytes / MIB:,.1f} MiB + parameters "
                 f"x{PARAM_COPIES} {self.param_bytes / MIB:,.1f} MiB + state {self.state_bytes / MIB:,.1f} MiB "
                 f"= {self.training_bytes / MIB:,.1f} MiB"]

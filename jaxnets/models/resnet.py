@@ -207,6 +207,8 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         imagenet = check_variant("ResNet", self.variant, VARIANTS) == "imagenet"
+        if self.version not in VERSIONS:
+            raise ValueError(f"ResNet: version must be one of {VERSIONS}, got {self.version!r}.")
         pre_activation = self.version == "v2"
         x = _conv(64, 7 if imagenet else 3, stride=2 if imagenet else 1, name="conv1")(x)
         if not pre_activation:

@@ -235,11 +235,40 @@ def test_googlenet_imagenet_with_aux_heads(rng):
 
 def test_kernel_layouts():
     net = TorchLeNet5()
-    p = from_torch("lenet5", {k: v.numpy() for k, v in net.state_dict().items()})["params"]  # numpy values
+    state = {k: v.numpy() for k, v in net.state_dict().items()}  # numpy values
+    p = from_torch("lenet5", state, input_shape=(28, 28, 1))["params"]
     w = net.features[3].weight.detach().numpy()  # [16, 6, 5, 5] OIHW
     np.testing.assert_array_equal(p["features_3"]["kernel"], w.transpose(2, 3, 1, 0))  # HWIO
     np.testing.assert_array_equal(p["classifier_0"]["kernel"], net.classifier[0].weight.detach().numpy().T)
     assert p["classifier_0"]["kernel"].dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name, options", [
+    ("mlp", dict(batch_norm_layers=1)), ("nin", {}), ("alexnet", dict(variant="cifar")),
+    ("resnext50_32x4d", dict(variant="cifar")), ("se_resnet18", dict(variant="cifar")),
+    ("resnet50", dict(variant="cifar", version="v2")),
+])
+def test_round_trip_of_every_variable(name, options, rng):
+    """A state_dict written from the model's own variable tree (torch layouts, "." between modules) is read
+    back exactly: every layer kind of the registry maps (grouped convs, SE biases, v2's bn_final, BN1d)."""
+    model = models.create(name, **options)
+    size = (28, 28, 1) if name == "mlp" else (32, 32, 3)
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                            jax.ShapeDtypeStruct((1, *size), jnp.float32))
+    torch_leaf = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
+    values, state = {}, {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+        keys = tuple(p.key for p in path)
+        values[keys] = rng.standard_normal(leaf.shape).astype(np.float32)
+        w = values[keys]
+        if keys[-1] == "kernel":  # channels-last kernel -> PyTorch's [out, in, *spatial]
+            w = np.transpose(w, (w.ndim - 1, w.ndim - 2, *range(w.ndim - 2)))
+        state[".".join(keys[1:-1]) + "." + torch_leaf[keys[-1]]] = torch.from_numpy(w)
+    ported = from_torch(name, state, **options)  # input shape from the variant (nin: "cifar" by default)
+    flat = {tuple(p.key for p in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(ported)[0]}
+    assert flat.keys() == values.keys()
+    for keys, v in values.items():
+        np.testing.assert_array_equal(flat[keys], v)
 
 
 # ------------------------------------------------------------------------------------------------
