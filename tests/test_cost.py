@@ -94,7 +94,7 @@ def test_sequential_names_and_table(capsys):
     assert [r.kind for r in s.rows] == ["Conv", "BatchNorm", "ReLU", "GlobalAvgPool", "Dense"]
     printed = capsys.readouterr().out
     assert printed.strip() == str(s)
-    for text in ("layers_0", "GlobalAvgPool", "(5, 4, 4, 4)", f"{s.params:,} trainable", "GMACs per example",
+    for text in ("layers_0", "GlobalAvgPool", "(5, 4, 4, 4)", f"{s.params:,} trainable", "MMACs per example",
                  "training memory"):
         assert text in printed
     assert summary(model, (6, 6, 3), batch_size=5).rows == s.rows
