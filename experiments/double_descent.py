@@ -27,6 +27,7 @@ Result (default config, CPU): see experiments/README.md, row "double_descent".
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -49,8 +50,8 @@ CONFIG = dict(
 )
 FULL_CONFIG = dict(CONFIG, preset="full", n_train=4000,
                    nn_hidden=(2, 5, 10, 20, 30, 40, 45, 50, 55, 60, 80, 100, 200, 500, 1000), steps=20000)
-TINY_CONFIG = dict(CONFIG, preset="tiny", n_train=100, rf_widths_over_n=(0.5, 1.0, 2.0), nn_hidden=(1, 2),
-                   steps=8, log_every=4)
+TINY_CONFIG = dict(CONFIG, preset="tiny", n_train=200, rf_widths_over_n=(0.5, 1.0), nn_hidden=(1, 2),
+                   steps=8, log_every=4)  # threshold 2,000 parameters: H = 1 from Glorot, H = 2 by weight reuse
 
 
 def load(n_train: int, seed: int):
@@ -64,11 +65,28 @@ def load(n_train: int, seed: int):
     return flat(train), flat(test)
 
 
-def risks(pred: jax.Array, labels: jax.Array, num_classes: int) -> dict:
-    """Squared loss (summed over the K outputs, averaged over examples) and zero-one loss."""
+@functools.partial(jax.jit, static_argnums=2)
+def _risks(pred: jax.Array, labels: jax.Array, num_classes: int) -> dict:
     onehot = jax.nn.one_hot(labels, num_classes, dtype=pred.dtype)
-    return {"squared": float(layers.mse_loss(pred, onehot, reduction="sum")) / len(labels),
-            "zero_one": 1.0 - float(layers.accuracy(pred, labels))}
+    return {"squared": layers.mse_loss(pred, onehot, reduction="sum") / labels.shape[0],
+            "zero_one": 1.0 - layers.accuracy(pred, labels)}
+
+
+def risks(pred: jax.Array, labels: jax.Array, num_classes: int) -> dict:
+    """Squared loss (summed over the K outputs, averaged over examples) and zero-one loss, as floats."""
+    return {name: float(value) for name, value in _risks(pred, labels, num_classes).items()}
+
+
+@jax.jit
+def _min_norm_readout(x: jax.Array, x_test: jax.Array, w: jax.Array, onehot: jax.Array):
+    """Train and test predictions of relu(x w) with the min-norm least-squares readout (call under x64)."""
+    # Features in float32 like a network's; the solve in float64: at H = n, Phi is nearly singular
+    # (condition ~1e6), and float32's lstsq cutoff (eps * max(n, H) relative) would truncate exactly the
+    # directions that make the peak.
+    phi = layers.relu(layers.linear(x, w)).astype(jnp.float64)
+    phi_test = layers.relu(layers.linear(x_test, w)).astype(jnp.float64)
+    readout, _, rank, sv = jnp.linalg.lstsq(phi, onehot)
+    return phi @ readout, phi_test @ readout, rank, sv[0] / sv[-1], jnp.linalg.norm(readout)
 
 
 def random_features(config, train, test, key) -> list[dict]:
@@ -80,15 +98,11 @@ def random_features(config, train, test, key) -> list[dict]:
     rows = []
     for h in widths:
         start = time.perf_counter()
-        phi, phi_test = layers.relu(layers.linear(x, w[:, :h])), layers.relu(layers.linear(x_test, w[:, :h]))
-        # float64: at H = n, Phi is nearly singular (condition ~1e5 and more); float32's lstsq cutoff
-        # (eps * max(n, H) relative) would truncate exactly the directions that make the peak.
         with jax.enable_x64(True):
-            phi, phi_test = phi.astype(jnp.float64), phi_test.astype(jnp.float64)
-            readout, _, rank, sv = jnp.linalg.lstsq(phi, jax.nn.one_hot(y, k, dtype=jnp.float64))
-            row = {"H": h, "H_over_n": h / n, "rank": int(rank), "condition_number": float(sv[0] / sv[-1]),
-                   "readout_norm": float(jnp.linalg.norm(readout)),
-                   "train": risks(phi @ readout, y, k), "test": risks(phi_test @ readout, y_test, k)}
+            pred, pred_test, rank, condition, norm = _min_norm_readout(
+                x, x_test, w[:, :h], jax.nn.one_hot(y, k, dtype=jnp.float64))
+            row = {"H": h, "H_over_n": h / n, "rank": int(rank), "condition_number": float(condition),
+                   "readout_norm": float(norm), "train": risks(pred, y, k), "test": risks(pred_test, y_test, k)}
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
         print(f"RF H={h:6d} ({h / n:5.2f} n) rank {row['rank']:5d} cond {row['condition_number']:9.3g} "
