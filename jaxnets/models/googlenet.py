@@ -8,7 +8,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnets import init
 from jaxnets import nn as jnn
 from jaxnets.layers import relu
 from jaxnets.models import check_variant, default_classes, register

@@ -295,7 +295,8 @@ def test_wrong_options_for_the_checkpoint():
                                          r"params/conv1/kernel needs \(7, 7, 3, 64\), fc.bias \(10,\) -> "
                                          r"params/fc/bias needs \(1000,\)"):
         from_torch("resnet18", state)  # the checkpoint is the CIFAR variant with 10 classes
-    with pytest.raises(ValueError, match=r"missing from the state_dict \(165\): params/layer1_0/bn3/bias .*params/layer1_0/conv3/kernel"):
+    with pytest.raises(ValueError, match=r"missing from the state_dict \(165\): params/layer1_0/bn3/bias "
+                                         r".*params/layer1_0/conv3/kernel"):
         from_torch("resnet50", state, variant="cifar")
 
 
