@@ -23,7 +23,13 @@ network starts from the trained next-smaller one (new units N(0, 0.01)); at and 
 weights. We do the same (``weight_reuse=True``).
 
 Run: python -m experiments.double_descent  ->  experiments/results/double_descent/
-Result (default config, CPU): see experiments/README.md, row "double_descent".
+Result (default config, n = 1,000, 2-core CPU, about 5.5 minutes): (a) reproduced, sharply: the test squared
+loss goes 0.46 (best below, H = 200) -> 4,250 at H = n (condition number 1.3e6, readout norm 1,010) -> 0.24
+at H = 10 n; the test error 16.8% -> 89.6% -> 7.6%. (b) partly: the test squared loss peaks at 0.90 at
+H = 12 (9,550 parameters, just below n K; train loss 0.014) and falls to 0.36 at H = 50, below the best
+under-parameterized 0.64; but the networks at the threshold do not interpolate in 2,500 full-batch steps
+(train loss 0.096 at H = 13) and the test error shows no peak (30.7%, 28.8%, 23.1%, 15.1% at H = 7, 10, 13,
+100). Details: experiments/README.md.
 """
 from __future__ import annotations
 
@@ -66,15 +72,17 @@ def load(n_train: int, seed: int):
 
 
 @functools.partial(jax.jit, static_argnums=2)
-def _risks(pred: jax.Array, labels: jax.Array, num_classes: int) -> dict:
+def _risks(pred: jax.Array, labels: jax.Array, num_classes: int):
     onehot = jax.nn.one_hot(labels, num_classes, dtype=pred.dtype)
-    return {"squared": layers.mse_loss(pred, onehot, reduction="sum") / labels.shape[0],
-            "zero_one": 1.0 - layers.accuracy(pred, labels)}
+    return layers.mse_loss(pred, onehot, reduction="sum") / labels.shape[0], layers.accuracy(pred, labels)
 
 
 def risks(pred: jax.Array, labels: jax.Array, num_classes: int) -> dict:
     """Squared loss (summed over the K outputs, averaged over examples) and zero-one loss, as floats."""
-    return {name: float(value) for name, value in _risks(pred, labels, num_classes).items()}
+    squared, accuracy = _risks(pred, labels, num_classes)
+    n = len(labels)
+    mistakes = n - round(float(accuracy) * n)  # an exact count: float32 1 - accuracy can come out as -5e-8
+    return {"squared": float(squared), "zero_one": mistakes / n}
 
 
 @jax.jit

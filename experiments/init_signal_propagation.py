@@ -20,8 +20,14 @@ expectation over ``z ~ N(0, 1)`` summed on a fine grid (mean-field theory: Poole
 al. 2017).
 
 Run: python -m experiments.init_signal_propagation  ->  experiments/results/init_signal_propagation/
-Result (default config, CPU; the numbers are in results.json and the README row):
-  see experiments/README.md, row "init_signal_propagation".
+Result (default config, 2-core CPU, about 2 minutes): the measured activation std is within 3% of the
+mean-field prediction at every layer for tanh, 5% for sigmoid, and 0.81x-1.01x for ReLU (one weight draw
+drifting; the same draw, scaled, for every ReLU init). N(0, 1) explodes with ReLU (x22.3 per layer =
+sqrt(1000 / 2), float32 overflow at layer 28, gradients lost) and saturates tanh (92% of units) and
+sigmoid (77%); std 1e-2 vanishes (tanh 9e-16, ReLU 2e-20 at layer 30); He keeps
+ReLU's std at 0.83 -> 0.67 while LeCun = Xavier lose 1/sqrt 2 per layer (measured 0.702); LeCun/Xavier do
+NOT keep tanh at unit variance: 0.63, 0.23, 0.13 at layers 1, 10, 30 (slow decay), PyTorch's tanh gain 5/3
+holds 0.65. Details: experiments/README.md.
 """
 from __future__ import annotations
 
