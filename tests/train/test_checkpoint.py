@@ -8,8 +8,10 @@ import pytest
 from orbax.checkpoint._src.path import atomicity
 
 import jaxnets.nn as jnn
-from jaxnets.train.checkpoint import STATE_FIELDS, Checkpoints
+from jaxnets.train.checkpoint import Checkpoints
 from jaxnets.train.state import TrainState
+
+from _state_compare import assert_bitwise_equal
 
 
 
@@ -38,31 +40,13 @@ def _perturbed(state: TrainState, seed: int) -> TrainState:
                          opt_state=jax.tree.map(bump, state.opt_state))
 
 
-def _leaves(state: TrainState) -> list[np.ndarray]:
-    out = []
-    for name in STATE_FIELDS:
-        for leaf in jax.tree.leaves(getattr(state, name)):
-            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-                leaf = jax.random.key_data(leaf)
-            out.append(np.asarray(leaf))
-    return out
-
-
-def _assert_bitwise_equal(a: TrainState, b: TrainState) -> None:
-    for name in STATE_FIELDS:  # apply_fn (static) differs between model objects; the arrays must not
-        assert jax.tree.structure(getattr(a, name)) == jax.tree.structure(getattr(b, name))
-    for x, y in zip(_leaves(a), _leaves(b), strict=True):
-        assert x.dtype == y.dtype and x.shape == y.shape
-        np.testing.assert_array_equal(x, y)
-
-
 def test_round_trip_is_bitwise(tmp_path):
     saved = _perturbed(_state(0), 1)
     meta = {"epoch": 1, "history": {"loss": [1.5, None]}, "note": "x"}
     with Checkpoints(tmp_path / "ck") as ck:
         ck.save(1, saved, meta=meta, best_rank=1)
     restored, got = Checkpoints(tmp_path / "ck").restore(_state(5))
-    _assert_bitwise_equal(saved, restored)
+    assert_bitwise_equal(saved, restored)
     assert got == meta
     assert restored.apply_fn is not None and restored.tx is TX
 
@@ -83,7 +67,7 @@ def test_keeps_last_n_plus_best(tmp_path):
     ck.close()
     assert Checkpoints(tmp_path).epochs() == [5, 7]  # the best survives although not among the last one
     restored, meta = Checkpoints(tmp_path).restore(state, 5)
-    _assert_bitwise_equal(_perturbed(state, 5), restored)
+    assert_bitwise_equal(_perturbed(state, 5), restored)
     assert meta == {"epoch": 5}
     assert sorted(os.listdir(tmp_path)) == ["5", "7"]
 
@@ -113,7 +97,7 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     again = Checkpoints(tmp_path)
     assert again.epochs() == [1] and again.latest() == 1
     restored, meta = again.restore(state)
-    _assert_bitwise_equal(first, restored)
+    assert_bitwise_equal(first, restored)
     assert meta == {"epoch": 1}
     again.save(2, _perturbed(state, 2), meta={"epoch": 2}, best_rank=2)
     again.close()

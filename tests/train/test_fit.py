@@ -13,12 +13,14 @@ import jaxnets.nn as jnn
 from jaxnets.data import Batches
 from jaxnets.data.augment import random_flip
 from jaxnets.train import schedules
-from jaxnets.train.checkpoint import STATE_FIELDS, Checkpoints
+from jaxnets.train.checkpoint import Checkpoints
 from jaxnets.train.fit import (EarlyStopping, History, NonFiniteLossError, _learning_rate_of, evaluate, fit,
                                recompute_batch_stats)
 from jaxnets.train.optim import optimizer
 from jaxnets.train.progress import ProgressBar, progress_enabled
 from jaxnets.train.state import TrainState
+
+from _state_compare import assert_bitwise_equal, state_leaves
 
 CLASSES, N, BATCH = 3, 50, 8  # 6 batches per epoch; the last 2 examples of each epoch's order are dropped
 STEPS_PER_EPOCH = N // BATCH
@@ -41,24 +43,6 @@ def _data(n: int, seed: int) -> dict:
 TRAIN, VAL = _data(N, 0), _data(20, 1)
 
 
-def _leaves(state: TrainState) -> list[np.ndarray]:
-    out = []
-    for name in STATE_FIELDS:
-        for leaf in jax.tree.leaves(getattr(state, name)):
-            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-                leaf = jax.random.key_data(leaf)
-            out.append(np.asarray(leaf))
-    return out
-
-
-def _assert_bitwise_equal(a: TrainState, b: TrainState) -> None:
-    for name in STATE_FIELDS:
-        assert jax.tree.structure(getattr(a, name)) == jax.tree.structure(getattr(b, name)), name
-    for x, y in zip(_leaves(a), _leaves(b), strict=True):
-        assert x.dtype == y.dtype
-        np.testing.assert_array_equal(x, y)
-
-
 def _fit(**kwargs):
     options = dict(val_data=VAL, epochs=4, batch_size=BATCH, optimizer=TX, seed=3, augment=random_flip,
                    learning_rate=SCHEDULE, progress=False)
@@ -78,12 +62,12 @@ def test_resume_ends_with_the_uninterrupted_parameters_bitwise(uninterrupted, tm
     assert len(first_history) == 2 and Checkpoints(tmp_path).latest() == 2
     state, history = _fit(epochs=4, checkpoint_dir=tmp_path, resume=True)
     assert int(state.step) == 4 * STEPS_PER_EPOCH
-    _assert_bitwise_equal(reference, state)
+    assert_bitwise_equal(reference, state)
     for name in ("train_loss", "train_error", "val_loss", "val_error", "learning_rate"):
         assert getattr(history, name) == getattr(reference_history, name), name
     assert history.wall_time[:2] == first_history.wall_time  # continued from the checkpoint's history
     # The reference must not be trivially equal to the resumed run's start: training changed the parameters.
-    assert not all(np.array_equal(a, b) for a, b in zip(_leaves(first), _leaves(state)))
+    assert not all(np.array_equal(a, b) for a, b in zip(state_leaves(first), state_leaves(state)))
 
 
 def test_history_and_logs(uninterrupted):
@@ -137,13 +121,13 @@ def test_early_stopping_restores_the_best_epoch(tmp_path, capfd):
     checkpoints = Checkpoints(tmp_path)
     assert checkpoints.epochs() == sorted({best, len(history)})  # keep=1: the last one and the best one
     restored, meta = checkpoints.restore(state, best)
-    _assert_bitwise_equal(restored, state)  # the returned state is the best epoch's, exactly
+    assert_bitwise_equal(restored, state)  # the returned state is the best epoch's, exactly
     assert meta["epoch"] == best
     assert capfd.readouterr().err == ""  # progress=True, but stderr is not a terminal: silent
     # Resuming a run that stopped early returns the best state again without training.
     again, again_history = _fit(val_data=wrong, epochs=8, early_stopping=stop, checkpoint_dir=tmp_path, keep=1,
                                 resume=True)
-    _assert_bitwise_equal(again, state)
+    assert_bitwise_equal(again, state)
     assert len(again_history) == len(history)
 
 
@@ -254,7 +238,7 @@ def test_recompute_batch_stats_matches_numpy_layer_by_layer(rng):
         np.testing.assert_allclose(got[layer]["mean"], mean, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(got[layer]["var"], var, rtol=1e-5, atol=1e-5)
     # Only the statistics change; the input state is untouched.
-    _assert_bitwise_equal(new.replace(batch_stats=stale), state)
+    assert_bitwise_equal(new.replace(batch_stats=stale), state)
     np.testing.assert_array_equal(state.batch_stats["layers_1"]["mean"], stale["layers_1"]["mean"])
     # In evaluation mode the first BN now outputs per-channel mean `bias` over the data.
     h = model.apply({"params": new.params, "batch_stats": new.batch_stats}, x, train=False,
