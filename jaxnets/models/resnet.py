@@ -17,8 +17,10 @@ Submodule names are torchvision's with "." -> "_": "conv1", "bn1", "layer1_0" ("
 torchvision `state_dict` unchanged.
 """
 from collections.abc import Sequence
+from functools import partial
 
 import flax.linen as nn
+
 import jax
 
 from jaxnets import init
@@ -64,6 +66,12 @@ class SqueezeExcitation(nn.Module):
         return x * s
 
 
+
+def _block_batch_norm(block, name: str, last: bool = False) -> jnn.BatchNorm:
+    """A block's BatchNorm; with `zero_init_residual` (v1/v1.5) the block's last one starts with scale 0."""
+    zero = last and block.zero_init_residual and block.version != "v2"
+    return jnn.BatchNorm(axis_name=block.axis_name, scale_init=init.zeros if zero else init.ones, name=name)
+
 class BasicBlock(nn.Module):
     """Two 3x3 convs (ResNet-18/34). v1 and v1.5 are the SAME block (the stride is on the first 3x3).
 
@@ -92,9 +100,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        def bn(name, last=False):
-            zero = last and self.zero_init_residual and self.version != "v2"
-            return jnn.BatchNorm(axis_name=self.axis_name, scale_init=init.zeros if zero else init.ones, name=name)
+        bn = partial(_block_batch_norm, self)
 
         zero_conv = self.zero_init_residual and self.version == "v2"
         if self.version == "v2":
@@ -144,9 +150,7 @@ class Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        def bn(name, last=False):
-            zero = last and self.zero_init_residual and self.version != "v2"
-            return jnn.BatchNorm(axis_name=self.axis_name, scale_init=init.zeros if zero else init.ones, name=name)
+        bn = partial(_block_batch_norm, self)
 
         width = int(self.planes * (self.width_per_group / 64.0)) * self.groups
         out = self.planes * self.expansion

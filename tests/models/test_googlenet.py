@@ -3,7 +3,6 @@
 PyTorch parity of the ported weights is in test_port.py."""
 from functools import partial
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +10,8 @@ import optax
 import pytest
 
 from jaxnets import layers, models
+
+from _variables import FAST_COMPILE, random_variables
 from jaxnets.models import googlenet as G
 
 
@@ -75,23 +76,6 @@ def test_inception_branch_widths():
 
 
 # LLVM optimisation level 0 halves XLA's CPU compile time of the training step (see test_resnet.py).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
-
-def random_variables(model, x, rng):
-    """Variables without running (or compiling) init: kernels He normal (fan_in), biases 0, BN scale 1,
-    shift 0, running mean 0, variance 1 (compiling GoogLeNet's init, 114 random draws, takes ~40 s)."""
-    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-
-    def draw(path, leaf):
-        if path[-1].key == "kernel":
-            fan_in = int(np.prod(leaf.shape[:-1]))
-            return jnp.asarray(rng.standard_normal(leaf.shape, np.float32) * np.sqrt(2.0 / fan_in))
-        return jnp.ones(leaf.shape) if path[-1].key in ("scale", "var") else jnp.zeros(leaf.shape)
-
-    return jax.tree_util.tree_map_with_path(draw, flax.core.unfreeze(shapes))
-
-
 def test_training_step_cifar_with_aux_heads(rng):
     model = models.create("googlenet", variant="cifar", aux_logits=True)
     x = jnp.asarray(rng.standard_normal((2, 32, 32, 3)), jnp.float32)

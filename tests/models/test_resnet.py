@@ -12,6 +12,8 @@ import optax
 import pytest
 
 from jaxnets import layers, models
+
+from _variables import FAST_COMPILE, random_variables
 from jaxnets.models import resnet as R
 
 # torchvision's counts (v1.5 = v1 for every depth: the stride moves, the weights do not); SE-ResNet-50:
@@ -72,23 +74,6 @@ def test_other_versions_at_imagenet_size(version):
 
 # LLVM optimisation level 0 halves XLA's CPU compile time of these large graphs (ResNet-50: 16 s -> 8 s);
 # it changes only how fast the step runs, which a test of one step does not care about.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
-
-def random_variables(model, x, rng):
-    """Variables for `model` without running (or compiling) its init: kernels He normal (fan_in), biases 0,
-    BN scale 1, shift 0, running mean 0, variance 1."""
-    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-
-    def draw(path, leaf):
-        if path[-1].key == "kernel":
-            fan_in = int(np.prod(leaf.shape[:-1]))
-            return jnp.asarray(rng.standard_normal(leaf.shape, np.float32) * np.sqrt(2.0 / fan_in))
-        return jnp.ones(leaf.shape) if path[-1].key in ("scale", "var") else jnp.zeros(leaf.shape)
-
-    return jax.tree_util.tree_map_with_path(draw, flax.core.unfreeze(shapes))
-
-
 def train_step_and_eval(model, variables, x, labels):
     """One SGD step (train-mode forward, gradient, update, new batch_stats), then an eval forward."""
     tx = optax.sgd(0.01, momentum=0.9)
