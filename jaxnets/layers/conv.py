@@ -5,6 +5,7 @@ arguments and ``pooling`` imports it for ``max_pool``/``avg_pool`` (including Py
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -147,7 +148,10 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
       layout: ``"NWC"/"NHWC"/"NDHWC"`` or ``"NCW"/"NCHW"/"NCDHW"``; only where the channels are matters.
     Returns: ``[N, *out_spatial, C_out]`` or ``[N, C_out, *out_spatial]``, the layout of ``x``, in the promoted
       dtype of ``x`` and ``kernel``. Precision follows ``jax_default_matmul_precision`` (on GPUs the default may
-      use TF32; set it to ``"highest"`` for float32 parity with PyTorch's CPU results).
+      use TF32; set it to ``"highest"`` for float32 parity with PyTorch's CPU results). Where an input spatial
+      size is smaller than the (dilated) kernel (e.g. a 2x2 map, 3x3 kernel, padding 1) the padding is
+      materialised and the conv and its data gradient run with padding 0: the same numbers, but XLA's CPU
+      convolution is ~65x slower on such inputs otherwise (``_EXPLICIT_PADDING``).
     Raises:
       ValueError: wrong rank of ``x``, kernel rank different from ``x``, channel mismatch between ``x`` and
         ``kernel``, ``groups`` not dividing ``C_in`` or ``C_out``, (dilated) kernel larger than the padded input,
@@ -200,14 +204,99 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     dtype = jnp.result_type(x, kernel)
     spec = lay.name
     kspec = spec[1:-1] + "IO" if lay.channels_last else "OI" + spec[2:]
-    y = lax.conv_general_dilated(x.astype(dtype), kernel.astype(dtype), window_strides=stride, padding=pads,
-                                 rhs_dilation=dilation, dimension_numbers=(spec, kspec, spec),
-                                 feature_group_count=groups)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    if _EXPLICIT_PADDING and _input_smaller_than_kernel(sizes, k_spatial, dilation):
+        y = _conv_explicit_padding(x, kernel, stride, pads, dilation, groups, (spec, kspec, spec))
+    else:
+        y = lax.conv_general_dilated(x, kernel, window_strides=stride, padding=pads, rhs_dilation=dilation,
+                                     dimension_numbers=(spec, kspec, spec), feature_group_count=groups)
     if bias is not None:
         shape = [1] * y.ndim
         shape[lay.channel_axis] = c_out
         y = y + bias.astype(dtype).reshape(shape)
     return y
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs smaller than the kernel: materialised padding (an XLA CPU performance cliff)
+# ----------------------------------------------------------------------------------------------
+# XLA's CPU convolution is ~65x slower when an input spatial size is smaller than the (dilated) kernel and
+# the padding makes up the difference, e.g. CIFAR VGG's last convs: [128, 2, 2, 512] input, 3x3 kernel,
+# padding 1 (2.2 s forward instead of 35 ms; benchmarks/README.md). For those inputs (and only those: on
+# larger inputs the explicit pad is slower) `conv` pads with `lax.pad`, hides the result from XLA's
+# algebraic simplifier behind `optimization_barrier` (else it folds the pad back into the conv), and runs
+# the conv with padding 0; the data gradient, a conv of the equally small cotangent, gets the same
+# treatment in a custom VJP. The tests switch this off to compare against the plain conv.
+_EXPLICIT_PADDING = True
+
+
+def _input_smaller_than_kernel(sizes: Sequence[int], kernel: Sequence[int], dilation: Sequence[int]) -> bool:
+    return any(size < d * (k - 1) + 1 for size, k, d in zip(sizes, kernel, dilation))
+
+
+def _pad_spatial(x: jax.Array, spatial_axes: Sequence[int], pads: Sequence[tuple[int, int]],
+                 interior: Sequence[int] | None = None) -> jax.Array:
+    """`x` zero-padded (negative: cropped) along `spatial_axes`, behind an optimization barrier."""
+    config = [(0, 0, 0)] * x.ndim
+    for i, (a, (lo, hi)) in enumerate(zip(spatial_axes, pads)):
+        config[a] = (lo, hi, 0 if interior is None else interior[i])
+    return lax.optimization_barrier(lax.pad(x, jnp.zeros((), x.dtype), config))
+
+
+def _spatial_axes(spec: str) -> tuple[int, ...]:
+    return tuple(i for i, ch in enumerate(spec) if ch not in "NCIO")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _conv_explicit_padding(x, kernel, stride, pads, dilation, groups, dimension_numbers):
+    """`lax.conv_general_dilated(x, kernel, stride, pads, rhs_dilation=dilation, ...)`, computed on the
+    explicitly padded `x` with padding 0 (see `_EXPLICIT_PADDING`); same numbers, other XLA kernels."""
+    return _conv_explicit_padding_fwd(x, kernel, stride, pads, dilation, groups, dimension_numbers)[0]
+
+
+def _valid_conv(xp, kernel, stride, dilation, groups, dimension_numbers):
+    return lax.conv_general_dilated(xp, kernel, window_strides=stride, padding=[(0, 0)] * len(stride),
+                                    rhs_dilation=dilation, dimension_numbers=dimension_numbers,
+                                    feature_group_count=groups)
+
+
+def _conv_explicit_padding_fwd(x, kernel, stride, pads, dilation, groups, dimension_numbers):
+    xp = _pad_spatial(x, _spatial_axes(dimension_numbers[0]), pads)
+    return _valid_conv(xp, kernel, stride, dilation, groups, dimension_numbers), (x, kernel)
+
+
+def _conv_explicit_padding_bwd(stride, pads, dilation, groups, dimension_numbers, residuals, dy):
+    x, kernel = residuals
+    spec, kspec, _ = dimension_numbers
+    axes, kaxes = _spatial_axes(spec), _spatial_axes(kspec)
+    xp = _pad_spatial(x, axes, pads)
+    # Weight gradient: the autodiff rule on the padded input (a large input, no padding: no cliff).
+    _, kernel_vjp = jax.vjp(lambda k: _valid_conv(xp, k, stride, dilation, groups, dimension_numbers), kernel)
+    (dkernel,) = kernel_vjp(dy)
+    # Data gradient: the transposed conv, dx = conv(dy dilated by the stride and padded, flipped kernel with
+    # in/out swapped per group), evaluated only on the rows of x (not on its padding): along each spatial dim
+    # with padded size P, extent e = d (k - 1) + 1 and r = (P - e) % s rows the forward never reached, dy is
+    # padded by (e - 1 - lo, e - 1 + r - hi) with s - 1 zeros between its entries; then a valid conv.
+    dy_pads = []
+    for a, ka, (lo, hi), s, d in zip(axes, kaxes, pads, stride, dilation):
+        extent = d * (kernel.shape[ka] - 1) + 1
+        rest = (x.shape[a] + lo + hi - extent) % s
+        dy_pads.append((extent - 1 - lo, extent - 1 + rest - hi))
+    dy_p = _pad_spatial(dy, axes, dy_pads, interior=[s - 1 for s in stride])
+    # Kernel [*k, I = C_in / G, O = C_out] (in kspec's order) -> flipped [*k, C_out / G, C_in] (grouped).
+    i_axis, o_axis = kspec.index("I"), kspec.index("O")
+    w = jnp.transpose(lax.rev(kernel, kaxes), kaxes + (i_axis, o_axis))
+    *k, c_in_g, c_out = w.shape
+    w = w.reshape(*k, c_in_g, groups, c_out // groups)
+    w = jnp.swapaxes(w, -1, -3).reshape(*k, c_out // groups, groups * c_in_g)
+    spatial = "".join(kspec[a] for a in kaxes)
+    dx = lax.conv_general_dilated(dy_p, w, window_strides=(1,) * len(axes), padding=[(0, 0)] * len(axes),
+                                  rhs_dilation=dilation, dimension_numbers=(spec, spatial + "IO", spec),
+                                  feature_group_count=groups)
+    return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+_conv_explicit_padding.defvjp(_conv_explicit_padding_fwd, _conv_explicit_padding_bwd)
 
 
 def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:

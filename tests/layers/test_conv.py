@@ -1,4 +1,6 @@
 """jaxnets.layers.conv against PyTorch: forward and gradients, both layouts, 1D/2D/3D, every option."""
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -336,3 +338,102 @@ def test_linear_rejects_kernel_rank():
 def test_linear_rejects_bad_bias_shape():
     with pytest.raises(ValueError, match=r"linear: bias must have shape \(3,\) \(= out\), got \(5,\)"):
         linear(jnp.zeros((2, 5)), jnp.zeros((5, 3)), jnp.zeros(5))
+
+
+# ---- inputs smaller than the kernel: the explicit-padding path (an XLA CPU speed fix, same numbers) ----
+conv_module = importlib.import_module("jaxnets.layers.conv")
+
+
+def _loss_and_grads(x, k, g, kw, *, explicit: bool, monkeypatch):
+    """conv output and the grads of sum(y * g) wrt x and kernel, with the explicit-padding path on or off."""
+    monkeypatch.setattr(conv_module, "_EXPLICIT_PADDING", explicit)  # read at trace time
+
+    def loss(x, k):
+        y = conv(x, k, **kw)
+        return jnp.sum(y * g), y
+
+    (dx, dk), y = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(x, k)
+    return y, dx, dk
+
+
+# (sizes, kernel, options): every case has a spatial size smaller than the (dilated) kernel somewhere.
+SMALL_CASES = [
+    ((2,), (3,), dict(padding=1)),
+    ((1,), (3,), dict(padding=(2,), stride=2)),
+    ((3,), (2,), dict(padding=((3, 1),), dilation=3, stride=2)),  # low padding > extent - 1
+    ((2, 2), (3, 3), dict(padding=1)),                            # CIFAR VGG's last convs
+    ((2, 5), (3, 3), dict(padding=(1, 0), stride=(1, 2))),        # only one dim small
+    ((3, 2), (3, 3), dict(padding=2, stride=2, dilation=(1, 2))),
+    ((2, 2), (3, 3), dict(padding="SAME", groups=2)),
+    ((2, 3), (3, 3), dict(padding=((2, 0), (1, 1)), groups=4, stride=(2, 1))),  # depthwise
+    ((2, 1, 3), (3, 3, 2), dict(padding=1)),
+    ((1, 2, 2), (2, 3, 3), dict(padding=(1, 1, (2, 1)), stride=(1, 2, 1), dilation=(1, 1, 2), groups=2)),
+]
+
+
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "channels_first"])
+@pytest.mark.parametrize("sizes,ksize,kw", SMALL_CASES, ids=[f"{c[0]}_{c[1]}_{i}" for i, c in enumerate(SMALL_CASES)])
+def test_small_input_path_equals_the_plain_conv(sizes, ksize, kw, channels_last, rng, monkeypatch):
+    """Forward and both gradients of the explicit-padding path equal the plain lax conv's (1e-5)."""
+    n, groups, c_in, c_out = len(sizes), kw.get("groups", 1), 4, 8
+    x = rng.standard_normal((3, *sizes, c_in) if channels_last else (3, c_in, *sizes), dtype=np.float32)
+    k = rng.standard_normal((*ksize, c_in // groups, c_out) if channels_last else (c_out, c_in // groups, *ksize),
+                            dtype=np.float32)
+    kw = dict(kw, layout=LAYOUT[(n, channels_last)])
+    y_plain = jax.eval_shape(lambda x, k: conv(x, k, **kw), x, k)
+    g = rng.standard_normal(y_plain.shape, dtype=np.float32)
+    want = _loss_and_grads(x, k, g, kw, explicit=False, monkeypatch=monkeypatch)
+    got = _loss_and_grads(x, k, g, kw, explicit=True, monkeypatch=monkeypatch)
+    for name, a, b in zip(("y", "dx", "dkernel"), got, want):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=name)
+    assert np.abs(np.asarray(want[1])).max() > 0.1  # a non-trivial data gradient was compared
+
+
+def _uses_explicit_padding(x_shape, k_shape, **kw) -> bool:
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda x, k: jnp.sum(conv(x, k, **kw))))(jnp.ones(x_shape),
+                                                                                  jnp.ones(k_shape)))
+    return "optimization_barrier" in jaxpr
+
+
+def test_explicit_padding_only_for_inputs_smaller_than_the_kernel():
+    assert _uses_explicit_padding((1, 2, 2, 3), (3, 3, 3, 4), padding=1)
+    assert _uses_explicit_padding((1, 4, 2, 3), (3, 3, 3, 4), padding=1)      # one dim small is enough
+    assert _uses_explicit_padding((1, 3, 3, 3), (2, 2, 3, 4), padding=1, dilation=3)  # dilated extent 4
+    assert not _uses_explicit_padding((1, 4, 4, 3), (3, 3, 3, 4), padding=1)  # ResNet's 4x4 maps: plain conv
+    assert not _uses_explicit_padding((1, 3, 3, 3), (3, 3, 3, 4), padding=1)  # size == kernel: plain conv
+
+
+def test_small_input_matches_torch(rng):
+    """Parity with torch on the VGG shape (2x2 map, 3x3 kernel, padding 1), both layouts, with bias."""
+    x = rng.standard_normal((2, 6, 2, 2), dtype=np.float32)
+    w = rng.standard_normal((4, 3, 3, 3), dtype=np.float32)
+    b = rng.standard_normal((4,), dtype=np.float32)
+    g = rng.standard_normal((2, 4, 2, 2), dtype=np.float32)
+    ref = torch_conv_and_grads(x, w, b, g, padding=1, groups=2)
+    for layout, out in jax_conv_and_grads(x, w, b, g, padding=1, groups=2).items():
+        for name, got, want in zip(("y", "dx", "dkernel", "dbias"), out, ref):
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"{name}, {layout}")
+
+
+def test_small_input_path_under_vmap_and_second_order(rng, monkeypatch):
+    """vmap and grad-of-grad go through the custom VJP and agree with the plain conv."""
+    xs = jnp.asarray(rng.standard_normal((2, 3, 2, 2, 4), dtype=np.float32))
+    k = jnp.asarray(rng.standard_normal((3, 3, 4, 5), dtype=np.float32))
+
+    def run(explicit):
+        monkeypatch.setattr(conv_module, "_EXPLICIT_PADDING", explicit)
+        batched = jax.vmap(lambda x: conv(x, k, padding=1))(xs)
+        hvp = jax.grad(lambda k: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.sin(conv(x, k, padding=1))))(xs[0]) ** 2))(k)
+        return batched, hvp
+
+    for a, b in zip(run(True), run(False)):
+        # second-order values reach ~100 here: float32 rounding of different summation orders is ~1e-6 of that
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL * float(np.abs(b).max()))
+
+
+def test_small_input_path_keeps_low_precision_dtype(rng):
+    x = jnp.asarray(rng.standard_normal((2, 2, 2, 4)), jnp.bfloat16)
+    k = jnp.asarray(rng.standard_normal((3, 3, 4, 4)), jnp.bfloat16)
+    dx, dk = jax.grad(lambda x, k: jnp.sum(conv(x, k, padding=1).astype(jnp.float32)), argnums=(0, 1))(x, k)
+    assert conv(x, k, padding=1).dtype == dx.dtype == dk.dtype == jnp.bfloat16
