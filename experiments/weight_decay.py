@@ -1,0 +1,389 @@
+"""Weight decay: L2 in the loss vs the optimizer's weight_decay (SGD), coupled vs decoupled decay (Adam vs
+AdamW), and decay on every parameter vs sparing biases and normalization parameters.
+
+Claims (lecture notes 000_3cfbcdab51860f78.txt, Definition 6.9 and Concept 6.10): SGD on the loss plus
+``(lambda / 2) ||theta||^2`` is ``theta <- theta - alpha (g + lambda theta)``, so "for plain SGD, weight decay
+and l2-regularization are equivalent. For other optimizers, the two are similar but not the same."
+``jaxnets.train.optimizer(..., weight_decay=lambda)`` is torch's COUPLED decay, ``g += lambda theta`` before
+the optimizer's rule, i.e. exactly L2 in the loss for every optimizer; the "not the same" of the notes is
+DECOUPLED decay, ``theta <- theta - alpha (adam(g) + lambda theta)`` (AdamW, Loshchilov & Hutter 2019),
+which for Adam differs because the L2 gradient is divided by ``sqrt(v)`` while the decoupled decay is not.
+Sparing biases and normalization parameters from decay is common practice (e.g. He et al. 2019, "Bag of
+tricks"): ``weight_decay_mask="no_bias_no_norm"``.
+
+Setup: ``jaxnets.models.create("mlp", hidden=(256, 128), batch_norm_layers=2)``: Dense (no bias) -> BatchNorm
+-> ReLU, twice, then a Dense head with a bias (235,530 parameters; the BatchNorm scales and offsets and the
+head's bias are what "no_bias_no_norm" spares), on a stratified 2,000 of the MNIST sample's 4,000 training
+digits, validated on the 1,000 held-out digits; batch 64, 8 epochs (248 steps). An MLP because it trains to
+~7% error in this budget and compiles fast (this script compiles 14 training steps); a first version on the
+(8, 16, 32) BatchNorm ConvNet of ``experiments/_nets.py`` was still at 20-70% validation error after 4 epochs.
+Training loop: ``experiments.optimizers.train_run`` (``make_train_step``, ``Batches``, ``evaluate``).
+(a) Plain SGD, lr 0.1, lambda = 5e-3, seed 0: (i) L2 in the loss, a training step written here whose loss is
+    the mean cross-entropy plus ``lambda / 2 * sum of squares of every parameter`` (differentiated by JAX),
+    with ``optimizer("sgd", learning_rate=0.1)``; (ii) the library's ``make_train_step`` with
+    ``optimizer("sgd", learning_rate=0.1, weight_decay=5e-3)``. Measured: max |parameter difference| after
+    one step; the worst one-step difference from the SAME state at each of the 248 steps of (ii)'s
+    trajectory (tolerance, fixed before the run: 1e-6, i.e. about 10 float32 ulps of the O(0.1 to 1)
+    parameters); the two trajectories after every epoch, next to a control, (ii) against (ii) started with
+    every weight moved by one ulp (how far training amplifies a rounding difference), and to decay's own
+    effect ((ii) against no decay).
+(b) Adam, lr 1e-3, lambda in {1e-3, 1e-2, 1e-1, 1}: coupled ``optimizer("adam", weight_decay=lambda)``,
+    decoupled ``optimizer("adamw", weight_decay=lambda)`` (torch's AdamW: ``theta -= lr * lambda * theta``),
+    and no decay, seeds 0, 1, 2 each; the coupled run at lambda = 1e-2 is also checked against L2 in the
+    loss as in (a). Measured: validation error, kernel norm, relative distance of the final parameters.
+(c) SGD with momentum 0.9, lr 0.05, lambda = 5e-3 on every parameter vs ``weight_decay_mask=
+    "no_bias_no_norm"``, and no decay; seeds 0 to 4 each.
+
+Run: python -m experiments.weight_decay  ->  experiments/results/weight_decay/
+Result (default config, 2-core CPU shared with other jobs, 175 s): (a) reproduced: L2 in the loss and
+SGD's weight_decay give the same update to float rounding: 3.7e-9 apart after one step, at most 6.0e-8 (one
+ulp) from the same state at any of the 248 steps (tolerance 1e-6), while decay itself moves the parameters
+by 0.016 after one epoch and 0.118 after eight. The two trajectories drift apart to 2.7e-3 (relative 5e-3)
+by epoch 3 and stay there: rounding amplified by training, as the control shows (one ulp at init grows to
+7e-4 by epoch 8); the final validation errors are equal (7.2% both). Adam with weight_decay = Adam on the L2
+loss too (within 1.2e-7 over all 8 epochs; control 1.4e-2). (b) reproduced: coupled and decoupled decay
+with the same lambda are far apart (relative parameter distance 0.31, 0.65, 0.85, 0.70 at lambda = 1e-3,
+1e-2, 1e-1, 1). Coupled decay shrinks the kernels (norm 13.0 without decay -> 10.3, 6.2, 2.9, 1.2) and
+costs accuracy (validation error 6.6 +- 0.4% -> 6.8, 7.7, 8.5, 16.2%); AdamW's decay is scaled by lr = 1e-3,
+so over 248 steps it barely acts (kernel norm 13.0, 12.9, 12.7, 10.6; error 6.7-6.8% at every lambda).
+(c) not reproduced: sparing biases and BatchNorm parameters did not help; 7.9 +- 0.8% against 7.0 +- 0.6%
+with decay on everything and 6.4 +- 0.3% without decay (5 seeds each; the 0.9-point gap is about 2
+standard errors). Decay on everything pulls the BatchNorm scales from 1 to 0.58; the mask keeps them at
+1.03. Details: experiments/README.md.
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+
+from experiments._common import run, write_results
+from experiments._nets import mnist_splits
+from experiments.optimizers import build_model, machine_load, train_run
+from jaxnets import data, train
+from jaxnets.data.augment import to_float
+from jaxnets.layers import cross_entropy
+
+CONFIG = dict(
+    preset="default", seed=0, n_train=2000, n_val=1000, epochs=8, batch_size=64,
+    model="mlp", model_options={"hidden": (256, 128), "batch_norm_layers": 2},
+    # (a) plain SGD: L2 in the loss vs the weight_decay option
+    sgd_rate=0.1, sgd_decay=5e-3, tolerance=1e-6,  # tolerance: on the one-step max |parameter difference|
+    # (b) Adam: coupled (weight_decay = L2) vs decoupled (AdamW)
+    adam_rate=1e-3, adam_decays=(1e-3, 1e-2, 1e-1, 1.0), adam_l2_check_decay=1e-2, adam_seeds=(0, 1, 2),
+    # (c) decay on all parameters vs no_bias_no_norm
+    mask_optimizer={"name": "sgd", "momentum": 0.9}, mask_rate=0.05, mask_decay=5e-3, mask_seeds=(0, 1, 2, 3, 4),
+)
+FULL_CONFIG = dict(CONFIG, preset="full", n_train=None, epochs=40, adam_seeds=(0, 1, 2, 3, 4),
+                   mask_seeds=tuple(range(10)))  # all 4,000 digits, to convergence
+TINY_CONFIG = dict(CONFIG, preset="tiny", n_train=256, n_val=128, epochs=1,
+                   model_options={"hidden": (16,), "batch_norm_layers": 1}, adam_decays=(1e-2,), adam_seeds=(0,),
+                   mask_seeds=(0,))
+
+
+# ----------------------------------------------------------------------------------------------
+# L2 in the loss: the one training step this experiment writes itself
+# ----------------------------------------------------------------------------------------------
+def l2_train_step(state: train.TrainState, batch: dict, decay: jax.Array):
+    """One step on ``mean cross-entropy + decay / 2 * sum of squares of every parameter``.
+
+    The data term is computed as in ``train.make_train_step`` (sum of per-example losses / N); the penalty
+    is differentiated by JAX, not added to the gradient by hand. No dropout or augmentation (the nets here
+    have none). Returns ``(state, metrics)`` with the DATA loss in the metrics, as the library step.
+    """
+    x, labels = to_float(batch["image"]), batch["label"]
+    has_stats = bool(state.batch_stats)
+
+    def loss_of(params):
+        variables = {"params": params, **({"batch_stats": state.batch_stats} if has_stats else {})}
+        if has_stats:
+            logits, updates = state.apply_fn(variables, x, train=True, mutable=["batch_stats"])
+        else:
+            logits, updates = state.apply_fn(variables, x, train=True), {}
+        losses = cross_entropy(logits, labels, reduction="none")
+        data_loss = jnp.sum(losses, dtype=jnp.float32) / labels.shape[0]
+        penalty = sum(jnp.sum(p * p) for p in jax.tree.leaves(params))
+        return data_loss + 0.5 * decay * penalty, (logits, losses, updates)
+
+    grads, (logits, losses, updates) = jax.grad(loss_of, has_aux=True)(state.params)
+    state = state.apply_gradients(grads, batch_stats=updates["batch_stats"] if has_stats else None)
+    metrics = {"loss": jnp.sum(losses), "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
+               "count": jnp.asarray(labels.shape[0], jnp.int32)}
+    return state, metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# measurements on parameter trees
+# ----------------------------------------------------------------------------------------------
+def difference(a, b) -> dict:
+    """Max absolute and relative L2 difference between two parameter trees (relative to ``a``), in float64."""
+    la, lb = (jax.device_get(jax.tree.leaves(t)) for t in (a, b))
+    diffs = [np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)) for x, y in zip(la, lb)]
+    max_abs = max(float(d.max()) for d in diffs)
+    dist = float(np.sqrt(sum(float(np.sum(d * d)) for d in diffs)))
+    return {"max_abs": max_abs, "relative_l2": dist / norm(a), "bitwise_equal": max_abs == 0.0}
+
+
+def norm(params, predicate=lambda path, p: True) -> float:
+    """Global L2 norm (float64) of the leaves where ``predicate(path_names, leaf)`` holds."""
+    leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(params))
+    return float(np.sqrt(sum(float(np.sum(np.asarray(p, np.float64) ** 2)) for path, p in leaves
+                             if predicate(train.path_names(path), p))))
+
+
+def norms(params) -> dict:
+    """Norms of the decayed-by-the-mask leaves (kernels) and of the spared ones (BN scales/offsets, biases)."""
+    params = jax.device_get(params)
+    scales = [p for path, p in jax.tree_util.tree_leaves_with_path(params) if train.path_names(path)[-1] == "scale"]
+    return {"all": norm(params), "kernels": norm(params, train.no_bias_no_norm),
+            "spared": norm(params, lambda path, p: not train.no_bias_no_norm(path, p)),
+            "bn_scale_mean": float(np.mean(np.concatenate([np.ravel(s) for s in scales]))) if scales else None}
+
+
+def run_with_snapshots(state, step, train_set, val_set, config, seed):
+    """``train_run`` keeping the parameters after every epoch (host copies)."""
+    snapshots = []
+    state, rec = train_run(state, train_set, val_set, epochs=config["epochs"], batch_size=config["batch_size"],
+                           seed=seed, step=step, on_epoch_end=lambda e, s: snapshots.append(jax.device_get(s.params)))
+    return state, rec, snapshots
+
+
+def summary_of(state, rec) -> dict:
+    return {"final_val_error": rec["final_val_error"], "final_train_loss": rec["final_train_loss"],
+            "val_error": rec["val_error"], "train_loss": rec["train_loss"], "diverged": rec["diverged"],
+            "norms": norms(state.params)}
+
+
+def _maxima(differences: list[dict]) -> list[float]:
+    return [float(f"{d['max_abs']:.3g}") for d in differences]
+
+
+def nudged(state: train.TrainState) -> train.TrainState:
+    """``state`` with every parameter moved by one float32 ulp (toward +inf): the control perturbation."""
+    params = jax.tree.map(lambda p: jnp.asarray(np.nextafter(np.asarray(p), np.float32(np.inf))), state.params)
+    return state.replace(params=params)
+
+
+def equivalence(plain, option, l2_step, lib_step, train_set, val_set, config, seed, *, per_step: bool) -> dict:
+    """L2 in the loss (``l2_step`` from ``plain``) vs the weight_decay option (``lib_step`` from ``option``).
+
+    Measures the parameter difference after one step from the same state, after every epoch of the two
+    trajectories, and, as the yardstick for float rounding amplified by training, between the option's
+    trajectory and the same run started one ulp away. With ``per_step`` (optimizers without state, i.e.
+    plain SGD) also the worst one-step difference from the SAME state at every step of the option's
+    trajectory, which leaves out the amplification.
+    """
+    with data.Batches(train_set, config["batch_size"], seed=seed).epoch(0) as it:
+        first = next(it)
+    out = {"after_one_step": difference(l2_step(plain, first)[0].params, lib_step(option, first)[0].params)}
+    s_l2, r_l2, snaps_l2 = run_with_snapshots(plain, l2_step, train_set, val_set, config, seed)
+    s_opt, r_opt, snaps_opt = run_with_snapshots(option, lib_step, train_set, val_set, config, seed)
+    _, _, snaps_nudged = run_with_snapshots(nudged(option), lib_step, train_set, val_set, config, seed)
+    out["per_epoch"] = [difference(a, b) for a, b in zip(snaps_l2, snaps_opt)]
+    out["one_ulp_control_per_epoch"] = [difference(a, b) for a, b in zip(snaps_opt, snaps_nudged)]
+    out["l2_in_loss"], out["weight_decay_option"] = summary_of(s_l2, r_l2), summary_of(s_opt, r_opt)
+    out["_option_snapshots"] = snaps_opt  # for the caller; removed before writing
+    if per_step:
+        worst, state, batches = 0.0, option, data.Batches(train_set, config["batch_size"], seed=seed)
+        for epoch in range(config["epochs"]):
+            with batches.epoch(epoch) as it:
+                for batch in it:
+                    same = plain.replace(step=state.step, params=state.params, batch_stats=state.batch_stats)
+                    nxt = lib_step(state, batch)[0]
+                    worst = max(worst, difference(l2_step(same, batch)[0].params, nxt.params)["max_abs"])
+                    state = nxt
+        out["max_one_step_difference_along_trajectory"] = worst
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the experiment
+# ----------------------------------------------------------------------------------------------
+def main(config=CONFIG, *, out=None):
+    """(a) SGD: L2 in the loss == weight_decay; (b) Adam coupled vs AdamW; (c) decay mask."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    load_start = machine_load()
+    train_set, val_set = mnist_splits(config["n_train"], config["n_val"], seed=config["seed"])
+    net = build_model(config["model"], config["model_options"])
+    sample, seed = train_set["image"][:1], config["seed"]
+    lib_step = jax.jit(train.make_train_step())
+    l2_step = jax.jit(l2_train_step)
+    fit_args = dict(epochs=config["epochs"], batch_size=config["batch_size"], step=lib_step)
+
+    def l2_at(decay):
+        return lambda state, batch: l2_step(state, batch, jnp.float32(decay))
+
+    def create(name, rate, seed=seed, **options):
+        return train.TrainState.create(net, train.optimizer(name, learning_rate=rate, **options), sample, seed)
+
+    # (a) plain SGD ------------------------------------------------------------------------------
+    lam, rate = config["sgd_decay"], config["sgd_rate"]
+    plain = create("sgd", rate)
+    part_a = equivalence(plain, create("sgd", rate, weight_decay=lam), l2_at(lam), lib_step, train_set, val_set,
+                         config, seed, per_step=True)
+    # the yardstick: how far decay itself moves the parameters (option vs no decay, epoch by epoch); "no
+    # decay" is the L2 step with lambda = 0 (exactly no decay; no second compiled step)
+    s_none, r_none, snaps_none = run_with_snapshots(plain, l2_at(0.0), train_set, val_set, config, seed)
+    part_a["no_decay"] = summary_of(s_none, r_none)
+    part_a["decay_effect_per_epoch"] = [difference(a, b) for a, b in
+                                        zip(part_a.pop("_option_snapshots"), snaps_none)]
+    part_a["tolerance"] = config["tolerance"]
+    part_a["one_step_within_tolerance"] = part_a["max_one_step_difference_along_trajectory"] <= config["tolerance"]
+    print(f"(a) SGD: L2 vs weight_decay: after 1 step {part_a['after_one_step']['max_abs']:.3g}, worst one-step "
+          f"{part_a['max_one_step_difference_along_trajectory']:.3g}; trajectories per epoch "
+          f"{_maxima(part_a['per_epoch'])}, 1-ulp control {_maxima(part_a['one_ulp_control_per_epoch'])}, "
+          f"decay's effect {_maxima(part_a['decay_effect_per_epoch'])}", flush=True)
+
+    # (b) Adam: coupled vs decoupled -------------------------------------------------------------
+    rate, seeds = config["adam_rate"], config["adam_seeds"]
+    check = config["adam_l2_check_decay"]
+    # one tx object per setting, so that each compiles one step, shared by every seed and by the check
+    txs = {"no_decay": {"0": train.optimizer("adam", learning_rate=rate)}}
+    for lam in config["adam_decays"]:
+        txs.setdefault("coupled", {})[f"{lam:g}"] = train.optimizer("adam", learning_rate=rate, weight_decay=lam)
+        txs.setdefault("decoupled", {})[f"{lam:g}"] = train.optimizer("adamw", learning_rate=rate, weight_decay=lam)
+    adam_plain = train.TrainState.create(net, txs["no_decay"]["0"], sample, seed)
+    adam_check = train.TrainState.create(net, txs["coupled"][f"{check:g}"], sample, seed)
+    part_b = {"coupled_vs_l2_in_loss": dict(equivalence(adam_plain, adam_check, l2_at(check), lib_step, train_set,
+                                                        val_set, config, seed, per_step=False), decay=check)}
+    part_b["coupled_vs_l2_in_loss"].pop("_option_snapshots")
+    finals = {}
+    for kind, by_decay in txs.items():
+        part_b[kind] = {}
+        for key, tx in by_decay.items():
+            # no decay: the L2 step with lambda = 0 (the check's compiled step; exactly no decay)
+            step = l2_at(0.0) if kind == "no_decay" else lib_step
+            runs = [train_run(train.TrainState.create(net, tx, sample, s), train_set, val_set, seed=s,
+                              **dict(fit_args, step=step)) for s in seeds]
+            finals[kind, key] = [r[0].params for r in runs]
+            errors = [r[1]["final_val_error"] for r in runs]
+            part_b[kind][key] = {
+                "runs": [dict(summary_of(*r), seed=s) for r, s in zip(runs, seeds)],
+                "val_error_mean": float(np.mean(errors)),
+                "val_error_std": float(np.std(errors, ddof=1)) if len(errors) > 1 else 0.0,
+                "kernel_norm_mean": float(np.mean([norms(r[0].params)["kernels"] for r in runs])),
+                "train_loss_mean": float(np.mean([r[1]["final_train_loss"] for r in runs]))}
+            if kind != "no_decay":
+                part_b[kind][key]["relative_distance_from_no_decay"] = float(np.mean(
+                    [difference(a, b)["relative_l2"] for a, b in zip(finals["no_decay", "0"], finals[kind, key])]))
+            if kind == "decoupled":
+                part_b[kind][key]["relative_distance_from_coupled"] = float(np.mean(
+                    [difference(a, b)["relative_l2"] for a, b in zip(finals["coupled", key], finals[kind, key])]))
+            print(f"(b) Adam {kind:9s} lambda {key:6s} val error {part_b[kind][key]['val_error_mean']:.4f} +- "
+                  f"{part_b[kind][key]['val_error_std']:.4f} {errors} kernel norm "
+                  f"{part_b[kind][key]['kernel_norm_mean']:.3g}", flush=True)
+
+    # (c) which parameters are decayed ----------------------------------------------------------
+    spec = dict(config["mask_optimizer"])
+    name = spec.pop("name")
+    variants = {"no_decay": {}, "all": {"weight_decay": config["mask_decay"]},
+                "no_bias_no_norm": {"weight_decay": config["mask_decay"], "weight_decay_mask": "no_bias_no_norm"}}
+    part_c = {}
+    for label, extra in variants.items():
+        tx = train.optimizer(name, learning_rate=config["mask_rate"], **spec, **extra)
+        runs = []
+        for s in config["mask_seeds"]:  # the same tx object: one compiled step for every seed
+            state, rec = train_run(train.TrainState.create(net, tx, sample, s), train_set, val_set, seed=s, **fit_args)
+            runs.append(dict(summary_of(state, rec), seed=s))
+        errors = [r["final_val_error"] for r in runs]
+        part_c[label] = {"runs": runs, "val_error_mean": float(np.mean(errors)),
+                         "val_error_std": float(np.std(errors, ddof=1)) if len(errors) > 1 else 0.0,
+                         "train_loss_mean": float(np.mean([r["final_train_loss"] for r in runs])),
+                         "bn_scale_mean": float(np.mean([r["norms"]["bn_scale_mean"] for r in runs])),
+                         "kernel_norm_mean": float(np.mean([r["norms"]["kernels"] for r in runs])),
+                         "spared_norm_mean": float(np.mean([r["norms"]["spared"] for r in runs]))}
+        print(f"(c) {label:16s} val error {part_c[label]['val_error_mean']:.4f} +- {part_c[label]['val_error_std']:.4f}"
+              f" {errors}, BN scale mean {part_c[label]['bn_scale_mean']:.3f}", flush=True)
+
+    results = {"n_train": len(train_set["label"]), "n_val": len(val_set["label"]),
+               "parameters": sum(p.size for p in jax.tree.leaves(plain.params)),
+               "steps": config["epochs"] * (len(train_set["label"]) // config["batch_size"]),
+               "a_sgd_l2_vs_weight_decay": part_a, "b_adam_coupled_vs_decoupled": part_b, "c_decay_mask": part_c,
+               "cpu_time_s": time.process_time() - cpu_started, "machine_start": load_start,
+               "machine_end": machine_load()}
+    figures = {"sgd_l2_vs_weight_decay": plot_a(part_a, part_b["coupled_vs_l2_in_loss"], config),
+               "adam_coupled_vs_decoupled": plot_b(part_b, config), "decay_mask": plot_c(part_c, config)}
+    return write_results(__file__, config, results, figures=figures, out=out, started=started)
+
+
+def plot_a(sgd: dict, adam: dict, config: dict):
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    floor = 1e-12  # a bitwise-equal pair is drawn at this floor
+    epochs = np.arange(1, len(sgd["per_epoch"]) + 1)
+    for part, name, color in ((sgd, f"SGD lr {config['sgd_rate']:g}, lambda {config['sgd_decay']:g}", "C0"),
+                              (adam, f"Adam lr {config['adam_rate']:g}, lambda {adam['decay']:g}", "C1")):
+        ax.plot(np.r_[0, epochs], [max(d["max_abs"], floor) for d in [part["after_one_step"], *part["per_epoch"]]],
+                "o-", color=color, label=f"{name}: L2 in the loss vs weight_decay option")
+        ax.plot(epochs, [max(d["max_abs"], floor) for d in part["one_ulp_control_per_epoch"]], "o:", color=color,
+                label=f"{name}: option vs option from weights 1 ulp away (control)")
+    ax.plot(epochs, [d["max_abs"] for d in sgd["decay_effect_per_epoch"]], "s-", color="C3",
+            label="SGD: weight_decay option vs no decay (decay's own effect)")
+    ax.axhline(sgd["max_one_step_difference_along_trajectory"], color="C0", ls="-.", lw=1,
+               label="SGD: worst one-step difference from the same state, along the trajectory")
+    ax.axhline(config["tolerance"], color="k", ls="--", lw=1, label=f"one-step tolerance {config['tolerance']:g}")
+    ax.set(yscale="log", xlabel="epoch (0: after one step)", ylabel="max |parameter difference|",
+           title=f"L2 in the loss vs weight_decay, same init and batches (values below {floor:g} drawn at {floor:g})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_b(part: dict, config: dict):
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    keys = list(part["coupled"])
+    xs = [float(k) for k in keys]
+    base = part["no_decay"]["0"]
+    names = {"coupled": "Adam + weight_decay (coupled = L2)", "decoupled": "AdamW (decoupled)"}
+    for kind, color in (("coupled", "C0"), ("decoupled", "C1")):
+        axes[0].errorbar(xs, [part[kind][k]["val_error_mean"] for k in keys],
+                         yerr=[part[kind][k]["val_error_std"] for k in keys], fmt="o-", color=color, capsize=3,
+                         label=names[kind])
+        axes[1].plot(xs, [part[kind][k]["kernel_norm_mean"] for k in keys], "o-", color=color, label=names[kind])
+        axes[2].plot(xs, [part[kind][k]["relative_distance_from_no_decay"] for k in keys], "o-", color=color,
+                     label=f"{names[kind]} vs no decay")
+    axes[0].axhspan(base["val_error_mean"] - base["val_error_std"], base["val_error_mean"] + base["val_error_std"],
+                    color="k", alpha=0.1, label="Adam, no decay (mean +- sd)")
+    axes[1].axhline(base["kernel_norm_mean"], color="k", ls="--", lw=1, label="Adam, no decay")
+    axes[2].plot(xs, [part["decoupled"][k]["relative_distance_from_coupled"] for k in keys], "s-", color="C2",
+                 label="coupled vs decoupled")
+    n = len(config["adam_seeds"])
+    axes[0].set(yscale="log", ylabel="final validation error",
+                title=f"Adam lr {config['adam_rate']:g}: validation error (mean +- sd, {n} seeds)")
+    axes[1].set(yscale="log", ylabel="norm of the dense kernels", title="kernel norm after training (mean)")
+    axes[2].set(yscale="log", ylabel="||theta_1 - theta_2|| / ||theta_1||",
+                title="relative distance of the final parameters (mean)")
+    for ax in axes:
+        ax.set(xscale="log", xlabel="weight decay lambda")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_c(part: dict, config: dict):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for i, (label, p) in enumerate(part.items()):
+        errors = [r["final_val_error"] for r in p["runs"]]
+        axes[0].bar(i, p["val_error_mean"], color=f"C{i}", alpha=0.6)
+        axes[0].plot([i] * len(errors), errors, "k.", ms=8)
+        scales = [r["norms"]["bn_scale_mean"] for r in p["runs"]]
+        axes[1].bar(i, p["bn_scale_mean"], color=f"C{i}", alpha=0.6)
+        axes[1].plot([i] * len(scales), scales, "k.", ms=8)
+    for ax in axes:
+        ax.set_xticks(range(len(part)))
+        ax.set_xticklabels(list(part))
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set(ylabel="final validation error",
+                title=f"SGD momentum, lr {config['mask_rate']:g}, lambda {config['mask_decay']:g} "
+                      f"(dots: {len(config['mask_seeds'])} seeds)")
+    axes[1].set(ylabel="mean BatchNorm scale after training", title="BatchNorm scale (1 at init)")
+    fig.tight_layout()
+    return fig
+
+
+if __name__ == "__main__":
+    run(main, CONFIG, FULL_CONFIG, TINY_CONFIG)
