@@ -113,3 +113,15 @@ def test_errors(kwargs, match):
 def test_input_dtype_is_float32():
     s = summary(jnn.Dense(3), (7,))
     assert s.rows[0].activation_bytes == 2 * 3 * jnp.dtype(jnp.float32).itemsize
+
+
+@pytest.mark.parametrize("name, relus", [("resnet18", 17), ("resnet50", 49), ("se_resnet18", 25),
+                                         ("googlenet", 57)])
+def test_every_relu_of_the_residual_and_inception_nets_is_a_row(name, relus):
+    # stem 1 + 2 per basic block (8 blocks) = 17; stem 1 + 3 per bottleneck (16) = 49; SE adds one ReLU
+    # (and one Sigmoid) per block; GoogLeNet: one per BasicConv2d (57 convs). Their activations count in
+    # the training memory like every other layer's.
+    s = summary(models.create(name, variant="cifar"), (32, 32, 3))
+    assert sum(r.kind == "ReLU" for r in s.rows) == relus
+    if name == "se_resnet18":
+        assert sum(r.kind == "Sigmoid" for r in s.rows) == 8

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxnets import nn as jnn
-from jaxnets.layers import relu
 from jaxnets.models import check_variant, default_classes, register
 
 VARIANTS = ("imagenet", "cifar")
@@ -47,7 +46,7 @@ class BasicConv2d(nn.Module):
         x = jnn.Conv(self.features, self.kernel_size, stride=self.stride, padding=self.padding, use_bias=False,
                      kernel_init=_weight_init, name="conv")(x)
         # eps 0.001, as torchvision's GoogLeNet (ported from TensorFlow), not PyTorch's default 1e-5.
-        return relu(jnn.BatchNorm(eps=1e-3, axis_name=self.axis_name, name="bn")(x, train=train))
+        return jnn.ReLU()(jnn.BatchNorm(eps=1e-3, axis_name=self.axis_name, name="bn")(x, train=train))
 
 
 class Inception(nn.Module):
@@ -95,7 +94,7 @@ class InceptionAux(nn.Module):
         x = jnn.AdaptiveAvgPool((4, 4), name="pool")(x)
         x = BasicConv2d(128, 1, axis_name=self.axis_name, name="conv")(x, train=train)
         x = jnn.Flatten(name="flatten")(x)
-        x = relu(jnn.Dense(1024, kernel_init=_weight_init, name="fc1")(x))
+        x = jnn.ReLU()(jnn.Dense(1024, kernel_init=_weight_init, name="fc1")(x))
         x = jnn.Dropout(self.dropout, name="dropout")(x, train=train)
         return jnn.Dense(self.num_classes, kernel_init=_weight_init, name="fc2")(x)
 

@@ -25,7 +25,6 @@ import jax
 
 from jaxnets import init
 from jaxnets import nn as jnn
-from jaxnets.layers import relu, sigmoid
 from jaxnets.models import check_variant, default_classes, register
 
 VERSIONS = ("v1", "v1.5", "v2")
@@ -61,8 +60,8 @@ class SqueezeExcitation(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
         s = jnn.GlobalAvgPool(keepdims=True, name="pool")(x)                          # squeeze: [N, 1, 1, C]
-        s = relu(jnn.Conv(max(1, c // self.reduction), 1, kernel_init=_conv_init, name="fc1")(s))
-        s = sigmoid(jnn.Conv(c, 1, kernel_init=_conv_init, name="fc2")(s))            # excitation in (0, 1)
+        s = jnn.ReLU()(jnn.Conv(max(1, c // self.reduction), 1, kernel_init=_conv_init, name="fc1")(s))
+        s = jnn.Sigmoid()(jnn.Conv(c, 1, kernel_init=_conv_init, name="fc2")(s))            # excitation in (0, 1)
         return x * s
 
 
@@ -104,13 +103,13 @@ class BasicBlock(nn.Module):
 
         zero_conv = self.zero_init_residual and self.version == "v2"
         if self.version == "v2":
-            p = relu(bn("bn1")(x, train=train))
+            p = jnn.ReLU()(bn("bn1")(x, train=train))
             shortcut = _conv(self.planes, 1, stride=self.stride, name="downsample_0")(p) if self.downsample else x
             y = _conv(self.planes, 3, stride=self.stride, name="conv1")(p)
-            y = relu(bn("bn2", last=True)(y, train=train))
+            y = jnn.ReLU()(bn("bn2", last=True)(y, train=train))
             y = _conv(self.planes, 3, zero=zero_conv, name="conv2")(y)
         else:
-            y = relu(bn("bn1")(_conv(self.planes, 3, stride=self.stride, name="conv1")(x), train=train))
+            y = jnn.ReLU()(bn("bn1")(_conv(self.planes, 3, stride=self.stride, name="conv1")(x), train=train))
             y = bn("bn2", last=True)(_conv(self.planes, 3, name="conv2")(y), train=train)
             shortcut = x
             if self.downsample:
@@ -118,7 +117,7 @@ class BasicBlock(nn.Module):
                 shortcut = bn("downsample_1")(shortcut, train=train)
         if self.se_reduction is not None:
             y = SqueezeExcitation(self.se_reduction, name="se")(y)
-        return y + shortcut if self.version == "v2" else relu(y + shortcut)
+        return y + shortcut if self.version == "v2" else jnn.ReLU()(y + shortcut)
 
 
 class Bottleneck(nn.Module):
@@ -156,16 +155,16 @@ class Bottleneck(nn.Module):
         out = self.planes * self.expansion
         stride_1x1, stride_3x3 = (self.stride, 1) if self.version == "v1" else (1, self.stride)
         if self.version == "v2":
-            p = relu(bn("bn1")(x, train=train))
+            p = jnn.ReLU()(bn("bn1")(x, train=train))
             shortcut = _conv(out, 1, stride=self.stride, name="downsample_0")(p) if self.downsample else x
-            y = relu(bn("bn2")(_conv(width, 1, stride=stride_1x1, name="conv1")(p), train=train))
+            y = jnn.ReLU()(bn("bn2")(_conv(width, 1, stride=stride_1x1, name="conv1")(p), train=train))
             y = _conv(width, 3, stride=stride_3x3, groups=self.groups, name="conv2")(y)
-            y = relu(bn("bn3", last=True)(y, train=train))
+            y = jnn.ReLU()(bn("bn3", last=True)(y, train=train))
             y = _conv(out, 1, zero=self.zero_init_residual, name="conv3")(y)
         else:
-            y = relu(bn("bn1")(_conv(width, 1, stride=stride_1x1, name="conv1")(x), train=train))
+            y = jnn.ReLU()(bn("bn1")(_conv(width, 1, stride=stride_1x1, name="conv1")(x), train=train))
             y = _conv(width, 3, stride=stride_3x3, groups=self.groups, name="conv2")(y)
-            y = relu(bn("bn2")(y, train=train))
+            y = jnn.ReLU()(bn("bn2")(y, train=train))
             y = bn("bn3", last=True)(_conv(out, 1, name="conv3")(y), train=train)
             shortcut = x
             if self.downsample:
@@ -173,7 +172,7 @@ class Bottleneck(nn.Module):
                 shortcut = bn("downsample_1")(shortcut, train=train)
         if self.se_reduction is not None:
             y = SqueezeExcitation(self.se_reduction, name="se")(y)
-        return y + shortcut if self.version == "v2" else relu(y + shortcut)
+        return y + shortcut if self.version == "v2" else jnn.ReLU()(y + shortcut)
 
 
 class ResNet(nn.Module):
@@ -216,7 +215,7 @@ class ResNet(nn.Module):
         pre_activation = self.version == "v2"
         x = _conv(64, 7 if imagenet else 3, stride=2 if imagenet else 1, name="conv1")(x)
         if not pre_activation:
-            x = relu(jnn.BatchNorm(axis_name=self.axis_name, name="bn1")(x, train=train))
+            x = jnn.ReLU()(jnn.BatchNorm(axis_name=self.axis_name, name="bn1")(x, train=train))
         if imagenet:
             x = jnn.MaxPool(3, stride=2, padding=1, name="maxpool")(x)
         block = Bottleneck if self.bottleneck else BasicBlock
@@ -231,7 +230,7 @@ class ResNet(nn.Module):
                           axis_name=self.axis_name, name=f"layer{i + 1}_{j}", **extra)(x, train=train)
                 channels = planes * block.expansion
         if pre_activation:
-            x = relu(jnn.BatchNorm(axis_name=self.axis_name, name="bn_final")(x, train=train))
+            x = jnn.ReLU()(jnn.BatchNorm(axis_name=self.axis_name, name="bn_final")(x, train=train))
         x = jnn.GlobalAvgPool(name="avgpool")(x)
         return jnn.Dense(self.num_classes, name="fc")(x)
 
