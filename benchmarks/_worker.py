@@ -6,7 +6,8 @@ from leaking between measurements. Config keys (all set by `run.py`):
   task: "train" | "infer" (throughput of one framework on one model), "fit" (jaxnets.train.fit
     against the bare step loop) or "pipeline" (jaxnets.data.Batches images/s).
   framework: "jaxnets", "jaxnets_folded" (infer only: BatchNorm folded into the convs with
-    `layers.fold_batch_norm`), "jaxnets_refbn" (the unoptimised two-pass autodiff batch_norm), "flax",
+    `layers.fold_batch_norm`), "jaxnets_refbn" (the unoptimised two-pass autodiff batch_norm), "jaxnets_plainconv"
+    (convs on inputs smaller than the kernel without the explicit padding of `layers.conv`), "flax",
     "torch" (eager NCHW), "torch_cl" (eager channels-last), "torch_compile" (NCHW, Inductor).
   model: "lenet5" | "resnet18" | "vgg11_bn"; batch_size; warmup (untimed steps after compilation);
   min_steps, min_time, max_steps: timed steps run until at least `min_steps` AND `min_time` seconds
@@ -111,6 +112,13 @@ def _use_reference_batch_norm() -> None:
     normalization._FAST_TRAIN_PATH = False  # read at trace time by batch_norm
 
 
+def _use_plain_conv() -> None:
+    """Route every jaxnets conv through the plain `lax.conv_general_dilated`, also on inputs smaller than the
+    kernel (XLA CPU's slow case, which `layers.conv` otherwise avoids by materialising the padding)."""
+    import importlib
+    importlib.import_module("jaxnets.layers.conv")._EXPLICIT_PADDING = False  # read at trace time by conv
+
+
 def _fold_interceptor_parts(model, variables, x):
     """Find every jaxnets Conv whose output feeds straight into a jaxnets BatchNorm (one traced call).
 
@@ -189,6 +197,8 @@ def run_jax(cfg) -> dict:
         from jaxnets.train import TrainState, compile_steps, optimizer
         if fw == "jaxnets_refbn":
             _use_reference_batch_norm()
+        if fw == "jaxnets_plainconv":
+            _use_plain_conv()
         name, opts = JAXNETS_NAMES[model_name]
         model = models.create(name, **opts)
         state = TrainState.create(model, optimizer("sgd", learning_rate=0.01, momentum=0.9), images[:1], seed=0)

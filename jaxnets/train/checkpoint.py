@@ -2,7 +2,8 @@
 
 A run directory holds one sub-directory per saved epoch (`<directory>/<epoch>/`), each with two items:
 
-    state/   the TrainState's arrays: step, params, batch_stats, opt_state, rng (orbax StandardSave)
+    state/   the TrainState's arrays: step, params, batch_stats, opt_state, rng, and loss_scale when the
+             state has one (float16 training; a state without one is saved exactly as before)
     meta/    JSON: the completed epoch, the History so far, and whatever else the caller stores
 
 Atomicity is orbax's: an epoch is written to a temporary directory
@@ -37,8 +38,13 @@ from jaxnets.train.state import TrainState
 
 __all__ = ["Checkpoints", "STATE_FIELDS"]
 
-# The TrainState fields that are saved (apply_fn and tx are code: the caller supplies them again).
-STATE_FIELDS = ("step", "params", "batch_stats", "opt_state", "rng")
+# The TrainState fields that are saved (apply_fn and tx are code: the caller supplies them again);
+# loss_scale only when it is not None.
+STATE_FIELDS = ("step", "params", "batch_stats", "opt_state", "rng", "loss_scale")
+
+
+def _saved_fields(state: TrainState) -> dict:
+    return {name: getattr(state, name) for name in STATE_FIELDS if getattr(state, name) is not None}
 
 
 def _best_rank(metrics: dict) -> float:
@@ -119,10 +125,28 @@ class Checkpoints:
         if epoch in self._manager.all_steps():
             raise ValueError(f"{fn}: epoch {epoch} is already saved in {self.directory!r}; resume from it "
                              f"or use a new directory.")
-        arrays = snapshot({name: getattr(state, name) for name in STATE_FIELDS})
+        arrays = snapshot(_saved_fields(state))
         self._manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
                                                           meta=ocp.args.JsonSave(meta)),
                            metrics={"best_rank": int(best_rank)}, force=True)
+
+    def _saved_epoch(self, fn: str, epoch: int | None) -> int:
+        """`epoch` (None: the latest) if it is saved, else FileNotFoundError."""
+        saved = self.epochs()
+        if epoch is None:
+            epoch = self.latest()
+        if epoch is None or epoch not in saved:
+            raise FileNotFoundError(f"{fn}: no checkpoint of epoch {epoch} in {self.directory!r}; saved epochs: "
+                                    f"{saved}.")
+        return epoch
+
+    def meta(self, epoch: int | None = None) -> dict:
+        """The `meta` dict saved with epoch `epoch` (default: the latest), without reading the arrays.
+
+        Raises: FileNotFoundError: no checkpoint (or not this epoch) in the directory.
+        """
+        epoch = self._saved_epoch("Checkpoints.meta", epoch)
+        return dict(self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
 
     def restore(self, like: TrainState, epoch: int | None = None) -> tuple[TrainState, dict]:
         """Read epoch `epoch` (default: the latest) into a state shaped like `like`.
@@ -137,13 +161,8 @@ class Checkpoints:
           ValueError: the checkpoint does not fit `like` (another model or optimizer).
         """
         fn = "Checkpoints.restore"
-        saved = self.epochs()
-        if epoch is None:
-            epoch = self.latest()
-        if epoch is None or epoch not in saved:
-            raise FileNotFoundError(f"{fn}: no checkpoint of epoch {epoch} in {self.directory!r}; saved epochs: "
-                                    f"{saved}.")
-        arrays = {name: getattr(like, name) for name in STATE_FIELDS}
+        epoch = self._saved_epoch(fn, epoch)
+        arrays = _saved_fields(like)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, arrays)
         try:
             restored = self._manager.restore(epoch, args=ocp.args.Composite(

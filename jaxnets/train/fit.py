@@ -50,6 +50,7 @@ from jaxnets.nn import BatchNorm
 from jaxnets.train.checkpoint import Checkpoints, snapshot
 from jaxnets.train.distributed import is_main_process
 from jaxnets.train.parallel import CompiledSteps, compile_steps
+from jaxnets.train.precision import all_finite, as_policy
 from jaxnets.train.progress import ProgressBar, progress_enabled
 from jaxnets.train.state import TrainState
 
@@ -212,11 +213,12 @@ class _Best:
 # helpers
 # ----------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=8)
-def _compiled(mode: str, loss_fn: Callable, preprocess, augment, devices: tuple | None) -> CompiledSteps:
+def _compiled(mode: str, loss_fn: Callable, preprocess, augment, devices: tuple | None,
+              precision=None) -> CompiledSteps:
     """`compile_steps`, cached: repeated `fit` calls with the same model and optimizer objects (a resume,
     a sweep over seeds) reuse the compiled programs instead of compiling them again."""
     return compile_steps(mode, loss_fn=loss_fn, preprocess=preprocess, augment=augment,
-                         devices=None if devices is None else list(devices))
+                         devices=None if devices is None else list(devices), precision=precision)
 
 
 def _as_batches(fn: str, name: str, data, batch_size: int | None, *, train: bool, seed: int) -> Batches:
@@ -259,10 +261,7 @@ def _with_mask(batch: Mapping) -> dict:
     return {**batch, "mask": np.ones(np.shape(batch["label"])[0], bool)}
 
 
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+_all_finite = jax.jit(all_finite)
 
 
 def _learning_rate_of(learning_rate, opt_state, step: int) -> float | None:
@@ -390,7 +389,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         checkpoint_dir: str | os.PathLike | None = None, keep: int = 3, resume: bool = False,
         progress: bool = True, parallel: str = "auto", devices: Sequence | None = None,
         log_dir: str | os.PathLike | None = None,
-        on_epoch_end: Callable[[int, History], None] | None = None) -> tuple[TrainState, History]:
+        on_epoch_end: Callable[[int, History], None] | None = None,
+        precision=None) -> tuple[TrainState, History]:
     """Train `model` for `epochs` epochs; return the final state and the per-epoch `History`.
 
     Each epoch visits the training data in an order fixed by `(seed, epoch)` (`Batches.epoch`), runs
@@ -429,6 +429,10 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         default `checkpoint_dir`; None and no `checkpoint_dir`: nothing is written.
       on_epoch_end: called as `on_epoch_end(epoch, history)` after each epoch (1-based `epoch`), on
         every process (e.g. to print a line per epoch).
+      precision: None (float32), a dtype name ("bfloat16", "float16") or a `jaxnets.train.Policy`
+        (`jaxnets.train.precision`): training and validation compute in its dtype with float32 master
+        parameters; float16 adds dynamic loss scaling, whose state is checkpointed with the run. A
+        resume must use the same precision.
 
     Returns: `(state, history)`. `state` holds one copy of every array (pmap's device axis removed).
       Without early stopping it is the state after the last epoch. With early stopping it is the
@@ -475,12 +479,15 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
     log_dir = os.fspath(log_dir) if log_dir is not None else (
         os.fspath(checkpoint_dir) if checkpoint_dir is not None else None)
     main = is_main_process()  # process 0 writes the logs and shows progress
-    steps = _compiled(parallel, loss_fn, preprocess, augment, None if devices is None else tuple(devices))
+    policy = None if precision is None else as_policy(fn, precision)
+    steps = _compiled(parallel, loss_fn, preprocess, augment, None if devices is None else tuple(devices), policy)
     # What a checkpoint must agree on for a resume to continue the same run.
     run = {"seed": seed, "batch_size": train_batches.batch_size, "train_examples": train_batches.num_examples,
            "monitor": monitor}
+    if policy is not None and not policy.is_float32:
+        run["precision"] = str(policy)  # only then: float32 checkpoints read as before
 
-    fresh = TrainState.create(model, optimizer, _sample_input(train_data, train_batches), seed)
+    fresh = TrainState.create(model, optimizer, _sample_input(train_data, train_batches), seed, precision=policy)
     state, history, start, best_state = fresh, History(), 0, None
     checkpoints = None if checkpoint_dir is None else Checkpoints(checkpoint_dir, keep=keep)
     try:
@@ -489,11 +496,12 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
                 raise ValueError(f"{fn}: checkpoint_dir {checkpoints.directory!r} already holds checkpoints (epochs "
                                  f"{checkpoints.epochs()}); pass resume=True to continue that run, or use a new "
                                  f"directory.")
-            state, meta = checkpoints.restore(fresh)
-            changed = {k: (meta["run"].get(k), v) for k, v in run.items() if meta["run"].get(k) != v}
+            saved = checkpoints.meta()["run"]  # checked before the arrays, whose tree may differ (loss_scale)
+            changed = {k: (saved.get(k), run.get(k)) for k in sorted(set(run) | set(saved)) if saved.get(k) != run.get(k)}
             if changed:
                 raise ValueError(f"{fn}: cannot resume from {checkpoints.directory!r}: the run was saved with "
                                  f"different settings, {{setting: (saved, now)}} = {changed}.")
+            state, meta = checkpoints.restore(fresh)
             history, start = History.from_dict(meta["history"]), int(meta["epoch"])
             best.load(meta["best"])
             if early_stopping is not None and best.epoch is not None:
@@ -555,7 +563,7 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
 
 
 def evaluate(state: TrainState, data, *, batch_size: int = 256, loss_fn: Callable = cross_entropy,
-             preprocess: Callable | None = None, parallel: str = "auto") -> dict[str, float | int]:
+             preprocess: Callable | None = None, parallel: str = "auto", precision=None) -> dict[str, float | int]:
     """Mean loss and accuracy of `state` on every example of `data`, in evaluation mode.
 
     Args:
@@ -563,13 +571,14 @@ def evaluate(state: TrainState, data, *, batch_size: int = 256, loss_fn: Callabl
       data: `{"image": [N, H, W, C], "label": [N]}` or a `Batches`; every example counts once (the
         last, short batch is padded with masked rows).
       batch_size: examples per forward pass (for a dict `data`).
-      loss_fn, preprocess: as in `make_eval_step`; `parallel`: as in `compile_steps`.
+      loss_fn, preprocess, precision: as in `make_eval_step`; `parallel`: as in `compile_steps`.
     Returns: `{"loss": mean loss, "accuracy": correct / count, "correct": int, "count": int}`.
     PyTorch: `model.eval(); with torch.no_grad(): ...` over a DataLoader.
     """
     batches = _as_batches("evaluate", "data", data, None if isinstance(data, Batches) else batch_size,
                           train=False, seed=0)
-    steps = _compiled(parallel, loss_fn, preprocess, None, None)
+    steps = _compiled(parallel, loss_fn, preprocess, None, None,
+                      None if precision is None else as_policy("evaluate", precision))
     loss, correct, count = _evaluate(steps, steps.put_state(state), batches)
     return {"loss": loss / max(count, 1), "accuracy": correct / max(count, 1), "correct": int(correct),
             "count": int(count)}

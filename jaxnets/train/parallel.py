@@ -186,7 +186,7 @@ def _pad_rows(x, rows: int):
 
 def compile_steps(mode: str = "auto", *, loss_fn: Callable = cross_entropy, preprocess: Callable | None = None,
                   augment: Callable | None = None, devices: Sequence | None = None,
-                  donate: bool = True) -> CompiledSteps:
+                  donate: bool = True, precision=None) -> CompiledSteps:
     """Compile `make_train_step`/`make_eval_step` for a data-parallel mode.
 
     Args:
@@ -198,6 +198,9 @@ def compile_steps(mode: str = "auto", *, loss_fn: Callable = cross_entropy, prep
         ordered by process) and for "none" the first. "pmap" needs this process's devices only.
       donate: donate the state's buffers to `train` (`donate_argnums=0`), so the update happens in
         place instead of holding two copies of parameters and optimizer state.
+      precision: None (float32), a dtype name or a `precision.Policy`, passed to both steps; create the
+        state with the same `TrainState.create(..., precision=...)`. A float16 loss-scale decision is
+        taken on the global gradients, so it is the same on every device in every mode.
     Returns: a `CompiledSteps`.
     Raises:
       ValueError: unknown mode; "none" with several devices or processes; "pmap" with several
@@ -222,13 +225,14 @@ def compile_steps(mode: str = "auto", *, loss_fn: Callable = cross_entropy, prep
         raise ValueError(f"{fn}: mode 'pmap' is supported on this process's devices only ({jax.process_count()} "
                          f"processes); use mode='sharded' or 'shard_map' across processes.")
     donate_argnums = (0,) if donate else ()
+    options = dict(loss_fn=loss_fn, preprocess=preprocess, precision=precision)
     P = PartitionSpec
 
     if mode == "none":
         sharding = SingleDeviceSharding(devices[0])
-        train = jax.jit(make_train_step(loss_fn, preprocess=preprocess, augment=augment),
+        train = jax.jit(make_train_step(augment=augment, **options),
                         donate_argnums=donate_argnums)
-        evaluate = jax.jit(make_eval_step(loss_fn, preprocess=preprocess))
+        evaluate = jax.jit(make_eval_step(**options))
         return CompiledSteps(mode, devices, train, evaluate, mesh=None, axis_name=None,
                              state_sharding=sharding, batch_sharding=sharding)
 
@@ -236,16 +240,16 @@ def compile_steps(mode: str = "auto", *, loss_fn: Callable = cross_entropy, prep
     replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS_NAME))
     if mode == "sharded":
         # One program for the global batch; XLA partitions it (BN statistics, loss mean: global reductions).
-        train = jax.jit(make_train_step(loss_fn, preprocess=preprocess, augment=augment),
+        train = jax.jit(make_train_step(augment=augment, **options),
                         in_shardings=(replicated, split), out_shardings=(replicated, replicated),
                         donate_argnums=donate_argnums)
-        evaluate = jax.jit(make_eval_step(loss_fn, preprocess=preprocess),
+        evaluate = jax.jit(make_eval_step(**options),
                            in_shardings=(replicated, split), out_shardings=replicated)
         return CompiledSteps(mode, devices, train, evaluate, mesh=mesh, axis_name=None,
                              state_sharding=replicated, batch_sharding=split)
 
-    train_step = make_train_step(loss_fn, preprocess=preprocess, augment=augment, axis_name=AXIS_NAME)
-    eval_step = make_eval_step(loss_fn, preprocess=preprocess, axis_name=AXIS_NAME)
+    train_step = make_train_step(augment=augment, axis_name=AXIS_NAME, **options)
+    eval_step = make_eval_step(axis_name=AXIS_NAME, **options)
     if mode == "shard_map":
         # check_vma=False: psum is its own transpose (pmap's semantics), which the per-device step's
         # gradient (explicit psum of per-device gradients, BN psums inside) is written for.

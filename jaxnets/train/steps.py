@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jaxnets.data.augment import to_float
 from jaxnets.layers.losses import cross_entropy
 from jaxnets.nn import BatchNorm
+from jaxnets.train.precision import Policy, all_finite, as_policy
 from jaxnets.train.state import TrainState
 
 Batch = Mapping[str, jax.Array]
@@ -121,8 +122,37 @@ def _batch_norm_interceptor(fn: str, axis_name, mask: jax.Array | None):
     return intercept
 
 
+def _check_precision(fn: str, policy: Policy, state: TrainState) -> None:
+    """The state fits the policy: parameters in its `param_dtype`, a loss scale for float16 (trace time)."""
+    dtypes = {x.dtype.name for x in jax.tree.leaves(state.params) if jnp.issubdtype(x.dtype, jnp.floating)}
+    if dtypes - {policy.param_dtype.name}:
+        raise ValueError(f"{fn}: precision {str(policy)!r} keeps the parameters in {policy.param_dtype.name}, but "
+                         f"state.params hold {sorted(dtypes)}; create the state with "
+                         f"TrainState.create(..., precision={str(policy)!r}).")
+    if policy.needs_loss_scale and state.loss_scale is None:
+        raise ValueError(f"{fn}: precision {str(policy)!r} computes in float16, which needs dynamic loss scaling, "
+                         f"but state.loss_scale is None; create the state with "
+                         f"TrainState.create(..., precision={str(policy)!r}) (or loss_scale=DynamicLossScale.create()).")
+
+
+def _casts(fn: str, precision) -> tuple[Policy | None, Callable, Callable]:
+    """`(policy, to_compute, to_output)`; None and identities without `precision` (the float32 step, unchanged)."""
+    if precision is None:
+        return None, lambda tree: tree, lambda tree: tree
+    policy = as_policy(fn, precision)
+    return policy, policy.cast_to_compute, policy.cast_to_output
+
+
+def _apply_unless_skipped(state: TrainState, new: TrainState, finite: jax.Array) -> TrainState:
+    """`new` where the gradients were finite, else `state`'s params, opt_state and batch_stats with `new`'s
+    step; the loss scale adjusted either way (`DynamicLossScale.adjust`)."""
+    keep = {name: jax.tree.map(lambda a, b: jnp.where(finite, a, b), getattr(new, name), getattr(state, name))
+            for name in ("params", "opt_state", "batch_stats")}
+    return new.replace(**keep, loss_scale=state.loss_scale.adjust(finite))
+
+
 def make_train_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable | None = None,
-                    augment: Callable | None = None, axis_name=None
+                    augment: Callable | None = None, axis_name=None, precision=None
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Build the pure training step `train_step(state, batch) -> (state, metrics)`.
 
@@ -143,6 +173,16 @@ def make_train_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable |
     `mask` argument. Other layers must not mix the rows of the batch (none in `jaxnets.nn` does):
     they would see the padded rows.
 
+    With a `precision` policy (`jaxnets.train.precision`) the model runs on
+    `policy.cast_to_compute(params)` and `policy.cast_to_compute(x)`, its logits are cast to
+    `policy.output_dtype` (float32) before the loss, and the gradients reach the master parameters in
+    their own dtype; `batch_stats` stay float32. When `state.loss_scale` is set (float16), the
+    gradient is taken of `loss * scale`, divided by `scale` (after the `psum` under `axis_name`, so every
+    device sees the same gradients and makes the same decision), and if any gradient is not finite the
+    update is skipped: params, opt_state and batch_stats stay bitwise as they were (PyTorch's
+    GradScaler skips `optimizer.step()` but keeps the BatchNorm buffers the skipped forward updated),
+    `step` still advances, and the scale backs off; see `DynamicLossScale` for its growth.
+
     With `axis_name` (per-device code under `shard_map` or `pmap` over that axis) the step is exact for
     the GLOBAL batch, also when devices hold different numbers of valid rows: the loss is divided by
     `psum(count)` (not a mean of per-device means), the gradients and metrics are `psum`-ed, and every
@@ -162,24 +202,32 @@ def make_train_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable |
       augment: `(key, images) -> images`, applied to the raw batch images (as torchvision transforms run
         before `ToTensor`/`Normalize`), e.g. `data.augment.compose(random_crop, random_flip)`; None: none.
       axis_name: the mapped axis of the devices (e.g. "batch"), or None for one program over the whole batch.
+      precision: None (float32: nothing is cast, the step is bitwise the float32 one), a dtype name
+        ("bfloat16", "float16") or a `precision.Policy`.
     Returns: `train_step(state, batch) -> (new_state, metrics)`; metrics as in the module docstring
       (global sums under `axis_name`).
     Raises (at trace time): ValueError/TypeError for a malformed batch, a `loss_fn` that does not return
-      `[N]` losses, or a BatchNorm whose `axis_name` is not the step's.
-    PyTorch: `model.train(); loss = criterion(model(x), y); opt.zero_grad(); loss.backward(); opt.step()`.
+      `[N]` losses, a BatchNorm whose `axis_name` is not the step's, or a state that does not fit the
+      precision (parameters not in its `param_dtype`; float16 without `state.loss_scale`).
+      TypeError/ValueError (at once) for a bad `precision`.
+    PyTorch: `model.train(); loss = criterion(model(x), y); opt.zero_grad(); loss.backward(); opt.step()`;
+      with float16, `torch.autocast` + `GradScaler`'s `scale(loss).backward(); scaler.step(opt); scaler.update()`.
     """
     fn = "train_step"
     preprocess = to_float if preprocess is None else preprocess
+    policy, to_compute, to_output = _casts("make_train_step", precision)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         images, labels, mask = _unpack(fn, batch)
+        if policy is not None:
+            _check_precision(fn, policy, state)
         key = jax.random.fold_in(state.rng, state.step)
         if axis_name is not None:
             key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
         augment_key, dropout_key = jax.random.split(key)
         if augment is not None:
             images = augment(augment_key, images)
-        x = preprocess(images)
+        x = to_compute(preprocess(images))
         if mask is not None:
             labels = jnp.where(mask, labels, 0)  # padded rows may hold any label; keep their (discarded) loss finite
         count = labels.shape[0] if mask is None else jnp.sum(mask, dtype=jnp.int32)
@@ -188,7 +236,10 @@ def make_train_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable |
         denominator = jnp.maximum(jnp.asarray(total, jnp.float32), 1.0)
         has_stats = bool(state.batch_stats)
 
+        loss_scale = state.loss_scale
+
         def loss_of(params):
+            params = to_compute(params)
             variables = {"params": params, **({"batch_stats": state.batch_stats} if has_stats else {})}
             with nn.intercept_methods(_batch_norm_interceptor(fn, axis_name, mask)):
                 if has_stats:
@@ -196,21 +247,27 @@ def make_train_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable |
                                                      mutable=["batch_stats"])
                 else:
                     logits, updates = state.apply_fn(variables, x, train=True, rngs={"dropout": dropout_key}), {}
+            logits = to_output(logits)
             losses = _per_example_loss(fn, loss_fn, logits, labels)
             valid = losses if mask is None else jnp.where(mask, losses, 0)
-            return jnp.sum(valid, dtype=jnp.float32) / denominator, (logits, losses, updates)
+            loss = jnp.sum(valid, dtype=jnp.float32) / denominator
+            return loss if loss_scale is None else loss_scale.scale_loss(loss), (logits, losses, updates)
 
         grads, (logits, losses, updates) = jax.grad(loss_of, has_aux=True)(state.params)
         if axis_name is not None:
             grads = jax.lax.psum(grads, axis_name)  # each device holds d(its rows' loss sum)/dparams / global count
+        if loss_scale is not None:
+            grads = loss_scale.unscale(grads)
         new_state = state.apply_gradients(grads, batch_stats=updates["batch_stats"] if has_stats else None)
+        if loss_scale is not None:
+            new_state = _apply_unless_skipped(state, new_state, all_finite(grads))
         return new_state, _sums(losses, logits, labels, mask, axis_name)
 
     return train_step
 
 
 def make_eval_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable | None = None,
-                   axis_name=None) -> Callable[[TrainState, Batch], Metrics]:
+                   axis_name=None, precision=None) -> Callable[[TrainState, Batch], Metrics]:
     """Build the pure evaluation step `eval_step(state, batch) -> metrics`.
 
     The model runs with `train=False` (running BatchNorm statistics, no dropout), so no key is drawn
@@ -220,19 +277,23 @@ def make_eval_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable | 
     Args:
       loss_fn, preprocess: as in `make_train_step` (no augmentation at evaluation).
       axis_name: the mapped axis of the devices, or None.
+      precision: as in `make_train_step`: parameters and inputs cast to its compute dtype, logits to
+        its output dtype (no loss scale at evaluation).
     Returns: `eval_step(state, batch) -> {"loss", "correct", "count"}`.
     Raises (at trace time): ValueError/TypeError for a malformed batch or a `loss_fn` that does not
-      return `[N]` losses.
+      return `[N]` losses; TypeError/ValueError (at once) for a bad `precision`.
     PyTorch: `model.eval(); with torch.no_grad(): criterion(model(x), y)`.
     """
     fn = "eval_step"
     preprocess = to_float if preprocess is None else preprocess
+    _, to_compute, to_output = _casts("make_eval_step", precision)
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
         images, labels, mask = _unpack(fn, batch)
         if mask is not None:
             labels = jnp.where(mask, labels, 0)
-        logits = state.apply_fn(state.variables, preprocess(images), train=False)
+        variables = {**state.variables, "params": to_compute(state.params)}
+        logits = to_output(state.apply_fn(variables, to_compute(preprocess(images)), train=False))
         losses = _per_example_loss(fn, loss_fn, logits, labels)
         return _sums(losses, logits, labels, mask, axis_name)
 

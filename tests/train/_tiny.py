@@ -85,9 +85,10 @@ def optimizer():
     return optax.sgd(0.1, momentum=0.9)
 
 
-def new_state(axis_name=None, seed: int = 0) -> TrainState:
+def new_state(axis_name=None, seed: int = 0, **precision) -> TrainState:
+    """A fresh TinyResNet state; `precision=`/`loss_scale=` go to `TrainState.create`."""
     model = TinyResNet(axis_name=axis_name)
-    return TrainState.create(model, optimizer(), np.zeros((1,) + SHAPE, np.uint8), seed)
+    return TrainState.create(model, optimizer(), np.zeros((1,) + SHAPE, np.uint8), seed, **precision)
 
 
 def to_numpy(state: TrainState) -> dict:
