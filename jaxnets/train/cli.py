@@ -4,6 +4,7 @@
     python -m jaxnets.train --model resnet18 --dataset cifar10 --data-dir ~/data --download \\
         --epochs 30 --batch-size 128 --optimizer sgd --lr 0.1 --weight-decay 5e-4 --augment crop+flip
     python -m jaxnets.train --out runs/lenet5-20250101-120000 --resume      # continue a run
+    python -m jaxnets.train --model resnet18 --dataset cifar10 --data-dir ~/data --precision bfloat16  # GPU/TPU
 
 With no flags it trains LeNet-5 on the 5,000-digit MNIST sample shipped with the package (4,500 for
 training, a stratified 500 held out for validation) with SGD (momentum 0.9, lr 0.05, cosine decay per
@@ -38,6 +39,7 @@ PROG = "jaxnets-train"
 DATASETS = ("mnist-sample", "mnist", "fashion-mnist", "cifar10", "cifar100")
 SCHEDULES = ("constant", "cosine", "step", "exponential")
 AUGMENTS = ("none", "crop", "flip", "crop+flip")
+PRECISIONS = ("float32", "bfloat16", "float16")
 PARALLEL = ("auto", "none", "sharded", "shard_map", "pmap")
 # Flags that may change between a run and its --resume.
 _RESUMABLE = ("epochs", "resume", "no_progress", "data_dir", "download", "out")
@@ -98,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="early stopping on the validation loss after this many epochs without improvement")
     model.add_argument("--seed", type=int, default=0, help="seed of initialisation, batch order and dropout")
     run = p.add_argument_group("run")
+    run.add_argument("--precision", default="float32", choices=PRECISIONS,
+                     help="compute dtype of the training and evaluation steps; parameters stay float32 "
+                          "(float16 adds dynamic loss scaling; jaxnets.train.precision)")
     run.add_argument("--parallel", default="auto", choices=PARALLEL,
                      help="data-parallel mode (auto: sharded over all devices if more than one, else none)")
     run.add_argument("--devices", type=int, default=None, metavar="N", help="use the first N devices")
@@ -302,7 +307,7 @@ def _run(args: argparse.Namespace) -> int:
             early_stopping=None if args.patience is None else EarlyStopping("val_loss", patience=args.patience),
             checkpoint_dir=os.path.join(out, "checkpoints"), keep=args.keep, resume=args.resume,
             progress=not args.no_progress, parallel=args.parallel, devices=devices, log_dir=out,
-            on_epoch_end=report)
+            on_epoch_end=report, precision=None if args.precision == "float32" else args.precision)
     except KeyboardInterrupt:
         if main:
             print(f"{PROG}: interrupted; continue with: {PROG} --out {out} --resume (and the same flags)",
@@ -321,7 +326,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"final validation accuracy: {100 * (1.0 - error):.2f}% ({correct}/{n_val} held-out examples of "
           f"{args.dataset}; {which}); {seconds:.1f} s")
     if test is not None:
-        result = evaluate(state, test, batch_size=max(args.batch_size, 256))
+        result = evaluate(state, test, batch_size=max(args.batch_size, 256),
+                          precision=None if args.precision == "float32" else args.precision)
         print(f"test accuracy: {100 * result['accuracy']:.2f}% ({result['correct']}/{result['count']})")
     print(f"run directory: {os.path.abspath(out)}")
     for name in sorted(os.listdir(out)):

@@ -63,6 +63,7 @@ def test_resume_continues_the_run(smoke_run, capsys):
     (["--resume"], 2, "--resume needs --out"),
     (["--optimizer", "adam", "--momentum", "0.9"], 2, "--momentum applies to sgd and rmsprop"),
     (["--dataset", "mnist", "--data-dir", "{tmp}"], 1, "load_mnist"),
+    (["--precision", "float64"], 2, "argument --precision: invalid choice: 'float64'"),
 ])
 def test_bad_flags_give_one_line_and_non_zero_exit(argv, status, message, tmp_path, capsys):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
@@ -79,3 +80,19 @@ def test_bad_flags_give_one_line_and_non_zero_exit(argv, status, message, tmp_pa
 def test_help_exits_zero(capsys):
     assert main(["--help"]) == 0
     assert "--subset" in capsys.readouterr().out
+
+
+def test_bfloat16_run_trains_and_is_recorded(tmp_path, capsys):
+    """--precision bfloat16 trains (3 epochs on 450 digits: float32 measured 52% validation accuracy and train
+    loss 2.30 -> 2.19, bfloat16 56% and 2.30 -> 2.19) and config.json records it, so a resume in another
+    precision is refused."""
+    out = tmp_path / "run"
+    flags = ["--subset", "500", "--batch-size", "30", "--schedule", "constant", "--no-progress"]
+    assert main(["--epochs", "3", "--out", str(out), "--precision", "bfloat16", *flags]) == 0
+    accuracy = float(capsys.readouterr().out.split("final validation accuracy: ")[1].split("%")[0])
+    assert accuracy > 30.0  # chance is 10%
+    train_loss = json.loads((out / "history.json").read_text())["train_loss"]
+    assert train_loss[-1] < train_loss[0] - 0.05
+    assert json.loads((out / "config.json").read_text())["precision"] == "bfloat16"
+    assert main(["--epochs", "4", "--out", str(out), "--resume", *flags]) == 2
+    assert "--precision bfloat16 (now float32)" in capsys.readouterr().err
