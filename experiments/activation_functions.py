@@ -7,7 +7,7 @@ gradient for negative values give[s a] tiny chance to recover"; ELU is zero-cent
 summary: use ReLU, and avoid "dead ReLU or saturated sigmoid" by good initialization, preprocessing and BN.
 
 Setup: ``experiments._nets.ConvNet`` with NO normalization (so nothing rescues a poor activation), two
-plain conv blocks per stage, widths (16, 32, 64): 7 conv layers + a dense head. The only change between runs
+plain conv blocks per stage, widths (8, 16, 32): 7 conv layers + a dense head. The only change between runs
 is ``activation=`` and the matching initializer: He-normal (``init.he_normal``, fan-in, gain sqrt 2; leaky
 ReLU with its slope 0.01) for ReLU, leaky ReLU and ELU; Xavier-normal (``init.xavier_normal``, gain 1,
 Glorot & Bengio 2010) for sigmoid and tanh. Biases keep the library's (PyTorch's) default
@@ -33,7 +33,7 @@ error). Final training loss ELU 0.061, leaky ReLU 0.48, tanh 0.49, ReLU 0.51; va
 11.3%, 17.3%. Dead channels on 500 held-out digits: ReLU 1.8% at init (one channel in each of two layers),
 0% after training at lr 0.03. At lr 0.1, ReLU ends with 29.5% of its channels dead (87.5% in the last conv
 layer) and is stuck at chance (loss 2.309); leaky ReLU at the same rate has no always-negative channel and
-trains (loss 0.47, 15.5% validation error); ELU at lr 0.1 diverges (nan at step 8). Sigmoid's failure and
+trains (loss 0.47, 15.5% validation error); ELU at lr 0.1 diverges (non-finite loss). Sigmoid's failure and
 the dead ReLUs reproduce; ReLU converging faster than (Xavier-initialized) tanh does not: they tie here.
 Details: experiments/README.md.
 """

@@ -8,9 +8,9 @@ early or very late".
 
 Setup: ``mnist_splits(n_train=500)`` (50 digits per class); the 1,000 held-out digits split (stratified)
 into 500 for validation (what early stopping watches) and 500 for test (what the verdict is read from, so
-selecting an epoch on the validation set does not flatter it). Two training sets: the clean labels, and
-the same images with ``label_noise`` = 20% of the labels replaced by a uniformly drawn OTHER class (exactly
-100 wrong labels; fixed ``noise_seed``). A small ``ConvNet(widths=(8, 16, 32), norm="batch")`` (7k
+selecting an epoch on the validation set does not flatter it). Training labels: with ``label_noise`` = 20%
+of them replaced by a uniformly drawn OTHER class (exactly 100 wrong labels; fixed ``noise_seed``);
+``--full`` adds a run on the clean labels (``label_noise`` 0). A small ``ConvNet(widths=(8, 16, 32), norm="batch")`` (7k
 parameters, ``experiments/_nets.py``), Adam at a constant rate 1e-3, batches of 50, ``epochs`` epochs.
 For each training set, with ``train.fit``:
   1. one long run of ``epochs`` epochs, a checkpoint every epoch (all kept), and an ``EarlyStopping``

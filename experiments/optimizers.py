@@ -70,8 +70,8 @@ CONFIG = dict(
     failed_error=0.8,  # a run "failed" if it diverged or ended at or above this validation error (chance: 0.9)
 )
 FULL_CONFIG = dict(CONFIG, preset="full", n_train=None, epochs=30, repeat_seeds=(1, 2, 3, 4),
-                   rates={k: tuple(r * f for r in v for f in (1.0, math.sqrt(10)))
-                          for k, v in CONFIG["rates"].items()})  # all 4,000 digits, quarter-decade grid
+                   rates={k: tuple(r * f for r in v for f in (1.0, 10 ** 0.25))
+                          for k, v in CONFIG["rates"].items()})  # all 4,000 digits, a quarter-decade grid
 TINY_CONFIG = dict(CONFIG, preset="tiny", model="mlp", model_options={"hidden": (32,)}, n_train=256, n_val=128,
                    epochs=1, batch_size=64, repeat_seeds=(1,),
                    optimizers={k: CONFIG["optimizers"][k] for k in ("sgd", "adam")},
