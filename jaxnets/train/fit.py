@@ -512,6 +512,7 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         for epoch in range(start, epochs):
             if early_stopping is not None and best.bad_epochs >= early_stopping.patience:
                 break  # a resumed run that had already stopped
+            history.stopped_early = False  # resumed with other (or no) early stopping: the run goes on
             started = time.perf_counter()
             bar = ProgressBar(len(train_batches), epoch=epoch + 1, epochs=epochs, enabled=show)
             summary = None

@@ -129,6 +129,11 @@ def test_early_stopping_restores_the_best_epoch(tmp_path, capfd):
                                 resume=True)
     assert_bitwise_equal(again, state)
     assert len(again_history) == len(history)
+    # Resuming it without early stopping trains on from the last epoch to `epochs`.
+    epochs = len(history) + 2
+    longer, longer_history = _fit(val_data=wrong, epochs=epochs, checkpoint_dir=tmp_path, keep=1, resume=True)
+    assert len(longer_history) == epochs and not longer_history.stopped_early
+    assert int(longer.step) == epochs * STEPS_PER_EPOCH
 
 
 def test_non_finite_loss_stops_naming_the_step(tmp_path):
