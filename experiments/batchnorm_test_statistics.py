@@ -29,16 +29,16 @@ excluded, each call timed to ``block_until_ready``, the two networks measured al
 repeats.
 
 Run: python -m experiments.batchnorm_test_statistics  ->  experiments/results/batchnorm_test_statistics/
-Result (default config, one seed, 2-core CPU shared with other jobs, 295 s wall at load 8-13, 103 s of CPU):
-recomputing matters early and still helps at the end. Validation error, running averages -> recomputed: after
-10 steps 90.0% -> 80.2%, 30 steps 86.8% -> 65.0%, 100 steps 27.7% -> 14.5%, 300 steps 5.7% -> 4.7%, 600 steps
-4.3% -> 2.6% (training digits in eval mode at 600 steps: 1.1% -> 0.3%). The running variances are off by a
-factor e^2.9 in the first BN layer after 10 steps (mean |log ratio| 2.9) and still by 4-9% at 600 steps
-(constant lr: the parameters keep moving). Folding: max |logit difference| 4.9e-6 (running) and 5.7e-6
-(recomputed) on logits up to 22, argmax agreement 100% of 1,000; the folded net drops 256 BN parameters and is
-modestly faster: median images/s 311 -> 372 (x1.20) at batch 1, 937 -> 1,018 (x1.09) at batch 32, 769 -> 918
-(x1.19) at batch 1,000 (an earlier run of the same script: x1.21, x1.19, x1.13); best-of-repeats ratios
-x1.17, x1.01, x1.27. Details: experiments/README.md.
+Result (default config, one seed, 71 s wall on a quiet 2-core CPU): recomputing matters early and still
+helps at the end. Validation error, running averages -> recomputed: after 10 steps 90.0% -> 80.2%, 30 steps
+86.2% -> 65.1%, 100 steps 23.7% -> 14.0%, 300 steps 4.9% -> 5.1% (a tie within noise), 600 steps 6.1% -> 3.4%
+(training digits in eval mode at 600 steps: 1.0% -> 0.3%); between 300 and 600 steps the running averages got
+worse while the recomputed statistics improved. The running variances are off by a factor e^2.9 in the first
+BN layer after 10 steps (mean |log ratio| 2.9) and still by 4-6% at 600 steps (constant lr: the parameters
+keep moving). Folding: max |logit difference| 6.7e-6 (running) and 7.6e-6 (recomputed) on logits up to 23,
+argmax agreement 100% of 1,000; the folded net drops 256 BN parameters and is at most modestly faster:
+median images/s 1,824 -> 2,042 (x1.12) at batch 1, 4,708 -> 5,218 (x1.11) at batch 32, 3,675 -> 3,527
+(x0.96, slower) at batch 1,000; best-of-repeats ratios x1.09, x1.08, x1.10. Details: experiments/README.md.
 """
 from __future__ import annotations
 

@@ -23,12 +23,12 @@ network starts from the trained next-smaller one (new units N(0, 0.01)); at and 
 weights. We do the same (``weight_reuse=True``).
 
 Run: python -m experiments.double_descent  ->  experiments/results/double_descent/
-Result (default config, n = 1,000, 2-core CPU, about 5.5 minutes): (a) reproduced, sharply: the test squared
-loss goes 0.46 (best below, H = 200) -> 4,250 at H = n (condition number 1.3e6, readout norm 1,010) -> 0.24
-at H = 10 n; the test error 16.8% -> 89.6% -> 7.6%. (b) partly: the test squared loss peaks at 0.90 at
+Result (default config, n = 1,000, a quiet 2-core CPU, 76 s): (a) reproduced, sharply: the test squared
+loss goes 0.46 (best below, H = 200) -> 4,250 at H = n (condition number 1.3e6, readout norm 1,009) -> 0.24
+at H = 10 n; the test error 16.8% -> 89.6% -> 7.6%. (b) partly: the test squared loss peaks at 0.87 at
 H = 12 (9,550 parameters, just below n K; train loss 0.014) and falls to 0.36 at H = 50, below the best
-under-parameterized 0.64; but the networks at the threshold do not interpolate in 2,500 full-batch steps
-(train loss 0.096 at H = 13) and the test error shows no peak (30.7%, 28.8%, 23.1%, 15.1% at H = 7, 10, 13,
+under-parameterized 0.63; but the networks at the threshold do not interpolate in 2,500 full-batch steps
+(train loss 0.096 at H = 13) and the test error shows no peak (30.9%, 28.6%, 23.3%, 15.1% at H = 7, 10, 13,
 100). Details: experiments/README.md.
 """
 from __future__ import annotations

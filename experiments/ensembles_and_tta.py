@@ -39,17 +39,18 @@ log-probabilities) on the test set.
              and shuffled), and with the recomputed (dropout-off) statistics under the passes.
 
 Run: python -m experiments.ensembles_and_tta  ->  experiments/results/ensembles_and_tta/
-Result (default config, 5 members, 1,000 test digits, 2-core CPU, 202 s): the ensemble reproduced, TTA with
-shifts partly, TTA with flips is harmful as expected, MC dropout not beyond BatchNorm's variance shift. The
-5-seed ensemble errs on 3.8% of the test digits, against 5.16% for the mean member and 4.3% for the best one
-(chosen on the test set); NLL 0.214 against 0.224 (mean) and 0.213 (best): averaging underconfident members
-barely moves the NLL. TTA with 8 random shifts of up to 2 pixels: 5.16% -> 4.58% per member (4 of 5
-improve), NLL unchanged (0.225), and 4.0% for the ensemble of TTA predictions (no gain over the plain
-ensemble). TTA with mirror images: 10.5% per member. MC dropout (16 passes, BN in evaluation mode with its
-running averages): 5.18% and NLL 0.245 against 5.92% / 0.306 for the deterministic pass with the same
-statistics, but the deterministic pass with recomputed statistics has 5.16% / 0.224: the gain comes from
-BN's variance shift, not from averaging. BatchNorm in training mode inside the MC passes: 80.8% error on
-test batches in their stored (class-sorted) order, 5.7% on shuffled batches. Details: experiments/README.md.
+Result (default config, 5 members, 1,000 test digits, a quiet 2-core CPU, 222 s): the ensemble reproduced, TTA
+with shifts partly, TTA with flips is harmful as expected, MC dropout mostly BatchNorm's variance shift. The
+5-seed ensemble errs on 3.7% of the test digits, against 5.0% for the mean member and 3.9% for the best one
+(chosen on the test set); NLL 0.214 against 0.224 (mean) and 0.212 (best): averaging underconfident members
+barely moves the NLL. TTA with 8 random shifts of up to 2 pixels: 5.0% -> 4.54% per member (4 of 5
+improve, one unchanged), NLL unchanged (0.224), and 3.9% for the ensemble of TTA predictions (no gain over
+the plain ensemble). TTA with mirror images: 10.6% per member. MC dropout (16 passes, BN in evaluation mode
+with its running averages): 4.78% and NLL 0.244 against 5.98% / 0.304 for the deterministic pass with the
+same statistics; the deterministic pass with recomputed statistics has 5.0% / 0.224: most of the gain comes
+from BN's variance shift, and averaging adds 0.2 points in error (4 of 5 members) at a worse NLL. BatchNorm
+in training mode inside the MC passes: 81.4% error on test batches in their stored (class-sorted) order,
+5.5% on shuffled batches. Details: experiments/README.md.
 """
 from __future__ import annotations
 

@@ -19,14 +19,14 @@ batches as they ran: the quantity He et al. plot), validation loss and error per
 
 Run: python -m experiments.residual_depth  ->  experiments/results/residual_depth/
 Result (default config: widths 8/16/32, 1,000 training digits, SGD momentum 0.9, lr 0.05, batch 50, 5 epochs =
-100 steps, one seed; 2-core CPU shared with other jobs, 19 minutes, 7.3 minutes of CPU time): final-epoch
-training loss at 8 / 20 / 32 weight layers: plain 0.245 / 0.447 / 1.264 (training error 5.6% / 13.9% /
-50.2%), residual 0.233 / 0.207 / 0.220 (5.8% / 7.0% / 6.9%), residual with zero_init_residual 1.507 / 1.056 /
-0.848 (48.9% / 36.3% / 28.3%). The degradation reproduces in the training error (the deeper plain net fits
-worse: it is not overfitting) and the residual nets do not degrade. zero_init_residual does not degrade with
-depth either (it improves), but in 100 steps it is far behind the standard init at every depth: its blocks
-start as identities and their branches only begin to learn as the zero BN scales grow. Early training only:
-He et al.'s curves run to convergence. Details: experiments/README.md.
+100 steps, one seed; 185 s wall on a quiet 2-core CPU): final-epoch training loss at 8 / 20 / 32 weight
+layers: plain 0.236 / 0.432 / 0.957 (training error 5.8% / 12.6% / 36.5%), residual 0.228 / 0.154 / 0.238
+(5.9% / 5.1% / 7.3%), residual with zero_init_residual 1.507 / 1.057 / 0.851 (49.1% / 36.2% / 29.1%). The
+degradation reproduces in the training error (the deeper plain net fits worse: it is not overfitting) and
+the residual nets do not degrade (32 layers end close to 8, 0.238 vs 0.228; 20 do best). zero_init_residual
+does not degrade with depth either (it improves), but in 100 steps it is far behind the standard init at
+every depth: its blocks start as identities and their branches only begin to learn as the zero BN scales
+grow. Early training only: He et al.'s curves run to convergence. Details: experiments/README.md.
 """
 from __future__ import annotations
 

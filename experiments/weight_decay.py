@@ -35,17 +35,21 @@ Training loop: ``experiments.optimizers.train_run`` (``make_train_step``, ``Batc
     "no_bias_no_norm"``, and no decay; seeds 0 to 4 each.
 
 Run: python -m experiments.weight_decay  ->  experiments/results/weight_decay/
-Result (default config, 2-core CPU shared with other jobs, 175 s): (a) reproduced: L2 in the loss and
-SGD's weight_decay give the same update to float rounding: 3.7e-9 apart after one step, at most 6.0e-8 (one
-ulp) from the same state at any of the 248 steps (tolerance 1e-6), while decay itself moves the parameters
-by 0.016 after one epoch and 0.118 after eight. The two trajectories drift apart: 2.3e-3 (relative 1.9e-3)
-by epoch 3, 2.7e-3 (relative 5.4e-3) by epoch 8: rounding amplified by training, of the size the control shows (one ulp at init grows to
-7e-4 by epoch 8); the final validation errors are equal (7.2% both). Adam with weight_decay = Adam on the L2
-loss too (within 1.2e-7 over all 8 epochs; control 1.4e-2). (b) reproduced: coupled and decoupled decay
-with the same lambda are far apart (relative parameter distance 0.31, 0.65, 0.85, 0.70 at lambda = 1e-3,
-1e-2, 1e-1, 1). Coupled decay shrinks the kernels (norm 13.0 without decay -> 10.3, 6.2, 2.9, 1.2) and
-costs accuracy (validation error 6.6 +- 0.4% -> 6.8, 7.7, 8.5, 16.2%); AdamW's decay is scaled by lr = 1e-3,
-so over 248 steps it barely acts (kernel norm 13.0, 12.9, 12.7, 10.6; error 6.7-6.8% at every lambda).
+Result (default config, a quiet 2-core CPU, 65 s): (a) reproduced: L2 in the loss and SGD's weight_decay give
+the same update to float rounding: 3.7e-9 apart after one step, at most 6.0e-8 (one ulp) from the same state
+at any of the 248 steps (tolerance 1e-6), while decay itself moves the parameters by 0.016 after one epoch and
+0.118 after eight. The two trajectories stay together: at most 1.8e-7 apart (relative 1.3e-7) after every
+epoch, as close as the control (one ulp at init: 1.8e-7 to 2.4e-7), with the same validation error at every
+epoch (7.2% at the end) and training losses equal to 7 digits. Adam with weight_decay = Adam on the L2 loss
+too (1.5e-8 apart after one step, 6.7e-8 after epoch 1), but these trajectories drift apart: 9e-4 at epoch 2,
+1.3e-2 (relative 3.9e-2) at epoch 8, rounding amplified by training, of the size the control reaches (one ulp
+at init: 3.4e-6 after epoch 1, 7.6e-3 at epoch 8) and about a tenth of coupled decay's own effect (relative
+0.44 in (b)); validation error 8.2% (L2) vs 9.0% (option), within (b)'s seed spread (7.1-9.0%).
+(b) reproduced: coupled and decoupled decay with the same lambda are far apart (relative parameter distance
+0.31, 0.65, 0.85, 0.70 at lambda = 1e-3, 1e-2, 1e-1, 1). Coupled decay shrinks the kernels (norm 13.0 without
+decay -> 10.3, 6.2, 2.9, 1.2) and costs accuracy (validation error 6.8 +- 0.6% -> 6.8, 7.9, 8.6, 15.9%);
+AdamW's decay is scaled by lr = 1e-3, so over 248 steps it barely acts (kernel norm 13.0, 12.9, 12.7, 10.6;
+error 6.7-6.9% at every lambda).
 (c) not reproduced: sparing biases and BatchNorm parameters did not help; 7.9 +- 0.8% against 7.0 +- 0.6%
 with decay on everything and 6.4 +- 0.3% without decay (5 seeds each; the 0.9-point gap is about 2
 standard errors). Decay on everything pulls the BatchNorm scales from 1 to 0.58; the mask keeps them at
