@@ -92,7 +92,10 @@ class CompiledSteps:
 
     def eval(self, state: TrainState, batch: Mapping) -> dict:
         """One compiled evaluation step on a batch from `put_batch`; returns the metric sums."""
-        return self._eval(state, batch)
+        # Evaluation reads apply_fn, params and batch_stats only. The optimizer (a static field, part of the
+        # program's identity) and its state are dropped, so one compiled program serves every optimizer:
+        # an optimizer or learning-rate sweep compiles the evaluation step once per model.
+        return self._eval(state.replace(tx=None, opt_state=None, loss_scale=None), batch)
 
     def put_state(self, state: TrainState) -> TrainState:
         """Place `state` for this mode: on the device ("none"), replicated over the mesh ("sharded",

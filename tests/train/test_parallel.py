@@ -119,6 +119,22 @@ def test_none_mode_equals_jit_of_the_step():
     assert int(got_metrics["count"]) == 6 and float(got_metrics["loss"]) == float(want_metrics["loss"])
 
 
+def test_one_evaluation_program_serves_every_optimizer():
+    """The evaluation step ignores the optimizer: states of SGD, Adam and float16 training share one compiled
+    program (an optimizer sweep compiles it once), with the metrics of the plain jitted step."""
+    from jaxnets.train.steps import make_eval_step
+
+    steps, batch = compile_steps("none"), _small_batch()
+    model = _tiny.SmallNet()
+    states = [TrainState.create(model, tx, np.zeros((1, 4, 4, 1), np.uint8), 0)
+              for tx in (optax.sgd(0.1), optax.adam(1e-3), optax.adamw(1e-3, weight_decay=0.1))]
+    for state in states:
+        got = steps.eval(steps.put_state(state), steps.put_batch(batch))
+        want = jax.jit(make_eval_step())(state, batch)
+        assert float(got["loss"]) == float(want["loss"]) and int(got["count"]) == 6
+    assert steps._eval._cache_size() == 1
+
+
 @pytest.mark.parametrize("donate", [True, False])
 def test_donation_and_put_state_copies(donate):
     """train donates the placed state (its buffers are reused); put_state copied, so the original lives on."""
