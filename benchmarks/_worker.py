@@ -7,7 +7,9 @@ from leaking between measurements. Config keys (all set by `run.py`):
     against the bare step loop) or "pipeline" (jaxnets.data.Batches images/s).
   framework: "jaxnets", "jaxnets_folded" (infer only: BatchNorm folded into the convs with
     `layers.fold_batch_norm`), "jaxnets_refbn" (the unoptimised two-pass autodiff batch_norm), "jaxnets_plainconv"
-    (convs on inputs smaller than the kernel without the explicit padding of `layers.conv`), "flax",
+    (convs on inputs smaller than the kernel without the explicit padding of `layers.conv`),
+    "jaxnets_xladefault" (XLA's default compiler options instead of `train.default_compiler_options()`,
+    i.e. convolutions through YNNPACK on CPU), "flax",
     "torch" (eager NCHW), "torch_cl" (eager channels-last), "torch_compile" (NCHW, Inductor).
   model: "lenet5" | "resnet18" | "vgg11_bn"; batch_size; warmup (untimed steps after compilation);
   min_steps, min_time, max_steps: timed steps run until at least `min_steps` AND `min_time` seconds
@@ -159,7 +161,7 @@ def _fold_interceptor_parts(model, variables, x):
     return {"/".join(b[0]) for b in pairs.values()}, folded
 
 
-def _folded_predict(model, variables, x):
+def _folded_predict(model, variables, x, compiler_options=None):
     """Inference with every Conv->BatchNorm pair replaced by one conv with folded kernel and bias."""
     import jax
     import flax.linen as nn
@@ -182,7 +184,7 @@ def _folded_predict(model, variables, x):
         with nn.intercept_methods(swap):
             return model.apply(variables, images, train=False)
 
-    return jax.jit(predict), folded
+    return jax.jit(predict, compiler_options=compiler_options), folded
 
 
 def run_jax(cfg) -> dict:
@@ -194,7 +196,10 @@ def run_jax(cfg) -> dict:
     out: dict = {}
     if fw.startswith("jaxnets"):
         from jaxnets import models
-        from jaxnets.train import TrainState, compile_steps, optimizer
+        from jaxnets.train import TrainState, compile_steps, default_compiler_options, optimizer
+        # jaxnets compiles its steps with default_compiler_options() ("auto"); inference is the user's own jit,
+        # given the same options as the library recommends (README "Training"). The variant: XLA's defaults.
+        compiler_options = None if fw == "jaxnets_xladefault" else default_compiler_options()
         if fw == "jaxnets_refbn":
             _use_reference_batch_norm()
         if fw == "jaxnets_plainconv":
@@ -204,7 +209,8 @@ def run_jax(cfg) -> dict:
         state = TrainState.create(model, optimizer("sgd", learning_rate=0.01, momentum=0.9), images[:1], seed=0)
         batch = jax.device_put({"image": images, "label": labels})
         if task == "train":
-            steps = compile_steps("none")
+            steps = compile_steps("none", compiler_options=compiler_options)
+            out["compiler_options"] = steps.compiler_options
             holder = [steps.put_state(state)]
             # steps._train is the jax.jit object behind CompiledSteps.train (lowered here to time compilation alone)
             out["compile_s"] = _jax_compile(steps._train, holder[0], batch)
@@ -215,12 +221,13 @@ def run_jax(cfg) -> dict:
         else:
             variables = state.variables
             if fw == "jaxnets_folded":
-                predict, folded = _folded_predict(model, variables, images[:1])
+                predict, folded = _folded_predict(model, variables, images[:1], compiler_options)
                 args = (variables, folded, batch["image"])
                 out["folded_convs"] = len(folded)
             else:
-                predict = jax.jit(lambda v, x: model.apply(v, x, train=False))
+                predict = jax.jit(lambda v, x: model.apply(v, x, train=False), compiler_options=compiler_options)
                 args = (variables, batch["image"])
+            out["compiler_options"] = compiler_options
             out["compile_s"] = _jax_compile(predict, *args)
 
             def one():

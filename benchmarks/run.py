@@ -26,7 +26,7 @@ import sys
 
 MODELS = ("lenet5", "resnet18", "vgg11_bn")
 FRAMEWORKS = ("jaxnets", "flax", "torch", "torch_cl", "torch_compile")
-ALL_FRAMEWORKS = FRAMEWORKS + ("jaxnets_folded", "jaxnets_refbn", "jaxnets_plainconv")
+ALL_FRAMEWORKS = FRAMEWORKS + ("jaxnets_folded", "jaxnets_refbn", "jaxnets_plainconv", "jaxnets_xladefault")
 TASKS = ("train", "infer")
 HERE = os.path.dirname(os.path.abspath(__file__))
 

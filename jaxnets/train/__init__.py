@@ -5,7 +5,7 @@ from jaxnets.train.optim import (OPTIMIZERS, ScaleByTorchAmsgradState, no_bias_n
                                  scale_by_torch_amsgrad)
 # state.py / steps.py / parallel.py / distributed.py
 from jaxnets.train import distributed
-from jaxnets.train.parallel import MODES, CompiledSteps, compile_steps
+from jaxnets.train.parallel import CPU_COMPILER_OPTIONS, MODES, CompiledSteps, compile_steps, default_compiler_options
 from jaxnets.train.precision import DynamicLossScale, Policy
 from jaxnets.train.state import TrainState
 from jaxnets.train.steps import make_eval_step, make_train_step

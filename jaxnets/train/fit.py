@@ -214,11 +214,20 @@ class _Best:
 # ----------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=8)
 def _compiled(mode: str, loss_fn: Callable, preprocess, augment, devices: tuple | None,
-              precision=None) -> CompiledSteps:
+              precision=None, compiler_options="auto") -> CompiledSteps:
     """`compile_steps`, cached: repeated `fit` calls with the same model and optimizer objects (a resume,
-    a sweep over seeds) reuse the compiled programs instead of compiling them again."""
+    a sweep over seeds) reuse the compiled programs instead of compiling them again. A `compiler_options`
+    dict arrives as a tuple of items (hashable)."""
+    if isinstance(compiler_options, tuple):
+        compiler_options = dict(compiler_options)
     return compile_steps(mode, loss_fn=loss_fn, preprocess=preprocess, augment=augment,
-                         devices=None if devices is None else list(devices), precision=precision)
+                         devices=None if devices is None else list(devices), precision=precision,
+                         compiler_options=compiler_options)
+
+
+def _hashable_options(options):
+    """`compiler_options` in a form `_compiled`'s cache can key on (a dict becomes sorted items)."""
+    return tuple(sorted(options.items())) if isinstance(options, Mapping) else options
 
 
 def _as_batches(fn: str, name: str, data, batch_size: int | None, *, train: bool, seed: int) -> Batches:
@@ -390,7 +399,7 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         progress: bool = True, parallel: str = "auto", devices: Sequence | None = None,
         log_dir: str | os.PathLike | None = None,
         on_epoch_end: Callable[[int, History], None] | None = None,
-        precision=None) -> tuple[TrainState, History]:
+        precision=None, compiler_options="auto") -> tuple[TrainState, History]:
     """Train `model` for `epochs` epochs; return the final state and the per-epoch `History`.
 
     Each epoch visits the training data in an order fixed by `(seed, epoch)` (`Batches.epoch`), runs
@@ -424,7 +433,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
       progress: show a tqdm bar per epoch (loss, accuracy, images/s) on stderr; it is shown only when
         stderr is a terminal, and only by process 0.
       parallel: "auto", "none", "sharded", "shard_map" or "pmap" (`compile_steps`); `devices`: the
-        devices to use (default all).
+        devices to use (default all); `compiler_options`: XLA options, as in `compile_steps` ("auto": on
+        CPU, XLA's own convolutions instead of YNNPACK's; None: XLA's defaults).
       log_dir: where `history.json` and `curves.png` are written after every epoch (process 0 only);
         default `checkpoint_dir`; None and no `checkpoint_dir`: nothing is written.
       on_epoch_end: called as `on_epoch_end(epoch, history)` after each epoch (1-based `epoch`), on
@@ -480,7 +490,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         os.fspath(checkpoint_dir) if checkpoint_dir is not None else None)
     main = is_main_process()  # process 0 writes the logs and shows progress
     policy = None if precision is None else as_policy(fn, precision)
-    steps = _compiled(parallel, loss_fn, preprocess, augment, None if devices is None else tuple(devices), policy)
+    steps = _compiled(parallel, loss_fn, preprocess, augment, None if devices is None else tuple(devices), policy,
+                      _hashable_options(compiler_options))
     # What a checkpoint must agree on for a resume to continue the same run.
     run = {"seed": seed, "batch_size": train_batches.batch_size, "train_examples": train_batches.num_examples,
            "monitor": monitor}
@@ -564,7 +575,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
 
 
 def evaluate(state: TrainState, data, *, batch_size: int = 256, loss_fn: Callable = cross_entropy,
-             preprocess: Callable | None = None, parallel: str = "auto", precision=None) -> dict[str, float | int]:
+             preprocess: Callable | None = None, parallel: str = "auto", precision=None,
+             compiler_options="auto") -> dict[str, float | int]:
     """Mean loss and accuracy of `state` on every example of `data`, in evaluation mode.
 
     Args:
@@ -572,14 +584,15 @@ def evaluate(state: TrainState, data, *, batch_size: int = 256, loss_fn: Callabl
       data: `{"image": [N, H, W, C], "label": [N]}` or a `Batches`; every example counts once (the
         last, short batch is padded with masked rows).
       batch_size: examples per forward pass (for a dict `data`).
-      loss_fn, preprocess, precision: as in `make_eval_step`; `parallel`: as in `compile_steps`.
+      loss_fn, preprocess, precision: as in `make_eval_step`; `parallel`, `compiler_options`: as in
+        `compile_steps`.
     Returns: `{"loss": mean loss, "accuracy": correct / count, "correct": int, "count": int}`.
     PyTorch: `model.eval(); with torch.no_grad(): ...` over a DataLoader.
     """
     batches = _as_batches("evaluate", "data", data, None if isinstance(data, Batches) else batch_size,
                           train=False, seed=0)
     steps = _compiled(parallel, loss_fn, preprocess, None, None,
-                      None if precision is None else as_policy("evaluate", precision))
+                      None if precision is None else as_policy("evaluate", precision), _hashable_options(compiler_options))
     loss, correct, count = _evaluate(steps, steps.put_state(state), batches)
     return {"loss": loss / max(count, 1), "accuracy": correct / max(count, 1), "correct": int(correct),
             "count": int(count)}

@@ -162,6 +162,19 @@ def test_non_finite_loss_stops_naming_the_step(tmp_path):
     assert len(History.from_json((tmp_path / "history.json").read_text())) == 1
 
 
+def test_fit_and_evaluate_pass_compiler_options(uninterrupted):
+    """An explicit options dict reaches compile_steps through fit's cache (as hashable items): the dict equal
+    to what "auto" picks on CPU gives the uninterrupted run bitwise; evaluate with XLA's defaults runs."""
+    from jaxnets.train.parallel import CPU_COMPILER_OPTIONS, default_compiler_options
+
+    assert default_compiler_options() == CPU_COMPILER_OPTIONS
+    state, _ = _fit(compiler_options=dict(CPU_COMPILER_OPTIONS))
+    assert_bitwise_equal(uninterrupted[0], state)
+    tuned, plain = evaluate(state, VAL), evaluate(state, VAL, compiler_options=None)
+    assert tuned["count"] == plain["count"] == 20 and tuned["correct"] == plain["correct"]
+    np.testing.assert_allclose(plain["loss"], tuned["loss"], rtol=1e-5)
+
+
 def test_fit_errors(uninterrupted, tmp_path):
     with pytest.raises(ValueError, match="batch_size 51 is larger than the 50 training examples"):
         _fit(batch_size=51)

@@ -17,7 +17,7 @@ import optax
 import pytest
 
 import _tiny
-from jaxnets.train.parallel import MODES, compile_steps
+from jaxnets.train.parallel import CPU_COMPILER_OPTIONS, MODES, compile_steps, default_compiler_options
 from jaxnets.train.state import TrainState
 
 HERE = Path(__file__).parent
@@ -173,6 +173,53 @@ def test_compile_steps_errors():
     d = jax.devices()[0]
     with pytest.raises(ValueError, match=r"compile_steps: mode 'none' runs on one device of one process, got 2"):
         compile_steps("none", devices=[d, d])
+
+
+def _ynn_fusions(steps, state, batch) -> int:
+    """Number of YNNPACK library-fusion references in the compiled training program's HLO."""
+    return steps._train.lower(steps.put_state(state), steps.put_batch(batch)).compile().as_text().count("__ynn")
+
+
+def test_compiler_options_send_convolutions_to_xla_on_cpu():
+    """By default on CPU, the step's convolutions leave YNNPACK (fewer library fusions than with XLA's
+    defaults; YNNPACK takes convolutions of 16 or more channels here, hence width 16); the numbers agree with
+    XLA's defaults to float32 rounding (another conv algorithm): 1e-5."""
+    state = TrainState.create(_tiny.TinyResNet(width=16), _tiny.optimizer(), np.zeros((1,) + _tiny.SHAPE, np.uint8), 0)
+    batch = _tiny.data(1, 16, seed=3)[0]
+    tuned, plain = compile_steps("none"), compile_steps("none", compiler_options=None)
+    assert tuned.compiler_options == CPU_COMPILER_OPTIONS and plain.compiler_options is None
+    assert _ynn_fusions(tuned, state, batch) < _ynn_fusions(plain, state, batch)
+    a, ma = tuned.train(tuned.put_state(state), tuned.put_batch(batch))
+    b, mb = plain.train(plain.put_state(state), plain.put_batch(batch))
+    np.testing.assert_allclose(float(ma["loss"]), float(mb["loss"]), rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+    # A dict is passed through (here: a no-op option value), "pmap" gets XLA's defaults.
+    custom = compile_steps("none", compiler_options={"xla_cpu_enable_fast_math": False})
+    assert custom.compiler_options == {"xla_cpu_enable_fast_math": False}
+    assert compile_steps("pmap").compiler_options is None
+
+
+def test_default_compiler_options(monkeypatch):
+    """CPU only, and never over the user's own XLA_FLAGS setting of the same option."""
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert default_compiler_options() == CPU_COMPILER_OPTIONS
+    assert default_compiler_options() is not CPU_COMPILER_OPTIONS  # a copy: the constant stays intact
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_dot")
+    assert default_compiler_options() is None
+
+    class Gpu:
+        platform = "gpu"
+    monkeypatch.delenv("XLA_FLAGS")
+    assert default_compiler_options([Gpu()]) is None and default_compiler_options([jax.devices()[0], Gpu()]) is None
+
+
+def test_compiler_options_errors():
+    with pytest.raises(TypeError, match=r"compile_steps: compiler_options must be 'auto', None or a dict of XLA "
+                                        r"options, got list"):
+        compile_steps("none", compiler_options=["xla_cpu_enable_fast_math"])
+    with pytest.raises(ValueError, match=r"compile_steps: mode 'pmap' cannot take compiler_options"):
+        compile_steps("pmap", compiler_options=CPU_COMPILER_OPTIONS)
 
 
 def test_put_batch():
