@@ -27,16 +27,18 @@ for completeness, for sigmoid and tanh, where it means nothing special. The frac
 
 Run: python -m experiments.activation_functions  ->  experiments/results/activation_functions/
 Result (default config: 8 weight layers, widths 8/16/32, 1,500 digits, SGD momentum 0.9, lr 0.03, 10 epochs
-= 300 steps; 122 s wall on a quiet 2-core CPU): epochs to a training loss below 1.0: ELU 3, tanh / leaky ReLU
-7, ReLU 8, sigmoid never (2.311 after 10 epochs, chance is ln 10 = 2.303; 90% validation error). Final
-training loss ELU 0.067, leaky ReLU 0.38, tanh 0.49, ReLU 0.58; validation error 4.8%, 15.7%, 11.2%, 16.9%.
+= 300 steps; 97 s wall on a quiet 2-core CPU): epochs to a training loss below 1.0: ELU 3, tanh / ReLU /
+leaky ReLU 7, sigmoid never (2.311 after 10 epochs, chance is ln 10 = 2.303; 90% validation error). Final
+training loss ELU 0.071, leaky ReLU 0.42, ReLU 0.45, tanh 0.50; validation error 5.2%, 14.8%, 18.8%, 11.2%.
 Dead channels on 500 held-out digits (mean over the 7 conv layers): ReLU 1.8% at init (one of 16 channels in
-conv layer 4, two of 32 in layer 6), 0% after training at lr 0.03. At lr 0.1 ReLU does not die either: it
-ends with 1.8% dead (one of the 8 channels of conv layer 2) and trains (loss 0.71, 20.7% validation error),
-better than leaky ReLU at the same rate (no always-negative channel; loss 0.90, 25.2%); ELU at lr 0.1
-diverges (non-finite loss at step 8). Sigmoid's failure reproduces; dying ReLUs do not (none at lr 0.03, one
-channel at lr 0.1, and leaky ReLU gains nothing there), nor does ReLU converging faster than
-(Xavier-initialized) tanh: ReLU is one epoch slower and ends at the higher validation error.
+conv layer 4, two of 32 in layer 6), 1.8% after training at lr 0.03 (those two layers recovered; one of the 8
+channels of conv layer 2 died), and ReLU still trains (18.8% validation error). At lr 0.1 ReLU does not die:
+it ends with 0% dead and trains (loss 0.65, 22.9% validation error), better than leaky ReLU at the same rate
+(5.4% always-negative: three of the 8 channels of conv layer 2; loss 0.67, 30.5%); ELU at lr 0.1 diverges
+(non-finite loss at step 8). Sigmoid's failure reproduces; dying ReLUs barely do (one channel of 120 at lr
+0.03, none at lr 0.1), and leaky ReLU's gain is mixed (ahead of ReLU at lr 0.03, 14.8% vs 18.8%, behind it at
+lr 0.1, 30.5% vs 22.9%; one seed); nor does ReLU converge faster than (Xavier-initialized) tanh: both take 7
+epochs, and ReLU ends at a slightly lower training loss (0.45 vs 0.50) but the higher validation error.
 Details: experiments/README.md.
 """
 from __future__ import annotations

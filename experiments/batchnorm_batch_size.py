@@ -27,16 +27,16 @@ CPU budget cannot afford at 10 runs). Measured on the 1,000 held-out digits:
 GN has no statistics to keep, so its three validation numbers coincide (only ``val_error_eval`` is reported).
 
 Run: python -m experiments.batchnorm_batch_size  ->  experiments/results/batchnorm_batch_size/
-Result (default config, one seed, 132 s wall on a quiet 2-core CPU): BN degrades at the smallest batch:
-validation error (eval mode, running averages) 9.4% at B = 2 against 4.9%, 5.7%, 5.7% at B = 4, 8, 32.
-Recomputed population statistics give nearly the same (8.5%, 5.0%, 5.7%, 5.8%), and training mode on batches
-of B validation digits is WORSE (25.7%, 14.5%, 10.4%, 7.4%): at B = 2 the harm is in training (the network
+Result (default config, one seed, 124 s wall on a quiet 2-core CPU): BN degrades at the smallest batch:
+validation error (eval mode, running averages) 9.4% at B = 2 against 5.3%, 5.9%, 6.5% at B = 4, 8, 32.
+Recomputed population statistics give nearly the same (8.5%, 4.8%, 6.2%, 6.6%), and training mode on batches
+of B validation digits is WORSE (24.3%, 14.4%, 11.1%, 8.1%): at B = 2 the harm is in training (the network
 learned under noisy batch statistics: training loss 0.89 vs 0.45 at B = 4 and 0.21 at B = 32), not in the
-running averages. GroupNorm does not degrade at small batches: its best run is B = 2 (13.8%; 17.7%, 20.2%,
-29.5%, 80.4% at B = 4 ... 128), but GN trains much more slowly than BN in this net and budget (it needs steps,
+running averages. GroupNorm does not degrade at small batches: its best run is B = 2 (13.9%; 18.3%, 20.7%,
+26.2%, 80.4% at B = 4 ... 128), but GN trains much more slowly than BN in this net and budget (it needs steps,
 and larger batches get fewer: 4,100 steps at B = 2, 64 at B = 128), so it never beats BN here, even at B = 2.
-At B = 128 (64 steps) both are step-starved (BN 23.4%, running averages off after 64 steps at lr 0.4:
-recomputed 16.5%). Details: experiments/README.md.
+At B = 128 (64 steps) both are step-starved (BN 19.1%, running averages off after 64 steps at lr 0.4:
+recomputed 15.0%). Details: experiments/README.md.
 """
 from __future__ import annotations
 

@@ -20,22 +20,27 @@ scale-invariant weight shrinks as 1/scale and the relative update ``lr |g| / |w|
 head is scaled too, see the result); the results record how much each run's conv kernels grew.
 
 Run: python -m experiments.batchnorm_effect  ->  experiments/results/batchnorm_effect/
-Result (default config, one seed, 241 s wall on a quiet 2-core CPU): BN trains at every learning rate from
-0.01 to 1.0; the plain net learns only at the smallest, and reaches 0.5 validation error at none. Validation
-error after 256 steps at lr 0.01 / 0.03 / 0.1 / 0.3 / 1.0: without BN 0.52 / 0.90 / 0.90 / 0.90 / non-finite
-loss at step 5 (at 0.03, 0.1 and 0.3 the training loss stays at ln 10: 2.31, 2.31, 2.32); with BN 0.08 /
-0.11 / 0.44 / 0.23 / 0.25 (training loss 0.18, 0.13, 0.15, 0.24, 0.74; lr 0.1's 0.44 is an evaluation-mode
-jump, 0.13 one epoch earlier). Faster: at lr 0.01 the plain net sits at ln 10 for ~100 steps and ends at
-training loss 1.42 (validation error 0.52, still falling), BN ends at 0.18, first under 0.5 validation error
-at epoch 3 (epoch 2 at lr 0.03 and 0.1). Init scale (He x 0.1 / 1 / 10, lr 0.01): without BN, x 0.1 is
-stuck (layer 1's gradient 1e12x smaller than the head's; validation error 0.90) and x 10 starts at loss
-2.6e14 and turns non-finite at step 30; with BN all three train (validation error 0.15 / 0.08 / 0.33,
-training loss 0.23 / 0.18 / 0.74). The scale still matters with BN: the conv kernels' gradients at init are
-the same at every scale (0.18 / 0.18 / 0.20 at layer 1: the head, not normalised, is scaled too and
-multiplies the backward signal by the scale), so the relative step goes as 1/scale (not 1/scale^2); at x 0.1
-the conv kernels grew from norm 2.15 to 4.62, at x 1 and x 10 they barely moved (21.5 -> 21.6, 215 -> 215),
-and x 10 is the slowest, its head starting at loss 10.4 (logit std 6.7). Without BN, lr 0.3 grew the kernels
-21.5 -> 68 without learning; with BN, lr 1.0 grew them to 72 and trained. Details: experiments/README.md.
+Result (default config, one seed, 203 s wall on a quiet 2-core CPU): BN's training loss falls at every
+learning rate from 0.01 to 1.0, and its validation error ends under 0.5 at 0.01 to 0.3; the plain net learns
+only at the two smallest and reaches 0.5 validation error only at 0.03 (epoch 7). Validation error after
+256 steps at lr 0.01 / 0.03 / 0.1 / 0.3 / 1.0: without BN 0.54 / 0.40 / 0.90 / 0.90 / non-finite loss at
+step 5 (training loss 1.57, 1.34; at 0.1 and 0.3 it stays at ln 10: 2.31, 2.32); with BN 0.11 / 0.22 / 0.07 /
+0.10 / 0.63 (training loss 0.19, 0.13, 0.11, 0.21, 0.56; lr 1.0's 0.63 is an evaluation-mode jump, 0.32 one
+epoch earlier, and lr 0.03 was at 0.09 at epoch 5). Faster: at lr 0.01 the plain net sits at ln 10 for ~100
+steps and ends at training loss 1.57 (validation error 0.54, still falling), BN ends at 0.19, first under 0.5
+validation error at epoch 3 (epoch 2 at lr 0.03); at each one's best rate the plain net (0.03) ends at
+training loss 1.34, BN (0.1) at 0.11. With one seed the edge rates are fragile: the plain net leaves ln 10 at
+0.03 only in epoch 3, and a run with the previous library version (different float rounding) stayed there.
+Init scale (He x 0.1 / 1 / 10, lr 0.01): without BN, x 0.1 is stuck (layer 1's gradient 1e12x smaller than
+the head's; validation error 0.90) and x 10 starts at loss 2.6e14 and turns non-finite at step 30; with BN
+all three train (validation error 0.32 / 0.11 / 0.32, training loss 0.23 / 0.19 / 0.81; x 0.1 was at 0.14 at
+epoch 5). The scale still matters with BN: the conv kernels' gradients at init are the same at every scale
+(0.18 / 0.18 / 0.20 at layer 1: the head, not normalised, is scaled too and multiplies the backward signal by
+the scale), so the relative step goes as 1/scale (not 1/scale^2); at x 0.1 the conv kernels grew from norm
+2.15 to 4.47, at x 1 and x 10 they barely moved (21.5 -> 21.6, 215 -> 215), and x 10 trains the slowest
+(training loss 0.81), its head starting at loss 10.4 (logit std 6.7). Without BN, lr 0.3 grew the kernels
+21.5 -> 68 without learning; with BN, lr 1.0 grew them to 70 and the training loss still fell.
+Details: experiments/README.md.
 """
 from __future__ import annotations
 

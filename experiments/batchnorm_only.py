@@ -30,13 +30,13 @@ run at 1e-2 reached 33% for ``bn_only`` and 44% for ``last_layer``, with the tra
 random networks); training everything (far from the others) once. Chance is 10%.
 
 Run: python -m experiments.batchnorm_only  ->  experiments/results/batchnorm_only/
-Result (default config, 69 s wall on a quiet 2-core CPU): training only the 336 BN scales and biases (1.7% of
-19,810 parameters) reaches 58.8% and 48.9% validation accuracy (two random networks; chance 10%, untrained
-10.0%), training only the 330 parameters of the dense head 58.2% and 53.0%, training everything 96.5%. Far
+Result (default config, 54 s wall on a quiet 2-core CPU): training only the 336 BN scales and biases (1.7% of
+19,810 parameters) reaches 55.3% and 52.8% validation accuracy (two random networks; chance 10%, untrained
+10.0%), training only the 330 parameters of the dense head 58.2% and 53.0%, training everything 97.3%. Far
 above chance, as claimed, but in this small, shallow network and short run BN-only does not beat a linear
-classifier on the same random features (mean 53.9% vs 55.6%; ahead on one network by 0.6 points, behind on the
-other by 4.1; the seed-to-seed spread is larger than the gap); both frozen runs underfit (training accuracy
-48-62%). Details: experiments/README.md.
+classifier on the same random features (mean 54.0% vs 55.6%; behind on both networks, by 2.9 and 0.2 points;
+the seed-to-seed spread is larger than the mean gap); both frozen runs underfit (training accuracy 54-62%).
+Details: experiments/README.md.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ excluded, each call timed to ``block_until_ready``, the two networks measured al
 repeats.
 
 Run: python -m experiments.batchnorm_test_statistics  ->  experiments/results/batchnorm_test_statistics/
-Result (default config, one seed, 71 s wall on a quiet 2-core CPU): recomputing matters early and still
+Result (default config, one seed, 66 s wall on a quiet 2-core CPU): recomputing matters early and still
 helps at the end. Validation error, running averages -> recomputed: after 10 steps 90.0% -> 80.2%, 30 steps
 86.2% -> 65.1%, 100 steps 23.7% -> 14.0%, 300 steps 4.9% -> 5.1% (a tie within noise), 600 steps 6.1% -> 3.4%
 (training digits in eval mode at 600 steps: 1.0% -> 0.3%); between 300 and 600 steps the running averages got
@@ -37,8 +37,9 @@ worse while the recomputed statistics improved. The running variances are off by
 BN layer after 10 steps (mean |log ratio| 2.9) and still by 4-6% at 600 steps (constant lr: the parameters
 keep moving). Folding: max |logit difference| 6.7e-6 (running) and 7.6e-6 (recomputed) on logits up to 23,
 argmax agreement 100% of 1,000; the folded net drops 256 BN parameters and is at most modestly faster:
-median images/s 1,824 -> 2,042 (x1.12) at batch 1, 4,708 -> 5,218 (x1.11) at batch 32, 3,675 -> 3,527
-(x0.96, slower) at batch 1,000; best-of-repeats ratios x1.09, x1.08, x1.10. Details: experiments/README.md.
+median images/s 1,667 -> 1,834 (x1.10) at batch 1, 4,269 -> 4,653 (x1.09) at batch 32, 4,001 -> 4,393
+(x1.10) at batch 1,000; best-of-repeats ratios only x1.02, x1.05 and x0.96 (slower). Details:
+experiments/README.md.
 """
 from __future__ import annotations
 

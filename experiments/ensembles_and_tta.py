@@ -39,18 +39,18 @@ log-probabilities) on the test set.
              and shuffled), and with the recomputed (dropout-off) statistics under the passes.
 
 Run: python -m experiments.ensembles_and_tta  ->  experiments/results/ensembles_and_tta/
-Result (default config, 5 members, 1,000 test digits, a quiet 2-core CPU, 222 s): the ensemble reproduced, TTA
+Result (default config, 5 members, 1,000 test digits, a quiet 2-core CPU, 189 s): the ensemble reproduced, TTA
 with shifts partly, TTA with flips is harmful as expected, MC dropout mostly BatchNorm's variance shift. The
-5-seed ensemble errs on 3.7% of the test digits, against 5.0% for the mean member and 3.9% for the best one
-(chosen on the test set); NLL 0.214 against 0.224 (mean) and 0.212 (best): averaging underconfident members
-barely moves the NLL. TTA with 8 random shifts of up to 2 pixels: 5.0% -> 4.54% per member (4 of 5
-improve, one unchanged), NLL unchanged (0.224), and 3.9% for the ensemble of TTA predictions (no gain over
-the plain ensemble). TTA with mirror images: 10.6% per member. MC dropout (16 passes, BN in evaluation mode
-with its running averages): 4.78% and NLL 0.244 against 5.98% / 0.304 for the deterministic pass with the
-same statistics; the deterministic pass with recomputed statistics has 5.0% / 0.224: most of the gain comes
-from BN's variance shift, and averaging adds 0.2 points in error (4 of 5 members) at a worse NLL. BatchNorm
-in training mode inside the MC passes: 81.4% error on test batches in their stored (class-sorted) order,
-5.5% on shuffled batches. Details: experiments/README.md.
+5-seed ensemble errs on 3.7% of the test digits, against 4.96% for the mean member and 4.2% for the best one
+(chosen on the test set); NLL 0.214 against 0.224 (mean) and 0.213 (best): averaging underconfident members
+barely moves the NLL. TTA with 8 random shifts of up to 2 pixels: 4.96% -> 4.56% per member (all 5
+improve), NLL not improved (0.224 -> 0.225), and 3.9% for the ensemble of TTA predictions (no gain over
+the plain ensemble). TTA with mirror images: 10.5% per member. MC dropout (16 passes, BN in evaluation mode
+with its running averages): 4.84% and NLL 0.245 against 5.88% / 0.306 for the deterministic pass with the
+same statistics; the deterministic pass with recomputed statistics has 4.96% / 0.224: most of the gain comes
+from BN's variance shift, and averaging adds 0.1 points in error (better for 3 of 5 members, one unchanged,
+one worse) at a worse NLL. BatchNorm in training mode inside the MC passes: 80.9% error on test batches in
+their stored (class-sorted) order, 5.3% on shuffled batches. Details: experiments/README.md.
 """
 from __future__ import annotations
 

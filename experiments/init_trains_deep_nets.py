@@ -21,9 +21,9 @@ non-finite loss (``jaxnets.train.NonFiniteLossError``) is recorded as "diverged"
 ends with a validation error above ``trained_val_error`` "did not train".
 
 Run: python -m experiments.init_trains_deep_nets  ->  experiments/results/init_trains_deep_nets/
-Result (default config, one seed, 131 s wall on a quiet 2-core CPU): only He trains. He: kernel gradients
+Result (default config, one seed, 102 s wall on a quiet 2-core CPU): only He trains. He: kernel gradients
 of similar size in every layer at init (norm 2.2 at layer 1, 7.5 at layer 13, 2.7 at the head), a plateau
-at ln 10 for ~100 steps, then training loss 0.90 and validation error 0.29 after 384 steps. LeCun and
+at ln 10 for ~100 steps, then training loss 0.89 and validation error 0.34 after 384 steps. LeCun and
 Xavier: the gradient reaching layer 1 is 178x and 112x smaller than the head's; both sit on the plateau
 (training loss 2.30), LeCun just leaving it at the end (2.27, validation error 0.81), Xavier not (0.90).
 PyTorch's default: 7e4x smaller at layer 1, stuck (0.90). N(0, 1e-4): 3e13x smaller, stuck (0.90). N(0, 1):

@@ -21,7 +21,7 @@ same update, bit for bit (``-1.0 * u`` is exact). ``optax.inject_hyperparams(jax
 itself does not work: ``optimizer`` rejects an array learning rate.
 
 Run: python -m experiments.optimizers  ->  experiments/results/optimizers/
-Result (default config, a quiet 2-core CPU, 121 s): learning rates are not comparable, reproduced: the best
+Result (default config, a quiet 2-core CPU, 107 s): learning rates are not comparable, reproduced: the best
 rates are SGD 0.3, SGD-momentum 0.1, RMSProp 3e-3, Adam 1e-2, AdamW 1e-2 (a 100x spread), each optimum
 inside its grid, and one optimizer's best rate is a failure for another: at 1e-2 SGD stays at chance (90%
 error), SGD-momentum ends at 33% and RMSProp at 37%; at 3e-3 and at 0.3 SGD-momentum stays at chance.

@@ -200,6 +200,22 @@ def test_compiler_options_send_convolutions_to_xla_on_cpu():
     assert compile_steps("pmap").compiler_options is None
 
 
+def test_cpu_compiler_options_equal_the_xla_flag():
+    """The per-program options compile the program `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=
+    -individual_convolution` gives (XLA's default fusion list minus convolutions): identical HLO. Guards
+    the hard-coded list against a jaxlib whose defaults change."""
+    def hlo(options, xla_flags):
+        env = dict(worker_env(""), XLA_FLAGS=xla_flags)
+        proc = subprocess.run([sys.executable, str(HERE / "_hlo_worker.py"), options], cwd=HERE, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    tuned = hlo("auto", "")
+    assert tuned == hlo("none", "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
+    assert tuned != hlo("none", "")  # negative control: XLA's defaults compile another program
+
+
 def test_default_compiler_options(monkeypatch):
     """CPU only, and never over the user's own XLA_FLAGS setting of the same option."""
     monkeypatch.delenv("XLA_FLAGS", raising=False)
