@@ -591,8 +591,8 @@ def evaluate(state: TrainState, data, *, batch_size: int = 256, loss_fn: Callabl
     """
     batches = _as_batches("evaluate", "data", data, None if isinstance(data, Batches) else batch_size,
                           train=False, seed=0)
-    steps = _compiled(parallel, loss_fn, preprocess, None, None,
-                      None if precision is None else as_policy("evaluate", precision), _hashable_options(compiler_options))
+    policy = None if precision is None else as_policy("evaluate", precision)
+    steps = _compiled(parallel, loss_fn, preprocess, None, None, policy, _hashable_options(compiler_options))
     loss, correct, count = _evaluate(steps, steps.put_state(state), batches)
     return {"loss": loss / max(count, 1), "accuracy": correct / max(count, 1), "correct": int(correct),
             "count": int(count)}
