@@ -75,3 +75,37 @@ def test_folded_inference_equals_unfolded(rng):
     assert len(folded) == 2
     np.testing.assert_allclose(predict(variables, folded, x), model.apply(variables, x, train=False),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_bn_relu_fusion_prototype_matches_the_separate_ops():
+    """The fused BatchNorm+ReLU prototype of `benchmarks/bn_relu_fusion.py` computes the separate ops'
+    gradients bitwise (its timings are compared against them, so they must do the same work)."""
+    from benchmarks import bn_relu_fusion
+
+    result = bn_relu_fusion.main(["--shape", "4,3,3,8", "--repeats", "1", "--calls", "1"])
+    assert result["max_gradient_difference"] == 0.0
+    assert set(result["ms"]) == {"separate", "fused"} and all(len(v) == 1 for v in result["ms"].values())
+
+
+def test_conv_breakdown_parts_compute_the_same_gradients_as_torch():
+    """`benchmarks/conv_breakdown.py` times jaxnets' and torch's dx and dw of the same convolution: on a
+    strided 3x3 conv (the cotangent of ones) the two agree to 1e-4 (float32 sums of 9 x 8 products)."""
+    import torch
+
+    from benchmarks import conv_breakdown as cb
+
+    batch, size, cin, cout, k, stride = 2, 6, 8, 4, 3, 2
+    torch.manual_seed(0)
+    x = torch.randn(batch, cin, size, size)
+    w = torch.randn(cout, cin, k, k) * 0.05
+    dy = torch.ones(batch, cout, 3, 3)
+    dx_t, dw_t, _ = torch.ops.aten.convolution_backward(dy, x, w, None, [stride] * 2, [1, 1], [1, 1], False,
+                                                        [0, 0], 1, [True, True, False])
+    xj, wj = jnp.asarray(x.numpy().transpose(0, 2, 3, 1)), jnp.asarray(w.numpy().transpose(2, 3, 1, 0))
+    y, vjp = jax.vjp(lambda x, w: cb.layers.conv(x, w, stride=stride, padding=k // 2), xj, wj)
+    dx_j, dw_j = vjp(jnp.ones_like(y))
+    np.testing.assert_allclose(np.asarray(dx_j).transpose(0, 3, 1, 2), dx_t.numpy(), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(dw_j).transpose(3, 2, 0, 1), dw_t.numpy(), atol=1e-4)
+    rows = cb.measure("torch", 1, 1, None)
+    assert [r["conv"] for r in rows] == [c[0] for c in cb.CONVS] and "dx" not in rows[0]
+    assert all(r[p] > 0 for r in rows[1:] for p in cb.PARTS)
