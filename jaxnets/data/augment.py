@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnets.layers._checks import as_tuple
+from jaxnets.checks import as_tuple
 
 Transform = Callable[[jax.Array, jax.Array], jax.Array]  # (key, images) -> images
 

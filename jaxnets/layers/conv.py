@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxnets.layers._checks import as_tuple, spatial_layout
+from jaxnets.checks import as_tuple, spatial_layout
 
 Padding = int | str | Sequence[int] | Sequence[tuple[int, int]]
 

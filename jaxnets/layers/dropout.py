@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnets.layers._checks import at_least_float32, check_bool, check_floating
+from jaxnets.checks import at_least_float32, check_bool, check_floating
 
 __all__ = ["dropout"]
 

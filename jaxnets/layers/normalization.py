@@ -1,6 +1,6 @@
 """Normalization layers: batch, layer, group and instance norm, and folding batch norm into a conv.
 
-Every function here computes its statistics with one helper, `_moments` (two-pass mean and biased
+Every function here computes its statistics with one helper, `masked_moments` (two-pass mean and biased
 variance, in float32 or wider), so the formula lives in one place. Outputs have the dtype of `x`.
 
 PyTorch equivalents: `torch.nn.BatchNorm1d/2d/3d` (and `SyncBatchNorm` for `axis_name`),
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxnets.layers._checks import (at_least_float32, check_bool, check_floating, is_channels_last,
+from jaxnets.checks import (at_least_float32, check_bool, check_floating, is_channels_last,
                                    spatial_layout)
 
 __all__ = [
@@ -43,7 +43,7 @@ def _stats_dtype(dtype) -> jnp.dtype:
     return at_least_float32(dtype)
 
 
-def _moments(x: jax.Array, axes: tuple[int, ...], *, mask: jax.Array | None = None,
+def masked_moments(x: jax.Array, axes: tuple[int, ...], *, mask: jax.Array | None = None,
              axis_name=None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Mean and biased variance of `x` over `axes` (kept as size-1 axes), and the element count.
 
@@ -245,7 +245,7 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
         y, mean, var = _batch_norm_train(x, params["scale"], params["bias"], eps, axes)
         count = jnp.asarray(math.prod(x.shape[a] for a in axes), sdt)
     else:
-        mean, var, count = _moments(x32, axes, mask=mask, axis_name=axis_name)
+        mean, var, count = masked_moments(x32, axes, mask=mask, axis_name=axis_name)
         y = _affine((x32 - mean) * jax.lax.rsqrt(var + eps), params, bshape, x.dtype)
 
     # Running variance takes the UNBIASED batch variance, n / (n - 1) with the global count n (PyTorch).
@@ -260,7 +260,7 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
 
 
 # The training path of `batch_norm` with a hand-written backward (used when mask is None and axis_name is
-# None; the masked and the synchronised paths go through autodiff of `_moments`). The benchmarks set this to
+# None; the masked and the synchronised paths go through autodiff of `masked_moments`). The benchmarks set this to
 # False to measure the unoptimised path; it is not a user option.
 _FAST_TRAIN_PATH = True
 
@@ -270,7 +270,7 @@ def _batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: floa
                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """`(y, mean, var)` of training-mode batch norm over `axes` (no mask, no axis_name).
 
-    The forward is exactly the reference path's: `_moments` (two-pass, float32 or wider) and `_affine`.
+    The forward is exactly the reference path's: `masked_moments` (two-pass, float32 or wider) and `_affine`.
     The backward is the closed form (Ioffe & Szegedy 2015) with `xhat = (x - mean) * inv_std`, `n` values
     per channel and `dy` the cotangent of `y`:
 
@@ -288,7 +288,7 @@ def _batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: floa
 def _batch_norm_train_fwd(x, scale, bias, eps, axes):
     sdt = _stats_dtype(x.dtype)
     x32 = x.astype(sdt)
-    mean, var, _ = _moments(x32, axes)
+    mean, var, _ = masked_moments(x32, axes)
     inv = jax.lax.rsqrt(var + eps)
     shape = mean.shape
     y = _affine((x32 - mean) * inv, {"scale": scale, "bias": bias}, shape, x.dtype)
@@ -418,7 +418,7 @@ def layer_norm(x: jax.Array, params: Mapping, *, eps: float = 1e-5) -> jax.Array
                          f"{shape} = params['scale'].shape.")
     _check_params(fn, params, ("scale", "bias"), shape, "params['scale'] has shape")
     x32 = x.astype(_stats_dtype(x.dtype))
-    mean, var, _ = _moments(x32, tuple(range(x.ndim - k, x.ndim)))
+    mean, var, _ = masked_moments(x32, tuple(range(x.ndim - k, x.ndim)))
     return _affine((x32 - mean) * jax.lax.rsqrt(var + eps), params, shape, x.dtype)
 
 
@@ -464,7 +464,7 @@ def group_norm(x: jax.Array, params: Mapping, *, groups: int, eps: float = 1e-5,
     split = x.shape[:channel_axis] + (groups, c // groups) + x.shape[channel_axis + 1:]
     xg = x32.reshape(split)
     axes = tuple(a for a in range(1, xg.ndim) if a != channel_axis)
-    mean, var, _ = _moments(xg, axes)
+    mean, var, _ = masked_moments(xg, axes)
     xhat = ((xg - mean) * jax.lax.rsqrt(var + eps)).reshape(x.shape)
     return _affine(xhat, params, _channel_shape(x.ndim, channel_axis, c), x.dtype)
 
@@ -499,6 +499,6 @@ def instance_norm(x: jax.Array, params: Mapping, *, eps: float = 1e-5, layout: s
     c = x.shape[channel_axis]
     _check_params(fn, params, ("scale", "bias"), (c,), f"x of shape {tuple(x.shape)} has C =")
     x32 = x.astype(_stats_dtype(x.dtype))
-    mean, var, _ = _moments(x32, spatial_axes)
+    mean, var, _ = masked_moments(x32, spatial_axes)
     return _affine((x32 - mean) * jax.lax.rsqrt(var + eps), params,
                    _channel_shape(x.ndim, channel_axis, c), x.dtype)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxnets.layers._checks import Layout, as_tuple, spatial_layout
+from jaxnets.checks import Layout, as_tuple, spatial_layout
 from jaxnets.layers.conv import _output_size
 
 

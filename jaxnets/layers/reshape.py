@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxnets.layers._checks import is_channels_last
+from jaxnets.checks import is_channels_last
 
 
 def flatten(x: jax.Array, *, layout: str = "NHWC") -> jax.Array:

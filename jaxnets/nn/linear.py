@@ -12,12 +12,12 @@ import flax.linen as nn
 import jax
 
 from jaxnets import init
-from jaxnets.layers._checks import as_tuple, is_channels_last
+from jaxnets.checks import as_tuple, is_channels_last
 from jaxnets.layers.conv import Padding, conv, linear
 
 Initializer = Callable[..., jax.Array]
 
-# Kernel layouts by spatial rank, matching the activation layout (see jaxnets/layers/_checks.py).
+# Kernel layouts by spatial rank, matching the activation layout (see jaxnets/checks.py).
 _KERNEL_LAST = {1: "WIO", 2: "HWIO", 3: "DHWIO"}
 _KERNEL_FIRST = {1: "OIW", 2: "OIHW", 3: "OIDHW"}
 

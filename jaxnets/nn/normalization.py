@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 
 from jaxnets import init
-from jaxnets.layers._checks import is_channels_last
+from jaxnets.checks import is_channels_last
 from jaxnets.layers.normalization import (batch_norm, group_norm, init_batch_norm, init_group_norm,
                                           init_instance_norm, init_layer_norm, instance_norm, layer_norm)
 

@@ -44,7 +44,7 @@ import optax
 
 from jaxnets.data.augment import to_float
 from jaxnets.data.batches import Batches
-from jaxnets.layers._checks import is_channels_last
+from jaxnets.checks import is_channels_last
 from jaxnets.layers.losses import cross_entropy
 from jaxnets.nn import BatchNorm
 from jaxnets.train.checkpoint import Checkpoints, snapshot

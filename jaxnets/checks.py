@@ -1,0 +1,248 @@
+"""Argument checks shared by every package: one home for each rule, one error rule.
+
+The rule: a value of the wrong TYPE raises ``TypeError``; a value of the right type but outside what is
+allowed raises ``ValueError``. Every message names the function, the argument, what was expected and
+what arrived, in one f-string. ``bool`` is never accepted where an ``int`` or a real number is meant.
+Shapes are static under ``jit``, so these checks run once at trace time and cost nothing.
+
+Layouts:
+
+Every spatial function takes ``layout``: a channels-last name (``"NWC"``, ``"NHWC"``, ``"NDHWC"``,
+the default family) or a channels-first name (``"NCW"``, ``"NCHW"``, ``"NCDHW"``, PyTorch's). The
+rank (1D/2D/3D) is always taken from the input, so ``layout`` only says where the channels are:
+``layout="NCHW"`` on a 3-D input means ``NCW``. Kernels follow the activations: ``WIO``/``HWIO``/
+``DHWIO`` for channels-last, ``OIW``/``OIHW``/``OIDHW`` (PyTorch's) for channels-first.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+CHANNELS_LAST = ("NWC", "NHWC", "NDHWC")
+CHANNELS_FIRST = ("NCW", "NCHW", "NCDHW")
+
+
+class Layout(NamedTuple):
+    """Where the axes of an activation of rank ``spatial + 2`` are."""
+
+    channels_last: bool
+    spatial: int  # number of spatial dimensions: 1, 2 or 3
+
+    @property
+    def channel_axis(self) -> int:
+        return -1 if self.channels_last else 1
+
+    @property
+    def spatial_axes(self) -> tuple[int, ...]:
+        start = 1 if self.channels_last else 2
+        return tuple(range(start, start + self.spatial))
+
+    @property
+    def name(self) -> str:
+        return (CHANNELS_LAST if self.channels_last else CHANNELS_FIRST)[self.spatial - 1]
+
+
+def is_channels_last(fn: str, layout: str) -> bool:
+    """Validate a layout name and say whether it is channels-last."""
+    if not isinstance(layout, str):
+        raise TypeError(f"{fn}: layout must be a string such as 'NHWC' or 'NCHW', got {type(layout).__name__}.")
+    if layout in CHANNELS_LAST:
+        return True
+    if layout in CHANNELS_FIRST:
+        return False
+    raise ValueError(f"{fn}: unknown layout {layout!r}; expected one of "
+                     f"{CHANNELS_LAST + CHANNELS_FIRST} (channels-last is the default).")
+
+
+def spatial_layout(fn: str, x, layout: str, *, ranks: Sequence[int] = (1, 2, 3)) -> Layout:
+    """Check that ``x`` is a batched spatial array and return its layout; rank is taken from ``x``."""
+    channels_last = is_channels_last(fn, layout)
+    spatial = x.ndim - 2
+    if spatial not in ranks:
+        allowed = ", ".join(f"{r + 2}-D" for r in ranks)
+        raise ValueError(f"{fn}: expected a batched input of rank {allowed} "
+                         f"({'N, *spatial, C' if channels_last else 'N, C, *spatial'}), got shape {tuple(x.shape)}.")
+    return Layout(channels_last, spatial)
+
+
+def as_tuple(fn: str, name: str, value, n: int, *, minimum: int = 1) -> tuple[int, ...]:
+    """Expand an int or a length-``n`` sequence of ints into a tuple of ``n`` ints >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, Sequence)):
+        raise TypeError(f"{fn}: {name} must be an int or a tuple of {n} ints, got {value!r}.")
+    values = (value,) * n if isinstance(value, int) else tuple(value)
+    if len(values) != n or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{fn}: {name} must be an int or a tuple of {n} ints, got {value!r}.")
+    if any(v < minimum for v in values):
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}.")
+    return values
+
+
+def check_bool(fn: str, name: str, value) -> bool:
+    """Check a static flag such as ``train``: a Python (or numpy) bool, never a traced array or an int."""
+    import numpy as np  # local import, like check_floating's
+
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{fn}: {name} must be a Python bool (it picks the code path at trace time), "
+                    f"got {type(value).__name__} {value!r}.")
+
+
+def check_floating(fn: str, name: str, x) -> None:
+    """Check that an array has a real floating dtype (bfloat16/float16/float32/float64)."""
+    import jax.numpy as jnp  # local import; jnp.issubdtype also knows bfloat16 (numpy's does not)
+
+    dtype = x.dtype if hasattr(x, "dtype") else jnp.asarray(x).dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{fn}: {name} must be a floating-point array, got dtype {dtype}; "
+                        f"cast it first, e.g. x.astype(jnp.float32).")
+
+
+def at_least_float32(dtype):
+    """The dtype to accumulate in: float32 for bfloat16/float16, else `dtype` itself (float32, float64).
+
+    Written out rather than ``jnp.promote_types`` so it also works under strict dtype promotion.
+    """
+    import jax.numpy as jnp
+
+    return jnp.dtype(jnp.float32) if jnp.finfo(dtype).bits < 32 else jnp.dtype(dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernel layouts (initializers, fold_batch_norm, nn.Conv): the argument is named ``kernel_layout``.
+# ------------------------------------------------------------------------------------------------
+KERNELS_LAST = ("IO", "WIO", "HWIO", "DHWIO")
+KERNELS_FIRST = ("OI", "OIW", "OIHW", "OIDHW")
+
+
+def kernel_is_channels_last(fn: str, layout: str, *, name: str = "kernel_layout") -> bool:
+    """Validate a kernel layout name; True for the ``HWIO`` family, False for ``OIHW`` (PyTorch's)."""
+    if not isinstance(layout, str):
+        raise TypeError(f"{fn}: {name} must be a string such as 'HWIO' or 'OIHW', got {type(layout).__name__}.")
+    if layout in KERNELS_LAST:
+        return True
+    if layout in KERNELS_FIRST:
+        return False
+    raise ValueError(f"{fn}: unknown {name} {layout!r}; expected one of {KERNELS_LAST + KERNELS_FIRST} "
+                     f"('HWIO' family is the default, 'OIHW' family is PyTorch's).")
+
+
+# ------------------------------------------------------------------------------------------------
+# Scalars: ints, reals, choices
+# ------------------------------------------------------------------------------------------------
+def is_int(value) -> bool:
+    """A Python or numpy integer, and not a bool."""
+    import numbers
+
+    import numpy as np
+
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value) -> bool:
+    """A Python or numpy real number (int or float), and not a bool."""
+    import numbers
+
+    import numpy as np
+
+    return (isinstance(value, (numbers.Real, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)))
+
+
+def check_int(fn: str, name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An int (not a bool) in ``[minimum, maximum]``: TypeError for another type, ValueError out of range."""
+    bounds = _bounds_text(minimum, maximum)
+    if not is_int(value):
+        raise TypeError(f"{fn}: {name} must be an int{bounds}, got {type(value).__name__} {value!r}.")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{fn}: {name} must be an int{bounds}, got {value}.")
+    return value
+
+
+def check_positive_int(fn: str, name: str, value) -> int:
+    """An int >= 1 (a size, a count, a stride)."""
+    return check_int(fn, name, value, minimum=1)
+
+
+def check_real(fn: str, name: str, value, *, minimum: float | None = None, maximum: float | None = None,
+               min_inclusive: bool = True, max_inclusive: bool = True) -> float:
+    """A finite real number (not a bool) within the bounds: TypeError for another type, ValueError for
+    nan/inf or a value out of range. Returns it as a Python float."""
+    import math
+
+    bounds = _bounds_text(minimum, maximum, min_inclusive, max_inclusive)
+    if not is_real(value):
+        raise TypeError(f"{fn}: {name} must be a real number{bounds}, got {type(value).__name__} {value!r}.")
+    value = float(value)
+    below = minimum is not None and (value < minimum if min_inclusive else value <= minimum)
+    above = maximum is not None and (value > maximum if max_inclusive else value >= maximum)
+    if not math.isfinite(value) or below or above:
+        raise ValueError(f"{fn}: {name} must be a finite real number{bounds}, got {value}.")
+    return value
+
+
+def check_choice(fn: str, name: str, value, choices) -> str:
+    """One of the strings ``choices``: TypeError for a non-string, ValueError for an unknown name."""
+    if not isinstance(value, str):
+        raise TypeError(f"{fn}: {name} must be a string, one of {tuple(choices)}, got {type(value).__name__} "
+                        f"{value!r}.")
+    if value not in choices:
+        raise ValueError(f"{fn}: unknown {name} {value!r}; expected one of {tuple(choices)}.")
+    return value
+
+
+def _bounds_text(minimum, maximum, min_inclusive: bool = True, max_inclusive: bool = True) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in {'[' if min_inclusive else '('}{minimum}, {maximum}{']' if max_inclusive else ')'}"
+    if minimum is not None:
+        return f" {'>=' if min_inclusive else '>'} {minimum}"
+    if maximum is not None:
+        return f" {'<=' if max_inclusive else '<'} {maximum}"
+    return ""
+
+
+# ------------------------------------------------------------------------------------------------
+# Arrays and PRNG keys
+# ------------------------------------------------------------------------------------------------
+def check_array(fn: str, name: str, x):
+    """``x`` as an array (a jax/numpy array, a tracer, or a Python/numpy number or nested list of
+    numbers): TypeError naming the function for anything else (a str, None, a dict, an object array)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    if isinstance(x, (jax.Array, jax.core.Tracer)):
+        return x
+    if isinstance(x, (np.ndarray, np.generic)):
+        if x.dtype.kind not in "biufc" and not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(f"{fn}: {name} must be a numeric array, got a numpy array of dtype {x.dtype}.")
+        return x
+    if isinstance(x, (bool, int, float, list, tuple)):
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError):
+            arr = None
+        if arr is not None and arr.dtype.kind in "biuf":
+            return jnp.asarray(x)
+    raise TypeError(f"{fn}: {name} must be an array (jax.Array or numpy.ndarray), got {type(x).__name__}.")
+
+
+def check_key(fn: str, key, *, name: str = "key"):
+    """A single PRNG key: a typed key (``jax.random.key``) of shape (), or a legacy raw key
+    (``jax.random.PRNGKey``: uint32 of shape (2,)). TypeError for anything else (an int, None, a float
+    array); ValueError for a batch of keys (pass one key, or ``jax.vmap`` over a batch)."""
+    import jax
+    import jax.numpy as jnp
+
+    if isinstance(key, (jax.Array, jax.core.Tracer)) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"{fn}: {name} must be a single PRNG key, got a batch of keys of shape {key.shape}; "
+                             f"split it and pass one key (or jax.vmap over the batch).")
+        return key
+    if isinstance(key, (jax.Array, jax.core.Tracer)) and key.dtype == jnp.uint32:
+        if key.shape != (2,):
+            raise ValueError(f"{fn}: {name} must be a single PRNG key (a raw key has shape (2,)), got a uint32 "
+                             f"array of shape {key.shape}; pass one key (or jax.vmap over a batch).")
+        return key
+    got = type(key).__name__ if not hasattr(key, "dtype") else f"{type(key).__name__} of dtype {key.dtype}"
+    raise TypeError(f"{fn}: {name} must be a PRNG key from jax.random.key(seed), got {got}.")
