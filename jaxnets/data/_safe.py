@@ -23,6 +23,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from jaxnets.checks import check_int
+
 GZIP_MAGIC = b"\x1f\x8b"
 
 # ------------------------------------------------------------------------------------------------
@@ -121,24 +123,48 @@ def safe_unpickle(path: str | os.PathLike) -> object:
 # Compressed files, checksums
 
 
-def read_maybe_gzip(path: str | os.PathLike) -> bytes:
+def _gzip_error(path: Path, error: Exception) -> ValueError:
+    return ValueError(f"{path}: the gzip stream is truncated or corrupt ({type(error).__name__}: {error}); "
+                      f"delete the file and download it again.")
+
+
+def is_gzip(path: str | os.PathLike) -> bool:
+    """Whether the file starts with the gzip magic number (compression is detected from the content)."""
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
+
+
+def read_maybe_gzip(path: str | os.PathLike, *, limit: int | None = None) -> bytes:
     """Return the bytes of ``path``, decompressed if the file starts with the gzip magic number.
 
     Compression is detected from the content, not the file name, so ``x.gz`` that was already
     decompressed by a browser and a plain file renamed ``.gz`` both read correctly.
 
+    Args:
+      path: the file.
+      limit: read (and decompress) at most this many bytes, a non-negative int, or None for the whole
+        file. A reader that knows the size from a header passes ``size + 1``: one byte more tells it that
+        trailing data follows, and a small file that announces a huge decompressed size (a "gzip bomb")
+        costs no more memory or time than its header says.
+    Returns: the (decompressed) bytes, at most ``limit`` of them.
     Raises:
-      ValueError: naming the file, if its gzip stream is truncated or corrupt.
+      ValueError: naming the file, if its gzip stream is truncated or corrupt (within the bytes read).
     """
     path = Path(path)
-    data = path.read_bytes()
-    if not data.startswith(GZIP_MAGIC):
-        return data
+    if limit is not None:
+        limit = check_int("read_maybe_gzip", "limit", limit, minimum=0)
+    gzipped = False
     try:
-        return gzip.decompress(data)
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == GZIP_MAGIC
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
+            with stream:
+                return stream.read() if limit is None else stream.read(limit)
     except (EOFError, OSError, zlib.error) as error:  # BadGzipFile is an OSError
-        raise ValueError(f"{path}: the gzip stream is truncated or corrupt ({type(error).__name__}: {error}); "
-                         f"delete the file and download it again.") from error
+        if not gzipped:
+            raise
+        raise _gzip_error(path, error) from error
 
 
 def file_md5(path: str | os.PathLike) -> str:
@@ -272,15 +298,24 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Pat
 def gunzip(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Decompress a single-file ``.gz`` into the directory ``dest`` (the name loses its ``.gz``).
 
+    The stream is decompressed in 1 MiB chunks straight to the file, so memory stays bounded whatever
+    size the archive expands to.
+
     Returns: the path of the decompressed file.
     Raises:
-      ValueError: naming the file, if the gzip stream is truncated or corrupt.
+      ValueError: naming the file, if the gzip stream is truncated or corrupt (the partial output is deleted).
     """
     archive, dest = Path(archive), Path(dest)
     name = archive.name[:-3] if archive.name.endswith(".gz") else archive.name + ".out"
     dest.mkdir(parents=True, exist_ok=True)
     target = _safe_target(archive, dest.resolve(), name)
-    target.write_bytes(read_maybe_gzip(archive))
+    try:
+        with gzip.open(archive, "rb") as source, open(target, "wb") as out:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+    except (EOFError, OSError, zlib.error) as error:
+        target.unlink(missing_ok=True)
+        raise _gzip_error(archive, error) from error
     return target
 
 

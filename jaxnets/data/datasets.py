@@ -139,33 +139,48 @@ _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
-def _read_idx(path: Path, kind: str) -> np.ndarray:
-    """Read an IDX ``images`` ([N, rows, cols]) or ``labels`` ([N]) file, plain or gzipped, checking it."""
-    with open(path, "rb") as f:
-        how = " (after decompression)" if f.read(2) == _safe.GZIP_MAGIC else ""
-    data = _safe.read_maybe_gzip(path)
+# The documented dimensions of the files read here: images are 28x28 pixels, and a split holds at most
+# 60,000 (training) or 10,000 (test) examples. A header announcing anything else is rejected before the
+# data is read, so a file never costs more memory than its split's official size.
+_IDX_IMAGE_SIZE = (28, 28)
+_IDX_MAX_COUNT = {"train": 60000, "test": 10000}
+
+
+def _read_idx(path: Path, kind: str, split: str) -> np.ndarray:
+    """Read an IDX ``images`` ([N, 28, 28]) or ``labels`` ([N]) file of ``split``, plain or gzipped, checking
+    its header before reading (at most) the bytes it announces plus one."""
+    how = " (after decompression)" if _safe.is_gzip(path) else ""
     expected_magic = _IDX_MAGIC[kind]
     ndim = expected_magic & 0xFF
     header = 4 + 4 * ndim
-    if len(data) < 4:
-        raise ValueError(f"{path}: wrong size: {len(data)} bytes{how}, too short for an IDX header (truncated).")
-    magic = int.from_bytes(data[:4], "big")
+    head = _safe.read_maybe_gzip(path, limit=header)
+    if len(head) < 4:
+        raise ValueError(f"{path}: wrong size: {len(head)} bytes{how}, too short for an IDX header (truncated).")
+    magic = int.from_bytes(head[:4], "big")
     if magic != expected_magic:
         other = "labels" if kind == "images" else "images"
         hint = (f"; that is the magic number of an IDX {other} file: are the file names swapped?"
                 if magic == _IDX_MAGIC[other] else "; the file is corrupt or not an IDX file")
         raise ValueError(f"{path}: bad magic number {magic:#010x}: an IDX {kind} file starts with "
                          f"{expected_magic:#010x} ({expected_magic}){hint}.")
-    if len(data) < header:
-        raise ValueError(f"{path}: wrong size: {len(data)} bytes{how}, shorter than the {header}-byte IDX "
+    if len(head) < header:
+        raise ValueError(f"{path}: wrong size: {len(head)} bytes{how}, shorter than the {header}-byte IDX "
                          f"{kind} header (truncated).")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    what = f"{dims[0]} images of {dims[1]}x{dims[2]} pixels" if kind == "images" else f"{dims[0]} labels"
+    limit = _IDX_MAX_COUNT[split]
+    if dims[0] == 0 or dims[0] > limit or (kind == "images" and dims[1:] != _IDX_IMAGE_SIZE):
+        rows, cols = _IDX_IMAGE_SIZE
+        documented = f"images of {rows}x{cols} pixels" if kind == "images" else "labels"
+        raise ValueError(f"{path}: the header says {what}, but a {split} split holds 1 to {limit} {documented}; "
+                         f"the file is {'empty' if dims[0] == 0 else 'corrupt or from another dataset'}.")
     expected = header + math.prod(dims)
+    data = _safe.read_maybe_gzip(path, limit=expected + 1)  # one byte more reveals trailing data
     if len(data) != expected:
-        what = f"{dims[0]} images of {dims[1]}x{dims[2]} pixels" if kind == "images" else f"{dims[0]} labels"
-        problem = "truncated" if len(data) < expected else f"{len(data) - expected} unexpected trailing bytes"
+        got = (f"{len(data)} bytes{how} (truncated)" if len(data) < expected
+               else f"more{how} (unexpected trailing bytes)")
         raise ValueError(f"{path}: wrong size: the header says {what}, {expected} bytes with the header, but "
-                         f"the file has {len(data)} bytes{how} ({problem}).")
+                         f"the file has {got}.")
     return np.frombuffer(data, np.uint8, offset=header).reshape(dims).copy()
 
 
@@ -192,9 +207,9 @@ def _load_idx_dataset(fn: str, source: _Source, root, download: bool, mirror: st
     for name in missing:
         found[name] = _fetch(fn, source, f"{name}.gz", directory, mirror)
     splits = []
-    for images_name, labels_name in _IDX_FILES.values():
-        images = _read_idx(found[images_name], "images")
-        labels = _read_idx(found[labels_name], "labels")
+    for split_name, (images_name, labels_name) in _IDX_FILES.items():
+        images = _read_idx(found[images_name], "images", split_name)
+        labels = _read_idx(found[labels_name], "labels", split_name)
         if len(images) != len(labels):
             raise ValueError(f"{fn}: {found[images_name]} holds {len(images)} images but {found[labels_name]} "
                              f"holds {len(labels)} labels; one of the files is corrupt or from another split.")

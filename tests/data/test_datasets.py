@@ -238,13 +238,74 @@ def test_idx_wrong_size(tmp_path, rng, gz):
                                                             rf"9324 bytes{how} \(truncated\)")):
         load_mnist(tmp_path)
     images.write_bytes(gzip.compress(data + b"xyz") if gz else data + b"xyz")
-    with pytest.raises(ValueError, match=match_path(images, "3 unexpected trailing bytes")):
+    with pytest.raises(ValueError, match=match_path(images, rf"9424 bytes with the header, but the file has more{how} "
+                                                            rf"\(unexpected trailing bytes\)")):
         load_mnist(tmp_path)
     images.write_bytes(gzip.compress(data[:10]) if gz else data[:10])
     with pytest.raises(ValueError, match=match_path(images, "shorter than the 16-byte IDX images header")):
         load_mnist(tmp_path)
     images.write_bytes(gzip.compress(data[:3]) if gz else data[:3])
     with pytest.raises(ValueError, match=match_path(images, "too short for an IDX header")):
+        load_mnist(tmp_path)
+
+
+def zero_tail_gzip(header_and_data: bytes, tail: int, *, member: int = 16 << 20) -> bytes:
+    """A gzip file of ``header_and_data`` followed by ``tail`` zero bytes (a multiple of ``member``), built from
+    concatenated gzip members (a valid gzip file) so a GiB tail costs one small compression."""
+    zeros = gzip.compress(bytes(member), compresslevel=9)
+    return gzip.compress(header_and_data) + zeros * (tail // member)
+
+
+@pytest.mark.parametrize("count", [60000, 100])
+def test_idx_zero_tail_is_rejected_fast_and_bounded(tmp_path, rng, count):
+    """A valid header followed by 2 GiB of zeros (about 2 MB gzipped): only the bytes the header announces,
+    plus one, are decompressed, so the error comes fast and memory stays near the announced size."""
+    import time
+    import tracemalloc
+
+    make_mnist(tmp_path / "mnist", rng)
+    images = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
+    announced = idx_bytes(np.zeros((count, 28, 28), np.uint8))
+    images.write_bytes(zero_tail_gzip(announced, 2 << 30))
+    assert images.stat().st_size < 4 << 20
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match=match_path(images, rf"{len(announced)} bytes with the header, but the "
+                                                                rf"file has more \(after decompression\) "
+                                                                rf"\(unexpected trailing bytes\)")):
+            load_mnist(tmp_path)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seconds < 10.0  # reading the whole tail took 28 s and 4.3 GiB
+    # The announced bytes (47 MB for 60,000 images) and their copy, never the 2 GiB tail.
+    assert peak < 3 * len(announced) + (8 << 20), peak
+
+
+@pytest.mark.parametrize("dims,problem", [
+    ((20, 5, 5), "the header says 20 images of 5x5 pixels, but a train split holds 1 to 60000 images of 28x28 "
+                 "pixels; the file is corrupt or from another dataset"),
+    ((0, 28, 28), "the header says 0 images of 28x28 pixels, .*; the file is empty"),
+])
+def test_idx_undocumented_dimensions_and_empty_files(tmp_path, rng, dims, problem):
+    make_mnist(tmp_path / "mnist", rng, gz=False)
+    images = tmp_path / "mnist" / "train-images-idx3-ubyte"
+    write_idx(images, np.zeros(dims, np.uint8), gz=False)
+    with pytest.raises(ValueError, match=match_path(images, problem)):
+        load_mnist(tmp_path)
+
+
+def test_idx_counts_beyond_the_split_are_rejected_before_reading(tmp_path, rng):
+    make_mnist(tmp_path / "mnist", rng, gz=False)
+    labels = tmp_path / "mnist" / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(struct.pack(">II", 0x0801, 10001))  # the header alone: no data is read
+    with pytest.raises(ValueError, match=match_path(labels, "the header says 10001 labels, but a test split holds "
+                                                            "1 to 10000 labels")):
+        load_mnist(tmp_path)
+    write_idx(labels, np.zeros(0, np.uint8), gz=False)
+    with pytest.raises(ValueError, match=match_path(labels, "the header says 0 labels.*the file is empty")):
         load_mnist(tmp_path)
 
 
