@@ -267,18 +267,21 @@ class _CifarVersion:
     folder: str
     train: tuple[str, ...]
     test: tuple[str, ...]
+    train_records: int  # the documented number of images in each training file
+    test_records: int   # ... and in each test file
 
 
 _CIFAR_VERSIONS = {
     "cifar10": {
         "binary": _CifarVersion("cifar-10-binary.tar.gz", "cifar-10-batches-bin",
-                                tuple(f"data_batch_{i}.bin" for i in range(1, 6)), ("test_batch.bin",)),
+                                tuple(f"data_batch_{i}.bin" for i in range(1, 6)), ("test_batch.bin",), 10000, 10000),
         "python": _CifarVersion("cifar-10-python.tar.gz", "cifar-10-batches-py",
-                                tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",)),
+                                tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), 10000, 10000),
     },
     "cifar100": {
-        "binary": _CifarVersion("cifar-100-binary.tar.gz", "cifar-100-binary", ("train.bin",), ("test.bin",)),
-        "python": _CifarVersion("cifar-100-python.tar.gz", "cifar-100-python", ("train",), ("test",)),
+        "binary": _CifarVersion("cifar-100-binary.tar.gz", "cifar-100-binary", ("train.bin",), ("test.bin",),
+                                50000, 10000),
+        "python": _CifarVersion("cifar-100-python.tar.gz", "cifar-100-python", ("train",), ("test",), 50000, 10000),
     },
 }
 
@@ -297,7 +300,17 @@ def _chw_rows_to_nhwc(rows: np.ndarray) -> np.ndarray:
     return rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
 
-def _read_cifar_python(path: Path, labels: _CifarLabels, what: str) -> tuple[np.ndarray, np.ndarray]:
+# Room per image in a python batch beyond its 3072 pixel bytes (its label, its file name, pickle opcodes),
+# and per file (the dict, the batch label): a file larger than its documented images need is not read.
+_CIFAR_PICKLE_SLACK = (512, 1 << 20)
+
+
+def _read_cifar_python(path: Path, labels: _CifarLabels, what: str,
+                       max_records: int) -> tuple[np.ndarray, np.ndarray]:
+    size, (per_image, per_file) = path.stat().st_size, _CIFAR_PICKLE_SLACK
+    if size > max_records * (_CIFAR_PIXELS + per_image) + per_file:
+        raise ValueError(f"{path}: wrong size: {size} bytes, more than a {what} python batch of at most "
+                         f"{max_records} images can take; the file is corrupt or not a {what} batch (not read).")
     batch = _safe.safe_unpickle(path)
     if not isinstance(batch, dict):
         raise ValueError(f"{path}: expected a pickled dict (a {what} python batch), got {type(batch).__name__}.")
@@ -309,10 +322,10 @@ def _read_cifar_python(path: Path, labels: _CifarLabels, what: str) -> tuple[np.
                              f"not a {what} python batch.")
     data = batch["data"]
     if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
-            or data.shape[1] != _CIFAR_PIXELS or len(data) == 0):
+            or data.shape[1] != _CIFAR_PIXELS or not 0 < len(data) <= max_records):
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise ValueError(f"{path}: 'data' must be a non-empty uint8 array of shape [N, {_CIFAR_PIXELS}] "
-                         f"(3 x 32 x 32 pixels per row), got {got}.")
+        raise ValueError(f"{path}: 'data' must be a uint8 array of shape [N, {_CIFAR_PIXELS}] (3 x 32 x 32 pixels "
+                         f"per row) with 1 <= N <= {max_records}, got {got}.")
     try:
         label = np.asarray(batch[labels.key])
     except (ValueError, TypeError) as error:  # ragged or odd objects
@@ -323,13 +336,18 @@ def _read_cifar_python(path: Path, labels: _CifarLabels, what: str) -> tuple[np.
     return _chw_rows_to_nhwc(data), _check_labels(path, label, labels.num_classes, what)
 
 
-def _read_cifar_binary(path: Path, labels: _CifarLabels, what: str) -> tuple[np.ndarray, np.ndarray]:
-    raw = path.read_bytes()
-    record = labels.label_bytes + _CIFAR_PIXELS
-    if not raw or len(raw) % record:
-        raise ValueError(f"{path}: wrong size: {len(raw)} bytes is not a whole, non-zero number of {record}-byte "
-                         f"records ({labels.label_bytes} label byte(s) + {_CIFAR_PIXELS} pixel bytes each); the "
-                         f"file is truncated or not a {what} binary batch.")
+def _read_cifar_binary(path: Path, labels: _CifarLabels, what: str,
+                       max_records: int) -> tuple[np.ndarray, np.ndarray]:
+    size, record = path.stat().st_size, labels.label_bytes + _CIFAR_PIXELS
+    if not size or size % record or size > max_records * record:  # checked before anything is read
+        problem = "empty" if not size else "too large" if size > max_records * record else "truncated"
+        raise ValueError(f"{path}: wrong size: {size} bytes is not a whole number of 1 to {max_records} "
+                         f"{record}-byte records ({labels.label_bytes} label byte(s) + {_CIFAR_PIXELS} pixel bytes "
+                         f"each); the file is {problem} or not a {what} binary batch.")
+    with open(path, "rb") as f:
+        raw = f.read(size + 1)  # a file growing meanwhile is caught, not read whole
+    if len(raw) != size:
+        raise ValueError(f"{path}: the file changed while it was read ({size} bytes, then {len(raw)}).")
     records = np.frombuffer(raw, np.uint8).reshape(-1, record)
     label = _check_labels(path, records[:, labels.index], labels.num_classes, what)
     return _chw_rows_to_nhwc(records[:, labels.label_bytes:]), label
@@ -339,12 +357,12 @@ def _read_cifar_folder(fn: str, folder: Path, version: str, spec: _CifarVersion,
                        what: str) -> tuple[Split, Split]:
     read = _read_cifar_binary if version == "binary" else _read_cifar_python
     splits = []
-    for names in (spec.train, spec.test):
+    for names, max_records in ((spec.train, spec.train_records), (spec.test, spec.test_records)):
         missing = [name for name in names if not (folder / name).is_file()]
         if missing:
             raise FileNotFoundError(f"{fn}: {folder} lacks {', '.join(missing)}; it is incomplete. Delete it "
                                     f"and extract {spec.archive} again (or pass download=True after deleting it).")
-        parts = [read(folder / name, labels, what) for name in names]
+        parts = [read(folder / name, labels, what, max_records) for name in names]
         splits.append({"image": np.concatenate([p[0] for p in parts]),
                        "label": np.concatenate([p[1] for p in parts])})
     return splits[0], splits[1]

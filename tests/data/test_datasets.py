@@ -391,11 +391,14 @@ def test_cifar_binary_wrong_size_and_labels(tmp_path, rng):
     batch = tmp_path / "cifar10" / "cifar-10-batches-bin" / "data_batch_3.bin"
     good = batch.read_bytes()
     batch.write_bytes(good[:-1])
-    with pytest.raises(ValueError, match=match_path(batch, "wrong size: 9218 bytes is not a whole, non-zero number "
-                                                           "of 3073-byte records.*truncated")):
+    with pytest.raises(ValueError, match=match_path(batch, "wrong size: 9218 bytes is not a whole number of 1 to 10000 "
+                                                           "3073-byte records.*the file is truncated")):
         load_cifar10(tmp_path)
     batch.write_bytes(b"")
-    with pytest.raises(ValueError, match=match_path(batch, "wrong size: 0 bytes")):
+    with pytest.raises(ValueError, match=match_path(batch, "wrong size: 0 bytes.*the file is empty")):
+        load_cifar10(tmp_path)
+    os.truncate(batch, 10001 * 3073)  # sparse: one record more than documented, rejected before reading
+    with pytest.raises(ValueError, match=match_path(batch, "wrong size: 30733073 bytes .*the file is too large")):
         load_cifar10(tmp_path)
     batch.write_bytes(bytes([12]) + good[1:])
     with pytest.raises(ValueError, match=match_path(batch, r"label values must be in \[0, 10\), found \[12\]")):
@@ -419,8 +422,16 @@ def test_cifar_python_corrupt_batches(tmp_path, rng):
     with pytest.raises(ValueError, match=match_path(batch, "no 'labels' entry")):
         load_cifar10(tmp_path)
     batch.write_bytes(py2_pickle({"data": np.zeros((3, 32, 32, 3), np.uint8), "labels": [0, 1, 2]}))
-    with pytest.raises(ValueError, match=match_path(batch, r"'data' must be a non-empty uint8 array of shape "
+    with pytest.raises(ValueError, match=match_path(batch, r"'data' must be a uint8 array of shape "
                                                            r"\[N, 3072\].*got uint8 \(3, 32, 32, 3\)")):
+        load_cifar10(tmp_path)
+    batch.write_bytes(py2_pickle({"data": np.zeros((0, 3072), np.uint8), "labels": []}))
+    with pytest.raises(ValueError, match=match_path(batch, r"with 1 <= N <= 10000, got uint8 \(0, 3072\)")):
+        load_cifar10(tmp_path)
+    batch.write_bytes(b"")
+    os.truncate(batch, 10000 * (3072 + 512) + (1 << 20) + 1)  # sparse: larger than 10,000 images need
+    with pytest.raises(ValueError, match=match_path(batch, r"wrong size: 36888577 bytes, more than a CIFAR-10 python "
+                                                           r"batch of at most 10000 images can take.*not read")):
         load_cifar10(tmp_path)
     batch.write_bytes(py2_pickle({"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1]}))
     with pytest.raises(ValueError, match=match_path(batch, "'labels' must be 3 integers")):
