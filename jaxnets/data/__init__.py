@@ -18,11 +18,21 @@ from jaxnets.data.augment import (
     to_float,
     tta_predict,
 )
-from jaxnets.data.batches import Batches, EpochIterator
-from jaxnets.data.datasets import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist, mnist_sample, split
+from jaxnets.data.batches import Batches, EpochIterator, steps_per_epoch
+from jaxnets.data.datasets import (
+    load_cifar10,
+    load_cifar100,
+    load_fashion_mnist,
+    load_mnist,
+    mnist_sample,
+    shuffle,
+    split,
+)
+from jaxnets.data.validation import check_arrays, check_dataset
 
 __all__ = [
     "augment", "Batches", "EpochIterator", "mnist_sample", "load_mnist", "load_fashion_mnist", "load_cifar10",
     "load_cifar100", "split", "random_crop", "random_flip", "random_translate", "hflip", "normalize", "to_float",
-    "compose", "deterministic", "tta_predict", "ensemble_predict",
+    "compose", "deterministic", "tta_predict", "ensemble_predict", "shuffle", "steps_per_epoch", "check_dataset",
+    "check_arrays",
 ]

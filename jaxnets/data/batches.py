@@ -7,7 +7,6 @@ thread prepares the next batches while the current one is being used.
 """
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,6 +14,9 @@ from collections.abc import Iterator, Mapping, Sequence
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
+
+from jaxnets.checks import check_bool, check_int, check_positive_int
+from jaxnets.data.validation import check_arrays
 
 _END = object()
 
@@ -114,12 +116,29 @@ class EpochIterator:
             self.close()
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"Batches: {name} must be an int, got {type(value).__name__} {value!r}.")
-    if value < minimum:
-        raise ValueError(f"Batches: {name} must be >= {minimum}, got {value}.")
-    return int(value)
+def steps_per_epoch(num_examples: int, batch_size: int, *, drop_last: bool) -> int:
+    """Batches (optimizer steps) in one epoch of ``num_examples`` examples: what ``len(Batches(...))`` is.
+
+    ``num_examples // batch_size`` with ``drop_last=True`` (the incomplete last batch is dropped), else
+    ``ceil(num_examples / batch_size)`` (it is kept). Use it to size per-step schedules
+    (``decay_steps = epochs * steps_per_epoch(...)``).
+
+    Args:
+      num_examples: examples per epoch, an int >= 0.
+      batch_size: examples per (global) batch, an int >= 1.
+      drop_last: required; whether the incomplete last batch is dropped.
+    Returns: the number of batches, an int >= 0.
+    Raises:
+      TypeError: a non-int count or size (bools included), a non-bool ``drop_last``.
+      ValueError: ``num_examples < 0`` or ``batch_size < 1``.
+    PyTorch: ``len(torch.utils.data.DataLoader(dataset, batch_size, drop_last=drop_last))`` (the same number).
+    """
+    fn = "steps_per_epoch"
+    num_examples = check_int(fn, "num_examples", num_examples, minimum=0)
+    batch_size = check_positive_int(fn, "batch_size", batch_size)
+    if check_bool(fn, "drop_last", drop_last):
+        return num_examples // batch_size
+    return -(-num_examples // batch_size)  # ceil in integers, exact for any size
 
 
 class Batches:
@@ -143,6 +162,16 @@ class Batches:
     :meth:`for_devices`), each array is put on the devices with ``jax.device_put(batch, sharding)``,
     already split along its first axis. Transfers are asynchronous and run in the prefetch thread.
 
+    The last batch: with ``drop_last=True`` (the default) an incomplete last batch is dropped, so every
+    batch is full. ``drop_last=False`` keeps it, as ``torch.utils.data.DataLoader`` does by default (then
+    ``len(batches)`` equals torch's and per-step schedules stay aligned; see :func:`steps_per_epoch`):
+    unpadded (``pad_last=False``, a smaller batch, which makes a compiled step compile a second time and
+    must divide over the processes and the sharding's devices), or ``pad_last=True``: padded with zero rows
+    to the full ``batch_size`` and marked by a boolean ``"mask"`` ([batch], False on the padding), which the
+    steps of :mod:`jaxnets.train` leave out of the loss, the gradient, the metrics and the BatchNorm
+    statistics. With ``pad_last=True`` EVERY batch carries a ``"mask"`` (all True but the last), so the
+    step compiles once; an existing ``"mask"`` array is kept (and padded with False).
+
     Multi-host: ``batch_size`` is the GLOBAL batch. When ``jax.process_count() > 1`` (or when
     ``process_index``/``process_count`` are given, to test the slicing on one host), every process
     draws the same global batch and keeps only its own rows: process ``p`` of ``P`` keeps rows
@@ -154,40 +183,38 @@ class Batches:
       batch_size: examples per (global) batch.
       shuffle: shuffle every epoch (True) or keep the stored order.
       seed: non-negative int; with the epoch number it determines the order.
-      drop_last: drop the final incomplete batch (True), or yield it smaller.
+      drop_last: drop the final incomplete batch (True), or keep it (False, torch's default).
+      pad_last: with ``drop_last=False``, pad the final incomplete batch to ``batch_size`` rows and add a
+        ``"mask"`` to every batch (True), or yield it smaller (False). With ``drop_last=True`` every batch
+        is full and ``pad_last=True`` only adds the (all True) ``"mask"``.
       sharding: None (numpy batches) or the ``jax.sharding.Sharding`` of every batch array.
       prefetch: batches produced ahead in a background thread; 0 produces them on demand, in the caller.
       process_index, process_count: this process and the number of processes; default
         ``jax.process_index()`` and ``jax.process_count()``. Give both or neither.
     Raises:
-      ValueError / TypeError: naming ``Batches`` and the argument: empty or non-dict ``arrays``, arrays of
-        different lengths or scalars, ``batch_size <= 0``, ``batch_size > N`` with ``drop_last=True``,
-        ``batch_size`` not divisible by ``process_count``, a batch the sharding cannot split, bad
-        ``seed``/``prefetch``/``process_index``.
+      TypeError: naming ``Batches`` and the argument: ``arrays`` not a dict, a non-int ``batch_size``/
+        ``seed``/``prefetch``/``process_index``/``process_count``, a non-bool ``shuffle``/``drop_last``/
+        ``pad_last``, a ``sharding`` that is not a ``jax.sharding.Sharding``.
+      ValueError: naming ``Batches`` and the argument: an empty ``arrays``, arrays of different lengths or
+        scalars, ``batch_size <= 0``, ``batch_size > N`` with ``drop_last=True``, ``batch_size`` (or an
+        unpadded last batch) not divisible by ``process_count`` or not split by the sharding, a negative
+        ``seed``/``prefetch``, ``process_index`` out of range.
     PyTorch: ``torch.utils.data.DataLoader`` with a ``DistributedSampler`` and ``sampler.set_epoch(e)``
       (same idea, different random numbers).
     """
 
     def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, *, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = True, sharding: Sharding | None = None, prefetch: int = 2,
-                 process_index: int | None = None, process_count: int | None = None):
-        if not isinstance(arrays, Mapping) or not arrays:
-            got = "an empty dict" if isinstance(arrays, Mapping) else type(arrays).__name__
-            raise ValueError(f"Batches: arrays must be a non-empty dict of arrays such as "
-                             f"{{'image': ..., 'label': ...}}, got {got}.")
-        self._arrays = {key: np.asarray(value) for key, value in arrays.items()}
-        scalars = [key for key, value in self._arrays.items() if value.ndim == 0]
-        if scalars:
-            raise ValueError(f"Batches: arrays must have a leading (example) axis; {scalars} are scalars.")
-        lengths = {key: len(value) for key, value in self._arrays.items()}
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"Batches: all arrays must have the same length (leading dimension), got {lengths}.")
-        self.num_examples = next(iter(lengths.values()))
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.shuffle = bool(shuffle)
-        self.seed = _check_int("seed", seed, 0)
-        self.drop_last = bool(drop_last)
-        self.prefetch = _check_int("prefetch", prefetch, 0)
+                 seed: int = 0, drop_last: bool = True, pad_last: bool = False, sharding: Sharding | None = None,
+                 prefetch: int = 2, process_index: int | None = None, process_count: int | None = None):
+        fn = "Batches"
+        self._arrays = check_arrays(fn, "arrays", arrays)
+        self.num_examples = len(next(iter(self._arrays.values())))
+        self.batch_size = check_positive_int(fn, "batch_size", batch_size)
+        self.shuffle = check_bool(fn, "shuffle", shuffle)
+        self.seed = check_int(fn, "seed", seed, minimum=0)
+        self.drop_last = check_bool(fn, "drop_last", drop_last)
+        self.pad_last = check_bool(fn, "pad_last", pad_last)
+        self.prefetch = check_int(fn, "prefetch", prefetch, minimum=0)
         if drop_last and self.batch_size > self.num_examples:
             raise ValueError(f"Batches: batch_size {self.batch_size} is larger than the {self.num_examples} "
                              f"examples, so drop_last=True would yield no batch; use a smaller batch_size or "
@@ -196,8 +223,11 @@ class Batches:
             raise ValueError(f"Batches: give both process_index and process_count or neither, got "
                              f"process_index={process_index}, process_count={process_count}.")
         simulated = process_count is not None
-        self.process_count = _check_int("process_count", process_count, 1) if simulated else jax.process_count()
-        self.process_index = _check_int("process_index", process_index, 0) if simulated else jax.process_index()
+        if simulated:
+            self.process_count = check_positive_int(fn, "process_count", process_count)
+            self.process_index = check_int(fn, "process_index", process_index, minimum=0)
+        else:
+            self.process_count, self.process_index = jax.process_count(), jax.process_index()
         if self.process_index >= self.process_count:
             raise ValueError(f"Batches: process_index must be in [0, {self.process_count}), got "
                              f"{self.process_index}.")
@@ -210,15 +240,17 @@ class Batches:
                              f"(pass sharding=None to test the slicing).")
         self.sharding = sharding
         self.next_epoch = 0
-        sizes = {self.batch_size} if self.num_examples >= self.batch_size else set()
-        if not drop_last and self.num_examples % self.batch_size:
+        # The sizes of the global batches an epoch yields: full ones and, unpadded, a short last one.
+        sizes = {self.batch_size} if self.num_examples >= self.batch_size or self.pad_last else set()
+        if not self.drop_last and not self.pad_last and self.num_examples % self.batch_size:
             sizes.add(self.num_examples % self.batch_size)
         for size in sorted(sizes, reverse=True):
             self._check_batch_size(size)
         self._rows = {size: self._local_rows(size) for size in sizes}
 
     def _check_batch_size(self, size: int) -> None:
-        which = "batch_size" if size == self.batch_size else f"the last batch ({size} examples, drop_last=False)"
+        which = ("batch_size" if size == self.batch_size
+                 else f"the last batch ({size} examples, drop_last=False, pad_last=False)")
         if size % self.process_count:
             raise ValueError(f"Batches: {which} must be divisible by process_count={self.process_count} (it is "
                              f"the global batch, split evenly between processes), got {size}.")
@@ -229,7 +261,7 @@ class Batches:
                 except Exception as error:  # IndivisibleError and friends: a bad sharding for this shape
                     raise ValueError(f"Batches: {which} cannot be split by the sharding: array {key!r} of batch "
                                      f"shape {(size,) + value.shape[1:]} ({error}). Use a batch size divisible "
-                                     f"by the number of devices (or drop_last=True).") from error
+                                     f"by the number of devices (or pad_last=True, or drop_last=True).") from error
 
     def _local_rows(self, size: int) -> np.ndarray:
         """Positions, within a global batch of ``size`` examples, of the rows this process supplies."""
@@ -259,19 +291,22 @@ class Batches:
         return cls(arrays, batch_size, sharding=NamedSharding(mesh, PartitionSpec("batch")), **kwargs)
 
     @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The whole dataset, host numpy arrays ``[N, ...]`` in their stored order (a new dict, the same arrays)."""
+        return dict(self._arrays)
+
+    @property
     def local_batch_size(self) -> int:
         """Examples per full batch on this process: ``batch_size / process_count``."""
         return self.batch_size // self.process_count
 
     def __len__(self) -> int:
-        """Batches per epoch."""
-        if self.drop_last:
-            return self.num_examples // self.batch_size
-        return math.ceil(self.num_examples / self.batch_size)
+        """Batches per epoch: ``steps_per_epoch(num_examples, batch_size, drop_last=drop_last)``."""
+        return steps_per_epoch(self.num_examples, self.batch_size, drop_last=self.drop_last)
 
     def order(self, epoch: int) -> np.ndarray:
         """The example indices of epoch ``epoch`` in visiting order, [N] (before dropping the last batch)."""
-        epoch = _check_int("epoch", epoch, 0)
+        epoch = check_int("Batches.order", "epoch", epoch, minimum=0)
         if not self.shuffle:
             return np.arange(self.num_examples)
         return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
@@ -280,8 +315,21 @@ class Batches:
         order = self.order(epoch)
         for b in range(len(self)):
             global_batch = order[b * self.batch_size:(b + 1) * self.batch_size]
-            local = global_batch[self._rows[len(global_batch)]]
-            yield self._place({key: value[local] for key, value in self._arrays.items()}, len(global_batch))
+            if not self.pad_last:
+                local = global_batch[self._rows[len(global_batch)]]
+                yield self._place({key: value[local] for key, value in self._arrays.items()}, len(global_batch))
+                continue
+            # Padded rows are index -1: they take row 0's place, then are zeroed and masked out.
+            padded = np.full(self.batch_size, -1, np.int64)
+            padded[:len(global_batch)] = global_batch
+            local = padded[self._rows[self.batch_size]]
+            valid = local >= 0
+            rows = np.where(valid, local, 0)
+            batch = {key: value[rows] for key, value in self._arrays.items()}
+            for value in batch.values():
+                value[~valid] = 0  # zeros, as jaxnets.train's put_batch pads
+            batch["mask"] = valid & batch["mask"].astype(bool) if "mask" in batch else valid
+            yield self._place(batch, self.batch_size)
 
     def _place(self, batch: dict, size: int) -> dict:
         if self.sharding is None:
@@ -294,9 +342,9 @@ class Batches:
     def epoch(self, epoch: int) -> EpochIterator:
         """An iterator over the batches of epoch ``epoch`` (a non-negative int); see the class docstring.
 
-        Returns: an :class:`EpochIterator` of dicts with the keys of ``arrays``, each array of shape
-          ``[local_batch_size, ...]`` (numpy) or, with a sharding, a global ``jax.Array`` of shape
-          ``[batch_size, ...]``.
+        Returns: an :class:`EpochIterator` of dicts with the keys of ``arrays`` (and ``"mask"``, bool, with
+          ``pad_last=True``), each array of shape ``[local_batch_size, ...]`` (numpy) or, with a sharding, a
+          global ``jax.Array`` of shape ``[batch_size, ...]``; an unpadded last batch has fewer rows.
         """
         self.order(epoch)  # validate the argument now, not in the background thread
         return EpochIterator(self._generate(epoch), self.prefetch, name=f"jaxnets-Batches-epoch{epoch}")

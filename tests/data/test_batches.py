@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnets.data import Batches, mnist_sample
+from jaxnets.data import Batches, mnist_sample, steps_per_epoch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,6 +94,102 @@ def test_on_the_mnist_sample():
 
 
 # ------------------------------------------------------------------------------------------------
+# The last batch: torch's epoch length, padding with a mask
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_steps_per_epoch_and_len_agree_with_torch_dataloader(drop_last):
+    torch = pytest.importorskip("torch")
+    for n in (0, 1, 5, 9, 10, 11, 100, 5000):
+        for size in (1, 3, 4, 10, 64, 128):
+            loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(n)), batch_size=size,
+                                                 drop_last=drop_last)
+            assert steps_per_epoch(n, size, drop_last=drop_last) == len(loader), (n, size)
+            if n and not (drop_last and size > n):
+                batches = Batches({"label": np.arange(n)}, size, drop_last=drop_last, shuffle=False, prefetch=0)
+                assert len(batches) == len(loader), (n, size)
+                # The batches themselves: torch's sizes, and (unshuffled) torch's rows.
+                assert ids(collect(batches.epoch(0))) == [b[0].tolist() for b in loader]
+                padded = Batches({"label": np.arange(n)}, size, drop_last=drop_last, pad_last=True, shuffle=False,
+                                 prefetch=0)
+                got = collect(padded.epoch(0))
+                assert len(got) == len(loader)
+                assert [b["label"][b["mask"]].tolist() for b in got] == [b[0].tolist() for b in loader]
+
+
+def test_steps_per_epoch_errors():
+    assert steps_per_epoch(np.int64(7), 2, drop_last=False) == 4
+    with pytest.raises(TypeError, match="steps_per_epoch: num_examples must be an int >= 0, got float 10.0"):
+        steps_per_epoch(10.0, 2, drop_last=True)
+    with pytest.raises(ValueError, match="steps_per_epoch: num_examples must be an int >= 0, got -1"):
+        steps_per_epoch(-1, 2, drop_last=True)
+    with pytest.raises(ValueError, match="steps_per_epoch: batch_size must be an int >= 1, got 0"):
+        steps_per_epoch(10, 0, drop_last=True)
+    with pytest.raises(TypeError, match="steps_per_epoch: batch_size must be an int >= 1, got bool True"):
+        steps_per_epoch(10, True, drop_last=True)
+    with pytest.raises(TypeError, match="steps_per_epoch: drop_last must be a Python bool .*got NoneType None"):
+        steps_per_epoch(10, 2, drop_last=None)
+    with pytest.raises(TypeError, match="drop_last"):
+        steps_per_epoch(10, 2)  # required, as torch's default differs from Batches'
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_pad_last_pads_with_masked_zero_rows(prefetch):
+    arrays = make_arrays(10)
+    plain = collect(Batches(arrays, 4, seed=1, drop_last=False, prefetch=prefetch).epoch(3))
+    padded = collect(Batches(arrays, 4, seed=1, drop_last=False, pad_last=True, prefetch=prefetch).epoch(3))
+    assert [sorted(b) for b in padded] == [["image", "label", "mask"]] * 3
+    assert [b["image"].shape for b in padded] == [(4, 2, 2, 1)] * 3  # one shape: the step compiles once
+    assert [b["mask"].tolist() for b in padded] == [[True] * 4, [True] * 4, [True, True, False, False]]
+    assert padded[-1]["mask"].dtype == np.bool_
+    for got, want in zip(padded, plain):  # the valid rows are the unpadded batches, in the same order
+        for key in arrays:
+            np.testing.assert_array_equal(got[key][got["mask"]], want[key])
+            assert np.all(got[key][~got["mask"]] == 0) and got[key].dtype == want[key].dtype
+    assert arrays["label"].tolist() == list(range(10))  # the dataset itself is untouched
+    full = collect(Batches(arrays, 5, drop_last=True, pad_last=True, prefetch=prefetch).epoch(0))
+    assert [b["mask"].tolist() for b in full] == [[True] * 5] * 2
+
+
+def test_pad_last_keeps_an_existing_mask():
+    arrays = {**make_arrays(6), "mask": np.array([1, 0, 1, 1, 0, 1])}
+    got = collect(Batches(arrays, 4, shuffle=False, drop_last=False, pad_last=True).epoch(0))
+    assert [b["mask"].tolist() for b in got] == [[True, False, True, True], [False, True, False, False]]
+
+
+def test_padded_last_batch_trains_like_the_short_one():
+    """The masked, padded last batch gives the step of the unpadded short batch (loss, gradient, BatchNorm
+    statistics), with one compilation for the whole epoch."""
+    import optax
+
+    from jaxnets import nn as jnn
+    from jaxnets.train.state import TrainState
+    from jaxnets.train.steps import make_train_step
+
+    model = jnn.Sequential([jnn.Flatten(), jnn.Dense(6), jnn.BatchNorm(), jnn.ReLU(), jnn.Dense(3)])
+    rng = np.random.default_rng(0)
+    arrays = {"image": rng.normal(size=(10, 2, 2, 1)).astype(np.float32), "label": rng.integers(0, 3, 10)}
+    traces = []
+
+    def counted(state, batch):
+        traces.append(1)
+        return make_train_step(preprocess=lambda x: x)(state, batch)
+
+    step = jax.jit(counted)
+    states = {}
+    for pad_last in (False, True):
+        state = TrainState.create(model, optax.sgd(0.1), arrays["image"][:1], 0)
+        for batch in Batches(arrays, 4, seed=2, drop_last=False, pad_last=pad_last).epoch(0):
+            state, metrics = step(state, batch)
+        assert int(metrics["count"]) == 2  # the last batch: 10 = 4 + 4 + 2 valid rows
+        states[pad_last] = state
+    assert len(traces) == 2 + 1  # unpadded: full and short batch shapes; padded: one
+    for a, b in zip(jax.tree.leaves((states[False].params, states[False].batch_stats)),
+                    jax.tree.leaves((states[True].params, states[True].batch_stats))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
 # Multi-host slicing (simulated with process_index / process_count)
 
 
@@ -109,6 +205,21 @@ def test_process_slices_make_up_the_global_batch(drop_last):
             local = [slices[p][b][key] for p in range(2)]
             assert len(local[0]) == len(local[1]) == len(global_batch[key]) // 2
             np.testing.assert_array_equal(np.concatenate(local), global_batch[key])
+
+
+def test_process_slices_of_padded_batches():
+    """9 examples in global batches of 4 over 2 processes: unpadded, the last batch (1 example) cannot be
+    split; padded, every process gets 2 rows of each batch, the second process only padding in the last."""
+    arrays = make_arrays(9)
+    whole = collect(Batches(arrays, 4, seed=5, drop_last=False, pad_last=True, process_index=0,
+                            process_count=1).epoch(1))
+    slices = [collect(Batches(arrays, 4, seed=5, drop_last=False, pad_last=True, process_index=p,
+                              process_count=2).epoch(1)) for p in range(2)]
+    assert len(whole) == 3 and [len(b["label"]) for b in slices[0]] == [2, 2, 2]
+    assert slices[1][-1]["mask"].tolist() == [False, False]
+    for b, global_batch in enumerate(whole):
+        for key in (*arrays, "mask"):
+            np.testing.assert_array_equal(np.concatenate([slices[p][b][key] for p in range(2)]), global_batch[key])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -221,6 +332,15 @@ SHARDED_8 = """
             Batches.for_devices({key: value[:n] for key, value in arrays.items()}, size, drop_last=drop_last)
         except ValueError as error:
             report["errors"].append(str(error))
+    padded = Batches.for_devices({key: value[:36] for key, value in arrays.items()}, 16, seed=2, drop_last=False,
+                                 pad_last=True)
+    got = [{key: np.asarray(x) for key, x in batch.items()} for batch in padded.epoch(0)]
+    first = next(iter(padded.epoch(0)))
+    report["padded"] = {
+        "shapes": [list(b["image"].shape) for b in got], "valid": [int(b["mask"].sum()) for b in got],
+        "per_device": sorted({s.data.shape[0] for s in first["mask"].addressable_shards}),
+        "labels": sorted(int(v) for b in got for v in b["label"][b["mask"]]),
+        "padding_zero": bool(all(np.all(b["image"][~b["mask"]] == 0) for b in got))}
     print(json.dumps(report))
 """
 
@@ -235,7 +355,12 @@ def test_sharding_on_8_simulated_devices():
     assert len(report["errors"]) == 3
     assert report["errors"][0].startswith("Batches: batch_size cannot be split by the sharding: array 'image' of "
                                           "batch shape (12, 3, 2, 1)")
-    assert report["errors"][1].startswith("Batches: the last batch (4 examples, drop_last=False) cannot be split")
+    assert report["errors"][1].startswith("Batches: the last batch (4 examples, drop_last=False, pad_last=False) "
+                                          "cannot be split")
+    assert "or pad_last=True" in report["errors"][1]
+    # pad_last=True: the same 36 examples give 3 full batches of 16, sharded 2 rows per device, the last masked.
+    assert report["padded"] == {"shapes": [[16, 3, 2, 1]] * 3, "valid": [16, 16, 4], "per_device": [2],
+                                "labels": list(range(36)), "padding_zero": True}
     assert "batch shape (20, 3, 2, 1)" in report["errors"][2]
 
 
@@ -297,37 +422,47 @@ def test_argument_errors():
     arrays = make_arrays(10)
     with pytest.raises(ValueError, match="Batches: arrays must be a non-empty dict .*got an empty dict"):
         Batches({}, 2)
-    with pytest.raises(ValueError, match="Batches: arrays must be a non-empty dict .*got list"):
+    with pytest.raises(TypeError, match="Batches: arrays must be a dict of arrays .*got list"):
         Batches([np.zeros(3)], 2)
-    with pytest.raises(ValueError, match=r"Batches: all arrays must have the same length .*'label': 9"):
+    with pytest.raises(ValueError, match=r"Batches: all arrays in arrays must have the same length .*'label': 9"):
         Batches({"image": np.zeros((10, 2)), "label": np.zeros(9)}, 2)
-    with pytest.raises(ValueError, match=r"Batches: arrays must have a leading \(example\) axis; \['step'\]"):
+    with pytest.raises(ValueError, match=r"Batches: every array in arrays must have a leading \(example\) axis; "
+                                         r"\['step'\]"):
         Batches({"label": np.zeros(4), "step": np.int32(3)}, 2)
-    with pytest.raises(ValueError, match="Batches: batch_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="Batches: batch_size must be an int >= 1, got 0"):
         Batches(arrays, 0)
-    with pytest.raises(ValueError, match="Batches: batch_size must be >= 1, got -4"):
+    with pytest.raises(ValueError, match="Batches: batch_size must be an int >= 1, got -4"):
         Batches(arrays, -4)
-    with pytest.raises(TypeError, match="Batches: batch_size must be an int, got float 2.0"):
+    with pytest.raises(TypeError, match="Batches: batch_size must be an int >= 1, got float 2.0"):
         Batches(arrays, 2.0)
+    with pytest.raises(TypeError, match="Batches: batch_size must be an int >= 1, got bool True"):
+        Batches(arrays, True)
     with pytest.raises(ValueError, match="Batches: batch_size 11 is larger than the 10 examples, so drop_last=True"):
         Batches(arrays, 11)
-    with pytest.raises(ValueError, match="Batches: seed must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="Batches: seed must be an int >= 0, got -1"):
         Batches(arrays, 2, seed=-1)
-    with pytest.raises(ValueError, match="Batches: prefetch must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="Batches: prefetch must be an int >= 0, got -1"):
         Batches(arrays, 2, prefetch=-1)
+    for flag in ("shuffle", "drop_last", "pad_last"):
+        with pytest.raises(TypeError, match=f"Batches: {flag} must be a Python bool .*got int 1"):
+            Batches(arrays, 2, **{flag: 1})
     with pytest.raises(ValueError, match="Batches: give both process_index and process_count or neither"):
         Batches(arrays, 2, process_index=0)
     with pytest.raises(ValueError, match=r"Batches: process_index must be in \[0, 2\), got 2"):
         Batches(arrays, 2, process_index=2, process_count=2)
+    with pytest.raises(ValueError, match="Batches: process_count must be an int >= 1, got 0"):
+        Batches(arrays, 2, process_index=0, process_count=0)
     with pytest.raises(ValueError, match="Batches: batch_size must be divisible by process_count=3 .*got 4"):
         Batches(arrays, 4, process_index=0, process_count=3)
-    with pytest.raises(ValueError, match=r"Batches: the last batch \(1 examples, drop_last=False\) must be divisible "
-                                         r"by process_count=2"):
+    with pytest.raises(ValueError, match=r"Batches: the last batch \(1 examples, drop_last=False, pad_last=False\) "
+                                         r"must be divisible by process_count=2"):
         Batches(make_arrays(9), 4, drop_last=False, process_index=0, process_count=2)
     with pytest.raises(TypeError, match="Batches: sharding must be a jax.sharding.Sharding or None, got str"):
         Batches(arrays, 2, sharding="batch")
     with pytest.raises(ValueError, match="Batches: process_count=2 differs from jax.process_count"):
         Batches(arrays, 2, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]), process_index=0,
                 process_count=2)
-    with pytest.raises(ValueError, match="Batches: epoch must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="Batches.order: epoch must be an int >= 0, got -1"):
         Batches(arrays, 2).epoch(-1)
+    with pytest.raises(TypeError, match="Batches.order: epoch must be an int >= 0, got str '1'"):
+        Batches(arrays, 2).epoch("1")

@@ -12,7 +12,16 @@ import tarfile
 import numpy as np
 import pytest
 
-from jaxnets.data import datasets, load_cifar10, load_cifar100, load_fashion_mnist, load_mnist, mnist_sample, split
+from jaxnets.data import (
+    datasets,
+    load_cifar10,
+    load_cifar100,
+    load_fashion_mnist,
+    load_mnist,
+    mnist_sample,
+    shuffle,
+    split,
+)
 
 # ------------------------------------------------------------------------------------------------
 # Writers of the official formats
@@ -595,11 +604,81 @@ def test_split_errors():
     labels = np.array([0, 1, 1])
     with pytest.raises(ValueError, match="split: arrays must be a dict with a 'label' entry.*got \\['image'\\]"):
         split({"image": np.zeros(3)}, 0.5, seed=0)
-    with pytest.raises(ValueError, match="split: all arrays must have the same length.*'x': 2"):
+    with pytest.raises(TypeError, match="split: arrays must be a dict of arrays .*got tuple"):
+        split((labels,), 0.5, seed=0)
+    with pytest.raises(ValueError, match="split: all arrays in arrays must have the same length.*'x': 2"):
         split({"label": labels, "x": np.zeros(2)}, 0.5, seed=0)
-    with pytest.raises(ValueError, match="split: arrays\\['label'\\] must be a 1-D integer array, got float64"):
+    with pytest.raises(TypeError, match="split: arrays\\['label'\\] must be a 1-D integer array, got dtype float64"):
         split({"label": labels.astype(float)}, 0.5, seed=0)
-    with pytest.raises(ValueError, match="split: fraction .* must be a number in \\[0, 1\\], got 1.5"):
+    with pytest.raises(ValueError, match="split: arrays\\['label'\\] must be a 1-D integer array, got shape \\(3, 1\\)"):
+        split({"label": labels[:, None]}, 0.5, seed=0)
+    with pytest.raises(ValueError, match="split: fraction \\(the validation fraction\\) must be a finite real number "
+                                         "in \\[0.0, 1.0\\], got 1.5"):
         split({"label": labels}, 1.5, seed=0)
-    with pytest.raises(ValueError, match="split: seed must be a non-negative int, got -1"):
+    with pytest.raises(TypeError, match="split: fraction .* got str '0.5'"):
+        split({"label": labels}, "0.5", seed=0)
+    with pytest.raises(TypeError, match="split: fraction .* got bool True"):
+        split({"label": labels}, True, seed=0)
+    with pytest.raises(ValueError, match="split: seed must be an int >= 0, got -1"):
         split({"label": labels}, 0.5, seed=-1)
+    with pytest.raises(TypeError, match="split: seed must be an int >= 0, got float 1.0"):
+        split({"label": labels}, 0.5, seed=1.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# shuffle
+
+
+def test_the_sample_and_its_split_are_sorted_by_class_and_say_so():
+    """The order is kept (experiments depend on it); the first docstring lines say it."""
+    sample = mnist_sample()
+    assert np.all(np.diff(sample["label"]) >= 0)
+    train, val = split(sample, 0.1, seed=0)
+    assert np.all(np.diff(train["label"]) >= 0) and np.all(np.diff(val["label"]) >= 0)
+    for fn in (mnist_sample, split):
+        assert "SORTED BY CLASS" in fn.__doc__.strip().splitlines()[0]
+        assert "shuffle(" in fn.__doc__
+
+
+def test_shuffle_permutes_every_array_alike(rng):
+    arrays = {"image": np.arange(50 * 4).reshape(50, 2, 2, 1), "label": np.arange(50) % 5, "id": np.arange(50)}
+    before = {key: value.copy() for key, value in arrays.items()}
+    got = shuffle(arrays, seed=3)
+    order = np.random.default_rng(3).permutation(50)
+    for key in arrays:
+        np.testing.assert_array_equal(got[key], before[key][order])  # the documented permutation
+        np.testing.assert_array_equal(arrays[key], before[key])      # the input untouched
+    np.testing.assert_array_equal(got["image"], arrays["image"][got["id"]])  # rows stay together
+    assert not np.array_equal(got["id"], arrays["id"])
+    np.testing.assert_array_equal(shuffle(arrays, seed=3)["id"], got["id"])
+    assert not np.array_equal(shuffle(arrays, seed=4)["id"], got["id"])
+    got["label"][0] = 99  # a copy: the caller may change it
+    assert arrays["label"].max() == 4
+
+
+def test_shuffle_mixes_the_classes_of_the_sample():
+    sample = shuffle(mnist_sample(), seed=0)
+    assert len(np.unique(sample["label"][:1000])) == 10
+    np.testing.assert_array_equal(np.bincount(sample["label"]), [500] * 10)
+    assert sample["image"].flags.writeable  # a copy of the read-only sample
+    one = np.flatnonzero(sample["label"] == 3)[0]
+    assert any(np.array_equal(sample["image"][one], x) for x in mnist_sample()["image"][1500:2000])
+
+
+def test_shuffle_errors():
+    with pytest.raises(TypeError, match="shuffle: arrays must be a dict of arrays .*got list"):
+        shuffle([np.arange(3)], seed=0)
+    with pytest.raises(ValueError, match="shuffle: arrays must be a non-empty dict"):
+        shuffle({}, seed=0)
+    with pytest.raises(ValueError, match=r"shuffle: all arrays in arrays must have the same length .*'label': 2"):
+        shuffle({"image": np.zeros((3, 1)), "label": np.zeros(2)}, seed=0)
+    with pytest.raises(ValueError, match=r"shuffle: every array in arrays must have a leading \(example\) axis"):
+        shuffle({"label": np.int32(3)}, seed=0)
+    with pytest.raises(TypeError, match="shuffle: seed must be an int >= 0, got NoneType None"):
+        shuffle({"label": np.arange(3)}, seed=None)
+    with pytest.raises(TypeError, match="shuffle: seed must be an int >= 0, got bool False"):
+        shuffle({"label": np.arange(3)}, seed=False)
+    with pytest.raises(ValueError, match="shuffle: seed must be an int >= 0, got -2"):
+        shuffle({"label": np.arange(3)}, seed=-2)
+    with pytest.raises(TypeError, match="takes 1 positional argument"):
+        shuffle({"label": np.arange(3)}, 0)  # seed is keyword-only
