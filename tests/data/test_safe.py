@@ -256,6 +256,57 @@ def test_read_maybe_gzip(tmp_path):
         _safe.read_maybe_gzip(path)
 
 
+def test_read_maybe_gzip_reads_at_most_limit_bytes(tmp_path):
+    """A 1 GiB zero stream (about 1 MB gzipped, concatenated members) read with a limit: fast and bounded."""
+    import time
+    import tracemalloc
+
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip.compress(b"head") + gzip.compress(bytes(16 << 20)) * 64)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        assert _safe.read_maybe_gzip(path, limit=5) == b"head\0"
+        assert _safe.read_maybe_gzip(path, limit=0) == b""
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20 and time.perf_counter() - start < 2.0
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"0123456789")
+    assert _safe.read_maybe_gzip(plain, limit=4) == b"0123" and _safe.read_maybe_gzip(plain, limit=99) == b"0123456789"
+    truncated = tmp_path / "t.gz"
+    truncated.write_bytes(gzip.compress(os.urandom(5000))[:-20])
+    assert len(_safe.read_maybe_gzip(truncated, limit=10)) == 10  # the damage lies beyond the bytes read
+    with pytest.raises(ValueError, match=re.escape(f"{truncated}: the gzip stream is truncated or corrupt")):
+        _safe.read_maybe_gzip(truncated, limit=6000)
+    with pytest.raises(ValueError, match="read_maybe_gzip: limit must be an int >= 0, got -1"):
+        _safe.read_maybe_gzip(plain, limit=-1)
+    with pytest.raises(TypeError, match="read_maybe_gzip: limit must be an int >= 0, got float 1.0"):
+        _safe.read_maybe_gzip(plain, limit=1.0)
+    with pytest.raises(FileNotFoundError):
+        _safe.read_maybe_gzip(tmp_path / "missing", limit=1)
+
+
+def test_gunzip_streams_to_disk(tmp_path):
+    archive = tmp_path / "big.bin.gz"
+    archive.write_bytes(gzip.compress(bytes(16 << 20)) * 8)  # 128 MiB of zeros
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        target = _safe.gunzip(archive, tmp_path / "out")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert target == (tmp_path / "out" / "big.bin").resolve() and target.stat().st_size == 128 << 20
+    assert peak < 8 << 20
+    archive.write_bytes(gzip.compress(os.urandom(5000))[:-20])
+    with pytest.raises(ValueError, match=re.escape(f"{archive}: the gzip stream is truncated or corrupt")):
+        _safe.gunzip(archive, tmp_path / "out")
+    assert not target.exists()  # the partial output is deleted
+
+
 # ------------------------------------------------------------------------------------------------
 # Checksums and downloads
 
