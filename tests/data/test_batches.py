@@ -373,23 +373,31 @@ TWO_PROCESSES = """
     from jaxnets.data import Batches
 
     arrays = {"image": np.arange(36 * 2, dtype=np.int32).reshape(36, 2), "label": np.arange(36, dtype=np.int32)}
-    reference = [b for b in Batches(arrays, 16, seed=1, process_index=0, process_count=1).epoch(3)]
-    local = [b for b in Batches(arrays, 16, seed=1).epoch(3)]  # no sharding: this process's rows
-    for got, want in zip(local, reference):
-        assert np.array_equal(got["label"], want["label"][8 * process_id:8 * (process_id + 1)])
     devices = jax.devices()
     interleaved = [devices[i // 2 + 4 * (i % 2)] for i in range(8)]  # processes alternate along the mesh
-    checked = 0
-    for order in (devices, interleaved):
-        sharding = NamedSharding(Mesh(np.array(order), ("batch",)), PartitionSpec("batch"))
-        for got, want in zip(Batches(arrays, 16, seed=1, sharding=sharding).epoch(3), reference):
-            for key in arrays:
-                x = got[key]
-                assert x.shape == want[key].shape and x.sharding == sharding
-                for shard in x.addressable_shards:
-                    assert np.array_equal(np.asarray(shard.data), want[key][shard.index]), (key, shard.index)
-                    checked += 1
-    print(json.dumps({"process": jax.process_index(), "count": jax.process_count(), "checked": checked}))
+    checked, batches = 0, []
+    # drop_last=True: 2 batches of 16; pad_last=True: 3 batches of 16, the last one 4 examples and 12 masked rows.
+    for options in ({}, {"drop_last": False, "pad_last": True}):
+        reference = [b for b in Batches(arrays, 16, seed=1, process_index=0, process_count=1, **options).epoch(3)]
+        local = [b for b in Batches(arrays, 16, seed=1, **options).epoch(3)]  # no sharding: this process's rows
+        assert len(local) == len(reference)
+        for got, want in zip(local, reference):
+            for key in want:
+                assert np.array_equal(got[key], want[key][8 * process_id:8 * (process_id + 1)])
+        for order in (devices, interleaved):
+            sharding = NamedSharding(Mesh(np.array(order), ("batch",)), PartitionSpec("batch"))
+            got_batches = list(Batches(arrays, 16, seed=1, sharding=sharding, **options).epoch(3))
+            batches.append(len(got_batches))
+            for got, want in zip(got_batches, reference):
+                assert sorted(got) == sorted(want)
+                for key in want:
+                    x = got[key]
+                    assert x.shape == want[key].shape and x.sharding == sharding
+                    for shard in x.addressable_shards:
+                        assert np.array_equal(np.asarray(shard.data), want[key][shard.index]), (key, shard.index)
+                        checked += 1
+    print(json.dumps({"process": jax.process_index(), "count": jax.process_count(), "checked": checked,
+                      "batches": batches}))
 """
 
 
@@ -410,8 +418,9 @@ def test_two_processes_assemble_the_global_batch():
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    # 2 batches of 16 (36 examples, drop_last), 2 keys, 4 local shards, 2 meshes.
-    assert results == [{"process": p, "count": 2, "checked": 2 * 2 * 4 * 2} for p in range(2)]
+    # 2 meshes; drop_last: 2 batches of 16 (36 examples), 2 keys, 4 local shards; padded: 3 batches, 3 keys.
+    checked = 2 * (2 * 2 * 4 + 3 * 3 * 4)
+    assert results == [{"process": p, "count": 2, "checked": checked, "batches": [2, 2, 3, 3]} for p in range(2)]
 
 
 # ------------------------------------------------------------------------------------------------
