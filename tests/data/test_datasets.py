@@ -610,7 +610,7 @@ def test_split_errors():
         split({"label": labels, "x": np.zeros(2)}, 0.5, seed=0)
     with pytest.raises(TypeError, match="split: arrays\\['label'\\] must be a 1-D integer array, got dtype float64"):
         split({"label": labels.astype(float)}, 0.5, seed=0)
-    with pytest.raises(ValueError, match="split: arrays\\['label'\\] must be a 1-D integer array, got shape \\(3, 1\\)"):
+    with pytest.raises(ValueError, match=r"split: arrays\['label'\] must be a 1-D integer array, got shape \(3, 1\)"):
         split({"label": labels[:, None]}, 0.5, seed=0)
     with pytest.raises(ValueError, match="split: fraction \\(the validation fraction\\) must be a finite real number "
                                          "in \\[0.0, 1.0\\], got 1.5"):
