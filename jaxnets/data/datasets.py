@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxnets.checks import check_int, check_real
+from jaxnets.checks import check_bool, check_choice, check_int, check_real
 from jaxnets.data import _safe
 from jaxnets.data.validation import check_arrays
 
@@ -200,6 +200,7 @@ def _check_labels(path: Path, labels: np.ndarray, num_classes: int, what: str) -
 
 
 def _load_idx_dataset(fn: str, source: _Source, root, download: bool, mirror: str | None) -> tuple[Split, Split]:
+    check_bool(fn, "download", download)
     directory = _dataset_dir(root, source)
     found = {}
     for name in (name for pair in _IDX_FILES.values() for name in pair):
@@ -230,8 +231,10 @@ def load_mnist(root: str | os.PathLike, *, download: bool = False,
     """MNIST (LeCun, Cortes and Burges): 60,000 training and 10,000 test handwritten digits.
 
     Reads the four IDX files (``train-images-idx3-ubyte`` etc., gzipped or not: compression is
-    detected from the content) from ``root/mnist/``, checking each file's magic number and that its
-    size matches its header.
+    detected from the content) from ``root/mnist/``, checking each file's magic number and header first
+    (28x28 images, 1 to 60,000 training or 10,000 test examples), then reading at most the bytes the
+    header announces plus one, so a file with trailing data is rejected without being read (or
+    decompressed) whole.
 
     Args:
       root: directory holding the ``mnist/`` subdirectory (created on download).
@@ -244,7 +247,9 @@ def load_mnist(root: str | os.PathLike, *, download: bool = False,
       FileNotFoundError: files missing and ``download=False``; says which files to place where.
       ConnectionError: a download failed; says which file to place where to continue without network.
       ValueError: naming the file, if a file is truncated or corrupt (bad magic number, wrong size,
-        checksum mismatch of a download, labels outside [0, 10)).
+        trailing data, checksum mismatch of a download, labels outside [0, 10)), empty, or of other
+        dimensions than the documented ones (images not 28x28, more examples than the split holds).
+      TypeError: a non-bool ``download``.
     """
     return _load_idx_dataset("load_mnist", _SOURCES["mnist"], root, download, mirror)
 
@@ -377,8 +382,9 @@ def _read_cifar_folder(fn: str, folder: Path, version: str, spec: _CifarVersion,
 
 def _load_cifar(fn: str, key: str, root, *, download: bool, mirror: str | None, version: str | None,
                 labels: _CifarLabels) -> tuple[Split, Split]:
-    if version not in (None, "binary", "python"):
-        raise ValueError(f"{fn}: version must be None (either), 'binary' or 'python', got {version!r}.")
+    if version is not None:  # None: whichever version is present
+        check_choice(fn, "version", version, ("binary", "python"))
+    check_bool(fn, "download", download)
     source = _SOURCES[key]
     directory = _dataset_dir(root, source)
     formats = _CIFAR_VERSIONS[key]
@@ -429,9 +435,12 @@ def load_cifar10(root: str | os.PathLike, *, download: bool = False, mirror: str
     Raises:
       FileNotFoundError: nothing found and ``download=False``; says which file to place where.
       ConnectionError: the download failed; says which file to place where to continue without network.
-      ValueError: naming the file, for a pickle that refers to anything but numpy arrays, a truncated or
-        corrupt file (wrong size, bad pickle, labels out of range), a checksum mismatch, or an archive
-        holding links or paths outside its directory.
+      ValueError: naming the file, for a pickle that refers to anything but numpy arrays, a truncated,
+        empty or corrupt file (wrong size, bad pickle, labels out of range), a file larger than its
+        documented images (10,000 per CIFAR-10 batch; CIFAR-100: 50,000 training, 10,000 test) need,
+        rejected before it is read, a checksum mismatch, or an archive holding links or paths outside
+        its directory; an unknown ``version``.
+      TypeError: a non-string ``version``, a non-bool ``download``.
     """
     return _load_cifar("load_cifar10", "cifar10", root, download=download, mirror=mirror, version=version,
                        labels=_CifarLabels("labels", 1, 0, 10))
@@ -449,14 +458,13 @@ def load_cifar100(root: str | os.PathLike, *, download: bool = False, mirror: st
       root, download, mirror, version: as in :func:`load_cifar10`.
     Returns: ``(train, test)``, each ``{"image": uint8 [N, 32, 32, 3], "label": int32 [N]}``.
       PyTorch: ``torchvision.datasets.CIFAR100`` (fine labels).
-    Raises: as :func:`load_cifar10`; ValueError for an unknown ``label_mode``.
+    Raises: as :func:`load_cifar10`; ValueError for an unknown ``label_mode``, TypeError for a non-string one.
     """
+    check_choice("load_cifar100", "label_mode", label_mode, ("fine", "coarse"))
     if label_mode == "fine":
         labels = _CifarLabels("fine_labels", 2, 1, 100)
-    elif label_mode == "coarse":
-        labels = _CifarLabels("coarse_labels", 2, 0, 20)
     else:
-        raise ValueError(f"load_cifar100: label_mode must be 'fine' or 'coarse', got {label_mode!r}.")
+        labels = _CifarLabels("coarse_labels", 2, 0, 20)
     return _load_cifar("load_cifar100", "cifar100", root, download=download, mirror=mirror, version=version,
                        labels=labels)
 

@@ -215,6 +215,8 @@ def test_idx_missing_files_say_what_to_place_where(tmp_path, rng):
         load_mnist(tmp_path)
     with pytest.raises(FileNotFoundError, match="download=True.*fashion-mnist"):
         load_fashion_mnist(tmp_path)
+    with pytest.raises(TypeError, match="load_mnist: download must be a Python bool .*got str 'no'"):
+        load_mnist(tmp_path, download="no")
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -385,10 +387,18 @@ def test_cifar_prefers_binary_and_version_selects(tmp_path, rng):
 
 
 def test_cifar_argument_errors(tmp_path):
-    with pytest.raises(ValueError, match="load_cifar10: version must be None.*got 'pickle'"):
+    with pytest.raises(ValueError, match=r"load_cifar10: unknown version 'pickle'; expected one of \('binary', "
+                                         r"'python'\)"):
         load_cifar10(tmp_path, version="pickle")
-    with pytest.raises(ValueError, match="load_cifar100: label_mode must be 'fine' or 'coarse', got 'super'"):
+    with pytest.raises(TypeError, match="load_cifar10: version must be a string, one of .*got int 2"):
+        load_cifar10(tmp_path, version=2)
+    with pytest.raises(TypeError, match="load_cifar10: download must be a Python bool"):
+        load_cifar10(tmp_path, download="yes")
+    with pytest.raises(ValueError, match=r"load_cifar100: unknown label_mode 'super'; expected one of \('fine', "
+                                         r"'coarse'\)"):
         load_cifar100(tmp_path, label_mode="super")
+    with pytest.raises(TypeError, match="load_cifar100: label_mode must be a string"):
+        load_cifar100(tmp_path, label_mode=None)
     with pytest.raises(FileNotFoundError, match=re.escape(f"load_cifar10: CIFAR-10 not found: expected "
                                                           f"{tmp_path / 'cifar10' / 'cifar-10-batches-bin'} or")
                        + ".*download=True.*cifar-10-binary.tar.gz \\(md5 c32a1d4ab5d03f1284b67883e8d87530\\)"):
