@@ -244,7 +244,7 @@ def from_torch(model: str | nn.Module, state_dict: Mapping[str, Any], *,
         if path[-1] == "kernel" and value.ndim >= 2 and tuple(path[1:-1]) not in channels_first:
             value = _torch_layout(value)
         if value.shape != leaf.shape:
-            mismatched.append(f"{shown[torch_key]}: torch {torch_shape}, converted {value.shape}, "
+            mismatched.append(f"{shown[torch_key]}: torch {torch_shape} -> converted {value.shape} but "
                               f"{'/'.join(path)} needs {tuple(leaf.shape)}")
             continue
         flat[path] = jnp.asarray(value, dtype=leaf.dtype)
