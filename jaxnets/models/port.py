@@ -100,7 +100,8 @@ def _check_input_shape(fn: str, input_shape: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in input_shape)
 
 
-def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict, set[tuple[str, ...]]]:
+def _trace(fn: str, described: str, model: nn.Module,
+           input_shape: tuple[int, ...]) -> tuple[dict, set[tuple[str, ...]]]:
     """The variable shapes of `model.init` on one float32 input (no computation) and the module paths of
     the channels-first `jaxnets.nn.Conv`s, whose kernels are PyTorch's OIHW (no transpose)."""
     channels_first: set[tuple[str, ...]] = set()
@@ -115,7 +116,12 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict, set[tu
         with nn.intercept_methods(spy):
             return model.init(jax.random.key(0), x, train=False)
 
-    shapes = jax.eval_shape(init, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+    try:
+        shapes = jax.eval_shape(init, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+    except ValueError as error:  # a layer's shape error: say which input it was traced on
+        raise ValueError(f"{fn}: {described} cannot be traced on an input of shape {(1, *input_shape)} "
+                         f"(input_shape={input_shape}): {error} Is input_shape in the module's layout ((H, W, C) "
+                         f"for NHWC, (C, H, W) for NCHW)?") from error
     return dict(shapes), channels_first
 
 
@@ -157,7 +163,7 @@ def from_torch(model: str | nn.Module, state_dict: Mapping[str, Any], *,
       `TrainState.create(..., variables=variables)`.
     Raises:
       ValueError: unknown model or option (from `create`); options given with a module instance; a missing
-        or bad `input_shape`; torch keys the model lacks ("unexpected"), model variables absent from the
+        or bad `input_shape`, or one the model cannot be traced on; torch keys the model lacks ("unexpected"), model variables absent from the
         state_dict ("missing") and shape mismatches (each with the torch shape, the converted shape and the
         shape the model needs), all listed in one message; two keys renamed to the same name; two Flax
         paths that join to the same name; a variable with no PyTorch counterpart.
@@ -196,7 +202,7 @@ def from_torch(model: str | nn.Module, state_dict: Mapping[str, Any], *,
     else:
         raise TypeError(f"{fn}: model must be a registry name (str) or a flax.linen.Module instance, "
                         f"got {type(model).__name__}.")
-    shapes, channels_first = _trace(module, _check_input_shape(fn, input_shape))
+    shapes, channels_first = _trace(fn, described, module, _check_input_shape(fn, input_shape))
 
     # Expected torch key for every Flax leaf.
     wanted: dict[str, tuple[tuple[str, ...], jax.ShapeDtypeStruct]] = {}
