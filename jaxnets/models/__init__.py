@@ -15,7 +15,7 @@ so `from_torch` maps a torchvision `state_dict` by name; `from_torch` also ports
 from jaxnets.models import alexnet, googlenet, lenet, mlp, nin, resnet, vgg  # noqa: F401
 from jaxnets.models.port import from_torch
 from jaxnets.models.registry import (available, check_rate, check_variant, create, default_classes, defaults,
-                                     register)
+                                     register, unregister)
 
 __all__ = ["available", "check_rate", "check_variant", "create", "default_classes", "defaults", "from_torch",
-           "register"]
+           "register", "unregister"]

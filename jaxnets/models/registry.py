@@ -1,4 +1,4 @@
-"""The model registry: `register`, `available`, `create`, `defaults`, and the option checks every model shares.
+"""The model registry: `register`, `unregister`, `available`, `create`, `defaults`, and the option checks every model shares.
 
 It imports no model: each model file imports `register` (and the public helpers `check_variant`,
 `default_classes`) from here, and `jaxnets.models` imports the model files, so there is no import cycle.
@@ -57,6 +57,15 @@ def register(name: str, *, replace: bool = False) -> Callable:
         return factory
 
     return decorate
+
+
+def unregister(name: str) -> None:
+    """Remove `name` from the registry (e.g. a notebook's experiment, or a test's temporary model).
+
+    Raises: TypeError for a non-string name; ValueError for a name that is not registered.
+    """
+    _factory("unregister", name)
+    del _REGISTRY[name]
 
 
 def available() -> list[str]:
