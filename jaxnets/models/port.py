@@ -21,7 +21,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from jaxnets import nn as jnn
-from jaxnets.checks import is_int
+from jaxnets.checks import is_channels_last, is_int
 from jaxnets.models.registry import create, defaults
 
 # Default input of each `variant=` (only shapes are traced, nothing is computed).
@@ -108,7 +108,7 @@ def _trace(fn: str, described: str, model: nn.Module,
 
     def spy(next_fun, args, kwargs, context):
         if isinstance(context.module, jnn.Conv) and context.method_name == "__call__":
-            if isinstance(context.module.layout, str) and context.module.layout.startswith("NC"):
+            if not is_channels_last(fn, context.module.layout):
                 channels_first.add(tuple(context.module.path))
         return next_fun(*args, **kwargs)
 
