@@ -246,3 +246,44 @@ def check_key(fn: str, key, *, name: str = "key"):
         return key
     got = type(key).__name__ if not hasattr(key, "dtype") else f"{type(key).__name__} of dtype {key.dtype}"
     raise TypeError(f"{fn}: {name} must be a PRNG key from jax.random.key(seed), got {got}.")
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs fed in the other layout
+# ------------------------------------------------------------------------------------------------
+def check_input_layout(fn: str, name: str, shape, expected, *, layout: str | None = None) -> None:
+    """Raise one clear ValueError when a batch looks like the other layout of the input a model expects.
+
+    Args:
+      fn, name: the function and the argument, for the message (e.g. "fit", "batch['image']").
+      shape: the batch's shape `[N, ...]`.
+      expected: the shape of ONE input without the batch axis, the one the model was initialised for,
+        e.g. `(32, 32, 3)` (NHWC) or `(3, 32, 32)` (NCHW).
+      layout: the model's activation layout if known ("NHWC" family or "NCHW" family). With it, a batch
+        whose channel axis is in the other place is caught whatever its image size; without it, only a
+        batch whose per-example shape is exactly `expected` with the channel axis moved (last <-> first).
+    Raises: ValueError naming both layouts and the fix (`jnp.moveaxis`) when the batch is channels-first
+      for a channels-last model or the reverse. A batch that is merely another size is left to the model
+      (a fully convolutional model may take it); an unknown `layout` raises like `is_channels_last`.
+    """
+    per, expected = tuple(shape)[1:], tuple(expected)
+    if len(per) != len(expected) or len(per) < 2 or per == expected:
+        return
+    if layout is None:
+        fed_first = per == expected[-1:] + expected[:-1]   # [C, H, W] for a model built on [H, W, C]
+        fed_last = per == expected[1:] + expected[:1]      # [H, W, C] for a model built on [C, H, W]
+    else:
+        model_last = is_channels_last(fn, layout)
+        channels = expected[-1] if model_last else expected[0]
+        fed_first = model_last and per[0] == channels != per[-1]
+        fed_last = not model_last and per[-1] == channels != per[0]
+    if not (fed_first or fed_last):
+        return
+    spatial = len(per) - 1
+    last = CHANNELS_LAST[spatial - 1] if spatial <= 3 else "channels-last"
+    first = CHANNELS_FIRST[spatial - 1] if spatial <= 3 else "channels-first"
+    got, want = (first, last) if fed_first else (last, first)
+    move = "jnp.moveaxis(x, 1, -1)" if fed_first else "jnp.moveaxis(x, -1, 1)"
+    raise ValueError(f"{fn}: {name} of shape {tuple(shape)} looks like {got} but the model was initialised for "
+                     f"{want} inputs [N, {', '.join(map(str, expected))}]; convert the batch with {move} (or build the "
+                     f"model with layout={got!r}).")

@@ -3,7 +3,7 @@ import flax.linen as nn
 import jax
 
 from jaxnets import nn as jnn
-from jaxnets.models import check_variant, default_classes, register
+from jaxnets.models.registry import check_rate, check_variant, default_classes, register
 
 
 class AlexNet(nn.Module):
@@ -79,8 +79,10 @@ def alexnet(*, variant: str = "imagenet", num_classes: int | None = None, dropou
       num_classes: output size (default 1000 for "imagenet", 10 for "cifar").
       dropout: drop rate of the two classifier dropouts (0.5, as torchvision and the paper).
       axis_name: accepted for a uniform interface; AlexNet has no BatchNorm.
-    Raises: ValueError for an unknown variant or a bad `num_classes`.
+    Raises: TypeError for a `num_classes` that is not an int, a `dropout` that is not a real number, a
+      non-string `variant`; ValueError for an unknown variant, `num_classes` < 1, `dropout` outside [0, 1).
     """
     check_variant("alexnet", variant, ("imagenet", "cifar"))
+    check_rate("alexnet", "dropout", dropout)
     del axis_name
     return AlexNet(variant=variant, num_classes=default_classes("alexnet", num_classes, variant), dropout=dropout)

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxnets import nn as jnn
-from jaxnets.models import check_variant, default_classes, register
+from jaxnets.checks import check_bool
+from jaxnets.models.registry import check_rate, check_variant, default_classes, register
 
 VARIANTS = ("imagenet", "cifar")
 
@@ -183,10 +184,13 @@ def googlenet(*, num_classes: int | None = None, variant: str = "imagenet", aux_
         `(logits, aux1, aux2)`.
       dropout: drop rate before "fc" (torchvision's 0.2); dropout_aux: in the auxiliary heads (0.7).
       axis_name: passed to every BatchNorm.
-    Raises: ValueError for an unknown variant or a bad `num_classes`; TypeError for a non-bool `aux_logits`.
+    Raises: TypeError for a non-bool `aux_logits`, a `num_classes` that is not an int, a dropout rate that is
+      not a real number, a non-string `variant`; ValueError for an unknown variant, `num_classes` < 1, a
+      dropout rate outside [0, 1).
     """
     check_variant("googlenet", variant, VARIANTS)
-    if not isinstance(aux_logits, bool):
-        raise TypeError(f"googlenet: aux_logits must be a bool, got {aux_logits!r}.")
+    check_bool("googlenet", "aux_logits", aux_logits)
+    check_rate("googlenet", "dropout", dropout)
+    check_rate("googlenet", "dropout_aux", dropout_aux)
     return GoogLeNet(num_classes=default_classes("googlenet", num_classes, variant), variant=variant,
                      aux_logits=aux_logits, dropout=dropout, dropout_aux=dropout_aux, axis_name=axis_name)

@@ -3,7 +3,7 @@ import flax.linen as nn
 import jax
 
 from jaxnets import nn as jnn
-from jaxnets.models import check_variant, default_classes, register
+from jaxnets.models.registry import check_variant, default_classes, register
 
 
 class LeNet5(nn.Module):
@@ -52,7 +52,8 @@ def lenet5(*, num_classes: int | None = None, variant: str = "mnist", axis_name:
       num_classes: output size (default 10).
       variant: "mnist" only.
       axis_name: accepted for a uniform interface; LeNet-5 has no BatchNorm.
-    Raises: ValueError for an unknown variant or a bad `num_classes`.
+    Raises: TypeError for a `num_classes` that is not an int or a non-string `variant`; ValueError for an
+      unknown variant or `num_classes` < 1.
     """
     check_variant("lenet5", variant, ("mnist",))
     del axis_name

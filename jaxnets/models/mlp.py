@@ -5,8 +5,9 @@ import flax.linen as nn
 import jax
 
 from jaxnets import nn as jnn
+from jaxnets.checks import check_int, check_positive_int
 from jaxnets.layers.activations import get_activation
-from jaxnets.models import check_variant, default_classes, register
+from jaxnets.models.registry import check_rate, check_variant, default_classes, register
 
 
 class MLP(nn.Module):
@@ -60,17 +61,21 @@ def mlp(*, hidden: Sequence[int] = (512, 256), activation: str = "relu", batch_n
       variant: "mnist" only (the input shape is free; MNIST is what it is sized for).
       axis_name: passed to every BatchNorm.
     Returns: an `MLP` module; `__call__(x, *, train)` maps `[N, ...]` to `[N, num_classes]`.
-    Raises: ValueError for an unknown variant or activation, empty or non-positive `hidden`, or `batch_norm_layers`
-      outside [0, len(hidden)].
+    Raises:
+      TypeError: `hidden` not a sequence of ints, `batch_norm_layers` or `num_classes` not an int, `dropout`
+        not a real number (a bool is none of these).
+      ValueError: an unknown variant or activation, an empty `hidden` or a width < 1, `batch_norm_layers`
+        outside [0, len(hidden)], `num_classes` < 1, `dropout` outside [0, 1).
     """
     check_variant("mlp", variant, ("mnist",))
-    hidden = tuple(hidden)
-    if not hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-        raise ValueError(f"mlp: hidden must be a non-empty sequence of positive ints, got {hidden!r}.")
-    if isinstance(batch_norm_layers, bool) or not isinstance(batch_norm_layers, int) \
-            or not 0 <= batch_norm_layers <= len(hidden):
-        raise ValueError(f"mlp: batch_norm_layers must be an int in [0, len(hidden) = {len(hidden)}], "
-                         f"got {batch_norm_layers!r}.")
+    if not isinstance(hidden, Sequence) or isinstance(hidden, str):
+        raise TypeError(f"mlp: hidden must be a sequence of ints such as (512, 256), got {type(hidden).__name__} "
+                        f"{hidden!r}.")
+    if not hidden:
+        raise ValueError(f"mlp: hidden must be a non-empty sequence of positive ints, got {tuple(hidden)!r}.")
+    hidden = tuple(check_positive_int("mlp", f"hidden[{i}]", h) for i, h in enumerate(hidden))
+    check_int("mlp", "batch_norm_layers", batch_norm_layers, minimum=0, maximum=len(hidden))
+    check_rate("mlp", "dropout", dropout)
     get_activation(activation)  # unknown names fail here, at creation
     return MLP(hidden=hidden, num_classes=default_classes("mlp", num_classes, variant), activation=activation,
                batch_norm_layers=batch_norm_layers, dropout=dropout, axis_name=axis_name)

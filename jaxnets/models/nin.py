@@ -3,7 +3,7 @@ import flax.linen as nn
 import jax
 
 from jaxnets import nn as jnn
-from jaxnets.models import check_variant, default_classes, register
+from jaxnets.models.registry import check_rate, check_variant, default_classes, register
 
 # (features, kernel size, padding) of the three mlpconv blocks: a spatial conv then two 1x1 convs.
 _BLOCKS = (((192, 5, 2), (160, 1, 0), (96, 1, 0)),
@@ -61,8 +61,10 @@ def nin(*, variant: str = "cifar", num_classes: int | None = None, dropout: floa
       num_classes: output size, the channels of the last 1x1 conv (default 10).
       dropout: drop rate after the first two pools (0.5).
       axis_name: accepted for a uniform interface; NiN has no BatchNorm.
-    Raises: ValueError for an unknown variant or a bad `num_classes`.
+    Raises: TypeError for a `num_classes` that is not an int, a `dropout` that is not a real number, a
+      non-string `variant`; ValueError for an unknown variant, `num_classes` < 1, `dropout` outside [0, 1).
     """
     check_variant("nin", variant, ("cifar",))
+    check_rate("nin", "dropout", dropout)
     del axis_name
     return NiN(num_classes=default_classes("nin", num_classes, variant), dropout=dropout)

@@ -25,7 +25,8 @@ import jax
 
 from jaxnets import init
 from jaxnets import nn as jnn
-from jaxnets.models import check_variant, default_classes, register
+from jaxnets.checks import check_bool, check_choice, check_positive_int, is_int
+from jaxnets.models.registry import check_variant, default_classes, register
 
 VERSIONS = ("v1", "v1.5", "v2")
 VARIANTS = ("imagenet", "cifar")
@@ -254,28 +255,29 @@ def resnet(depth: int, *, num_classes: int | None = None, variant: str = "imagen
       se_reduction: None (plain ResNet) or the squeeze-and-excitation reduction ratio (SE-ResNet).
       axis_name: passed to every BatchNorm (synchronised statistics).
       name: the model's name in error messages (default f"resnet{depth}").
-    Raises: ValueError for an unknown depth, variant or version, bad `num_classes`, `groups`,
-      `width_per_group` or `se_reduction` (or a ResNeXt width for basic blocks); TypeError for a non-bool
-      `zero_init_residual`.
+    Raises:
+      TypeError: `depth`, `num_classes`, `groups`, `width_per_group` or `se_reduction` not an int (a bool or
+        1.5 included), a non-bool `zero_init_residual`, a non-string `variant` or `version`.
+      ValueError: an unknown depth, variant or version; `num_classes`, `groups`, `width_per_group` or
+        `se_reduction` < 1; a ResNeXt width for basic blocks.
     """
+    if not is_int(depth):
+        raise TypeError(f"{name or 'resnet'}: depth must be an int, one of {sorted(STAGES)}, "
+                        f"got {type(depth).__name__} {depth!r}.")
     name = name or f"resnet{depth}"
     if depth not in STAGES:
         raise ValueError(f"{name}: depth must be one of {sorted(STAGES)}, got {depth!r}.")
     check_variant(name, variant, VARIANTS)
-    if version not in VERSIONS:
-        raise ValueError(f"{name}: version must be one of {VERSIONS}, got {version!r}.")
-    if not isinstance(zero_init_residual, bool):
-        raise TypeError(f"{name}: zero_init_residual must be a bool, got {zero_init_residual!r}.")
-    for arg, value in (("groups", groups), ("width_per_group", width_per_group)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}.")
+    check_choice(name, "version", version, VERSIONS)
+    check_bool(name, "zero_init_residual", zero_init_residual)
+    check_positive_int(name, "groups", groups)
+    check_positive_int(name, "width_per_group", width_per_group)
     bottleneck = depth >= 50
     if not bottleneck and (groups, width_per_group) != (1, 64):
         raise ValueError(f"{name}: basic blocks support only groups=1, width_per_group=64 (torchvision's rule), "
                          f"got groups={groups}, width_per_group={width_per_group}; use a depth >= 50 for ResNeXt.")
-    if se_reduction is not None and (isinstance(se_reduction, bool) or not isinstance(se_reduction, int)
-                                     or se_reduction < 1):
-        raise ValueError(f"{name}: the SE reduction ratio must be a positive int, got {se_reduction!r}.")
+    if se_reduction is not None:
+        check_positive_int(name, "se_reduction", se_reduction)
     return ResNet(stage_sizes=STAGES[depth], bottleneck=bottleneck,
                   num_classes=default_classes(name, num_classes, variant), variant=variant, version=version,
                   zero_init_residual=zero_init_residual, groups=groups, width_per_group=width_per_group,
@@ -299,6 +301,7 @@ def _register_se_resnet(depth: int) -> None:
 
     def factory(*, num_classes: int | None = None, variant: str = "imagenet", version: str = "v1.5",
                 zero_init_residual: bool = False, reduction: int = 16, axis_name: str | None = None) -> ResNet:
+        check_positive_int(name, "reduction", reduction)
         return resnet(depth, num_classes=num_classes, variant=variant, version=version,
                       zero_init_residual=zero_init_residual, se_reduction=reduction, axis_name=axis_name,
                       name=name)

@@ -6,7 +6,8 @@ import jax
 
 from jaxnets import init
 from jaxnets import nn as jnn
-from jaxnets.models import check_variant, default_classes, register
+from jaxnets.checks import check_bool, is_int
+from jaxnets.models.registry import check_rate, check_variant, default_classes, register
 
 # torchvision's configurations: output channels of each 3x3 conv, "M" a 2x2 max pool.
 CONFIGS: dict[int, tuple[int | str, ...]] = {
@@ -88,14 +89,18 @@ def vgg(depth: int, *, batch_norm: bool = False, variant: str = "imagenet", num_
       dropout: drop rate of the ImageNet classifier's two dropouts (unused by "cifar").
       axis_name: passed to every BatchNorm.
     Registered as "vgg11" ... "vgg19" (option `batch_norm`) and "vgg11_bn" ... "vgg19_bn" (batch_norm=True).
-    Raises: ValueError for an unknown depth or variant, or a bad `num_classes`.
+    Raises: TypeError for a `depth` or `num_classes` that is not an int, a non-bool `batch_norm`, a `dropout`
+      that is not a real number, a non-string `variant`; ValueError for an unknown depth or variant,
+      `num_classes` < 1, `dropout` outside [0, 1).
     """
-    name = f"vgg{depth}"
+    if not is_int(depth):
+        raise TypeError(f"vgg: depth must be an int, one of {sorted(CONFIGS)}, got {type(depth).__name__} {depth!r}.")
     if depth not in CONFIGS:
         raise ValueError(f"vgg: depth must be one of {sorted(CONFIGS)}, got {depth!r}.")
+    name = f"vgg{depth}"
     check_variant(name, variant, ("imagenet", "cifar"))
-    if not isinstance(batch_norm, bool):
-        raise TypeError(f"{name}: batch_norm must be a bool, got {batch_norm!r}.")
+    check_bool(name, "batch_norm", batch_norm)
+    check_rate(name, "dropout", dropout)
     return VGG(depth=depth, batch_norm=batch_norm, variant=variant,
                num_classes=default_classes(name, num_classes, variant), dropout=dropout, axis_name=axis_name)
 

@@ -123,9 +123,9 @@ def test_initialisation():
 
 
 def test_bad_options():
-    with pytest.raises(TypeError, match=r"googlenet: aux_logits must be a bool, got 1"):
+    with pytest.raises(TypeError, match=r"googlenet: aux_logits must be a Python bool .* got int 1"):
         models.create("googlenet", aux_logits=1)
-    with pytest.raises(ValueError, match=r"googlenet: variant must be one of \('imagenet', 'cifar'\), got 'mnist'"):
+    with pytest.raises(ValueError, match=r"googlenet: unknown variant 'mnist'; expected one of \('imagenet', 'cifar'\)"):
         models.create("googlenet", variant="mnist")
-    with pytest.raises(ValueError, match=r"googlenet: num_classes must be a positive int, got -1"):
+    with pytest.raises(ValueError, match=r"googlenet: num_classes must be an int >= 1, got -1"):
         models.create("googlenet", num_classes=-1)

@@ -1,7 +1,9 @@
 """jaxnets.models.port.from_torch: PyTorch networks written here with torchvision's structure and module
 names (torch only, no torchvision), random weights AND random BatchNorm running statistics, ported with
 `from_torch`; eval-mode logits must agree to 1e-4 (NCHW torch input vs NHWC jax input). Plus the
-error messages for missing/unexpected keys and shape mismatches."""
+error messages for missing/unexpected keys and shape mismatches. Then a user's own torch CNN (not in the
+registry) ported into its jaxnets.nn twin, NHWC and NCHW, `rename=`, and the argument errors."""
+import flax.linen as flax_nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 from torch import nn
 
 from jaxnets import models
+from jaxnets import nn as jnn
 from jaxnets.models.port import from_torch
 
 torch.manual_seed(0)
@@ -286,14 +289,15 @@ def test_missing_unexpected_and_mismatched_keys_are_listed():
     assert ("model variables missing from the state_dict (1): params/features_3/bias <- torch 'features_3.bias' "
             "('.' = '_')") in message
     assert "unexpected torch keys (1): features.9.weight" in message
-    assert "shape mismatches (1): classifier.4.weight (7, 84) -> params/classifier_4/kernel needs (84, 10)" in message
+    assert ("shape mismatches (1): classifier.4.weight: torch (7, 84) -> converted (84, 7) but "
+            "params/classifier_4/kernel needs (84, 10)") in message
 
 
 def test_wrong_options_for_the_checkpoint():
     state = TorchResNet18("cifar", num_classes=10).state_dict()
-    with pytest.raises(ValueError, match=r"shape mismatches \(3\): conv1.weight \(64, 3, 3, 3\) -> "
-                                         r"params/conv1/kernel needs \(7, 7, 3, 64\), fc.bias \(10,\) -> "
-                                         r"params/fc/bias needs \(1000,\)"):
+    with pytest.raises(ValueError, match=r"shape mismatches \(3\): conv1.weight: torch \(64, 3, 3, 3\) -> converted "
+                                         r"\(3, 3, 3, 64\) but params/conv1/kernel needs \(7, 7, 3, 64\), fc.bias: "
+                                         r"torch \(10,\) -> converted \(10,\) but params/fc/bias needs \(1000,\)"):
         from_torch("resnet18", state)  # the checkpoint is the CIFAR variant with 10 classes
     with pytest.raises(ValueError, match=r"missing from the state_dict \(165\): params/layer1_0/bn3/bias "
                                          r".*params/layer1_0/conv3/kernel"):
@@ -305,3 +309,137 @@ def test_bad_arguments():
         from_torch("lenet5", [1, 2])
     with pytest.raises(ValueError, match=r"create: unknown model 'resnet19'"):
         from_torch("resnet19", {})
+
+
+# ------------------------------------------------------------------------------------------------
+# Any Flax module: a custom torch CNN ported into its jaxnets.nn twin, NHWC and NCHW
+# ------------------------------------------------------------------------------------------------
+
+class TorchSmallCNN(nn.Module):
+    """conv+BN+ReLU+pool, twice, then a Linear: a user's own network, not in the registry."""
+
+    def __init__(self, num_classes=5):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+                                      nn.MaxPool2d(2))
+        self.head = nn.Linear(6 * 2 * 2, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+class SmallCNN(flax_nn.Module):
+    """TorchSmallCNN in jaxnets.nn, submodule names = torch's paths with '.' -> '_'."""
+
+    layout: str = "NHWC"
+
+    @flax_nn.compact
+    def __call__(self, x, *, train):
+        lay = dict(layout=self.layout)
+        x = jnn.Conv(8, 3, padding=1, name="features_0", **lay)(x)
+        x = jnn.MaxPool(2, **lay)(jnn.ReLU()(jnn.BatchNorm(name="features_1", **lay)(x, train=train)))
+        x = jnn.Conv(6, 3, padding=1, use_bias=False, name="features_4", **lay)(x)
+        x = jnn.MaxPool(2, **lay)(jnn.ReLU()(jnn.BatchNorm(name="features_5", **lay)(x, train=train)))
+        return jnn.Dense(5, name="head")(jnn.Flatten(**lay)(x))
+
+
+@pytest.fixture
+def small_cnn():
+    return randomised(TorchSmallCNN())
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_custom_module_parity(layout, small_cnn, rng):
+    x = _images(rng, 3, 3, 8)  # NCHW
+    with torch.no_grad():
+        expected = small_cnn(torch.from_numpy(x)).numpy()
+    nhwc = layout == "NHWC"
+    variables = from_torch(SmallCNN(layout), small_cnn.state_dict(), input_shape=(8, 8, 3) if nhwc else (3, 8, 8))
+    kernel = variables["params"]["features_0"]["kernel"]
+    weight = small_cnn.features[0].weight.detach().numpy()
+    # NHWC: HWIO (transposed); NCHW: jnn.Conv keeps PyTorch's OIHW, taken unchanged.
+    np.testing.assert_array_equal(kernel, weight.transpose(2, 3, 1, 0) if nhwc else weight)
+    got = SmallCNN(layout).apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1) if nhwc else x), train=False)
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)  # float32
+
+
+def test_custom_module_square_kernel_is_not_transposed_in_nchw():
+    """O = I = kH = kW: the shape cannot tell OIHW from HWIO; the module's layout does."""
+    class Square(flax_nn.Module):
+        @flax_nn.compact
+        def __call__(self, x, *, train):
+            return jnn.Conv(3, 3, use_bias=False, layout="NCHW", name="conv")(x)
+
+    w = np.arange(81, dtype=np.float32).reshape(3, 3, 3, 3)
+    p = from_torch(Square(), {"conv.weight": w}, input_shape=(3, 5, 5))["params"]
+    np.testing.assert_array_equal(p["conv"]["kernel"], w)
+
+
+def test_rename_mapping_and_function(small_cnn):
+    state = small_cnn.state_dict()
+    reference = from_torch(SmallCNN(), state, input_shape=(8, 8, 3))
+    parallel = {"module." + k: v for k, v in state.items()}  # torch.nn.DataParallel's checkpoint
+    other = {k.replace("head.", "classifier."): v for k, v in state.items()}
+    extra = {**state, "aux.weight": torch.zeros(2)}
+    for sd, rename in ((parallel, {"module.": ""}), (parallel, lambda k: k.removeprefix("module.")),
+                       (other, {"classifier": "head"}), (extra, {"aux": None}), (extra, lambda k: None if
+                                                                                 k.startswith("aux.") else k)):
+        got = from_torch(SmallCNN(), sd, input_shape=(8, 8, 3), rename=rename)
+        assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), got, reference))
+
+
+def test_rename_prefix_matches_whole_module_names(small_cnn):
+    state = {k.replace("head.", "header."): v for k, v in small_cnn.state_dict().items()}
+    # "head" must not rename "header.weight": the keys stay unexpected, the message shows both names.
+    with pytest.raises(ValueError, match=r"unexpected torch keys \(2\): header.bias, header.weight"):
+        from_torch(SmallCNN(), state, input_shape=(8, 8, 3), rename={"head": "fc"})
+    with pytest.raises(ValueError, match=r"unexpected torch keys \(1\): features.9.weight \(renamed x.weight\)"):
+        from_torch(SmallCNN(), {**small_cnn.state_dict(), "features.9.weight": torch.zeros(1)},
+                   input_shape=(8, 8, 3), rename={"features.9": "x"})
+
+
+def test_mismatch_message_gives_torch_converted_and_needed_shapes():
+    # 7 classes for a 5-class module, and 4 input channels: the NCHW conv kernel is compared unchanged.
+    with pytest.raises(ValueError) as info:
+        from_torch(SmallCNN("NCHW"), TorchSmallCNN(num_classes=7).state_dict(), input_shape=(4, 8, 8))
+    message = str(info.value)
+    assert message.startswith("from_torch: the state_dict does not fit module SmallCNN: shape mismatches (3): ")
+    assert ("features.0.weight: torch (8, 3, 3, 3) -> converted (8, 3, 3, 3) but params/features_0/kernel "
+            "needs (8, 4, 3, 3)") in message
+    assert "head.bias: torch (7,) -> converted (7,) but params/head/bias needs (5,)" in message
+    assert "head.weight: torch (7, 24) -> converted (24, 7) but params/head/kernel needs (24, 5)" in message
+    assert "input_shape describes one input" in message
+
+
+def test_module_that_cannot_be_traced_on_input_shape(small_cnn):
+    # An NCHW module given an NHWC input_shape: 3 columns cannot be pooled twice.
+    with pytest.raises(ValueError, match=r"from_torch: module SmallCNN cannot be traced on an input of shape "
+                                         r"\(1, 8, 8, 3\) \(input_shape=\(8, 8, 3\)\): max_pool: .* Is input_shape "
+                                         r"in the module's layout"):
+        from_torch(SmallCNN("NCHW"), small_cnn.state_dict(), input_shape=(8, 8, 3))
+
+
+def test_custom_module_errors(small_cnn):
+    state = small_cnn.state_dict()
+    with pytest.raises(ValueError, match=r"from_torch: input_shape is required for a module instance \(SmallCNN\)"):
+        from_torch(SmallCNN(), state)
+    with pytest.raises(ValueError, match=r"from_torch: options \['num_classes'\] are for registry names"):
+        from_torch(SmallCNN(), state, input_shape=(8, 8, 3), num_classes=5)
+    with pytest.raises(TypeError, match=r"from_torch: input_shape must be a tuple of ints.* got \(8, 8.0, 3\)"):
+        from_torch(SmallCNN(), state, input_shape=(8, 8.0, 3))
+    with pytest.raises(ValueError, match=r"from_torch: input_shape must be a non-empty tuple of positive ints"):
+        from_torch(SmallCNN(), state, input_shape=(8, 0, 3))
+    with pytest.raises(TypeError, match=r"from_torch: model must be a registry name \(str\) or a flax.linen.Module "
+                                        r"instance, got type"):
+        from_torch(SmallCNN, state, input_shape=(8, 8, 3))
+    with pytest.raises(TypeError, match=r"from_torch: rename must be None, a mapping .* got list"):
+        from_torch(SmallCNN(), state, input_shape=(8, 8, 3), rename=["module."])
+    with pytest.raises(TypeError, match=r"from_torch: rename must map torch keys or prefixes \(str\) to new names"):
+        from_torch(SmallCNN(), state, input_shape=(8, 8, 3), rename={"head": 3})
+    with pytest.raises(TypeError, match=r"from_torch: rename\('head.bias'\) must return a str \(or None"):
+        from_torch(SmallCNN(), state, input_shape=(8, 8, 3), rename=lambda k: 0 if k == "head.bias" else k)
+    with pytest.raises(ValueError, match=r"from_torch: torch keys 'features.0.weight' and 'head.weight \(renamed "
+                                         r"features.0.weight\)' both become 'features_0.weight'"):
+        from_torch(SmallCNN(), state, input_shape=(8, 8, 3), rename={"head": "features.0"})

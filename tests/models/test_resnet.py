@@ -331,11 +331,11 @@ def test_se_resnet_reduction_option():
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, options, error, match", [
-    ("resnet18", {"version": "v3"}, ValueError, r"resnet18: version must be one of \('v1', 'v1.5', 'v2'\), got 'v3'"),
-    ("resnet50", {"variant": "mnist"}, ValueError, r"resnet50: variant must be one of \('imagenet', 'cifar'\)"),
-    ("resnet34", {"zero_init_residual": 1}, TypeError, r"resnet34: zero_init_residual must be a bool, got 1"),
-    ("se_resnet50", {"reduction": 0}, ValueError, r"se_resnet50: the SE reduction ratio must be a positive int, got 0"),
-    ("resnext50_32x4d", {"num_classes": 0}, ValueError, r"resnext50_32x4d: num_classes must be a positive int, got 0"),
+    ("resnet18", {"version": "v3"}, ValueError, r"resnet18: unknown version 'v3'; expected one of \('v1', 'v1.5', 'v2'\)"),
+    ("resnet50", {"variant": "mnist"}, ValueError, r"resnet50: unknown variant 'mnist'; expected one of \('imagenet', 'cifar'\)"),
+    ("resnet34", {"zero_init_residual": 1}, TypeError, r"resnet34: zero_init_residual must be a Python bool .* got int 1"),
+    ("se_resnet50", {"reduction": 0}, ValueError, r"se_resnet50: reduction must be an int >= 1, got 0"),
+    ("resnext50_32x4d", {"num_classes": 0}, ValueError, r"resnext50_32x4d: num_classes must be an int >= 1, got 0"),
     ("resnet18", {"groups": 32}, ValueError, r"does not take option\(s\) \['groups'\]"),
 ])
 def test_bad_options(name, options, error, match):
