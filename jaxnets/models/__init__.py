@@ -4,9 +4,10 @@
     variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
     logits = model.apply(variables, images, train=False)            # [N, num_classes]
 
-Every registered model maps NHWC float images to logits with `__call__(x, *, train)`, takes the
+Every registered model maps NHWC float images to logits with `__call__(x, *, train, mask=None)`, takes the
 dataset-specific configuration through `variant=` ("imagenet" | "cifar"; "mnist" for `mlp`/`lenet5`) and
-`axis_name=` (passed to every BatchNorm). Submodule names follow torchvision's module paths with "." -> "_",
+`axis_name=` (passed to every BatchNorm); `mask` ([N] bool, the valid rows of a padded batch) is passed to
+every BatchNorm as `train` is, so padded rows stay out of its statistics. Submodule names follow torchvision's module paths with "." -> "_",
 so `from_torch` maps a torchvision `state_dict` by name.
 """
 import inspect
@@ -54,7 +55,7 @@ def create(name: str, **options) -> nn.Module:
 
     Each model documents its options and defaults (`num_classes` defaults to 1000 for `variant="imagenet"`
     and to 10 for "cifar"/"mnist").
-    Returns: an unbound Flax module with `__call__(x, *, train)` -> logits `[N, num_classes]`.
+    Returns: an unbound Flax module with `__call__(x, *, train, mask=None)` -> logits `[N, num_classes]`.
     Raises: ValueError for an unknown name or an option the model does not take (both listing what exists).
     """
     if name not in _REGISTRY:
