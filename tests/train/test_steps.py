@@ -340,7 +340,7 @@ def test_registry_models_take_the_mask(name, options):
     want, want_metrics = step(state, b)
     got, got_metrics = step(state, padded)
     assert_trees_close(got.batch_stats, want.batch_stats, rtol=1e-5, atol=1e-6)
-    assert_trees_close(got.params, want.params, rtol=1e-5, atol=1e-6)
+    assert_trees_close(got.params, want.params, rtol=1e-5, atol=1e-5)  # float32: other reduction orders
     assert_trees_close(got_metrics, want_metrics, rtol=1e-5, atol=1e-5)
     unmasked, _ = step(state, {k: v for k, v in padded.items() if k != "mask"})
     assert max(np.max(np.abs(x - y)) for x, y in zip(jax.tree.leaves(unmasked.batch_stats),
