@@ -246,3 +246,17 @@ def check_key(fn: str, key, *, name: str = "key"):
         return key
     got = type(key).__name__ if not hasattr(key, "dtype") else f"{type(key).__name__} of dtype {key.dtype}"
     raise TypeError(f"{fn}: {name} must be a PRNG key from jax.random.key(seed), got {got}.")
+
+
+def concrete_or_none(value):
+    """`value` as a numpy array when it is known at trace time, else None (a tracer inside `jit`).
+
+    For checks on values that are usually concrete (weights, probabilities) but may be traced.
+    """
+    import jax
+    import numpy as np
+
+    try:
+        return np.asarray(value)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None

@@ -9,14 +9,12 @@ from jaxnets.data import augment
 from jaxnets.data.augment import (
     compose,
     deterministic,
-    ensemble_predict,
     hflip,
     normalize,
     random_crop,
     random_flip,
     random_translate,
     to_float,
-    tta_predict,
 )
 from jaxnets.data.batches import Batches, EpochIterator
 from jaxnets.data.datasets import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist, mnist_sample, split
@@ -24,5 +22,9 @@ from jaxnets.data.datasets import load_cifar10, load_cifar100, load_fashion_mnis
 __all__ = [
     "augment", "Batches", "EpochIterator", "mnist_sample", "load_mnist", "load_fashion_mnist", "load_cifar10",
     "load_cifar100", "split", "random_crop", "random_flip", "random_translate", "hflip", "normalize", "to_float",
-    "compose", "deterministic", "tta_predict", "ensemble_predict",
+    "compose", "deterministic",
 ]
+
+def __getattr__(name: str):
+    """`jaxnets.data.tta_predict` / `ensemble_predict`: moved to `jaxnets.train`; deprecated here for one release."""
+    return augment.moved_to_train(__name__, name)

@@ -14,8 +14,8 @@ from jaxnets.data import Batches
 from jaxnets.data.augment import random_flip
 from jaxnets.train import schedules
 from jaxnets.train.checkpoint import Checkpoints
-from jaxnets.train.fit import (EarlyStopping, History, NonFiniteLossError, _learning_rate_of, evaluate, fit,
-                               recompute_batch_stats)
+from jaxnets.train.fit import EarlyStopping, History, NonFiniteLossError, evaluate, fit, recompute_batch_stats
+from jaxnets.train.history import learning_rate_of
 from jaxnets.train.optim import optimizer
 from jaxnets.train.progress import ProgressBar, progress_enabled
 from jaxnets.train.state import TrainState
@@ -200,9 +200,9 @@ def test_fit_errors(uninterrupted, tmp_path):
 def test_learning_rate_from_inject_hyperparams():
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(1.0, 0.0, 10))
     opt_state = tx.init({"w": np.zeros(2, np.float32)})
-    assert _learning_rate_of(None, opt_state, 0) == 1.0
-    assert _learning_rate_of(None, optax.sgd(0.1).init({"w": np.zeros(2)}), 0) is None
-    assert _learning_rate_of(0.25, None, 5) == 0.25
+    assert learning_rate_of(None, opt_state, 0) == 1.0
+    assert learning_rate_of(None, optax.sgd(0.1).init({"w": np.zeros(2)}), 0) is None
+    assert learning_rate_of(0.25, None, 5) == 0.25
 
 
 def test_progress_bar_draws_only_when_enabled():
