@@ -10,11 +10,6 @@ from jaxnets.data.augment import hflip
 from jaxnets.train import ensemble_predict, tta_predict
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng(0)
-
-
 def images_float(rng, shape):
     return rng.normal(size=shape).astype(np.float32)
 

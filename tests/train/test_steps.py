@@ -364,3 +364,14 @@ def test_mask_for_a_model_with_batch_norm_but_no_mask_keyword():
                                         r"NoMaskBN.__call__ takes no `mask` keyword.*add `mask=None` to "
                                         r"NoMaskBN.__call__"):
         make_train_step()(state, _pad(b, 2))
+
+
+def test_sequential_passes_the_mask_to_batch_norm():
+    """jnn.Sequential gives `mask` to the layers that take it (BatchNorm, a nested Sequential), not to others."""
+    model = jnn.Sequential([jnn.Flatten(), jnn.Dense(8), jnn.Sequential([jnn.BatchNorm(), jnn.ReLU()]),
+                            jnn.Dense(_tiny.NUM_CLASSES)])
+    state, b = new_state(model), batch(4)
+    want, _ = TRAIN(state, b)
+    got, _ = TRAIN(state, _pad(b, 2))
+    assert_trees_close(got.batch_stats, want.batch_stats, rtol=1e-6, atol=1e-6)
+    assert_trees_close(got.params, want.params, rtol=1e-6, atol=1e-6)
