@@ -7,8 +7,8 @@
 Every registered model maps NHWC float images to logits with `__call__(x, *, train, mask=None)`, takes the
 dataset-specific configuration through `variant=` ("imagenet" | "cifar"; "mnist" for `mlp`/`lenet5`) and
 `axis_name=` (passed to every BatchNorm); `mask` ([N] bool, the valid rows of a padded batch) is passed to
-every BatchNorm as `train` is, so padded rows stay out of its statistics. Submodule names follow torchvision's module paths with "." -> "_",
-so `from_torch` maps a torchvision `state_dict` by name.
+every BatchNorm as `train` is, so padded rows stay out of its statistics. Submodule names follow
+torchvision's module paths with "." -> "_", so `from_torch` maps a torchvision `state_dict` by name.
 """
 import inspect
 from collections.abc import Callable

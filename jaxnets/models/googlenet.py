@@ -122,8 +122,8 @@ class GoogLeNet(nn.Module):
 
     Initialisation (torchvision's): conv and Dense kernels normal(0, 0.01), Dense biases PyTorch's default;
     BN scale 1, shift 0. Convs feed a BN and have no bias.
-    `__call__(x, *, train, mask=None)`: `[N, H, W, 3]` -> logits `[N, num_classes]` (or the triple above). Dropout needs the
-    "dropout" RNG stream when `train=True`.
+    `__call__(x, *, train, mask=None)`: `[N, H, W, 3]` -> logits `[N, num_classes]` (or the triple above).
+    Dropout needs the "dropout" RNG stream when `train=True`.
     """
 
     num_classes: int = 1000

@@ -80,9 +80,10 @@ def recompute_batch_stats(state: TrainState, data, *, batch_size: int = 256,
 
     over all `n` values of the channel (examples x spatial positions). The variance is the UNBIASED
     one, as BatchNorm's running variance (PyTorch's `running_var`) is. Each batch's moments are
-    computed on the device in float32 (two-pass, `layers.normalization.masked_moments`), and merged across batches on the host in float64
-    (Chan et al.'s parallel formula). Costs one pass over `data` per BatchNorm layer, each stopping at
-    that layer (the rest of the network is dead code that XLA removes). No augmentation is applied.
+    computed on the device in float32 (two-pass, `layers.normalization.masked_moments`), and merged
+    across batches on the host in float64 (Chan et al.'s parallel formula). Costs one pass over `data`
+    per BatchNorm layer, each stopping at that layer (the rest of the network is dead code that XLA
+    removes). No augmentation is applied.
 
     The alternative to the running averages of training (`momentum`): the same as PyTorch's
     `BatchNorm(momentum=None)` cumulative average run over the data in eval-mode order, but exact.

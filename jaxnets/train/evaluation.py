@@ -28,8 +28,8 @@ __all__ = ["evaluate", "tta_predict", "ensemble_predict", "as_batches", "with_ma
 # evaluate
 # ----------------------------------------------------------------------------------------------
 def as_batches(fn: str, name: str, data, batch_size: int | None, *, train: bool, seed: int) -> Batches:
-    """`data` as a `Batches` (`fn`, `name`: for messages): a dict becomes `Batches(data, batch_size)` (training: shuffled by `seed`,
-    incomplete last batch dropped; validation: stored order, every example)."""
+    """`data` as a `Batches` (`fn`, `name`: for messages): a dict becomes `Batches(data, batch_size)`
+    (training: shuffled by `seed`, incomplete last batch dropped; validation: stored order, every example)."""
     if isinstance(data, Batches):
         if batch_size is not None and batch_size != data.batch_size:
             raise ValueError(f"{fn}: batch_size={batch_size} differs from the batch_size {data.batch_size} of the "

@@ -250,9 +250,10 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
     then updates early stopping, saves a checkpoint and writes `history.json` and `curves.png`.
 
     Args:
-      model: a Flax module `model(x, *, train, mask=None) -> logits` (every jaxnets model; a model of your
-        own needs the `mask` keyword only if it has BatchNorm and its batches get padded rows); for `parallel="shard_map"`/`"pmap"` create it
-        with `axis_name="batch"` (its BatchNorm layers then synchronise their statistics).
+      model: a Flax module `model(x, *, train, mask=None) -> logits` (every jaxnets model; a model of
+        your own needs the `mask` keyword only if it has BatchNorm and its training batches get padded
+        rows); for `parallel="shard_map"`/`"pmap"` create it with `axis_name="batch"` (its BatchNorm
+        layers then synchronise their statistics).
       train_data: `{"image": [N, H, W, C], "label": [N]}` (numpy; uint8 or float images) or a
         `jaxnets.data.Batches`. A dict is batched as `Batches(train_data, batch_size, seed=seed)`:
         shuffled every epoch, the incomplete last batch dropped.
@@ -302,7 +303,9 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         `history.json` holds the completed epochs.
       ValueError / TypeError: bad arguments, named in the message (e.g. a batch size larger than the
         training set, an early-stopping monitor on validation data without `val_data`, existing
-        checkpoints without `resume=True`, a checkpoint from a run with another seed or batch size).
+        checkpoints without `resume=True`, a checkpoint from a run with another seed or batch size); a
+        TypeError for a model with BatchNorm whose `__call__` takes no `mask` keyword when its training
+        batches must be padded (a batch size that does not divide over the devices).
 
     Multi-process runs (`jaxnets.train.distributed`): call `fit` on every process with the same
     arguments; each process loads its rows of every batch, the metrics are global, orbax

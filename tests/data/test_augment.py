@@ -1,5 +1,6 @@
 """Tests for jaxnets/data/augment.py against numpy references: crops are windows of the padded image, flips
-and shifts are exact, randomness is per image and a function of the key (TTA and ensembles: tests/train/test_evaluation.py).
+and shifts are exact, randomness is per image and a function of the key (TTA and ensembles:
+tests/train/test_evaluation.py).
 """
 from functools import partial
 
