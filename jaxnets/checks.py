@@ -287,3 +287,17 @@ def check_input_layout(fn: str, name: str, shape, expected, *, layout: str | Non
     raise ValueError(f"{fn}: {name} of shape {tuple(shape)} looks like {got} but the model was initialised for "
                      f"{want} inputs [N, {', '.join(map(str, expected))}]; convert the batch with {move} (or build the "
                      f"model with layout={got!r}).")
+
+
+def concrete_or_none(value):
+    """`value` as a numpy array when it is known at trace time, else None (a tracer inside `jit`).
+
+    For checks on values that are usually concrete (weights, probabilities) but may be traced.
+    """
+    import jax
+    import numpy as np
+
+    try:
+        return np.asarray(value)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None

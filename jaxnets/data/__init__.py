@@ -9,14 +9,12 @@ from jaxnets.data import augment
 from jaxnets.data.augment import (
     compose,
     deterministic,
-    ensemble_predict,
     hflip,
     normalize,
     random_crop,
     random_flip,
     random_translate,
     to_float,
-    tta_predict,
 )
 from jaxnets.data.batches import Batches, EpochIterator, steps_per_epoch
 from jaxnets.data.datasets import (
@@ -33,6 +31,10 @@ from jaxnets.data.validation import check_arrays, check_dataset
 __all__ = [
     "augment", "Batches", "EpochIterator", "mnist_sample", "load_mnist", "load_fashion_mnist", "load_cifar10",
     "load_cifar100", "split", "random_crop", "random_flip", "random_translate", "hflip", "normalize", "to_float",
-    "compose", "deterministic", "tta_predict", "ensemble_predict", "shuffle", "steps_per_epoch", "check_dataset",
+    "compose", "deterministic", "shuffle", "steps_per_epoch", "check_dataset",
     "check_arrays",
 ]
+
+def __getattr__(name: str):
+    """`jaxnets.data.tta_predict` / `ensemble_predict`: moved to `jaxnets.train`; deprecated here for one release."""
+    return augment.moved_to_train(__name__, name)

@@ -1,4 +1,5 @@
-"""On-device data augmentation: pure, keyed, batched JAX functions, plus test-time augmentation and ensembles.
+"""On-device data augmentation: pure, keyed, batched JAX functions (test-time augmentation and ensembles:
+`jaxnets.train.tta_predict`, `jaxnets.train.ensemble_predict`).
 
 Every random augmentation takes a PRNG key first and a batch of images ``[N, H, W, C]`` (channels last),
 splits the key into ``N`` per-image keys with ``jax.random.split(key, N)``, and returns a batch of the
@@ -14,14 +15,14 @@ function ran.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnets.checks import as_tuple
+from jaxnets.checks import as_tuple, concrete_or_none
 
 Transform = Callable[[jax.Array, jax.Array], jax.Array]  # (key, images) -> images
 
@@ -31,14 +32,6 @@ def _check_images(fn: str, images) -> None:
         shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
         raise ValueError(f"{fn}: expected a batch of images of shape [N, H, W, C] (channels last), got {shape}. "
                          f"Add a batch axis (x[None]) or a channel axis (x[..., None]).")
-
-
-def _concrete(value) -> np.ndarray | None:
-    """``value`` as a numpy array if it is known at trace time, else None (a tracer)."""
-    try:
-        return np.asarray(value)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
 
 
 def _divide(x: jax.Array, divisor) -> jax.Array:
@@ -144,7 +137,7 @@ def random_flip(key: jax.Array, images: jax.Array, *, p: float = 0.5) -> jax.Arr
       ValueError: ``images`` not of rank 4, ``p`` outside [0, 1].
     """
     _check_images("random_flip", images)
-    concrete = _concrete(p)
+    concrete = concrete_or_none(p)
     if concrete is not None and not 0.0 <= float(concrete) <= 1.0:
         raise ValueError(f"random_flip: p must be in [0, 1], got {p}.")
     return _flip(key, images, p)
@@ -195,7 +188,7 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
         if shape not in ((), (1,), (channels,)):
             raise ValueError(f"normalize: {name} must be a scalar or have one value per channel "
                              f"({channels}), got shape {shape}.")
-    concrete = _concrete(std)
+    concrete = concrete_or_none(std)
     if concrete is not None and not np.all(concrete > 0):
         raise ValueError(f"normalize: std must be positive, got {concrete.tolist()}.")
     return _divide(images - jnp.asarray(mean, images.dtype), std)
@@ -241,68 +234,25 @@ def compose(*fns: Transform) -> Transform:
     return composed
 
 
-def tta_predict(apply_fn: Callable, variables, images: jax.Array, *,
-                transforms: Sequence[Callable[[jax.Array], jax.Array]]) -> jax.Array:
-    """Test-time augmentation: the mean of the softmax outputs over deterministic transforms.
-
-    ``p = (1 / T) * sum_t softmax(apply_fn(variables, t(images), train=False))``.
-
-    Args:
-      apply_fn: ``apply_fn(variables, x, train=False) -> logits [N, K]`` (e.g. a Flax ``model.apply``).
-      variables: the model variables (params and, where used, batch statistics).
-      images: the batch, in whatever form ``apply_fn`` expects (e.g. [N, H, W, C]).
-      transforms: non-empty sequence of functions ``images -> images``, e.g. ``(lambda x: x, hflip)``.
-    Returns: probabilities [N, K], rows summing to 1.
-    Raises:
-      ValueError: empty ``transforms``. TypeError: a non-callable transform.
-    """
-    if not transforms:
-        raise ValueError("tta_predict: transforms must be a non-empty sequence of functions images -> images, "
-                         "e.g. (lambda x: x, hflip).")
-    for i, transform in enumerate(transforms):
-        if not callable(transform):
-            raise TypeError(f"tta_predict: transforms[{i}] must be a function images -> images, got "
-                            f"{type(transform).__name__}.")
-    probs = [jax.nn.softmax(apply_fn(variables, transform(images), train=False), axis=-1)
-             for transform in transforms]
-    return jnp.mean(jnp.stack(probs), axis=0)
+# ------------------------------------------------------------------------------------------------
+# Moved: test-time augmentation and ensembles live in jaxnets.train (evaluation.py) now.
+# ------------------------------------------------------------------------------------------------
+MOVED_TO_TRAIN = ("tta_predict", "ensemble_predict")
 
 
-def ensemble_predict(members: Sequence[tuple[Callable, object]], images: jax.Array, *,
-                     weights: Sequence[float] | None = None) -> jax.Array:
-    """Average the softmax outputs of several models, optionally weighted.
+def moved_to_train(module: str, name: str):
+    """The module-level `__getattr__` of `module` for the names moved to `jaxnets.train`: returns
+    `jaxnets.train.<name>` with a DeprecationWarning (the old name works for one release); imported
+    lazily, so that data does not import train at import time. AttributeError for any other name."""
+    if name not in MOVED_TO_TRAIN:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    import importlib
+    import warnings
 
-    ``p = sum_m w_m * softmax(apply_fn_m(variables_m, images, train=False))`` with the weights
-    normalised to sum to 1 (equal weights by default).
+    warnings.warn(f"{module}.{name} is deprecated and will be removed in the next release; use "
+                  f"jaxnets.train.{name}.", DeprecationWarning, stacklevel=3)
+    return getattr(importlib.import_module("jaxnets.train"), name)
 
-    Args:
-      members: non-empty sequence of ``(apply_fn, variables)`` pairs; ``apply_fn(variables, x,
-        train=False) -> logits [N, K]`` with the same K for all.
-      images: the batch given to every model.
-      weights: None, or one non-negative weight per member, not all zero.
-    Returns: probabilities [N, K].
-    Raises:
-      ValueError: no members, ``weights`` of the wrong length, negative or all zero.
-      TypeError: a member that is not an ``(apply_fn, variables)`` pair.
-    """
-    if not members:
-        raise ValueError("ensemble_predict: members must be a non-empty sequence of (apply_fn, variables) pairs.")
-    for i, member in enumerate(members):
-        if not (isinstance(member, (tuple, list)) and len(member) == 2 and callable(member[0])):
-            raise TypeError(f"ensemble_predict: members[{i}] must be an (apply_fn, variables) pair, got "
-                            f"{type(member).__name__}.")
-    if weights is None:
-        weights = np.ones(len(members))
-    shape = np.shape(weights)
-    if shape != (len(members),):
-        raise ValueError(f"ensemble_predict: weights must have one value per member ({len(members)}), got shape "
-                         f"{shape}.")
-    concrete = _concrete(weights)
-    if concrete is not None and (np.any(concrete < 0) or not np.any(concrete > 0)):
-        raise ValueError(f"ensemble_predict: weights must be non-negative and not all zero, got "
-                         f"{concrete.tolist()}.")
-    probs = jnp.stack([jax.nn.softmax(apply_fn(variables, images, train=False), axis=-1)
-                       for apply_fn, variables in members])
-    weights = jnp.asarray(weights, probs.dtype)
-    weights = weights / jnp.sum(weights)
-    return jnp.tensordot(weights, probs, axes=1)
+
+def __getattr__(name: str):
+    return moved_to_train(__name__, name)

@@ -46,7 +46,7 @@ class AlexNet(nn.Module):
     dropout: float = 0.5
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         imagenet = check_variant("AlexNet", self.variant, ("imagenet", "cifar")) == "imagenet"
         stem = dict(kernel_size=11, stride=4, padding=2) if imagenet else dict(kernel_size=3, padding=1)
         x = jnn.ReLU(name="features_1")(jnn.Conv(64, **stem, name="features_0")(x))

@@ -43,11 +43,11 @@ class BasicConv2d(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         x = jnn.Conv(self.features, self.kernel_size, stride=self.stride, padding=self.padding, use_bias=False,
                      kernel_init=_weight_init, name="conv")(x)
         # eps 0.001, as torchvision's GoogLeNet (ported from TensorFlow), not PyTorch's default 1e-5.
-        return jnn.ReLU()(jnn.BatchNorm(eps=1e-3, axis_name=self.axis_name, name="bn")(x, train=train))
+        return jnn.ReLU()(jnn.BatchNorm(eps=1e-3, axis_name=self.axis_name, name="bn")(x, train=train, mask=mask))
 
 
 class Inception(nn.Module):
@@ -68,15 +68,16 @@ class Inception(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        def conv(features, k, name):
-            return BasicConv2d(features, k, padding=k // 2, axis_name=self.axis_name, name=name)
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        def conv(features, k, name, x):
+            return BasicConv2d(features, k, padding=k // 2, axis_name=self.axis_name, name=name)(
+                x, train=train, mask=mask)
 
-        b1 = conv(self.ch1x1, 1, "branch1")(x, train=train)
-        b2 = conv(self.ch3x3, 3, "branch2_1")(conv(self.ch3x3red, 1, "branch2_0")(x, train=train), train=train)
-        b3 = conv(self.ch5x5, 3, "branch3_1")(conv(self.ch5x5red, 1, "branch3_0")(x, train=train), train=train)
+        b1 = conv(self.ch1x1, 1, "branch1", x)
+        b2 = conv(self.ch3x3, 3, "branch2_1", conv(self.ch3x3red, 1, "branch2_0", x))
+        b3 = conv(self.ch5x5, 3, "branch3_1", conv(self.ch5x5red, 1, "branch3_0", x))
         b4 = jnn.MaxPool(3, stride=1, padding=1, ceil_mode=True, name="branch4_0")(x)
-        b4 = conv(self.pool_proj, 1, "branch4_1")(b4, train=train)
+        b4 = conv(self.pool_proj, 1, "branch4_1", b4)
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
@@ -91,9 +92,9 @@ class InceptionAux(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         x = jnn.AdaptiveAvgPool((4, 4), name="pool")(x)
-        x = BasicConv2d(128, 1, axis_name=self.axis_name, name="conv")(x, train=train)
+        x = BasicConv2d(128, 1, axis_name=self.axis_name, name="conv")(x, train=train, mask=mask)
         x = jnn.Flatten(name="flatten")(x)
         x = jnn.ReLU()(jnn.Dense(1024, kernel_init=_weight_init, name="fc1")(x))
         x = jnn.Dropout(self.dropout, name="dropout")(x, train=train)
@@ -122,8 +123,8 @@ class GoogLeNet(nn.Module):
 
     Initialisation (torchvision's): conv and Dense kernels normal(0, 0.01), Dense biases PyTorch's default;
     BN scale 1, shift 0. Convs feed a BN and have no bias.
-    `__call__(x, *, train)`: `[N, H, W, 3]` -> logits `[N, num_classes]` (or the triple above). Dropout needs the
-    "dropout" RNG stream when `train=True`.
+    `__call__(x, *, train, mask=None)`: `[N, H, W, 3]` -> logits `[N, num_classes]` (or the triple above).
+    Dropout needs the "dropout" RNG stream when `train=True`.
     """
 
     num_classes: int = 1000
@@ -134,25 +135,26 @@ class GoogLeNet(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool):
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None):
         imagenet = check_variant("GoogLeNet", self.variant, VARIANTS) == "imagenet"
         ax = self.axis_name
 
         def inception(name, x):
-            return Inception(*INCEPTION[name], axis_name=ax, name=name)(x, train=train)
+            return Inception(*INCEPTION[name], axis_name=ax, name=name)(x, train=train, mask=mask)
 
         def aux(name, x):
-            return InceptionAux(self.num_classes, dropout=self.dropout_aux, axis_name=ax, name=name)(x, train=train)
+            head = InceptionAux(self.num_classes, dropout=self.dropout_aux, axis_name=ax, name=name)
+            return head(x, train=train, mask=mask)
 
         # The heads run in training, and in init so that their parameters exist for a later train=True apply.
         run_aux = self.aux_logits and (train or self.is_initializing())
         if imagenet:
-            x = BasicConv2d(64, 7, stride=2, padding=3, axis_name=ax, name="conv1")(x, train=train)
+            x = BasicConv2d(64, 7, stride=2, padding=3, axis_name=ax, name="conv1")(x, train=train, mask=mask)
             x = jnn.MaxPool(3, stride=2, ceil_mode=True, name="maxpool1")(x)
         else:
-            x = BasicConv2d(64, 3, padding=1, axis_name=ax, name="conv1")(x, train=train)
-        x = BasicConv2d(64, 1, axis_name=ax, name="conv2")(x, train=train)
-        x = BasicConv2d(192, 3, padding=1, axis_name=ax, name="conv3")(x, train=train)
+            x = BasicConv2d(64, 3, padding=1, axis_name=ax, name="conv1")(x, train=train, mask=mask)
+        x = BasicConv2d(64, 1, axis_name=ax, name="conv2")(x, train=train, mask=mask)
+        x = BasicConv2d(192, 3, padding=1, axis_name=ax, name="conv3")(x, train=train, mask=mask)
         if imagenet:
             x = jnn.MaxPool(3, stride=2, ceil_mode=True, name="maxpool2")(x)
         x = inception("inception3b", inception("inception3a", x))

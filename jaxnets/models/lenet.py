@@ -28,7 +28,7 @@ class LeNet5(nn.Module):
     num_classes: int = 10
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         del train  # no BN or dropout: the same function in both modes
         x = jnn.Conv(6, 5, padding=2, name="features_0")(x)
         x = jnn.ReLU(name="features_1")(x)

@@ -32,13 +32,13 @@ class MLP(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         x = jnn.Flatten()(x)
         for i, width in enumerate(self.hidden):
             with_bn = i < self.batch_norm_layers
             x = jnn.Dense(width, use_bias=not with_bn, name=f"dense_{i}")(x)
             if with_bn:
-                x = jnn.BatchNorm(axis_name=self.axis_name, name=f"bn_{i}")(x, train=train)
+                x = jnn.BatchNorm(axis_name=self.axis_name, name=f"bn_{i}")(x, train=train, mask=mask)
             x = jnn.Activation(self.activation)(x)
             if self.dropout > 0:
                 x = jnn.Dropout(self.dropout)(x, train=train)
@@ -60,7 +60,7 @@ def mlp(*, hidden: Sequence[int] = (512, 256), activation: str = "relu", batch_n
       num_classes: output size (default 10).
       variant: "mnist" only (the input shape is free; MNIST is what it is sized for).
       axis_name: passed to every BatchNorm.
-    Returns: an `MLP` module; `__call__(x, *, train)` maps `[N, ...]` to `[N, num_classes]`.
+    Returns: an `MLP` module; `__call__(x, *, train, mask=None)` maps `[N, ...]` to `[N, num_classes]`.
     Raises:
       TypeError: `hidden` not a sequence of ints, `batch_norm_layers` or `num_classes` not an int, `dropout`
         not a real number (a bool is none of these).

@@ -36,7 +36,7 @@ class NiN(nn.Module):
     dropout: float = 0.5
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         i = 0
         for b, block in enumerate(_BLOCKS):
             for spec in block:

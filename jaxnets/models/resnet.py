@@ -84,7 +84,7 @@ class BasicBlock(nn.Module):
     `zero_init_residual`: v1/v1.5 start "bn2" with scale 0, so the block is `relu(shortcut(x))` at
     initialisation; v2 starts "conv2" at 0 (a zero BN scale before a ReLU would get no gradient), so the
     block is exactly the identity.
-    `__call__(x, *, train)`: `[N, H, W, C_in]` -> `[N, H / stride, W / stride, planes]`.
+    `__call__(x, *, train, mask=None)`: `[N, H, W, C_in]` -> `[N, H / stride, W / stride, planes]`.
     PyTorch: `torchvision.models.resnet.BasicBlock` (v1/v1.5).
     """
 
@@ -99,23 +99,24 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         bn = partial(_block_batch_norm, self)
 
         zero_conv = self.zero_init_residual and self.version == "v2"
         if self.version == "v2":
-            p = jnn.ReLU()(bn("bn1")(x, train=train))
+            p = jnn.ReLU()(bn("bn1")(x, train=train, mask=mask))
             shortcut = _conv(self.planes, 1, stride=self.stride, name="downsample_0")(p) if self.downsample else x
             y = _conv(self.planes, 3, stride=self.stride, name="conv1")(p)
-            y = jnn.ReLU()(bn("bn2", last=True)(y, train=train))
+            y = jnn.ReLU()(bn("bn2", last=True)(y, train=train, mask=mask))
             y = _conv(self.planes, 3, zero=zero_conv, name="conv2")(y)
         else:
-            y = jnn.ReLU()(bn("bn1")(_conv(self.planes, 3, stride=self.stride, name="conv1")(x), train=train))
-            y = bn("bn2", last=True)(_conv(self.planes, 3, name="conv2")(y), train=train)
+            y = _conv(self.planes, 3, stride=self.stride, name="conv1")(x)
+            y = jnn.ReLU()(bn("bn1")(y, train=train, mask=mask))
+            y = bn("bn2", last=True)(_conv(self.planes, 3, name="conv2")(y), train=train, mask=mask)
             shortcut = x
             if self.downsample:
                 shortcut = _conv(self.planes, 1, stride=self.stride, name="downsample_0")(x)
-                shortcut = bn("downsample_1")(shortcut, train=train)
+                shortcut = bn("downsample_1")(shortcut, train=train, mask=mask)
         if self.se_reduction is not None:
             y = SqueezeExcitation(self.se_reduction, name="se")(y)
         return y + shortcut if self.version == "v2" else jnn.ReLU()(y + shortcut)
@@ -132,7 +133,7 @@ class Bottleneck(nn.Module):
         stride on the 3x3 as in He et al.'s pre-activation code (fb.resnet.torch) and timm's ResNetV2.
     shortcut, "se" and `zero_init_residual` ("bn3" scale 0 for v1/v1.5, "conv3" kernel 0 for v2) as in
     `BasicBlock`.
-    `__call__(x, *, train)`: `[N, H, W, C_in]` -> `[N, H / stride, W / stride, 4 * planes]`.
+    `__call__(x, *, train, mask=None)`: `[N, H, W, C_in]` -> `[N, H / stride, W / stride, 4 * planes]`.
     PyTorch: `torchvision.models.resnet.Bottleneck` (v1.5).
     """
 
@@ -149,28 +150,28 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         bn = partial(_block_batch_norm, self)
 
         width = int(self.planes * (self.width_per_group / 64.0)) * self.groups
         out = self.planes * self.expansion
         stride_1x1, stride_3x3 = (self.stride, 1) if self.version == "v1" else (1, self.stride)
         if self.version == "v2":
-            p = jnn.ReLU()(bn("bn1")(x, train=train))
+            p = jnn.ReLU()(bn("bn1")(x, train=train, mask=mask))
             shortcut = _conv(out, 1, stride=self.stride, name="downsample_0")(p) if self.downsample else x
-            y = jnn.ReLU()(bn("bn2")(_conv(width, 1, stride=stride_1x1, name="conv1")(p), train=train))
+            y = jnn.ReLU()(bn("bn2")(_conv(width, 1, stride=stride_1x1, name="conv1")(p), train=train, mask=mask))
             y = _conv(width, 3, stride=stride_3x3, groups=self.groups, name="conv2")(y)
-            y = jnn.ReLU()(bn("bn3", last=True)(y, train=train))
+            y = jnn.ReLU()(bn("bn3", last=True)(y, train=train, mask=mask))
             y = _conv(out, 1, zero=self.zero_init_residual, name="conv3")(y)
         else:
-            y = jnn.ReLU()(bn("bn1")(_conv(width, 1, stride=stride_1x1, name="conv1")(x), train=train))
+            y = jnn.ReLU()(bn("bn1")(_conv(width, 1, stride=stride_1x1, name="conv1")(x), train=train, mask=mask))
             y = _conv(width, 3, stride=stride_3x3, groups=self.groups, name="conv2")(y)
-            y = jnn.ReLU()(bn("bn2")(y, train=train))
-            y = bn("bn3", last=True)(_conv(out, 1, name="conv3")(y), train=train)
+            y = jnn.ReLU()(bn("bn2")(y, train=train, mask=mask))
+            y = bn("bn3", last=True)(_conv(out, 1, name="conv3")(y), train=train, mask=mask)
             shortcut = x
             if self.downsample:
                 shortcut = _conv(out, 1, stride=self.stride, name="downsample_0")(x)
-                shortcut = bn("downsample_1")(shortcut, train=train)
+                shortcut = bn("downsample_1")(shortcut, train=train, mask=mask)
         if self.se_reduction is not None:
             y = SqueezeExcitation(self.se_reduction, name="se")(y)
         return y + shortcut if self.version == "v2" else jnn.ReLU()(y + shortcut)
@@ -193,7 +194,7 @@ class ResNet(nn.Module):
     Initialisation (torchvision's): conv kernels He normal with fan_out (`kaiming_normal_(mode="fan_out",
     nonlinearity="relu")`); BN scale 1, shift 0; "fc" PyTorch's Linear default (U(+-1/sqrt(fan_in)) for
     kernel and bias). Convs feeding a BN have no bias; the only biases are "fc" and the SE 1x1 convs.
-    `__call__(x, *, train)`: `[N, H, W, 3]` -> logits `[N, num_classes]`.
+    `__call__(x, *, train, mask=None)`: `[N, H, W, 3]` -> logits `[N, num_classes]`.
     PyTorch: `torchvision.models.ResNet` (v1.5, variant="imagenet").
     """
 
@@ -209,14 +210,14 @@ class ResNet(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         imagenet = check_variant("ResNet", self.variant, VARIANTS) == "imagenet"
         if self.version not in VERSIONS:
             raise ValueError(f"ResNet: version must be one of {VERSIONS}, got {self.version!r}.")
         pre_activation = self.version == "v2"
         x = _conv(64, 7 if imagenet else 3, stride=2 if imagenet else 1, name="conv1")(x)
         if not pre_activation:
-            x = jnn.ReLU()(jnn.BatchNorm(axis_name=self.axis_name, name="bn1")(x, train=train))
+            x = jnn.ReLU()(jnn.BatchNorm(axis_name=self.axis_name, name="bn1")(x, train=train, mask=mask))
         if imagenet:
             x = jnn.MaxPool(3, stride=2, padding=1, name="maxpool")(x)
         block = Bottleneck if self.bottleneck else BasicBlock
@@ -228,10 +229,10 @@ class ResNet(nn.Module):
                 downsample = stride != 1 or channels != planes * block.expansion
                 x = block(planes, stride=stride, downsample=downsample, version=self.version,
                           zero_init_residual=self.zero_init_residual, se_reduction=self.se_reduction,
-                          axis_name=self.axis_name, name=f"layer{i + 1}_{j}", **extra)(x, train=train)
+                          axis_name=self.axis_name, name=f"layer{i + 1}_{j}", **extra)(x, train=train, mask=mask)
                 channels = planes * block.expansion
         if pre_activation:
-            x = jnn.ReLU()(jnn.BatchNorm(axis_name=self.axis_name, name="bn_final")(x, train=train))
+            x = jnn.ReLU()(jnn.BatchNorm(axis_name=self.axis_name, name="bn_final")(x, train=train, mask=mask))
         x = jnn.GlobalAvgPool(name="avgpool")(x)
         return jnn.Dense(self.num_classes, name="fc")(x)
 

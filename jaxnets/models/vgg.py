@@ -48,7 +48,7 @@ class VGG(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         imagenet = check_variant("VGG", self.variant, ("imagenet", "cifar")) == "imagenet"
         conv_init = init.he_normal(mode="fan_out", nonlinearity="relu")
         dense = dict(kernel_init=jax.nn.initializers.normal(stddev=0.01), bias_init=init.zeros)
@@ -61,7 +61,7 @@ class VGG(nn.Module):
             x = jnn.Conv(v, 3, padding=1, kernel_init=conv_init, bias_init=init.zeros, name=f"features_{i}")(x)
             i += 1
             if self.batch_norm:
-                x = jnn.BatchNorm(axis_name=self.axis_name, name=f"features_{i}")(x, train=train)
+                x = jnn.BatchNorm(axis_name=self.axis_name, name=f"features_{i}")(x, train=train, mask=mask)
                 i += 1
             x = jnn.ReLU(name=f"features_{i}")(x)
             i += 1

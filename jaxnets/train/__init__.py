@@ -9,7 +9,9 @@ from jaxnets.train.parallel import CPU_COMPILER_OPTIONS, MODES, CompiledSteps, c
 from jaxnets.train.precision import DynamicLossScale, Policy
 from jaxnets.train.state import TrainState
 from jaxnets.train.steps import make_eval_step, make_train_step
-# fit.py / checkpoint.py
+# fit.py, history.py, evaluation.py, batch_stats.py, checkpoint.py
+from jaxnets.train.batch_stats import recompute_batch_stats
 from jaxnets.train.checkpoint import Checkpoints
-from jaxnets.train.fit import (EarlyStopping, History, NonFiniteLossError, evaluate, fit, plot_history,
-                              recompute_batch_stats)
+from jaxnets.train.evaluation import ensemble_predict, evaluate, tta_predict
+from jaxnets.train.fit import fit
+from jaxnets.train.history import EarlyStopping, History, NonFiniteLossError, plot_history

@@ -100,6 +100,7 @@ class CompiledSteps:
       eval(state, batch) -> metrics: one evaluation step.
       put_state(state) -> state placed for this mode; get_state(state) -> one copy (removes pmap's axis).
       put_batch(batch, *, global_batch_size=None) -> batch placed (and padded) for this mode.
+      num_compiled() -> {"train": n, "eval": n}, programs compiled so far; lower_train(state, batch).
     Metrics are device scalars (global sums, no host transfer): `float(metrics["loss"])` fetches one.
     """
 
@@ -125,6 +126,16 @@ class CompiledSteps:
         # program's identity) and its state are dropped, so one compiled program serves every optimizer:
         # an optimizer or learning-rate sweep compiles the evaluation step once per model.
         return self._eval(state.replace(tx=None, opt_state=None, loss_scale=None), batch)
+
+    def num_compiled(self) -> dict[str, int]:
+        """How many programs each step has compiled so far, `{"train": int, "eval": int}` (one per distinct
+        set of argument shapes, dtypes and static fields, e.g. one per model and optimizer object)."""
+        return {"train": self._train._cache_size(), "eval": self._eval._cache_size()}
+
+    def lower_train(self, state: TrainState, batch: Mapping):
+        """The training step lowered for `state` and `batch` (placed by `put_state`/`put_batch`), not yet
+        compiled: `.compile()` compiles it (to time compilation alone), `.compile().as_text()` is its HLO."""
+        return self._train.lower(state, batch)
 
     def put_state(self, state: TrainState) -> TrainState:
         """Place `state` for this mode: on the device ("none"), replicated over the mesh ("sharded",

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jaxnets.data.augment import to_float
 from jaxnets.layers.losses import cross_entropy
 from jaxnets.nn import BatchNorm
+from jaxnets.nn.sequential import accepts_keyword
 from jaxnets.train.precision import Policy, all_finite, as_policy
 from jaxnets.train.state import TrainState
 
@@ -88,38 +89,45 @@ def _bn_in_training(module: nn.Module, args: tuple, kwargs: dict) -> bool:
     return not nn.merge_param("use_running_average", module.use_running_average, use_running)
 
 
-def _batch_norm_interceptor(fn: str, axis_name, mask: jax.Array | None):
-    """Flax method interceptor applied to every BatchNorm called in training mode during the step.
-
-    - Checks that the layer's `axis_name` is the step's: under `shard_map`/`pmap` a BN layer without it
-      would normalise each device's shard with its own statistics (not the global batch's), and a BN
-      layer with an axis name under plain `jit` names an axis that does not exist.
-    - Passes the batch's `mask` to the layer (unless the model passes one itself), so padded rows are
-      left out of the statistics without every model having to thread a `mask` argument through.
-    """
+def _check_batch_norm_axis(fn: str, axis_name):
+    """Flax method interceptor that checks (and changes nothing) every BatchNorm called in training mode:
+    its `axis_name` must be the step's. Under `shard_map`/`pmap` a BN layer without it would normalise
+    each device's shard with its own statistics (not the global batch's), and a BN layer with an axis
+    name under plain `jit` names an axis that does not exist."""
     def intercept(next_fun, args, kwargs, context):
         module = context.module
-        if (context.method_name != "__call__" or not isinstance(module, (BatchNorm, nn.BatchNorm))
-                or not _bn_in_training(module, args, kwargs)):
-            return next_fun(*args, **kwargs)
-        if module.axis_name != axis_name:
+        if (context.method_name == "__call__" and isinstance(module, (BatchNorm, nn.BatchNorm))
+                and _bn_in_training(module, args, kwargs) and module.axis_name != axis_name):
             raise ValueError(f"{fn}: BatchNorm {_module_path(module)!r} has axis_name={module.axis_name!r} but the "
                              f"step runs with axis_name={axis_name!r}; create the model with "
                              f"axis_name={axis_name!r} (`compile_steps(...).axis_name`) so that its statistics "
                              f"cover the whole global batch.")
-        if mask is not None and kwargs.get("mask") is None:
-            x = args[0] if args else kwargs["x"]
-            if x.shape[0] != mask.shape[0]:
-                raise ValueError(f"{fn}: BatchNorm {_module_path(module)!r} gets an input of shape {tuple(x.shape)} "
-                                 f"whose first axis is not the batch of {mask.shape[0]} rows, so batch['mask'] "
-                                 f"cannot be applied to its statistics; drop the mask (use full batches).")
-            if isinstance(module, nn.BatchNorm):  # Flax's BatchNorm takes a mask broadcastable to x
-                kwargs = {**kwargs, "mask": mask.reshape((-1,) + (1,) * (x.ndim - 1))}
-            else:
-                kwargs = {**kwargs, "mask": mask}
         return next_fun(*args, **kwargs)
 
     return intercept
+
+
+def model_takes_mask(apply_fn: Callable) -> bool:
+    """Whether the model behind `apply_fn` takes a `mask` keyword in `__call__` (as every jaxnets model does).
+
+    `apply_fn` is a Flax module's `apply` (`TrainState.apply_fn`); for any other function the answer is
+    True (the step passes `mask` and the function decides).
+    """
+    module = getattr(apply_fn, "__self__", None)
+    return not isinstance(module, nn.Module) or accepts_keyword(module, "mask")
+
+
+def _model_kwargs(fn: str, apply_fn: Callable, mask: jax.Array | None) -> dict:
+    """`{"mask": mask}` for a padded batch, `{}` without one; TypeError for a model that cannot take it."""
+    if mask is None:
+        return {}
+    if not model_takes_mask(apply_fn):
+        name = type(apply_fn.__self__).__name__
+        raise TypeError(f"{fn}: the batch has a 'mask' (padded rows) but {name}.__call__ takes no `mask` keyword, "
+                        f"so its BatchNorm statistics would include the padded rows; add `mask=None` to "
+                        f"{name}.__call__ and pass it to every BatchNorm (as `train`), or use batches without "
+                        f"padding (a batch size divisible by the number of devices).")
+    return {"mask": mask}
 
 
 def _check_precision(fn: str, policy: Policy, state: TrainState) -> None:
@@ -167,11 +175,13 @@ def make_train_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable |
 
     The model is called as `state.apply_fn(variables, x, train=True, rngs={"dropout": dropout_key},
     mutable=["batch_stats"])` (no `mutable` for a model without BatchNorm). Padded rows (`mask` False)
-    contribute nothing to the loss, the gradient or the BatchNorm statistics: the step passes `mask` to
-    every `jaxnets.nn.BatchNorm` (and `flax.linen.BatchNorm`) called in training mode, whose statistics
-    are then `sum over valid rows / number of valid rows` (`layers.batch_norm`), so the model needs no
-    `mask` argument. Other layers must not mix the rows of the batch (none in `jaxnets.nn` does):
-    they would see the padded rows.
+    contribute nothing to the loss, the gradient or the BatchNorm statistics: for a batch with a `mask`
+    and a model with BatchNorm state the step calls `state.apply_fn(..., train=True, mask=mask, ...)`,
+    and the model passes `mask` to every BatchNorm as it passes `train` (every jaxnets model does; a
+    `jaxnets.nn.BatchNorm`'s statistics are then `sum over valid rows / number of valid rows`,
+    `layers.batch_norm`). A model without BatchNorm state is called without `mask`, so a model of
+    your own needs a `mask` keyword only if it has BatchNorm and gets padded batches. Other layers must
+    not mix the rows of the batch (none in `jaxnets.nn` does): they would see the padded rows.
 
     With a `precision` policy (`jaxnets.train.precision`) the model runs on
     `policy.cast_to_compute(params)` and `policy.cast_to_compute(x)`, its logits are cast to
@@ -208,7 +218,8 @@ def make_train_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable |
       (global sums under `axis_name`).
     Raises (at trace time): ValueError/TypeError for a malformed batch, a `loss_fn` that does not return
       `[N]` losses, a BatchNorm whose `axis_name` is not the step's, or a state that does not fit the
-      precision (parameters not in its `param_dtype`; float16 without `state.loss_scale`).
+      precision (parameters not in its `param_dtype`; float16 without `state.loss_scale`); TypeError
+      for a batch with a `mask` and a model with BatchNorm whose `__call__` takes no `mask` keyword.
       TypeError/ValueError (at once) for a bad `precision`.
     PyTorch: `model.train(); loss = criterion(model(x), y); opt.zero_grad(); loss.backward(); opt.step()`;
       with float16, `torch.autocast` + `GradScaler`'s `scale(loss).backward(); scaler.step(opt); scaler.update()`.
@@ -235,18 +246,22 @@ def make_train_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable |
         # Divide by the GLOBAL number of valid rows (>= 1 so an all-padding batch gives 0, not nan).
         denominator = jnp.maximum(jnp.asarray(total, jnp.float32), 1.0)
         has_stats = bool(state.batch_stats)
+        # The mask reaches the model (and its BatchNorm layers) only with BatchNorm state: a model without
+        # it has nothing that mixes the rows, and the loss and metrics below mask the padded rows themselves.
+        model_kwargs = _model_kwargs(fn, state.apply_fn, mask) if has_stats else {}
 
         loss_scale = state.loss_scale
 
         def loss_of(params):
             params = to_compute(params)
             variables = {"params": params, **({"batch_stats": state.batch_stats} if has_stats else {})}
-            with nn.intercept_methods(_batch_norm_interceptor(fn, axis_name, mask)):
+            with nn.intercept_methods(_check_batch_norm_axis(fn, axis_name)):
                 if has_stats:
                     logits, updates = state.apply_fn(variables, x, train=True, rngs={"dropout": dropout_key},
-                                                     mutable=["batch_stats"])
+                                                     mutable=["batch_stats"], **model_kwargs)
                 else:
-                    logits, updates = state.apply_fn(variables, x, train=True, rngs={"dropout": dropout_key}), {}
+                    logits, updates = state.apply_fn(variables, x, train=True, rngs={"dropout": dropout_key},
+                                                     **model_kwargs), {}
             logits = to_output(logits)
             losses = _per_example_loss(fn, loss_fn, logits, labels)
             valid = losses if mask is None else jnp.where(mask, losses, 0)

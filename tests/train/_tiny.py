@@ -23,15 +23,15 @@ class Block(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x, *, train):
+    def __call__(self, x, *, train, mask=None):
         bn = dict(axis_name=self.axis_name)
         y = jnn.Conv(self.features, 3, stride=self.stride, padding=1, use_bias=False, name="conv1")(x)
-        y = jnn.ReLU()(jnn.BatchNorm(**bn, name="bn1")(y, train=train))
+        y = jnn.ReLU()(jnn.BatchNorm(**bn, name="bn1")(y, train=train, mask=mask))
         y = jnn.Conv(self.features, 3, padding=1, use_bias=False, name="conv2")(y)
-        y = jnn.BatchNorm(**bn, name="bn2")(y, train=train)
+        y = jnn.BatchNorm(**bn, name="bn2")(y, train=train, mask=mask)
         if self.stride != 1 or x.shape[-1] != self.features:
             x = jnn.Conv(self.features, 1, stride=self.stride, use_bias=False, name="downsample_0")(x)
-            x = jnn.BatchNorm(**bn, name="downsample_1")(x, train=train)
+            x = jnn.BatchNorm(**bn, name="downsample_1")(x, train=train, mask=mask)
         return jnn.ReLU()(x + y)
 
 
@@ -44,11 +44,11 @@ class TinyResNet(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x, *, train):
+    def __call__(self, x, *, train, mask=None):
         x = jnn.Conv(self.width, 3, padding=1, use_bias=False, name="conv1")(x)
-        x = jnn.ReLU()(jnn.BatchNorm(axis_name=self.axis_name, name="bn1")(x, train=train))
-        x = Block(self.width, axis_name=self.axis_name, name="layer1_0")(x, train=train)
-        x = Block(2 * self.width, stride=2, axis_name=self.axis_name, name="layer2_0")(x, train=train)
+        x = jnn.ReLU()(jnn.BatchNorm(axis_name=self.axis_name, name="bn1")(x, train=train, mask=mask))
+        x = Block(self.width, axis_name=self.axis_name, name="layer1_0")(x, train=train, mask=mask)
+        x = Block(2 * self.width, stride=2, axis_name=self.axis_name, name="layer2_0")(x, train=train, mask=mask)
         x = jnn.GlobalAvgPool()(x)
         if self.dropout:
             x = jnn.Dropout(self.dropout)(x, train=train)
@@ -63,10 +63,10 @@ class SmallNet(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x, *, train):
+    def __call__(self, x, *, train, mask=None):
         x = jnn.Dense(8)(jnn.Flatten()(x))
         if self.batch_norm:
-            x = jnn.BatchNorm(axis_name=self.axis_name)(x, train=train)
+            x = jnn.BatchNorm(axis_name=self.axis_name)(x, train=train, mask=mask)
         x = jnn.ReLU()(x)
         if self.dropout:
             x = jnn.Dropout(self.dropout)(x, train=train)

@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+import flax.linen as flax_nn
 import jax
 import numpy as np
 import optax
@@ -14,8 +15,8 @@ from jaxnets.data import Batches
 from jaxnets.data.augment import random_flip
 from jaxnets.train import schedules
 from jaxnets.train.checkpoint import Checkpoints
-from jaxnets.train.fit import (EarlyStopping, History, NonFiniteLossError, _learning_rate_of, evaluate, fit,
-                               recompute_batch_stats)
+from jaxnets.train.fit import EarlyStopping, History, NonFiniteLossError, evaluate, fit
+from jaxnets.train.history import learning_rate_of
 from jaxnets.train.optim import optimizer
 from jaxnets.train.progress import ProgressBar, progress_enabled
 from jaxnets.train.state import TrainState
@@ -95,16 +96,6 @@ def test_history_and_logs(uninterrupted):
     saved = Checkpoints(directory).epochs()
     assert saved[-3:] == [2, 3, 4] and history.best_epoch in saved
     assert history.best_epoch == 1 + int(np.argmin(history.val_loss))
-
-
-def test_history_json_round_trip_with_non_finite_values():
-    history = History(train_loss=[1.0, math.inf], train_error=[0.5, 0.25], val_loss=[math.nan, 2.0],
-                      val_error=[0.1, 0.2], wall_time=[1.0, 2.0], images_per_sec=[3.0, 4.0], best_epoch=2)
-    text = history.to_json()
-    assert "NaN" not in text and "Infinity" not in text and json.loads(text)["val_loss"] == [None, 2.0]
-    back = History.from_json(text)
-    assert back.train_loss[1] != back.train_loss[1] and math.isnan(back.val_loss[0])  # non-finite -> nan
-    assert back.val_error == history.val_error and back.best_epoch == 2 and back.learning_rate == []
 
 
 def test_early_stopping_restores_the_best_epoch(tmp_path, capfd):
@@ -200,9 +191,9 @@ def test_fit_errors(uninterrupted, tmp_path):
 def test_learning_rate_from_inject_hyperparams():
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(1.0, 0.0, 10))
     opt_state = tx.init({"w": np.zeros(2, np.float32)})
-    assert _learning_rate_of(None, opt_state, 0) == 1.0
-    assert _learning_rate_of(None, optax.sgd(0.1).init({"w": np.zeros(2)}), 0) is None
-    assert _learning_rate_of(0.25, None, 5) == 0.25
+    assert learning_rate_of(None, opt_state, 0) == 1.0
+    assert learning_rate_of(None, optax.sgd(0.1).init({"w": np.zeros(2)}), 0) is None
+    assert learning_rate_of(0.25, None, 5) == 0.25
 
 
 def test_progress_bar_draws_only_when_enabled():
@@ -220,51 +211,37 @@ def test_progress_bar_draws_only_when_enabled():
     assert silent.getvalue() == ""
 
 
-# ----------------------------------------------------------------------------------------------
-# recompute_batch_stats
-# ----------------------------------------------------------------------------------------------
-def _conv3x3(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """'same' 3x3 convolution (cross-correlation, padding 1), NHWC x HWIO, in float64."""
-    h, w = x.shape[1:3]
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return sum(padded[:, i:i + h, j:j + w, :] @ kernel[i, j] for i in range(3) for j in range(3))
+class NoMaskModel(flax_nn.Module):
+    """A user's own Flax model with BatchNorm and no `mask` keyword."""
+
+    @flax_nn.compact
+    def __call__(self, x, *, train):
+        x = jnn.BatchNorm()(jnn.Conv(2, 3, padding=1, use_bias=False)(x), train=train)
+        return jnn.Dense(CLASSES)(jnn.GlobalAvgPool()(jnn.ReLU()(x)))
 
 
-def test_recompute_batch_stats_matches_numpy_layer_by_layer(rng):
-    model = jnn.Sequential([jnn.Conv(3, 3, padding=1, use_bias=False), jnn.BatchNorm(), jnn.ReLU(),
-                            jnn.Conv(4, 3, padding=1, use_bias=False), jnn.BatchNorm(), jnn.GlobalAvgPool(),
-                            jnn.Dense(2)])
-    x = rng.standard_normal((37, 5, 6, 2)).astype(np.float32) + 0.5
-    state = TrainState.create(model, optax.sgd(0.1), x[:1], 0)
-    # Non-trivial BN parameters and stale running statistics, as after some training.
-    params = jax.tree.map(lambda p: p + 0.3 * rng.standard_normal(p.shape).astype(p.dtype), state.params)
-    stale = jax.tree.map(lambda s: s + 0.5, state.batch_stats)
-    state = state.replace(params=params, batch_stats=stale)
-    new = recompute_batch_stats(state, {"image": x, "label": np.zeros(37, np.int32)}, batch_size=16)
-
-    p = jax.tree.map(lambda a: np.asarray(a, np.float64), new.params)
-    eps = 1e-5
-    x1 = _conv3x3(x.astype(np.float64), p["layers_0"]["kernel"])
-    mean1, var1 = x1.mean(axis=(0, 1, 2)), x1.var(axis=(0, 1, 2), ddof=1)  # unbiased, as running_var
-    # Layer 2 sees layer 1 normalised with layer 1's NEW (population) statistics.
-    y1 = np.maximum((x1 - mean1) / np.sqrt(var1 + eps) * p["layers_1"]["scale"] + p["layers_1"]["bias"], 0)
-    x2 = _conv3x3(y1, p["layers_3"]["kernel"])
-    mean2, var2 = x2.mean(axis=(0, 1, 2)), x2.var(axis=(0, 1, 2), ddof=1)
-    got = new.batch_stats
-    for layer, mean, var in (("layers_1", mean1, var1), ("layers_4", mean2, var2)):
-        assert got[layer]["mean"].dtype == np.float32
-        np.testing.assert_allclose(got[layer]["mean"], mean, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(got[layer]["var"], var, rtol=1e-5, atol=1e-5)
-    # Only the statistics change; the input state is untouched.
-    assert_bitwise_equal(new.replace(batch_stats=stale), state)
-    np.testing.assert_array_equal(state.batch_stats["layers_1"]["mean"], stale["layers_1"]["mean"])
-    # In evaluation mode the first BN now outputs per-channel mean `bias` over the data.
-    h = model.apply({"params": new.params, "batch_stats": new.batch_stats}, x, train=False,
-                    method=lambda m, v, train: m.layers[1](m.layers[0](v), train=train))
-    np.testing.assert_allclose(np.asarray(h).mean(axis=(0, 1, 2)), p["layers_1"]["bias"], atol=1e-5)
+def test_a_model_without_a_mask_keyword_trains(tmp_path):
+    """Full training batches need no mask: a model without the keyword trains; validation pads its last batch
+    (evaluation mode, where BatchNorm needs no mask) and counts every example."""
+    state, history = fit(NoMaskModel(), TRAIN, val_data=_data(13, 2), epochs=2, batch_size=BATCH,
+                         optimizer=optax.sgd(0.05), progress=False, log_dir=tmp_path)
+    assert len(history) == 2 and all(math.isfinite(v) for v in history.train_loss + history.val_loss)
+    assert int(state.step) == 2 * STEPS_PER_EPOCH
+    assert evaluate(state, _data(13, 2), batch_size=BATCH)["count"] == 13
+    assert sorted(os.listdir(tmp_path)) == ["curves.png", "history.json"]  # no temporary file left
 
 
-def test_recompute_batch_stats_without_batch_norm_is_identity():
-    model = jnn.Sequential([jnn.Flatten(), jnn.Dense(2)])
-    state = TrainState.create(model, optax.sgd(0.1), np.zeros((1, 3, 3, 1), np.float32), 0)
-    assert recompute_batch_stats(state, {"image": np.zeros((4, 3, 3, 1), np.float32)}) is state
+def test_names_importable_from_fit_as_before():
+    """fit.py was split by job; its public names still import from jaxnets.train.fit and jaxnets.train."""
+    import importlib
+
+    import jaxnets.train as train
+    from jaxnets.train import batch_stats, evaluation, history
+
+    fit_module = importlib.import_module("jaxnets.train.fit")  # the attribute jaxnets.train.fit is the function
+
+    homes = {"History": history, "EarlyStopping": history, "NonFiniteLossError": history,
+             "plot_history": history, "evaluate": evaluation, "recompute_batch_stats": batch_stats}
+    for name, home in homes.items():
+        assert getattr(fit_module, name) is getattr(home, name) is getattr(train, name)
+    assert train.fit is fit_module.fit

@@ -132,7 +132,7 @@ def test_one_evaluation_program_serves_every_optimizer():
         got = steps.eval(steps.put_state(state), steps.put_batch(batch))
         want = jax.jit(make_eval_step())(state, batch)
         assert float(got["loss"]) == float(want["loss"]) and int(got["count"]) == 6
-    assert steps._eval._cache_size() == 1
+    assert steps.num_compiled()["eval"] == 1
 
 
 @pytest.mark.parametrize("donate", [True, False])
@@ -177,7 +177,7 @@ def test_compile_steps_errors():
 
 def _ynn_fusions(steps, state, batch) -> int:
     """Number of YNNPACK library-fusion references in the compiled training program's HLO."""
-    return steps._train.lower(steps.put_state(state), steps.put_batch(batch)).compile().as_text().count("__ynn")
+    return steps.lower_train(steps.put_state(state), steps.put_batch(batch)).compile().as_text().count("__ynn")
 
 
 def test_compiler_options_send_convolutions_to_xla_on_cpu():

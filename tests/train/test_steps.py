@@ -207,11 +207,12 @@ def _pad(b, extra):
 
 
 class FlaxBN(nn.Module):
-    """The same small net with Flax's own BatchNorm (also given the mask by the step)."""
+    """The same small net with Flax's own BatchNorm, which takes a mask broadcastable to its input."""
 
     @nn.compact
-    def __call__(self, x, *, train):
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(jnn.Dense(8)(jnn.Flatten()(x)))
+    def __call__(self, x, *, train, mask=None):
+        x = jnn.Dense(8)(jnn.Flatten()(x))
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x, mask=None if mask is None else mask[:, None])
         return jnn.Dense(_tiny.NUM_CLASSES)(jnn.ReLU()(x))
 
 
@@ -294,13 +295,83 @@ class RowMixer(nn.Module):
     """A BatchNorm whose input is not [N, ...]: the batch mask cannot apply to its statistics."""
 
     @nn.compact
-    def __call__(self, x, *, train):
+    def __call__(self, x, *, train, mask=None):
         x = jnn.Flatten()(x).reshape(-1, 8)  # [N, 16] -> [2N, 8]
-        return jnn.Dense(2)(jnn.BatchNorm()(x, train=train)).reshape(x.shape[0] // 2, 4)
+        return jnn.Dense(2)(jnn.BatchNorm()(x, train=train, mask=mask)).reshape(x.shape[0] // 2, 4)
 
 
 def test_mask_with_a_batch_norm_not_over_the_batch_axis():
     state, b = new_state(RowMixer()), batch(4)
-    with pytest.raises(ValueError, match=r"train_step: BatchNorm 'BatchNorm_0' gets an input of shape \(8, 8\) "
-                                         r"whose first axis is not the batch of 4 rows"):
+    with pytest.raises(ValueError, match=r"batch_norm: mask must have shape \[N\] = \(8,\) for x of shape "
+                                         r"\(8, 8\), got \(4,\)"):
         make_train_step()(state, dict(b, mask=np.ones(4, bool)))
+
+
+# ---- the mask reaches BatchNorm as an explicit keyword ----
+
+class NoMaskBN(nn.Module):
+    """A user's model with BatchNorm whose `__call__` has no `mask` keyword."""
+
+    @nn.compact
+    def __call__(self, x, *, train):
+        return jnn.Dense(_tiny.NUM_CLASSES)(jnn.BatchNorm()(jnn.Dense(8)(jnn.Flatten()(x)), train=train))
+
+
+class NoMaskNoBN(nn.Module):
+    """A user's model without BatchNorm and without a `mask` keyword."""
+
+    @nn.compact
+    def __call__(self, x, *, train):
+        return jnn.Dense(_tiny.NUM_CLASSES)(jnn.ReLU()(jnn.Dense(8)(jnn.Flatten()(x))))
+
+
+@pytest.mark.parametrize("name, options", [("mlp", dict(hidden=(8, 8), batch_norm_layers=2)),
+                                           ("resnet18", dict(variant="cifar", num_classes=_tiny.NUM_CLASSES))])
+def test_registry_models_take_the_mask(name, options):
+    """A registered model threads `mask` to its BatchNorm layers: padded + mask == the valid rows alone."""
+    from jaxnets import models
+    model = models.create(name, **options)
+    shape = (8, 8, 3)
+    state = TrainState.create(model, TX, np.zeros((1,) + shape, np.uint8), 0)
+    b = _tiny.data(1, 4, shape=shape)[0]
+    padded = {"image": np.concatenate([b["image"], np.full((2,) + shape, 255, np.uint8)]),
+              "label": np.concatenate([b["label"], np.zeros(2, np.int32)]), "mask": np.arange(6) < 4}
+    step = make_train_step()
+    want, want_metrics = step(state, b)
+    got, got_metrics = step(state, padded)
+    assert_trees_close(got.batch_stats, want.batch_stats, rtol=1e-5, atol=1e-6)
+    assert_trees_close(got.params, want.params, rtol=1e-5, atol=1e-5)  # float32: other reduction orders
+    assert_trees_close(got_metrics, want_metrics, rtol=1e-5, atol=1e-5)
+    unmasked, _ = step(state, {k: v for k, v in padded.items() if k != "mask"})
+    assert max(np.max(np.abs(x - y)) for x, y in zip(jax.tree.leaves(unmasked.batch_stats),
+                                                     jax.tree.leaves(want.batch_stats))) > 1e-3
+
+
+def test_a_model_without_mask_trains_without_padding():
+    """A model of one's own without `mask`: trained without a mask, and, without BatchNorm, with one too."""
+    state, b = new_state(NoMaskBN()), batch(4)
+    new, metrics = make_train_step()(state, b)
+    assert int(new.step) == 1 and int(metrics["count"]) == 4
+    state = new_state(NoMaskNoBN())
+    want, _ = make_train_step()(state, b)
+    got, _ = make_train_step()(state, _pad(b, 2))
+    assert_trees_close(got.params, want.params, rtol=1e-6, atol=1e-6)
+
+
+def test_mask_for_a_model_with_batch_norm_but_no_mask_keyword():
+    state, b = new_state(NoMaskBN()), batch(4)
+    with pytest.raises(TypeError, match=r"train_step: the batch has a 'mask' \(padded rows\) but "
+                                        r"NoMaskBN.__call__ takes no `mask` keyword.*add `mask=None` to "
+                                        r"NoMaskBN.__call__"):
+        make_train_step()(state, _pad(b, 2))
+
+
+def test_sequential_passes_the_mask_to_batch_norm():
+    """jnn.Sequential gives `mask` to the layers that take it (BatchNorm, a nested Sequential), not to others."""
+    model = jnn.Sequential([jnn.Flatten(), jnn.Dense(8), jnn.Sequential([jnn.BatchNorm(), jnn.ReLU()]),
+                            jnn.Dense(_tiny.NUM_CLASSES)])
+    state, b = new_state(model), batch(4)
+    want, _ = TRAIN(state, b)
+    got, _ = TRAIN(state, _pad(b, 2))
+    assert_trees_close(got.batch_stats, want.batch_stats, rtol=1e-6, atol=1e-6)
+    assert_trees_close(got.params, want.params, rtol=1e-6, atol=1e-6)

@@ -1,0 +1,165 @@
+"""Evaluation: `evaluate` (mean loss and accuracy over a dataset), test-time augmentation and ensembles.
+
+`evaluate` runs the compiled evaluation step (`compile_steps`) over every example, the last short
+batch padded with masked rows; `tta_predict` and `ensemble_predict` average softmax outputs over
+transforms of the input or over models.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnets.checks import concrete_or_none
+from jaxnets.data.batches import Batches
+from jaxnets.layers.losses import cross_entropy
+from jaxnets.train.compile_cache import cached_compile_steps
+from jaxnets.train.parallel import CompiledSteps
+from jaxnets.train.precision import as_policy
+from jaxnets.train.state import TrainState
+
+__all__ = ["evaluate", "tta_predict", "ensemble_predict", "as_batches", "with_mask", "metric_sums", "eval_sums"]
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate
+# ----------------------------------------------------------------------------------------------
+def as_batches(fn: str, name: str, data, batch_size: int | None, *, train: bool, seed: int) -> Batches:
+    """`data` as a `Batches` (`fn`, `name`: for messages): a dict becomes `Batches(data, batch_size)`
+    (training: shuffled by `seed`, incomplete last batch dropped; validation: stored order, every example)."""
+    if isinstance(data, Batches):
+        if batch_size is not None and batch_size != data.batch_size:
+            raise ValueError(f"{fn}: batch_size={batch_size} differs from the batch_size {data.batch_size} of the "
+                             f"Batches passed as {name}; pass batch_size=None (or the same value).")
+        return data
+    if not isinstance(data, Mapping) or "image" not in data or "label" not in data:
+        got = sorted(data) if isinstance(data, Mapping) else type(data).__name__
+        raise TypeError(f"{fn}: {name} must be a dict {{'image': [N, H, W, C], 'label': [N]}} or a "
+                        f"jaxnets.data.Batches, got {got}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"{fn}: batch_size must be a positive int when {name} is a dict, got {batch_size!r}.")
+    n = len(data["label"])
+    if train and batch_size > n:
+        raise ValueError(f"{fn}: batch_size {batch_size} is larger than the {n} training examples; use a "
+                         f"batch_size <= {n}.")
+    return Batches(data, int(batch_size), shuffle=train, seed=seed, drop_last=train)
+
+
+def with_mask(batch: Mapping) -> dict:
+    """The batch with an all-True "mask" (unless it has one), so every validation batch, the short
+    last one included after padding, has the same structure and the step compiles once."""
+    if "mask" in batch:
+        return dict(batch)
+    return {**batch, "mask": np.ones(np.shape(batch["label"])[0], bool)}
+
+
+def metric_sums(host: Sequence[Mapping]) -> tuple[float, float, int]:
+    """(loss sum, correct, count) over fetched per-step metric dicts, accumulated in float64 / int."""
+    return (math.fsum(float(m["loss"]) for m in host), float(sum(int(m["correct"]) for m in host)),
+            int(sum(int(m["count"]) for m in host)))
+
+
+def eval_sums(steps: CompiledSteps, state: TrainState, batches: Batches) -> tuple[float, float, int]:
+    """(loss sum, correct, count) over every example of `batches`, in evaluation mode."""
+    metrics = [steps.eval(state, steps.put_batch(with_mask(batch), global_batch_size=batches.batch_size))
+               for batch in batches.epoch(0)]
+    return metric_sums(jax.device_get(metrics))
+
+
+
+def evaluate(state: TrainState, data, *, batch_size: int = 256, loss_fn: Callable = cross_entropy,
+             preprocess: Callable | None = None, parallel: str = "auto", precision=None,
+             compiler_options="auto") -> dict[str, float | int]:
+    """Mean loss and accuracy of `state` on every example of `data`, in evaluation mode.
+
+    Args:
+      state: a `TrainState` with one copy of every array (as `fit` returns).
+      data: `{"image": [N, H, W, C], "label": [N]}` or a `Batches`; every example counts once (the
+        last, short batch is padded with masked rows).
+      batch_size: examples per forward pass (for a dict `data`).
+      loss_fn, preprocess, precision: as in `make_eval_step`; `parallel`, `compiler_options`: as in
+        `compile_steps`.
+    Returns: `{"loss": mean loss, "accuracy": correct / count, "correct": int, "count": int}`.
+    PyTorch: `model.eval(); with torch.no_grad(): ...` over a DataLoader.
+    """
+    batches = as_batches("evaluate", "data", data, None if isinstance(data, Batches) else batch_size,
+                          train=False, seed=0)
+    policy = None if precision is None else as_policy("evaluate", precision)
+    steps = cached_compile_steps(parallel, loss_fn=loss_fn, preprocess=preprocess, precision=policy,
+                                 compiler_options=compiler_options)
+    loss, correct, count = eval_sums(steps, steps.put_state(state), batches)
+    return {"loss": loss / max(count, 1), "accuracy": correct / max(count, 1), "correct": int(correct),
+            "count": int(count)}
+
+
+# ----------------------------------------------------------------------------------------------
+# test-time augmentation and ensembles
+# ----------------------------------------------------------------------------------------------
+def tta_predict(apply_fn: Callable, variables, images: jax.Array, *,
+                transforms: Sequence[Callable[[jax.Array], jax.Array]]) -> jax.Array:
+    """Test-time augmentation: the mean of the softmax outputs over deterministic transforms.
+
+    ``p = (1 / T) * sum_t softmax(apply_fn(variables, t(images), train=False))``.
+
+    Args:
+      apply_fn: ``apply_fn(variables, x, train=False) -> logits [N, K]`` (e.g. a Flax ``model.apply``).
+      variables: the model variables (params and, where used, batch statistics).
+      images: the batch, in whatever form ``apply_fn`` expects (e.g. [N, H, W, C]).
+      transforms: non-empty sequence of functions ``images -> images``, e.g. ``(lambda x: x, hflip)``.
+    Returns: probabilities [N, K], rows summing to 1.
+    Raises:
+      ValueError: empty ``transforms``. TypeError: a non-callable transform.
+    """
+    if not transforms:
+        raise ValueError("tta_predict: transforms must be a non-empty sequence of functions images -> images, "
+                         "e.g. (lambda x: x, hflip).")
+    for i, transform in enumerate(transforms):
+        if not callable(transform):
+            raise TypeError(f"tta_predict: transforms[{i}] must be a function images -> images, got "
+                            f"{type(transform).__name__}.")
+    probs = [jax.nn.softmax(apply_fn(variables, transform(images), train=False), axis=-1)
+             for transform in transforms]
+    return jnp.mean(jnp.stack(probs), axis=0)
+
+
+def ensemble_predict(members: Sequence[tuple[Callable, object]], images: jax.Array, *,
+                     weights: Sequence[float] | None = None) -> jax.Array:
+    """Average the softmax outputs of several models, optionally weighted.
+
+    ``p = sum_m w_m * softmax(apply_fn_m(variables_m, images, train=False))`` with the weights
+    normalised to sum to 1 (equal weights by default).
+
+    Args:
+      members: non-empty sequence of ``(apply_fn, variables)`` pairs; ``apply_fn(variables, x,
+        train=False) -> logits [N, K]`` with the same K for all.
+      images: the batch given to every model.
+      weights: None, or one non-negative weight per member, not all zero.
+    Returns: probabilities [N, K].
+    Raises:
+      ValueError: no members, ``weights`` of the wrong length, negative or all zero.
+      TypeError: a member that is not an ``(apply_fn, variables)`` pair.
+    """
+    if not members:
+        raise ValueError("ensemble_predict: members must be a non-empty sequence of (apply_fn, variables) pairs.")
+    for i, member in enumerate(members):
+        if not (isinstance(member, (tuple, list)) and len(member) == 2 and callable(member[0])):
+            raise TypeError(f"ensemble_predict: members[{i}] must be an (apply_fn, variables) pair, got "
+                            f"{type(member).__name__}.")
+    if weights is None:
+        weights = np.ones(len(members))
+    shape = np.shape(weights)
+    if shape != (len(members),):
+        raise ValueError(f"ensemble_predict: weights must have one value per member ({len(members)}), got shape "
+                         f"{shape}.")
+    concrete = concrete_or_none(weights)
+    if concrete is not None and (np.any(concrete < 0) or not np.any(concrete > 0)):
+        raise ValueError(f"ensemble_predict: weights must be non-negative and not all zero, got "
+                         f"{concrete.tolist()}.")
+    probs = jnp.stack([jax.nn.softmax(apply_fn(variables, images, train=False), axis=-1)
+                       for apply_fn, variables in members])
+    weights = jnp.asarray(weights, probs.dtype)
+    weights = weights / jnp.sum(weights)
+    return jnp.tensordot(weights, probs, axes=1)
