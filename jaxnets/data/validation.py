@@ -119,8 +119,9 @@ def check_dataset(fn: str, name: str, data, *, image_shape: Sequence[int] | None
     if len(shape) == 3:
         raise ValueError(f"{fn}: {name}['image'] must be [N, H, W, C] (channels last), got shape {shape} without "
                          f"a channel axis; add it with x[..., None] (grayscale images have C = 1).")
-    if len(shape) != 4:
-        raise ValueError(f"{fn}: {name}['image'] must be [N, H, W, C] (rank 4, channels last), got shape {shape}.")
+    if len(shape) not in (2, 4):
+        raise ValueError(f"{fn}: {name}['image'] must be [N, H, W, C] (rank 4, channels last) or flat features "
+                         f"[N, D], got shape {shape}.")
     if images.dtype != np.uint8 and not _is_floating(images.dtype):
         raise TypeError(f"{fn}: {name}['image'] must have dtype uint8 or a floating dtype, got {images.dtype}.")
     if labels.dtype.kind not in "iu":

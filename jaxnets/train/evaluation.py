@@ -6,6 +6,7 @@ transforms of the input or over models.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -14,22 +15,28 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets.checks import concrete_or_none
+from jaxnets.data.augment import to_float
 from jaxnets.data.batches import Batches
+from jaxnets.data.validation import check_dataset
 from jaxnets.layers.losses import cross_entropy
 from jaxnets.train.compile_cache import cached_compile_steps
 from jaxnets.train.parallel import CompiledSteps
 from jaxnets.train.precision import as_policy
 from jaxnets.train.state import TrainState
 
-__all__ = ["evaluate", "tta_predict", "ensemble_predict", "as_batches", "with_mask", "metric_sums", "eval_sums"]
+__all__ = ["evaluate", "tta_predict", "ensemble_predict", "as_batches", "with_mask", "metric_sums", "eval_sums",
+           "check_model_data"]
 
 
 # ----------------------------------------------------------------------------------------------
 # evaluate
 # ----------------------------------------------------------------------------------------------
-def as_batches(fn: str, name: str, data, batch_size: int | None, *, train: bool, seed: int) -> Batches:
+def as_batches(fn: str, name: str, data, batch_size: int | None, *, train: bool, seed: int,
+               drop_last: bool = True) -> Batches:
     """`data` as a `Batches` (`fn`, `name`: for messages): a dict becomes `Batches(data, batch_size)`
-    (training: shuffled by `seed`, incomplete last batch dropped; validation: stored order, every example)."""
+    (training: shuffled by `seed`, the incomplete last batch dropped, or with `drop_last=False` kept and
+    padded to the full size with masked rows, as torch's DataLoader keeps it; validation: stored order,
+    every example)."""
     if isinstance(data, Batches):
         if batch_size is not None and batch_size != data.batch_size:
             raise ValueError(f"{fn}: batch_size={batch_size} differs from the batch_size {data.batch_size} of the "
@@ -45,7 +52,37 @@ def as_batches(fn: str, name: str, data, batch_size: int | None, *, train: bool,
     if train and batch_size > n:
         raise ValueError(f"{fn}: batch_size {batch_size} is larger than the {n} training examples; use a "
                          f"batch_size <= {n}.")
+    if train and not drop_last:
+        return Batches(data, int(batch_size), shuffle=True, seed=seed, drop_last=False, pad_last=True)
     return Batches(data, int(batch_size), shuffle=train, seed=seed, drop_last=train)
+
+
+def check_model_data(fn: str, state: TrainState, name: str, data, *, preprocess: Callable | None = None) -> None:
+    """Check `data` against the model of `state` on the host, before anything is compiled.
+
+    The dataset's structure, dtypes and size (`data.check_dataset`); an NCHW batch for a model
+    initialised on NHWC inputs, or the reverse (`TrainState.check_input`); that the model takes the
+    images at all (one abstract forward pass, `jax.eval_shape`: nothing is computed); and that every
+    label is a class of the model's output `[N, num_classes]`.
+
+    Raises: TypeError/ValueError naming `fn`, the argument `name`, what was expected and what came.
+    """
+    check_dataset(fn, name, data)
+    arrays = data.arrays if isinstance(data, Batches) else data
+    images = arrays["image"]
+    shape = tuple(np.shape(images))
+    state.check_input(fn, f"{name}['image']", shape)
+    preprocess = to_float if preprocess is None else preprocess
+    sample = jax.ShapeDtypeStruct((1,) + shape[1:], images.dtype)
+    forward = functools.partial(state.apply_fn, train=False)
+    try:
+        logits = jax.eval_shape(lambda variables, x: forward(variables, preprocess(x)), state.variables, sample)
+    except Exception as error:  # Flax's ScopeParamShapeError, a shape error of lax, ...: one clear message
+        built = "" if state.input_shape is None else f" (it was initialised on inputs of shape {state.input_shape})"
+        raise ValueError(f"{fn}: the model cannot take {name}['image'] of shape {shape}{built}: "
+                         f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
+    if hasattr(logits, "shape") and len(logits.shape) == 2:
+        check_dataset(fn, name, data, num_classes=int(logits.shape[-1]))
 
 
 def with_mask(batch: Mapping) -> dict:
@@ -85,6 +122,11 @@ def evaluate(state: TrainState, data, *, batch_size: int = 256, loss_fn: Callabl
     Returns: `{"loss": mean loss, "accuracy": correct / count, "correct": int, "count": int}`.
     PyTorch: `model.eval(); with torch.no_grad(): ...` over a DataLoader.
     """
+    if not isinstance(state, TrainState):
+        raise TypeError(f"evaluate: state must be a jaxnets.train.TrainState (as fit returns), got "
+                        f"{type(state).__name__}; build one with TrainState.create(model, optimizer, x, seed, "
+                        f"variables=...).")
+    check_model_data("evaluate", state, "data", data, preprocess=preprocess)
     batches = as_batches("evaluate", "data", data, None if isinstance(data, Batches) else batch_size,
                           train=False, seed=0)
     policy = None if precision is None else as_policy("evaluate", precision)

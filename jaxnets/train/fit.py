@@ -42,13 +42,15 @@ import jax
 import numpy as np
 import optax
 
+from jaxnets.checks import check_bool
 from jaxnets.data.batches import Batches
 from jaxnets.layers.losses import cross_entropy
 from jaxnets.train.batch_stats import recompute_batch_stats
 from jaxnets.train.checkpoint import Checkpoints, snapshot
 from jaxnets.train.compile_cache import cached_compile_steps
 from jaxnets.train.distributed import is_main_process
-from jaxnets.train.evaluation import as_batches, eval_sums, evaluate, metric_sums
+from jaxnets.data.validation import check_dataset
+from jaxnets.train.evaluation import as_batches, check_model_data, eval_sums, evaluate, metric_sums
 from jaxnets.train.history import (MONITORS, BestMetric, EarlyStopping, History, NonFiniteLossError, learning_rate_of,
                                    plot_history, write_logs)
 from jaxnets.train.parallel import CompiledSteps
@@ -92,6 +94,20 @@ def _sample_input(data, batches: Batches):
     if isinstance(image, jax.Array) and not image.is_fully_addressable:
         image = image.addressable_data(0)
     return np.asarray(image[:1])
+
+
+def _check_not_channels_first(fn: str, model: nn.Module, shape: tuple[int, ...]) -> None:
+    """ValueError for training images that look like NCHW (`[N, C, H, W]` with C in {1, 3, 4} and a last
+    axis that is not a channel count) given to a channels-last model, before the model is initialised
+    on them. A model declaring a channels-first `layout` is left alone."""
+    layout = getattr(model, "layout", "NHWC")
+    if len(shape) != 4 or (isinstance(layout, str) and layout.startswith("NC")):
+        return
+    channels, last = shape[1], shape[-1]
+    if channels in (1, 3, 4) and last not in (1, 3, 4) and shape[2] > 4:
+        raise ValueError(f"{fn}: train_data['image'] has shape [N, {', '.join(map(str, shape[1:]))}], which looks like "
+                         f"NCHW (channels first), but the model takes NHWC (channels last); transpose the images "
+                         f"with x.transpose(0, 2, 3, 1).")
 
 
 def _resume(fn: str, checkpoints: Checkpoints | None, fresh: TrainState, run: dict, *, resume: bool,
@@ -242,7 +258,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         progress: bool = True, parallel: str = "auto", devices: Sequence | None = None,
         log_dir: str | os.PathLike | None = None,
         on_epoch_end: Callable[[int, History], None] | None = None,
-        precision=None, compiler_options="auto") -> tuple[TrainState, History]:
+        precision=None, compiler_options="auto", initial_variables=None,
+        drop_last: bool = True) -> tuple[TrainState, History]:
     """Train `model` for `epochs` epochs; return the final state and the per-epoch `History`.
 
     Each epoch visits the training data in an order fixed by `(seed, epoch)` (`Batches.epoch`), runs
@@ -256,7 +273,9 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         layers then synchronise their statistics).
       train_data: `{"image": [N, H, W, C], "label": [N]}` (numpy; uint8 or float images) or a
         `jaxnets.data.Batches`. A dict is batched as `Batches(train_data, batch_size, seed=seed)`:
-        shuffled every epoch, the incomplete last batch dropped.
+        shuffled every epoch, the incomplete last batch dropped (see `drop_last`). Both datasets are
+        checked before anything is compiled (`jaxnets.data.check_dataset`, then against the model: its
+        input layout and size, labels in `[0, num_classes)`).
       val_data: the same format, or None. A dict is evaluated in its stored order, every example
         (the last batch padded with masked rows).
       epochs: total number of epochs (a resumed run continues up to it), int >= 1.
@@ -289,6 +308,16 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         parameters; float16 adds dynamic loss scaling, whose state is checkpointed with the run. A
         resume must use the same precision.
 
+      initial_variables: weights to start from instead of the seed's initialisation, e.g.
+        `models.from_torch(...)`: `{"params": ..., "batch_stats": ...}` or params only (see
+        `TrainState.create(variables=...)`); they are copied, so the compiled steps' buffer donation
+        leaves the caller's arrays intact. The seed still draws dropout/augmentation keys and the order.
+      drop_last: True (default): the incomplete last training batch of an epoch is dropped; False: it is
+        trained, padded to the full batch size with masked rows (one compiled program) and its loss
+        averaged over its real rows, as torch's `DataLoader(drop_last=False)`; an epoch then has
+        `data.steps_per_epoch(N, batch_size, drop_last=False)` steps, torch's `len(loader)`. Applies to
+        dict `train_data` (a `Batches` brings its own).
+
     Returns: `(state, history)`. `state` holds one copy of every array (pmap's device axis removed).
       Without early stopping it is the state after the last epoch. With early stopping it is the
       whole state (params, batch_stats, opt_state, step) at the end of the BEST epoch,
@@ -316,7 +345,12 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
     fn = "fit"
     _check_arguments(fn, epochs=epochs, optimizer=optimizer, seed=seed, early_stopping=early_stopping,
                      val_data=val_data, resume=resume, checkpoint_dir=checkpoint_dir)
-    train_batches = as_batches(fn, "train_data", train_data, batch_size, train=True, seed=int(seed))
+    check_bool(fn, "drop_last", drop_last)
+    check_dataset(fn, "train_data", train_data)
+    if val_data is not None:
+        check_dataset(fn, "val_data", val_data)
+    train_batches = as_batches(fn, "train_data", train_data, batch_size, train=True, seed=int(seed),
+                               drop_last=drop_last)
     val_batches = None if val_data is None else as_batches(fn, "val_data", val_data, train_batches.batch_size,
                                                            train=False, seed=int(seed))
     epochs, seed = int(epochs), int(seed)
@@ -333,7 +367,14 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
            "monitor": monitor}
     if policy is not None and not policy.is_float32:
         run["precision"] = str(policy)  # only then: float32 checkpoints read as before
-    fresh = TrainState.create(model, optimizer, _sample_input(train_data, train_batches), seed, precision=policy)
+    if not drop_last and not isinstance(train_data, Batches):
+        run["drop_last"] = False  # only then: earlier checkpoints read as before
+    sample = _sample_input(train_data, train_batches)
+    _check_not_channels_first(fn, model, sample.shape)
+    fresh = TrainState.create(model, optimizer, sample, seed, precision=policy, variables=initial_variables)
+    check_model_data(fn, fresh, "train_data", train_data, preprocess=preprocess)
+    if val_data is not None:
+        check_model_data(fn, fresh, "val_data", val_data, preprocess=preprocess)
     # Every training batch carries a mask (one program for all batches), unless the model has BatchNorm but
     # no `mask` keyword: its batches then get a mask only where rows are padded (and the step refuses them).
     pad_to = train_batches.batch_size if (model_takes_mask(fresh.apply_fn) or not fresh.batch_stats) else None

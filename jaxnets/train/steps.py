@@ -55,11 +55,23 @@ def _unpack(fn: str, batch) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     return images, labels, mask
 
 
+def loss_takes_reduction(loss_fn: Callable) -> bool:
+    """Whether `loss_fn` takes a `reduction` keyword (every `jaxnets.layers` loss does; a plain
+    `lambda logits, labels: ...` does not)."""
+    return accepts_keyword(loss_fn, "reduction")
+
+
 def _per_example_loss(fn: str, loss_fn: Callable, logits: jax.Array, labels: jax.Array) -> jax.Array:
-    losses = loss_fn(logits, labels, reduction="none")
-    if losses.shape != labels.shape:
-        raise ValueError(f"{fn}: loss_fn(logits, labels, reduction='none') must return per-example losses of "
-                         f"shape {tuple(labels.shape)}, got {tuple(losses.shape)}.")
+    """Per-example losses `[N]`: `loss_fn(logits, labels, reduction="none")` when it takes `reduction`,
+    else `loss_fn(logits, labels)`, which must then return one loss per example."""
+    takes_reduction = loss_takes_reduction(loss_fn)
+    losses = loss_fn(logits, labels, reduction="none") if takes_reduction else loss_fn(logits, labels)
+    if jnp.shape(losses) != labels.shape:
+        call = "loss_fn(logits, labels, reduction='none')" if takes_reduction else "loss_fn(logits, labels)"
+        raise ValueError(f"{fn}: {call} must return per-example losses of shape {tuple(labels.shape)}, got "
+                         f"{tuple(jnp.shape(losses))}. A loss averaged over the batch (torch's default "
+                         f"reduction='mean') cannot be masked or summed across devices: return one loss per "
+                         f"example, or take a `reduction` keyword like jaxnets.layers.cross_entropy.")
     return losses
 
 
@@ -204,7 +216,8 @@ def make_train_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable |
     on the global batch, draws exactly the single-device keys).
 
     Args:
-      loss_fn: `loss_fn(logits, labels, reduction="none") -> [N]` per-example losses; default
+      loss_fn: per-example losses `[N]`, called as `loss_fn(logits, labels, reduction="none")` when it
+        takes a `reduction` keyword (every `jaxnets.layers` loss), else as `loss_fn(logits, labels)`; default
         `layers.cross_entropy` (use `functools.partial` for options such as `label_smoothing`). The
         step averages over valid rows: with class `weights` this is not PyTorch's weighted mean.
       preprocess: `images -> float images`, applied after `augment`; default `data.augment.to_float`
