@@ -35,6 +35,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import flax.linen as nn
@@ -136,10 +137,12 @@ def _resume(fn: str, checkpoints: Checkpoints | None, fresh: TrainState, run: di
 
 
 def _train_epoch(steps: CompiledSteps, state: TrainState, batches: Batches, epoch: int, bar: ProgressBar,
-                 pad_to: int | None) -> tuple[TrainState, list[dict], float, int | None]:
+                 pad_to: int | None, *, stop_on_non_finite: bool = True
+                 ) -> tuple[TrainState, list[dict], float, int | None]:
     """Run one epoch (batches placed by `put_batch(batch, global_batch_size=pad_to)`). Returns `(state,
     per-step host metrics, seconds, index of the first non-finite loss or None)`; stops early at a
-    non-finite loss seen while refreshing."""
+    non-finite loss seen while refreshing, unless `stop_on_non_finite` is False (a loss scaler skips
+    those steps)."""
     pending: list[dict] = []  # per-step metric sums, device scalars
     host: list[dict] = []     # the same, fetched, for steps 0 .. len(host) - 1
     start = last = time.perf_counter()
@@ -147,7 +150,7 @@ def _train_epoch(steps: CompiledSteps, state: TrainState, batches: Batches, epoc
     def fetch(upto: int) -> int | None:
         host.extend(jax.device_get(pending[len(host):upto]))
         bad = next((i for i, m in enumerate(host) if not np.isfinite(m["loss"])), None)
-        loss, correct, count = metric_sums(host)
+        loss, correct, count = metric_sums([m for m in host if np.isfinite(m["loss"])])
         bar.update(len(host), loss=loss / max(count, 1), accuracy=correct / max(count, 1),
                    images_per_sec=count / max(time.perf_counter() - start, 1e-9))
         return bad
@@ -161,7 +164,7 @@ def _train_epoch(steps: CompiledSteps, state: TrainState, batches: Batches, epoc
                 last = now
                 # Fetch only steps before the one just dispatched: they are (nearly) done, the device stays busy.
                 bad = fetch(i)
-                if bad is not None:
+                if bad is not None and stop_on_non_finite:
                     return state, host, time.perf_counter() - start, bad
     bad = fetch(len(pending))
     return state, host, time.perf_counter() - start, bad
@@ -190,14 +193,26 @@ def _train_and_validate(fn: str, steps: CompiledSteps, placed: TrainState, step:
     validation metrics to `history`. Returns `(placed state, step after the epoch)`.
     Raises NonFiniteLossError for a non-finite loss (or non-finite parameters after the epoch)."""
     summary = None
+    # With a loss scaler (float16) a non-finite loss is the scaler's business: it skips that update, as
+    # torch's GradScaler does; only non-finite parameters, or an epoch with no finite step, stop the run.
+    scaled = steps.get_state(placed).loss_scale is not None
     try:
-        placed, host, seconds, bad = _train_epoch(steps, placed, train_batches, epoch, bar, pad_to)
+        placed, host, seconds, bad = _train_epoch(steps, placed, train_batches, epoch, bar, pad_to,
+                                                  stop_on_non_finite=not scaled)
+        finite = [m for m in host if np.isfinite(m["loss"])]
+        if scaled:
+            bad = 0 if not finite else None
+            if finite and len(finite) < len(host):
+                warnings.warn(f"{fn}: the training loss was not finite in {len(host) - len(finite)} of {len(host)} "
+                              f"steps of epoch {epoch + 1} (float16 overflow); the loss scaler skipped those "
+                              f"updates, as torch.amp.GradScaler does, and the epoch's training loss leaves them "
+                              f"out.", RuntimeWarning, stacklevel=3)
         if bad is None and not bool(_all_finite((steps.get_state(placed).params,
                                                  steps.get_state(placed).batch_stats))):
             bad = len(host) - 1  # finite losses but non-finite parameters after the last update
         if bad is not None:
             raise _non_finite(fn, host, bad, step, epoch, len(train_batches), checkpoints)
-        loss, correct, count = metric_sums(host)
+        loss, correct, count = metric_sums(finite)
         history.train_loss.append(loss / count)
         history.train_error.append(1.0 - correct / count)
         history.images_per_sec.append(count / seconds)

@@ -125,3 +125,18 @@ def test_loss_fn_with_or_without_reduction():
     with pytest.raises(ValueError, match=r"loss_fn\(logits, labels\) must return per-example losses of shape "
                                          r"\(8,\), got \(\).*one loss per example"):
         _fit(loss_fn=lambda logits, labels: cross_entropy(logits, labels))
+
+
+def test_float16_loss_scaler_owns_non_finite_steps():
+    """An example that overflows float16 in the forward pass (1e5 > 65504) gives that batch an inf loss: the
+    loss scaler skips the update, as torch.amp.GradScaler does, and fit trains on with a warning."""
+    data = {"image": (TRAIN["image"] / 255.0).astype(np.float32), "label": TRAIN["label"]}
+    data["image"][7] = 1e5
+    with pytest.warns(RuntimeWarning, match=r"not finite in 1 of 5 steps of epoch 1 .*loss scaler skipped"):
+        state, history = _fit(train=data, precision="float16", val_data=None)
+    assert int(state.step) == 5 and np.isfinite(history.train_loss[0])
+    assert all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(state.params))
+    # Without a loss scaler the same run stops, naming the step.
+    from jaxnets.train import NonFiniteLossError
+    with pytest.raises(NonFiniteLossError, match="training loss is"):
+        _fit(train={**data, "image": np.full_like(data["image"], np.inf)}, val_data=None)
