@@ -11,5 +11,6 @@ from jaxnets.train.state import TrainState
 from jaxnets.train.steps import make_eval_step, make_train_step
 # fit.py / checkpoint.py
 from jaxnets.train.checkpoint import Checkpoints
+from jaxnets.train.checkpoint import CheckpointError
 from jaxnets.train.fit import (EarlyStopping, History, NonFiniteLossError, evaluate, fit, plot_history,
                               recompute_batch_stats)

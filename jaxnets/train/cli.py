@@ -33,6 +33,7 @@ import argparse
 import datetime
 import functools
 import json
+import logging
 import math
 import os
 import sys
@@ -400,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
+    absl = logging.getLogger("absl")  # orbax logs through absl, e.g. a line about every damaged epoch directory
+    level = absl.level
+    if not args.debug:
+        absl.setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
@@ -407,9 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         except CLIError as error:
             _error(error, args.debug)
             return 2
-        except (RunError, NonFiniteLossError, ValueError, OSError, ConnectionError) as error:  # ValueError: CheckpointError too
+        except (RunError, NonFiniteLossError, ValueError, OSError, ConnectionError) as error:  # incl. CheckpointError
             _error(error, args.debug)
             return 1
         except Exception as error:  # a bug: say what it is, and how to see where
             _error(error, args.debug, unexpected=True)
             return 1
+        finally:
+            absl.setLevel(level)
