@@ -12,6 +12,7 @@ from jaxnets.train.steps import make_eval_step, make_train_step
 # fit.py, history.py, evaluation.py, batch_stats.py, checkpoint.py
 from jaxnets.train.batch_stats import recompute_batch_stats
 from jaxnets.train.checkpoint import Checkpoints
+from jaxnets.train.checkpoint import CheckpointError
 from jaxnets.train.evaluation import ensemble_predict, evaluate, tta_predict
 from jaxnets.train.fit import fit
 from jaxnets.train.history import EarlyStopping, History, NonFiniteLossError, plot_history

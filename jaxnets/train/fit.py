@@ -122,12 +122,15 @@ def _resume(fn: str, checkpoints: Checkpoints | None, fresh: TrainState, run: di
         raise ValueError(f"{fn}: checkpoint_dir {checkpoints.directory!r} already holds checkpoints (epochs "
                          f"{checkpoints.epochs()}); pass resume=True to continue that run, or use a new "
                          f"directory.")
-    saved = checkpoints.meta()["run"]  # checked before the arrays, whose tree may differ (loss_scale)
-    changed = {k: (saved.get(k), run.get(k)) for k in sorted(set(run) | set(saved)) if saved.get(k) != run.get(k)}
-    if changed:
-        raise ValueError(f"{fn}: cannot resume from {checkpoints.directory!r}: the run was saved with "
-                         f"different settings, {{setting: (saved, now)}} = {changed}.")
-    state, meta = checkpoints.restore(fresh)
+    def same_run(meta: dict) -> None:  # checked before the arrays, whose tree may differ (loss_scale)
+        saved = meta["run"]
+        changed = {k: (saved.get(k), run.get(k)) for k in sorted(set(run) | set(saved)) if saved.get(k) != run.get(k)}
+        if changed:
+            raise ValueError(f"{fn}: cannot resume from {checkpoints.directory!r}: the run was saved with "
+                             f"different settings, {{setting: (saved, now)}} = {changed}.")
+
+    # The newest intact epoch: a damaged newer one is skipped with a warning (and set aside as <epoch>.corrupt).
+    state, meta, _ = checkpoints.restore_latest_intact(fresh, check_meta=same_run)
     history, start = History.from_dict(meta["history"]), int(meta["epoch"])
     best.load(meta["best"])
     best_state = None
@@ -307,7 +310,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         `keep` most recent and the best; None: no checkpoints. A directory that already holds
         checkpoints needs `resume=True`.
       keep: number of recent checkpoints kept (the best one is kept in addition).
-      resume: continue from the latest checkpoint in `checkpoint_dir` (if there is none, start fresh).
+      resume: continue from the latest intact checkpoint in `checkpoint_dir` (if there is none, start
+        fresh); its arrays and metadata are verified against their checksums first.
         The run then ends with exactly the parameters of an uninterrupted run (bitwise on CPU).
       progress: show a tqdm bar per epoch (loss, accuracy, images/s) on stderr; it is shown only when
         stderr is a terminal, and only by process 0.
@@ -342,6 +346,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
       validation loss, else the lowest training loss.
 
     Raises:
+      CheckpointError: `resume=True` and no saved epoch is intact (every one fails its checksums or is
+        incomplete); a damaged newer epoch with an intact older one is skipped with a warning instead.
       NonFiniteLossError: a training step's loss is nan or inf (or the parameters are after an
         epoch). The message names the step; the last good checkpoint (if any) is left untouched, and
         `history.json` holds the completed epochs.

@@ -1,6 +1,8 @@
-"""The command line: a real `python -m jaxnets.train` smoke run, --resume, and one-line errors for bad flags."""
+"""The command line: a real `python -m jaxnets.train` smoke run, --resume (damaged checkpoints included), one-line
+errors with exit status 2 for bad flags and 1 for failures while running, --debug."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -24,7 +26,7 @@ def smoke_run(tmp_path_factory):
 def test_smoke_run_in_a_subprocess(smoke_run):
     result, out = smoke_run
     assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr
     assert "epoch 1/1: train loss" in result.stdout
     assert "final validation accuracy:" in result.stdout and "/20 held-out examples of mnist-sample" in result.stdout
     assert f"run directory: {out}" in result.stdout
@@ -55,6 +57,11 @@ def test_resume_continues_the_run(smoke_run, capsys):
     (["--model", "nope"], 2, "argument --model: invalid choice: 'nope'"),
     (["--optimizer", "sgdd"], 2, "argument --optimizer: invalid choice: 'sgdd'"),
     (["--lr", "-0.1"], 2, "--lr must be >= 0, got -0.1"),
+    (["--lr", "-1"], 2, "--lr must be >= 0, got -1.0"),
+    (["--lr", "nan"], 2, "argument --lr: must be a finite number, got 'nan'"),
+    (["--momentum", "inf"], 2, "argument --momentum: must be a finite number, got 'inf'"),
+    (["--val-fraction", "x"], 2, "argument --val-fraction: invalid number: 'x'"),
+    (["--out", "{tmp}/file"], 2, "is an existing file; --out names the run directory"),
     (["--batch-size", "5000"], 2, "--batch-size 5000 is larger than the 4500 training examples"),
     (["--epochs", "0"], 2, "--epochs must be > 0, got 0"),
     (["--epochs", "two"], 2, "argument --epochs: invalid int value: 'two'"),
@@ -67,7 +74,8 @@ def test_resume_continues_the_run(smoke_run, capsys):
 ])
 def test_bad_flags_give_one_line_and_non_zero_exit(argv, status, message, tmp_path, capsys):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    if "--resume" not in argv:
+    (tmp_path / "file").write_text("not a directory")
+    if "--resume" not in argv and "--out" not in argv:
         argv += ["--out", str(tmp_path / "run")]
     assert main(argv) == status
     captured = capsys.readouterr()
@@ -77,9 +85,22 @@ def test_bad_flags_give_one_line_and_non_zero_exit(argv, status, message, tmp_pa
     assert not (tmp_path / "run").exists()  # nothing was started
 
 
-def test_help_exits_zero(capsys):
+def test_help_exits_zero_with_single_percent_signs(capsys):
     assert main(["--help"]) == 0
-    assert "--subset" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--subset" in out and "--debug" in out
+    assert "(>= 97% validation accuracy)" in out and "%%" not in out
+
+
+def test_flag_choices_come_from_the_library():
+    from jaxnets import models
+    from jaxnets.train import cli, optim, parallel, precision
+
+    parser = cli.build_parser()
+    choices = {action.dest: action.choices for action in parser._actions if action.choices}
+    assert choices["model"] == models.available() and tuple(choices["optimizer"]) == optim.OPTIMIZERS
+    assert tuple(choices["precision"]) == precision.DTYPES
+    assert tuple(choices["parallel"]) == ("auto", *parallel.MODES)
 
 
 def test_bfloat16_run_trains_and_is_recorded(tmp_path, capsys):
@@ -96,3 +117,104 @@ def test_bfloat16_run_trains_and_is_recorded(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["precision"] == "bfloat16"
     assert main(["--epochs", "4", "--out", str(out), "--resume", *flags]) == 2
     assert "--precision bfloat16 (now float32)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# Runs that fail while running: exit status 1, one line; --debug adds the traceback
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    """A run of two epochs (checkpoints 1 and 2), made in-process; tests copy it before damaging it."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["--epochs", "2", "--out", str(out), *QUICK]) == 0
+    return out
+
+
+def _copy(run, tmp_path):
+    return shutil.copytree(run, tmp_path / "run")
+
+
+def _flip_data_file(epoch_dir) -> None:
+    """Invert 64 bytes at a quarter, half and three quarters of the largest file under `<epoch>/state/`
+    (orbax's array data, zstd frames: the damage reads back as other values or as a broken frame)."""
+    files = [os.path.join(root, name) for root, _, names in os.walk(epoch_dir / "state") for name in names]
+    path = max(files, key=os.path.getsize)
+    data = bytearray(open(path, "rb").read())
+    for start in (len(data) // 4, len(data) // 2, 3 * len(data) // 4):
+        data[start:start + 64] = bytes(b ^ 0xFF for b in data[start:start + 64])
+    open(path, "wb").write(bytes(data))
+
+
+def _lines(err: str) -> list[str]:
+    lines = err.splitlines()
+    assert lines and all(line.startswith("jaxnets-train: ") for line in lines), err
+    assert "Traceback" not in err
+    return lines
+
+
+def test_resume_with_no_intact_checkpoint_fails_in_one_line(two_epochs, tmp_path, capsys):
+    out = _copy(two_epochs, tmp_path)
+    for epoch in (1, 2):
+        _flip_data_file(out / "checkpoints" / str(epoch))
+    capsys.readouterr()
+    assert main(["--epochs", "3", "--out", str(out), "--resume", *QUICK]) == 1
+    lines = _lines(capsys.readouterr().err)
+    assert lines[-1].startswith("jaxnets-train: error: ") and "the checkpoint of epoch 2, " in lines[-1]
+    assert (f"{os.sep}checkpoints{os.sep}2', is corrupted: the array" in lines[-1]
+            or f"{os.sep}checkpoints{os.sep}2', has unreadable arrays under state/: " in lines[-1])
+    assert len(json.loads((out / "history.json").read_text())["train_loss"]) == 2  # nothing trained
+
+
+def test_resume_falls_back_to_the_intact_earlier_epoch(two_epochs, tmp_path, capsys):
+    out = _copy(two_epochs, tmp_path)
+    _flip_data_file(out / "checkpoints" / "2")
+    capsys.readouterr()
+    assert main(["--epochs", "3", "--out", str(out), "--resume", *QUICK]) == 0
+    lines = _lines(capsys.readouterr().err)
+    assert any(line.startswith("jaxnets-train: warning: ") and "Skipping epoch 2; trying epoch 1." in line
+               for line in lines), lines
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["train_loss"]) == 3  # epochs 2 and 3 trained again from epoch 1
+    assert sorted(os.listdir(out / "checkpoints")) == ["1", "2", "2.corrupt", "3"]
+
+
+@pytest.mark.parametrize("text", ["{", "[1, 2]"])
+def test_unreadable_config_json_names_the_file(two_epochs, tmp_path, capsys, text):
+    out = _copy(two_epochs, tmp_path)
+    (out / "config.json").write_text(text)
+    capsys.readouterr()
+    assert main(["--epochs", "3", "--out", str(out), "--resume", *QUICK]) == 1
+    (line,) = _lines(capsys.readouterr().err)
+    assert line.startswith(f"jaxnets-train: error: --resume: ") and repr(str(out / "config.json")) in line
+
+
+def test_debug_adds_the_traceback_and_bugs_are_named(tmp_path, capsys, monkeypatch):
+    from jaxnets.train import cli
+
+    def broken(args):
+        raise KeyError("num_classes")
+
+    monkeypatch.setattr(cli, "_load", broken)
+    argv = ["--out", str(tmp_path / "run"), *QUICK]
+    assert main(argv) == 1
+    (line,) = _lines(capsys.readouterr().err)
+    assert line == "jaxnets-train: error: KeyError: 'num_classes' (run with --debug for the traceback)"
+    assert main([*argv, "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "in broken" in err
+    assert err.splitlines()[-1] == "jaxnets-train: error: KeyError: 'num_classes'"
+
+
+def test_num_classes_comes_from_the_dataset(tmp_path, monkeypatch):
+    """A dataset of 3 classes trains a 3-way classifier (the checkpoint records the last layer's shape)."""
+    from jaxnets import data
+
+    sample = data.mnist_sample()
+    keep = sample["label"] < 3
+    monkeypatch.setattr(data, "mnist_sample", lambda: {k: v[keep] for k, v in sample.items()})
+    out = tmp_path / "run"
+    assert main(["--epochs", "1", "--out", str(out), *QUICK]) == 0
+    record = json.loads((out / "checkpoints" / "1" / "meta" / "metadata").read_text())["__checksums__"]["arrays"]
+    biases = {name: entry["shape"] for name, entry in record.items() if name.startswith("params/") and
+              name.endswith("/bias")}
+    assert [3] in biases.values() and [10] not in biases.values(), biases  # LeNet-5: 6, 16, 120, 84, classes
