@@ -16,6 +16,7 @@ import optax
 import pytest
 import torch
 
+from jaxnets.train import optim as train_optim
 from jaxnets.train import (no_bias_no_norm, optimizer, path_names, scale_by_torch_amsgrad,
                            schedules)
 
@@ -121,6 +122,23 @@ CASES = {
                      lambda p, **kw: torch.optim.Adam(p, betas=(0.8, 0.99), eps=1e-3, **kw)),
     "adamw": ("adamw", 1e-2, {}, lambda p, **kw: torch.optim.AdamW(p, **kw)),
     "amsgrad": ("amsgrad", 1e-2, {}, lambda p, **kw: torch.optim.Adam(p, amsgrad=True, **kw)),
+    "sgd_dampening": ("sgd", 0.05, {"momentum": 0.9, "dampening": 0.3},
+                      lambda p, **kw: torch.optim.SGD(p, momentum=0.9, dampening=0.3, **kw)),
+    "adagrad": ("adagrad", 0.05, {}, lambda p, **kw: torch.optim.Adagrad(p, **kw)),
+    "adagrad_options": ("adagrad", 0.05, {"lr_decay": 0.1, "initial_accumulator_value": 0.2, "eps": 1e-3},
+                        lambda p, **kw: torch.optim.Adagrad(p, lr_decay=0.1, initial_accumulator_value=0.2,
+                                                            eps=1e-3, **kw)),
+    "adadelta": ("adadelta", 1.0, {}, lambda p, **kw: torch.optim.Adadelta(p, **kw)),
+    "adadelta_options": ("adadelta", 0.5, {"rho": 0.8, "eps": 1e-4},
+                         lambda p, **kw: torch.optim.Adadelta(p, rho=0.8, eps=1e-4, **kw)),
+    "adamax": ("adamax", 1e-2, {}, lambda p, **kw: torch.optim.Adamax(p, **kw)),
+    "nadam": ("nadam", 1e-2, {}, lambda p, **kw: torch.optim.NAdam(p, **kw)),
+    "nadam_options": ("nadam", 1e-2, {"momentum_decay": 0.1, "decoupled_weight_decay": True, "betas": (0.8, 0.99)},
+                      lambda p, **kw: torch.optim.NAdam(p, momentum_decay=0.1, decoupled_weight_decay=True,
+                                                        betas=(0.8, 0.99), **kw)),
+    "radam": ("radam", 1e-2, {}, lambda p, **kw: torch.optim.RAdam(p, **kw)),
+    "radam_decoupled": ("radam", 1e-2, {"decoupled_weight_decay": True, "betas": (0.9, 0.9)},
+                        lambda p, **kw: torch.optim.RAdam(p, decoupled_weight_decay=True, betas=(0.9, 0.9), **kw)),
 }
 
 
@@ -134,6 +152,158 @@ def test_trajectory_matches_torch(case, weight_decay):
     theirs = torch_trajectory(lambda p: make(p, lr=lr, **wd))
     assert_moved(theirs)
     assert_same_trajectory(ours, theirs, adam_tol(lr) if name in ADAM_FAMILY else TOL)
+
+
+@pytest.fixture
+def x64():
+    """float64 on both sides: JAX's x64 mode and torch's default dtype, restored afterwards."""
+    jax.config.update("jax_enable_x64", True)
+    torch.set_default_dtype(torch.float64)
+    yield
+    jax.config.update("jax_enable_x64", False)
+    torch.set_default_dtype(torch.float32)
+
+
+def _float64(tree):
+    return {k: np.asarray(v, np.float64) for k, v in tree.items()}
+
+
+def jax_trajectory64(tx, steps=STEPS):
+    """As ``jax_trajectory`` in float64 (call with the x64 fixture active)."""
+    x, y = jnp.asarray(X, jnp.float64), jnp.asarray(Y, jnp.float64)
+    grad = jax.jit(jax.grad(lambda p: jnp.mean((jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"] - y) ** 2)))
+    params = {k: jnp.asarray(v) for k, v in _float64(INIT).items()}
+    state = tx.init(params)
+    step = jax.jit(lambda p, s: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(grad(p), s, p)))
+    out = []
+    for _ in range(steps):
+        params, state = step(params, state)
+        out.append({k: np.asarray(v) for k, v in params.items()})
+    return out
+
+
+def torch_trajectory64(make_opt, steps=STEPS, *, scheduler=None, steps_per_epoch=None):
+    p = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in _float64(INIT).items()}
+    x, y = torch.from_numpy(X.astype(np.float64)), torch.from_numpy(Y.astype(np.float64))
+    opt = make_opt(list(p.values()))
+    sched = scheduler(opt) if scheduler is not None else None
+    out = []
+    for step in range(steps):
+        opt.zero_grad()
+        torch.mean((torch.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"] - y) ** 2).backward()
+        opt.step()
+        if sched is not None and (steps_per_epoch is None or (step + 1) % steps_per_epoch == 0):
+            sched.step()
+        out.append({k: v.detach().numpy().copy() for k, v in p.items()})
+    return out
+
+
+TOL64 = dict(rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_trajectory_matches_torch_in_float64(case, x64):
+    name, lr, options, make = CASES[case]
+    ours = jax_trajectory64(optimizer(name, learning_rate=lr, **options, weight_decay=0.1))
+    theirs = torch_trajectory64(lambda p: make(p, lr=lr, weight_decay=0.1))
+    assert ours[-1]["w1"].dtype == np.float64
+    assert_same_trajectory(ours, theirs, TOL64)
+
+
+def test_dampening_changes_the_trajectory_and_first_step_is_undamped():
+    plain = jax_trajectory(optimizer("sgd", learning_rate=0.05, momentum=0.9))
+    damped = jax_trajectory(optimizer("sgd", learning_rate=0.05, momentum=0.9, dampening=0.3))
+    np.testing.assert_array_equal(plain[0]["w1"], damped[0]["w1"])  # b = g on the first step, as torch
+    assert np.max(np.abs(plain[-1]["w1"] - damped[-1]["w1"])) > 1e-3
+
+
+def test_radam_rho_is_accurate_in_float32():
+    """The float32 rho_t (no cancellation) against float64: torch switches to the rectified rule at t = 6."""
+    b2 = 0.999
+    t = np.arange(1, 3000, dtype=np.float64)
+    rho_inf = 2 / (1 - b2) - 1
+    expected = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
+    tx = optimizer("radam", learning_rate=1.0)
+    g = {"w": jnp.ones((1,), jnp.float32)}
+    state = tx.init(g)
+    first = []
+    for i in range(8):  # m_hat = g = 1 exactly: the update is -1 until rho_t > 5, then -r_t / (1 + eps)
+        u, state = tx.update(g, state, g)
+        first.append(float(u["w"][0]))
+    np.testing.assert_allclose(first[:5], -1.0, rtol=1e-6)
+    assert abs(first[5] + 1) > 1e-2
+    assert expected[4] < 5 < expected[5]
+    rho = expected[5:8]
+    rect = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+    np.testing.assert_allclose(first[5:], -rect / (1 + 1e-8), rtol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "nadam"])
+def test_vmap_over_learning_rates_equals_separate_runs(name):
+    rates = jnp.array([0.01, 0.03, 0.1], jnp.float32)
+    options = {"momentum": 0.9} if name == "sgd" else {}
+    make = getattr(train_optim, name)
+
+    def run(lr):
+        tx = make(lr, weight_decay=0.1, **options)
+        params = {k: jnp.asarray(v) for k, v in INIT.items()}
+        state = tx.init(params)
+        for _ in range(5):
+            updates, state = tx.update(jax.grad(loss_jax)(params), state, params)
+            params = optax.apply_updates(params, updates)
+        return params
+
+    batched = jax.jit(jax.vmap(run))(rates)
+    for i, lr in enumerate([0.01, 0.03, 0.1]):
+        single = jax.jit(lambda: run(lr))()  # a Python float: the single-run numerics
+        for k in NAMES:  # float32 rounding, differently fused (Adam's 1/sqrt(v) amplifies it on small v)
+            np.testing.assert_allclose(batched[k][i], single[k], rtol=1e-5, atol=1e-7, err_msg=f"{name} {lr} {k}")
+    assert not np.allclose(batched["w1"][0], batched["w1"][2])
+
+
+def test_traced_momentum_and_betas_under_vmap():
+    """Every numeric option may be traced: momentum of sgd, betas and eps of adam."""
+    def run_sgd(m):
+        return jax_like_run(train_optim.sgd(0.05, momentum=m))
+
+    def run_adam(b1):
+        return jax_like_run(train_optim.adam(1e-2, betas=(b1, 0.999), eps=jnp.float32(1e-8)))
+
+    got = jax.vmap(run_sgd)(jnp.array([0.5, 0.9], jnp.float32))
+    np.testing.assert_allclose(got["w1"][1], jax_like_run(train_optim.sgd(0.05, momentum=0.9))["w1"], rtol=1e-6)
+    got = jax.vmap(run_adam)(jnp.array([0.8, 0.9], jnp.float32))
+    np.testing.assert_allclose(got["w1"][0], jax_like_run(train_optim.adam(1e-2, betas=(0.8, 0.999)))["w1"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def jax_like_run(tx, steps=5):
+    params = {k: jnp.asarray(v) for k, v in INIT.items()}
+    state = tx.init(params)
+    for _ in range(steps):
+        updates, state = tx.update(jax.grad(loss_jax)(params), state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+def test_optimizer_lookup_is_the_function():
+    for name in train_optim.OPTIMIZERS:
+        a = jax_trajectory(optimizer(name, learning_rate=1e-2), 3)
+        b = jax_trajectory(getattr(train_optim, name)(1e-2), 3)
+        assert_same_trajectory(a, b, dict(rtol=0, atol=0))
+
+
+def test_torch_defaults():
+    import inspect
+    for name, cls in [("adagrad", torch.optim.Adagrad), ("adadelta", torch.optim.Adadelta),
+                      ("adamax", torch.optim.Adamax), ("nadam", torch.optim.NAdam), ("radam", torch.optim.RAdam),
+                      ("sgd", torch.optim.SGD), ("rmsprop", torch.optim.RMSprop), ("adam", torch.optim.Adam),
+                      ("adamw", torch.optim.AdamW)]:
+        ours = inspect.signature(getattr(train_optim, name)).parameters
+        theirs = inspect.signature(cls).parameters
+        assert ours["learning_rate"].default == theirs["lr"].default, name
+        for option in ours:
+            if option in theirs and option not in ("weight_decay",) or (option == "weight_decay" and name == "adamw"):
+                assert ours[option].default == theirs[option].default, (name, option)
 
 
 def test_adamw_without_decay_is_adam():
