@@ -462,13 +462,13 @@ def test_clip_value_then_norm_order():
 SPE = 3  # optimizer steps per epoch
 SCHEDULED = {
     "sgd_step_lr": (
-        lambda: optimizer("sgd", learning_rate=schedules.step_decay(2, gamma=0.5, steps_per_epoch=SPE,
-                                                                    peak=0.1), momentum=0.9),
+        lambda: optimizer("sgd", learning_rate=schedules.step_decay(0.1, 2, gamma=0.5,
+                                                                    steps_per_epoch=SPE), momentum=0.9),
         lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
         lambda o: torch.optim.lr_scheduler.StepLR(o, 2, gamma=0.5), SPE),
     "rmsprop_momentum_exponential": (  # lr multiplies the momentum buffer, as in torch
-        lambda: optimizer("rmsprop", learning_rate=schedules.exponential(0.5, steps_per_epoch=SPE,
-                                                                         peak=3e-3), momentum=0.9),
+        lambda: optimizer("rmsprop", learning_rate=schedules.exponential(3e-3, 0.5,
+                                                                         steps_per_epoch=SPE), momentum=0.9),
         lambda p: torch.optim.RMSprop(p, lr=3e-3, momentum=0.9),
         lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.5), SPE),
     "adam_cosine_per_epoch": (
@@ -476,13 +476,13 @@ SCHEDULED = {
         lambda p: torch.optim.Adam(p, lr=1e-2),
         lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=7, eta_min=1e-3), SPE),
     "adamw_warm_restarts_per_step": (
-        lambda: optimizer("adamw", learning_rate=schedules.warm_restarts(4, period_mult=2, peak=1e-2),
+        lambda: optimizer("adamw", learning_rate=schedules.warm_restarts(1e-2, 4, period_mult=2),
                           weight_decay=0.5),
         lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.5),
         lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=4, T_mult=2), None),
     "amsgrad_lambda": (
-        lambda: optimizer("amsgrad", learning_rate=schedules.per_epoch(lambda e: 1.0 / (1.0 + e) ** 2,
-                                                                        steps_per_epoch=SPE, peak=1e-2)),
+        lambda: optimizer("amsgrad", learning_rate=schedules.per_epoch(1e-2, lambda e: 1.0 / (1.0 + e) ** 2,
+                                                                        steps_per_epoch=SPE)),
         lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=True),
         lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1.0 / (1.0 + e) ** 2), SPE),
 }
@@ -501,7 +501,7 @@ def test_with_schedule_matches_torch_scheduler(case):
 
 def test_rmsprop_schedule_order_matters():
     """Guard: with a schedule, optax.rmsprop (lr before the momentum trace) leaves torch's trajectory."""
-    lr = schedules.exponential(0.5, steps_per_epoch=SPE, peak=3e-3)
+    lr = schedules.exponential(3e-3, 0.5, steps_per_epoch=SPE)
     ours = jax_trajectory(optimizer("rmsprop", learning_rate=lr, momentum=0.9), 7 * SPE)
     alias = jax_trajectory(optax.rmsprop(lr, decay=0.99, eps=1e-8, eps_in_sqrt=False, momentum=0.9), 7 * SPE)
     assert max(np.max(np.abs(ours[-1][k] - alias[-1][k])) for k in NAMES) > 1e-3

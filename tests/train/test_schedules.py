@@ -39,22 +39,22 @@ def at_epochs(schedule, steps_per_epoch=SPE, epochs=EPOCHS):
 
 LR = torch.optim.lr_scheduler
 PER_EPOCH = {  # ours, torch's scheduler: both stepped per epoch, constant inside an epoch
-    "exponential": (schedules.exponential(0.9, steps_per_epoch=SPE, peak=0.1),
+    "exponential": (schedules.exponential(0.1, 0.9, steps_per_epoch=SPE),
                     lambda o: LR.ExponentialLR(o, gamma=0.9)),
-    "exponential_growing": (schedules.exponential(1.2, steps_per_epoch=SPE, peak=0.1),
+    "exponential_growing": (schedules.exponential(0.1, 1.2, steps_per_epoch=SPE),
                             lambda o: LR.ExponentialLR(o, gamma=1.2)),
-    "step_decay": (schedules.step_decay(7, gamma=0.5, steps_per_epoch=SPE, peak=0.1),
+    "step_decay": (schedules.step_decay(0.1, 7, gamma=0.5, steps_per_epoch=SPE),
                    lambda o: LR.StepLR(o, step_size=7, gamma=0.5)),
-    "step_decay_default_gamma": (schedules.step_decay(4, steps_per_epoch=SPE, peak=0.1),
+    "step_decay_default_gamma": (schedules.step_decay(0.1, 4, steps_per_epoch=SPE),
                                  lambda o: LR.StepLR(o, step_size=4)),
-    "inverse_time": (schedules.inverse_time(0.3, steps_per_epoch=SPE, peak=0.1),
+    "inverse_time": (schedules.inverse_time(0.1, 0.3, steps_per_epoch=SPE),
                      lambda o: LR.LambdaLR(o, lambda e: 1 / (1 + 0.3 * e))),
-    "per_epoch_jnp": (schedules.per_epoch(lambda e: jnp.where(e < 10, 1.0, 0.2) * 0.97 ** e,
-                                          steps_per_epoch=SPE, peak=0.1),
+    "per_epoch_jnp": (schedules.per_epoch(0.1, lambda e: jnp.where(e < 10, 1.0, 0.2) * 0.97 ** e,
+                                          steps_per_epoch=SPE),
                       lambda o: LR.LambdaLR(o, lambda e: (1.0 if e < 10 else 0.2) * 0.97 ** e)),
     "cosine_per_epoch": (schedules.cosine(0.1, EPOCHS, final=1e-3, steps_per_epoch=SPE),
                          lambda o: LR.CosineAnnealingLR(o, T_max=EPOCHS, eta_min=1e-3)),
-    "warm_restarts_per_epoch": (schedules.warm_restarts(3, period_mult=2, final=1e-3, peak=0.1,
+    "warm_restarts_per_epoch": (schedules.warm_restarts(0.1, 3, period_mult=2, final=1e-3,
                                                         steps_per_epoch=SPE),
                                 lambda o: LR.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2, eta_min=1e-3)),
 }
@@ -77,11 +77,11 @@ STEPWISE = {  # ours counted in steps, torch stepped per epoch: equal at every e
     "cosine": (schedules.cosine(0.1, EPOCHS * SPE), lambda o: LR.CosineAnnealingLR(o, T_max=EPOCHS)),
     "cosine_final": (schedules.cosine(0.1, EPOCHS * SPE, final=0.01),
                      lambda o: LR.CosineAnnealingLR(o, T_max=EPOCHS, eta_min=0.01)),
-    "warm_restarts": (schedules.warm_restarts(7 * SPE, peak=0.1),
+    "warm_restarts": (schedules.warm_restarts(0.1, 7 * SPE),
                       lambda o: LR.CosineAnnealingWarmRestarts(o, T_0=7)),
-    "warm_restarts_mult2": (schedules.warm_restarts(3 * SPE, period_mult=2, final=1e-3, peak=0.1),
+    "warm_restarts_mult2": (schedules.warm_restarts(0.1, 3 * SPE, period_mult=2, final=1e-3),
                             lambda o: LR.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2, eta_min=1e-3)),
-    "warm_restarts_mult3": (schedules.warm_restarts(2 * SPE, period_mult=3, peak=0.1),
+    "warm_restarts_mult3": (schedules.warm_restarts(0.1, 2 * SPE, period_mult=3),
                             lambda o: LR.CosineAnnealingWarmRestarts(o, T_0=2, T_mult=3)),
 }
 
@@ -105,7 +105,7 @@ def test_step_schedules_match_torch_stepped_every_step(case):
 
 def test_warm_restarts_restart_exactly():
     """Restarts found by integer comparison: peak exactly at each cycle start, even late ones."""
-    schedule = schedules.warm_restarts(5, period_mult=2, final=0.0, peak=0.1)
+    schedule = schedules.warm_restarts(0.1, 5, period_mult=2, final=0.0)
     starts = np.array([5 * (2**n - 1) for n in range(25)])  # up to 8.4e7 steps
     np.testing.assert_array_equal(np.asarray(jax.jit(schedule)(starts)), np.float32(0.1))
     before = np.asarray(schedule(starts[1:] - 1))
@@ -139,47 +139,95 @@ def test_cosine_keeps_relative_precision_near_its_minimum():
     np.testing.assert_allclose(np.asarray(schedules.cosine(0.1, total)(t)), expected, rtol=1e-6)
 
 
-def test_peak_defaults_to_the_factor():
-    np.testing.assert_allclose(at_epochs(schedules.exponential(0.9, steps_per_epoch=1), 1),
-                               0.9 ** np.arange(EPOCHS), rtol=1e-6)
-    assert float(schedules.warm_restarts(10)(0)) == 1.0
-    assert float(schedules.per_epoch(lambda e: 0.5 ** e, steps_per_epoch=2)(5)) == 0.25
+@pytest.mark.parametrize("old,new", [
+    (lambda: schedules.exponential(0.9, steps_per_epoch=2, peak=0.1),
+     lambda: schedules.exponential(0.1, 0.9, steps_per_epoch=2)),
+    (lambda: schedules.exponential(0.9, steps_per_epoch=2), lambda: schedules.exponential(1.0, 0.9, steps_per_epoch=2)),
+    (lambda: schedules.exponential(gamma=0.9, steps_per_epoch=2, peak=0.1),
+     lambda: schedules.exponential(0.1, gamma=0.9, steps_per_epoch=2)),
+    (lambda: schedules.step_decay(3, gamma=0.5, steps_per_epoch=2, peak=0.1),
+     lambda: schedules.step_decay(0.1, 3, gamma=0.5, steps_per_epoch=2)),
+    (lambda: schedules.inverse_time(0.5, steps_per_epoch=2, peak=0.1),
+     lambda: schedules.inverse_time(0.1, 0.5, steps_per_epoch=2)),
+    (lambda: schedules.per_epoch(lambda e: 0.5 ** e, steps_per_epoch=2, peak=0.1),
+     lambda: schedules.per_epoch(0.1, lambda e: 0.5 ** e, steps_per_epoch=2)),
+    (lambda: schedules.warm_restarts(10, peak=0.1), lambda: schedules.warm_restarts(0.1, 10)),
+    (lambda: schedules.warm_restarts(10), lambda: schedules.warm_restarts(1.0, 10)),
+])
+def test_old_call_forms_warn_and_give_the_same_schedule(old, new):
+    with pytest.warns(DeprecationWarning, match=r"is deprecated and will be removed in the next release; call "
+                                                r"schedules\.\w+\(p, \w+, \.\.\.\): every schedule takes the peak"):
+        old_schedule = old()
+    steps = np.arange(40)
+    np.testing.assert_array_equal(np.asarray(old_schedule(steps)), np.asarray(new()(steps)))
+
+
+def test_peak_twice_is_an_error():
+    with pytest.raises(TypeError, match=r"schedules.exponential: the peak learning rate was given twice"):
+        schedules.exponential(0.1, 0.9, steps_per_epoch=2, peak=0.1)
+    with pytest.raises(TypeError, match=r"schedules.step_decay: unexpected keyword argument 'gama'"):
+        schedules.step_decay(0.1, 2, gama=0.5, steps_per_epoch=2)
+    with pytest.raises(TypeError, match=r"schedules.inverse_time: missing the arguments peak and decay_rate"):
+        schedules.inverse_time(steps_per_epoch=2)
 
 
 def test_schedules_are_traceable():
-    schedule = schedules.step_decay(3, steps_per_epoch=5, peak=1.0)
+    schedule = schedules.step_decay(1.0, 3, steps_per_epoch=5)
     grad = jax.grad(lambda s: schedule(jnp.int32(7)) * s)(1.0)  # inside a traced computation
     assert float(grad) == pytest.approx(1.0)
-    rates = jax.vmap(schedules.warm_restarts(4, period_mult=2, peak=0.5))(jnp.arange(12))
-    np.testing.assert_allclose(rates, [float(schedules.warm_restarts(4, period_mult=2, peak=0.5)(i))
+    rates = jax.vmap(schedules.warm_restarts(0.5, 4, period_mult=2))(jnp.arange(12))
+    np.testing.assert_allclose(rates, [float(schedules.warm_restarts(0.5, 4, period_mult=2)(i))
                                        for i in range(12)], rtol=1e-6)
 
 
 @pytest.mark.parametrize("make,error,match", [
-    (lambda: schedules.cosine(-0.1, 10), ValueError, r"schedules.cosine: peak must be >= 0.0, got -0.1"),
-    (lambda: schedules.cosine(0.1, 0), ValueError, r"schedules.cosine: total_steps must be an integer >= 1, got 0"),
-    (lambda: schedules.cosine(0.1, 10.0), TypeError, r"schedules.cosine: total_steps must be an integer, got float"),
+    (lambda: schedules.cosine(-0.1, 10), ValueError, r"schedules.cosine: peak must be a finite real number >= 0.0, got -0.1"),
+    (lambda: schedules.cosine(0.1, 0), ValueError, r"schedules.cosine: total_steps must be an int >= 1, got 0"),
+    (lambda: schedules.cosine(0.1, 10.0), TypeError, r"schedules.cosine: total_steps must be an int >= 1, got float"),
     (lambda: schedules.cosine(0.1, 10, warmup_steps=10), ValueError,
      r"warmup_steps must be smaller than total_steps, got warmup_steps=10 and total_steps=10"),
-    (lambda: schedules.cosine(0.1, 10, final=-1.0), ValueError, r"final must be >= 0.0"),
-    (lambda: schedules.cosine(0.1, 10, steps_per_epoch=0), ValueError, r"steps_per_epoch must be an integer >= 1"),
-    (lambda: schedules.warm_restarts(0), ValueError, r"schedules.warm_restarts: period must be an integer >= 1"),
-    (lambda: schedules.warm_restarts(5, period_mult=1.5), TypeError, r"period_mult must be an integer, got float"),
-    (lambda: schedules.warm_restarts(5, peak=float("inf")), ValueError, r"peak must be >= 0.0, got inf"),
-    (lambda: schedules.exponential(0.0, steps_per_epoch=1), ValueError,
-     r"schedules.exponential: gamma must be > 0.0, got 0.0"),
-    (lambda: schedules.exponential(0.9, steps_per_epoch=0), ValueError,
-     r"steps_per_epoch must be an integer >= 1, got 0"),
-    (lambda: schedules.exponential(0.9, steps_per_epoch=True), TypeError,
-     r"steps_per_epoch must be an integer, got bool"),
-    (lambda: schedules.step_decay(0, steps_per_epoch=1), ValueError,
-     r"schedules.step_decay: step_size must be an integer >= 1"),
-    (lambda: schedules.step_decay(2, gamma=-0.1, steps_per_epoch=1), ValueError, r"gamma must be > 0.0"),
-    (lambda: schedules.inverse_time(-0.5, steps_per_epoch=1), ValueError,
-     r"schedules.inverse_time: decay_rate must be >= 0.0, got -0.5"),
-    (lambda: schedules.per_epoch(0.5, steps_per_epoch=1), TypeError, r"schedules.per_epoch: fn must be a callable"),
-    (lambda: schedules.per_epoch(lambda e: e, steps_per_epoch=1, peak="1"), TypeError,
-     r"schedules.per_epoch: peak must be a real number, got str"),
+    (lambda: schedules.cosine(0.1, 10, final=-1.0), ValueError, r"final must be a finite real number >= 0.0"),
+    (lambda: schedules.cosine(0.1, 10, steps_per_epoch=0), ValueError, r"steps_per_epoch must be an int >= 1"),
+    (lambda: schedules.cosine(jnp.array([0.1, -0.1]), 10), ValueError, r"peak must be a finite real number >= 0.0 "
+                                                                        r"\(every element of the array\)"),
+    (lambda: schedules.warm_restarts(0.1, 0), ValueError, r"schedules.warm_restarts: period must be an int >= 1"),
+    (lambda: schedules.warm_restarts(0.1, 5, period_mult=1.5), TypeError, r"period_mult must be an int >= 1, got float"),
+    (lambda: schedules.warm_restarts(float("inf"), 5), ValueError, r"peak must be a finite real number >= 0.0, got inf"),
+    (lambda: schedules.exponential(0.1, 0.0, steps_per_epoch=1), ValueError,
+     r"schedules.exponential: gamma must be a finite real number > 0.0, got 0.0"),
+    (lambda: schedules.exponential(0.1, 0.9, steps_per_epoch=0), ValueError, r"steps_per_epoch must be an int >= 1, got 0"),
+    (lambda: schedules.exponential(0.1, 0.9, steps_per_epoch=True), TypeError,
+     r"steps_per_epoch must be an int >= 1, got bool"),
+    (lambda: schedules.step_decay(0.1, 0, steps_per_epoch=1), ValueError,
+     r"schedules.step_decay: step_size must be an int >= 1"),
+    (lambda: schedules.step_decay(0.1, 2, gamma=-0.1, steps_per_epoch=1), ValueError,
+     r"gamma must be a finite real number > 0.0"),
+    (lambda: schedules.inverse_time(0.1, -0.5, steps_per_epoch=1), ValueError,
+     r"schedules.inverse_time: decay_rate must be a finite real number >= 0.0, got -0.5"),
+    (lambda: schedules.per_epoch(0.1, 0.5, steps_per_epoch=1), TypeError, r"schedules.per_epoch: fn must be a callable"),
+    (lambda: schedules.per_epoch("1", lambda e: e, steps_per_epoch=1), TypeError,
+     r"schedules.per_epoch: peak must be a real number >= 0.0, got str"),
+    (lambda: schedules.cosine_annealing(0.1, 0), ValueError, r"schedules.cosine_annealing: t_max must be an int >= 1"),
+    (lambda: schedules.cosine_annealing(0.1, 5, eta_min=-1.0), ValueError, r"eta_min must be a finite real number"),
+    (lambda: schedules.linear(0.1, start_factor=0.0), ValueError,
+     r"schedules.linear: start_factor must be a finite real number in \(0.0, 1.0\], got 0.0"),
+    (lambda: schedules.linear(0.1, end_factor=1.5), ValueError, r"schedules.linear: end_factor must be"),
+    (lambda: schedules.linear(0.1, total_iters=0), ValueError, r"schedules.linear: total_iters must be an int >= 1"),
+    (lambda: schedules.one_cycle(0.1, 1), ValueError, r"schedules.one_cycle: total_steps must be an int >= 2, got 1"),
+    (lambda: schedules.one_cycle(0.1, 10, pct_start=1.0), ValueError, r"pct_start must be a finite real number in"),
+    (lambda: schedules.one_cycle(0.1, 10, anneal_strategy="exp"), ValueError,
+     r"schedules.one_cycle: unknown anneal_strategy 'exp'; expected one of \('cos', 'linear'\)"),
+    (lambda: schedules.one_cycle(0.1, 10, div_factor=0), ValueError, r"div_factor must be a finite real number > 0.0"),
+    (lambda: schedules.one_cycle(0.1, 10, three_phase=1), TypeError, r"three_phase must be a Python bool"),
+    (lambda: schedules.multistep(0.1, [2, 0], steps_per_epoch=1), ValueError,
+     r"schedules.multistep: milestones\[1\] must be an int >= 1, got 0"),
+    (lambda: schedules.multistep(0.1, [2.5], steps_per_epoch=1), TypeError, r"milestones\[0\] must be an int"),
+    (lambda: schedules.sequential([schedules.linear(0.1)], [3]), ValueError,
+     r"schedules.sequential: expected one milestone fewer than schedules, got 1 schedules and 1 milestones"),
+    (lambda: schedules.sequential([schedules.linear(0.1), 0.1], [3]), TypeError,
+     r"schedules.sequential: schedules\[1\] must be a schedule"),
+    (lambda: schedules.sequential([schedules.linear(0.1)] * 3, [3, 3]), ValueError,
+     r"milestones must be strictly increasing, got \[3, 3\]"),
 ])
 def test_bad_arguments(make, error, match):
     with pytest.raises(error, match=match):
