@@ -232,3 +232,136 @@ def test_schedules_are_traceable():
 def test_bad_arguments(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+# ---------------------------------------------------------------------------------------------
+# torch's MultiStepLR, LinearLR, CosineAnnealingLR past T_max, OneCycleLR, SequentialLR
+# ---------------------------------------------------------------------------------------------
+NEW = {  # ours at the first step of each epoch, torch stepped once per epoch
+    "multistep": (lambda: schedules.multistep(0.1, [3, 8, 8, 20], gamma=0.5, steps_per_epoch=SPE),
+                  lambda o: LR.MultiStepLR(o, milestones=[3, 8, 8, 20], gamma=0.5)),
+    "linear_default": (lambda: schedules.linear(0.1, steps_per_epoch=SPE), lambda o: LR.LinearLR(o)),
+    "linear_decay": (lambda: schedules.linear(0.1, start_factor=1.0, end_factor=0.1, total_iters=12, steps_per_epoch=SPE),
+                     lambda o: LR.LinearLR(o, start_factor=1.0, end_factor=0.1, total_iters=12)),
+    "cosine_annealing_past_t_max": (lambda: schedules.cosine_annealing(0.1, 8, eta_min=1e-3, steps_per_epoch=SPE),
+                                    lambda o: LR.CosineAnnealingLR(o, T_max=8, eta_min=1e-3)),
+    "lambda": (lambda: schedules.per_epoch(0.1, lambda e: 0.9 ** e + 1.0 / (1.0 + e), steps_per_epoch=SPE),
+               lambda o: LR.LambdaLR(o, lambda e: 0.9 ** e + 1.0 / (1.0 + e))),
+    "sequential_warmup_cosine": (
+        lambda: schedules.sequential([schedules.linear(0.1, start_factor=0.1, total_iters=5, steps_per_epoch=SPE),
+                                      schedules.cosine_annealing(0.1, 10, steps_per_epoch=SPE)], [5],
+                                     steps_per_epoch=SPE),
+        lambda o: LR.SequentialLR(o, [LR.LinearLR(o, start_factor=0.1, total_iters=5), LR.CosineAnnealingLR(o, 10)],
+                                  milestones=[5])),
+    "sequential_three": (
+        lambda: schedules.sequential([schedules.linear(0.1, start_factor=0.5, total_iters=3, steps_per_epoch=SPE),
+                                      schedules.exponential(0.1, 0.8, steps_per_epoch=SPE),
+                                      schedules.multistep(0.1, [2, 4], steps_per_epoch=SPE)], [4, 12],
+                                     steps_per_epoch=SPE),
+        lambda o: LR.SequentialLR(o, [LR.LinearLR(o, start_factor=0.5, total_iters=3), LR.ExponentialLR(o, 0.8),
+                                      LR.MultiStepLR(o, [2, 4])], milestones=[4, 12])),
+}
+
+
+@pytest.mark.parametrize("case", list(NEW))
+def test_new_schedules_match_torch(case):
+    make, make_torch = NEW[case]
+    expected = torch_rates(make_torch)
+    rates = np.asarray(jax.jit(make())(np.arange(EPOCHS * SPE)))
+    np.testing.assert_allclose(rates[::SPE], expected, **TOL)
+    np.testing.assert_array_equal(rates.reshape(EPOCHS, SPE), rates[::SPE, None].repeat(SPE, 1))
+    assert len(set(expected.tolist())) > 3
+
+
+def test_cosine_annealing_climbs_back_where_cosine_stays():
+    t = np.arange(0, 40)
+    ours = np.asarray(schedules.cosine_annealing(0.1, 10)(t))
+    np.testing.assert_allclose(ours, 0.1 * (1 + np.cos(np.pi * t / 10)) / 2, rtol=1e-6, atol=1e-9)
+    assert ours[20] == np.float32(0.1) and ours[30] < 1e-9  # back at the peak at 2 T_max, then down again
+    np.testing.assert_array_equal(np.asarray(schedules.cosine(0.1, 10)(t[10:])), 0.0)
+
+
+def torch_one_cycle(steps, **options):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = LR.OneCycleLR(opt, total_steps=steps, cycle_momentum=False, **options)
+    rates = []
+    for i in range(steps):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if i < steps - 1:
+            scheduler.step()
+    return np.array(rates)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(anneal_strategy="linear"), dict(three_phase=True),
+                                     dict(pct_start=0.45, div_factor=10.0, final_div_factor=100.0, three_phase=True,
+                                          anneal_strategy="linear"),
+                                     dict(pct_start=0.1)])
+def test_one_cycle_matches_torch_per_step(options):
+    steps = 57
+    expected = torch_one_cycle(steps, max_lr=0.3, **options)
+    ours = np.asarray(jax.jit(schedules.one_cycle(0.3, steps, **options))(np.arange(steps)))
+    np.testing.assert_allclose(ours, expected, rtol=2e-6, atol=0)  # float32 cos of a float32 fraction
+
+
+# ---------------------------------------------------------------------------------------------
+# float64 under x64: torch's values to a few ulps
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def x64():
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", False)
+
+
+ALL_EPOCH_CASES = {**{k: (lambda v=v: v[0], v[1]) for k, v in PER_EPOCH.items()}, **NEW}
+# torch's recursive forms (lr *= gamma; LinearLR's and CosineAnnealingLR's ratios) round once per epoch:
+# after 30 epochs up to ~20 ulps (measured 4.8e-15 relative for CosineAnnealingLR past T_max) from the
+# closed form, which is what we compute; torch's closed forms (LambdaLR, StepLR) agree to an ulp or two.
+TOL64 = dict(rtol=1e-14, atol=1e-18)
+
+
+@pytest.mark.parametrize("case", list(ALL_EPOCH_CASES))
+def test_float64_schedules_match_torch(case, x64):
+    make, make_torch = ALL_EPOCH_CASES[case]
+    expected = torch_rates(make_torch)
+    rates = np.asarray(jax.jit(make())(np.arange(EPOCHS * SPE)))
+    assert rates.dtype == np.float64
+    np.testing.assert_allclose(rates[::SPE], expected, **TOL64)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(three_phase=True, anneal_strategy="linear")])
+def test_float64_one_cycle_matches_torch(options, x64):
+    expected = torch_one_cycle(57, max_lr=0.3, **options)
+    ours = np.asarray(jax.jit(schedules.one_cycle(0.3, 57, **options))(np.arange(57)))
+    # jnp.cos vs math.cos (an ulp), XLA's fused multiply-add in (end - start) * pct + start: within 3e-16 of
+    # max_lr in absolute terms (torch's own formula cancels near the minimum, so relative errors there grow)
+    np.testing.assert_allclose(ours, expected, rtol=2e-15, atol=1e-16)
+
+
+def test_float32_is_the_rounding_of_the_float64_value():
+    """0.1 arrives as float32(0.1) and the float32 rates are within a few float32 roundings of torch's."""
+    schedule = schedules.multistep(0.1, [2, 5], gamma=0.1, steps_per_epoch=1)
+    rates = np.asarray(schedule(np.arange(8)))
+    assert rates.dtype == np.float32 and rates[0] == np.float32(0.1)
+    expected = torch_rates(lambda o: LR.MultiStepLR(o, [2, 5], gamma=0.1), epochs=8)
+    np.testing.assert_allclose(rates, expected.astype(np.float32), rtol=3e-7)
+
+
+# ---------------------------------------------------------------------------------------------
+# a traced peak (a population of learning rates under jax.vmap)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [
+    lambda p: schedules.cosine(p, 20, warmup_steps=3),
+    lambda p: schedules.cosine_annealing(p, 7),
+    lambda p: schedules.warm_restarts(p, 5, period_mult=2),
+    lambda p: schedules.exponential(p, 0.9, steps_per_epoch=2),
+    lambda p: schedules.one_cycle(p, 30, three_phase=True),
+    lambda p: schedules.multistep(p, [3, 6], steps_per_epoch=2),
+], ids=["cosine", "cosine_annealing", "warm_restarts", "exponential", "one_cycle", "multistep"])
+def test_traced_peak_under_vmap(make):
+    peaks = jnp.array([0.01, 0.1, 0.3], jnp.float32)
+    steps = jnp.arange(30)
+    batched = jax.jit(jax.vmap(lambda p: make(p)(steps)))(peaks)
+    for i, p in enumerate([0.01, 0.1, 0.3]):
+        np.testing.assert_allclose(batched[i], np.asarray(make(p)(steps)), rtol=1e-6, atol=1e-12)
