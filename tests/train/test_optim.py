@@ -499,6 +499,16 @@ def test_with_schedule_matches_torch_scheduler(case):
     assert_same_trajectory(ours, theirs, adam_tol(1e-2, steps) if adam_family else TOL)
 
 
+@pytest.mark.parametrize("case", list(SCHEDULED))
+def test_with_schedule_matches_torch_scheduler_in_float64(case, x64):
+    """The schedule computes in float64 under x64: torch's float64 trajectory to 1e-12."""
+    make_ours, make_torch, make_scheduler, steps_per_epoch = SCHEDULED[case]
+    steps = 7 * SPE
+    ours = jax_trajectory64(make_ours(), steps)
+    theirs = torch_trajectory64(make_torch, steps, scheduler=make_scheduler, steps_per_epoch=steps_per_epoch)
+    assert_same_trajectory(ours, theirs, TOL64)
+
+
 def test_rmsprop_schedule_order_matters():
     """Guard: with a schedule, optax.rmsprop (lr before the momentum trace) leaves torch's trajectory."""
     lr = schedules.exponential(3e-3, 0.5, steps_per_epoch=SPE)
