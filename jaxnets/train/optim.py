@@ -423,7 +423,7 @@ def _mask(fn: str, mask):
 
 def _assemble(fn: str, rule, learning_rate, *, weight_decay, weight_decay_mask, clip_value, clip_norm,
               trainable, decoupled: bool = False) -> optax.GradientTransformation:
-    """``chain(clip_value, clip_norm, coupled decay, chain(rule, decoupled decay, -lr))``, masked by ``trainable``.
+    """``chain(clip_value, clip_norm, coupled decay, chain(*rule, decoupled decay, -lr))``, masked by ``trainable``.
 
     The nesting (the rule and the rate in one inner chain) is the optimizer state's structure since the
     first release: checkpoints of sgd/rmsprop/adam/adamw/amsgrad keep restoring.
@@ -437,12 +437,11 @@ def _assemble(fn: str, rule, learning_rate, *, weight_decay, weight_decay_mask, 
     if clip_norm is not None:
         outer.append(optax.clip_by_global_norm(check_real(fn, "clip_norm", clip_norm, minimum=0.0,
                                                           min_inclusive=False)))
-    inner = [rule]
-    if not _is_zero(wd):
-        if decoupled:  # u = -lr * (rule(g) + wd * p): torch's p *= 1 - lr * wd
-            inner.append(optax.add_decayed_weights(wd, mask=mask))
-        else:  # coupled L2: g += wd * p, before the rule
-            outer.append(optax.add_decayed_weights(wd, mask=mask))
+    inner = list(rule) if isinstance(rule, list) else [rule]  # a GradientTransformation is a tuple
+    if decoupled:  # u = -lr * (rule(g) + wd * p): torch's p *= 1 - lr * wd (kept at wd = 0: optax.adamw's state)
+        inner.append(optax.add_decayed_weights(wd, mask=mask))
+    elif not _is_zero(wd):  # coupled L2: g += wd * p, before the rule
+        outer.append(optax.add_decayed_weights(wd, mask=mask))
     inner.append(optax.scale_by_learning_rate(lr))
     tx = optax.chain(*outer, optax.chain(*inner))
     if trainable is not None:
@@ -546,8 +545,8 @@ def rmsprop(learning_rate: Hyper | optax.Schedule = 1e-2, *, alpha: Hyper = 0.99
     inside = check_bool(fn, "eps_inside_sqrt", eps_inside_sqrt)
     momentum = _hyper(fn, "momentum", momentum, minimum=0.0)
     scale = optax.scale_by_stddev if check_bool(fn, "centered", centered) else optax.scale_by_rms
-    rule = optax.chain(scale(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=inside),
-                       optax.identity() if _is_zero(momentum) else optax.trace(decay=momentum))
+    rule = [scale(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=inside),
+            optax.identity() if _is_zero(momentum) else optax.trace(decay=momentum)]
     return _assemble(fn, rule, learning_rate, weight_decay=weight_decay, weight_decay_mask=weight_decay_mask,
                      clip_value=clip_value, clip_norm=clip_norm, trainable=trainable)
 
