@@ -242,7 +242,8 @@ def test_radam_rho_is_accurate_in_float32():
 def test_vmap_over_learning_rates_equals_separate_runs(name):
     rates = jnp.array([0.01, 0.03, 0.1], jnp.float32)
     options = {"momentum": 0.9} if name == "sgd" else {}
-    make = getattr(train_optim, name)
+    def make(lr, **kw):  # through the lookup used by the CLI and configs
+        return optimizer(name, learning_rate=lr, **kw)
 
     def run(lr):
         tx = make(lr, weight_decay=0.1, **options)
@@ -283,6 +284,19 @@ def jax_like_run(tx, steps=5):
         updates, state = tx.update(jax.grad(loss_jax)(params), state, params)
         params = optax.apply_updates(params, updates)
     return params
+
+
+def test_state_structure_is_the_former_one():
+    """Checkpoints written before the optax-style functions restore: the same optimizer-state trees."""
+    params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    former = {"sgd": optax.chain(optax.sgd(0.1, momentum=0.9)), "adam": optax.chain(optax.adam(0.1)),
+              "adamw": optax.chain(optax.adamw(0.1, weight_decay=0.0)),
+              "rmsprop": optax.chain(optax.chain(optax.scale_by_rms(), optax.identity(),
+                                                 optax.scale_by_learning_rate(0.1)))}
+    ours = {"sgd": train_optim.sgd(0.1, momentum=0.9), "adam": train_optim.adam(0.1),
+            "adamw": train_optim.adamw(0.1, weight_decay=0.0), "rmsprop": train_optim.rmsprop(0.1)}
+    for name, tx in former.items():
+        assert jax.tree.structure(ours[name].init(params)) == jax.tree.structure(tx.init(params)), name
 
 
 def test_optimizer_lookup_is_the_function():
