@@ -285,8 +285,8 @@ def scale_by_torch_nadam(b1: Hyper = 0.9, b2: Hyper = 0.999, eps: Hyper = 1e-8,
     ``mu_t = b1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))``, ``P_t = mu_1 ... mu_t``;
     ``m = b1 * m + (1 - b1) * g``, ``v = b2 * v + (1 - b2) * g**2``, ``d = sqrt(v / (1 - b2**t)) + eps``;
     ``u = (1 - mu_t) / (1 - P_t) * g / d + mu_{t+1} / (1 - P_t * mu_{t+1}) * m / d``.
-    ``optax.nadam`` has no momentum schedule (it is this rule with ``momentum_decay = inf``-like constant
-    ``mu = b1``) and does not match torch. Chain with ``optax.scale_by_learning_rate``.
+    ``optax.nadam`` keeps ``mu = b1`` constant (no momentum schedule) and does not match torch. Chain with
+    ``optax.scale_by_learning_rate``.
 
     Returns: an ``optax.GradientTransformation`` with state ``ScaleByTorchNadamState``.
     """
@@ -593,8 +593,10 @@ def adamw(learning_rate: Hyper | optax.Schedule = 1e-3, *, betas=(0.9, 0.999), e
           clip_norm=None, trainable=None) -> optax.GradientTransformation:
     """torch.optim.AdamW: Adam plus DECOUPLED decay ``p -= lr * weight_decay * p`` (default 1e-2, torch's).
 
-    Adam: {adam} The decay is scaled by the learning rate as in torch and ``optax.adamw`` (not by
-    ``lr / peak`` as in the AdamW paper); ``weight_decay_mask`` applies to it.
+    Adam: {adam}
+
+    The decay is scaled by the learning rate as in torch and ``optax.adamw`` (not by ``lr / peak`` as in
+    the AdamW paper); ``weight_decay_mask`` applies to it.
 
     Args:
       learning_rate: number, array or schedule, ``>= 0``; default 1e-3.

@@ -244,7 +244,9 @@ def warm_restarts(peak=_MISSING, /, period=_MISSING, *, period_mult: int = 1, fi
 
 def linear(peak: float, *, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5,
            steps_per_epoch: int | None = None) -> optax.Schedule:
-    """torch's ``LinearLR``: ``peak * (start_factor + (end_factor - start_factor) * min(t, total_iters) / total_iters)``.
+    """torch's ``LinearLR``: a linear ramp of the factor from ``start_factor`` to ``end_factor``.
+
+    ``lr(t) = peak * (start_factor + (end_factor - start_factor) * min(t, total_iters) / total_iters)``.
 
     Args:
       peak: torch's base ``lr``, ``>= 0``; may be an array.

@@ -13,7 +13,8 @@ from jaxnets.train import ReduceLROnPlateau, ScaleByPlateauState
 METRICS = [1.0, 0.8, 0.7, 0.7, 0.70001, 0.71, 0.69, 0.69, 0.6999, 0.5, 0.5, 0.5, 0.5, 0.51, 0.52, 0.4, 0.4, 0.4,
            0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.39, 0.4, 0.4, 0.4, 0.4]
 
-OPTIONS = [dict(patience=5), dict(patience=2), dict(patience=1, factor=0.5, cooldown=2), dict(patience=0, threshold=0.05),
+OPTIONS = [dict(patience=5), dict(patience=2), dict(patience=1, factor=0.5, cooldown=2),
+           dict(patience=0, threshold=0.05),
            dict(patience=1, threshold=0.05, threshold_mode="abs", factor=0.3, min_lr=0.005),
            dict(mode="max", patience=1, factor=0.5), dict(mode="max", patience=2, threshold_mode="abs", cooldown=1),
            dict(patience=0, factor=0.9, eps=0.002)]
