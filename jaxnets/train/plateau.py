@@ -144,6 +144,9 @@ class ReduceLROnPlateau:
     def apply(self, opt_state):
         """``opt_state`` with the scale of every ``ScaleByPlateauState`` in it set to ``self.scale``.
 
+        The new scale has the shape, dtype and sharding of the old one, so a replicated or sharded state
+        (``jaxnets.train.parallel``) keeps its placement and the compiled step is reused.
+
         Raises: ValueError if ``opt_state`` has no ``ScaleByPlateauState`` (the optimizer was built without
           ``plateau.transform()``).
         """
@@ -152,7 +155,11 @@ class ReduceLROnPlateau:
         def set_scale(node):
             if isinstance(node, ScaleByPlateauState):
                 found.append(True)
-                return ScaleByPlateauState(scale=jnp.asarray(self.scale, node.scale.dtype))
+                old = node.scale
+                new = jnp.full(jnp.shape(old), self.scale, old.dtype)  # a replicated copy keeps its shape
+                if isinstance(old, jax.Array) and not isinstance(old, jax.core.Tracer):
+                    new = jax.device_put(new, old.sharding)  # placed where the old scale was (data parallel)
+                return ScaleByPlateauState(scale=new)
             return node
 
         new = jax.tree.map(set_scale, opt_state, is_leaf=lambda node: isinstance(node, ScaleByPlateauState))

@@ -77,6 +77,7 @@ def test_apply_changes_the_rate_without_recompiling():
     u, state = update(grads, state, params)
     np.testing.assert_allclose(u["w"], -0.5 * 0.1 * (0.9 * 2.0 + 2.0), rtol=1e-6)  # buffer unscaled, as torch
     assert update._cache_size() == 1
+    assert state[-1].scale.sharding == tx.init(params)[-1].scale.sharding
     with pytest.raises(ValueError, match=r"ReduceLROnPlateau.apply: the optimizer state has no ScaleByPlateauState"):
         plateau.apply(train.sgd(0.1).init(params))
     assert isinstance(state[-1], ScaleByPlateauState)
