@@ -157,8 +157,8 @@ class ReduceLROnPlateau:
                 found.append(True)
                 old = node.scale
                 new = jnp.full(jnp.shape(old), self.scale, old.dtype)  # a replicated copy keeps its shape
-                if isinstance(old, jax.Array) and not isinstance(old, jax.core.Tracer):
-                    new = jax.device_put(new, old.sharding)  # placed where the old scale was (data parallel)
+                if getattr(old, "committed", False):  # placed by the caller (data parallel): same placement;
+                    new = jax.device_put(new, old.sharding)  # an uncommitted one stays uncommitted (same program)
                 return ScaleByPlateauState(scale=new)
             return node
 

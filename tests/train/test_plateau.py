@@ -65,22 +65,34 @@ def test_apply_changes_the_rate_without_recompiling():
     plateau = ReduceLROnPlateau(0.1, patience=0, factor=0.5)
     tx = optax.chain(train.sgd(0.1, momentum=0.9), plateau.transform())
     params = {"w": jnp.ones((3,))}
-    state = tx.init(params)
     update = jax.jit(tx.update)
     grads = {"w": jnp.full((3,), 2.0)}
-    u, state = update(grads, state, params)
-    np.testing.assert_allclose(u["w"], -0.2, rtol=1e-6)
+    state = tx.init(params)
+    for expected in (-0.2, -0.1 * (0.9 * 2.0 + 2.0)):  # two steps: the state as a train loop holds it
+        u, state = update(grads, state, params)
+        np.testing.assert_allclose(u["w"], expected, rtol=1e-6)
+    compiled = update._cache_size()
     plateau.step(1.0)
     plateau.step(2.0)  # worse, patience 0: halve
     assert plateau.scale == 0.5
+    sharding = state[-1].scale.sharding
     state = plateau.apply(state)
+    assert state[-1].scale.sharding == sharding and float(state[-1].scale) == 0.5
     u, state = update(grads, state, params)
-    np.testing.assert_allclose(u["w"], -0.5 * 0.1 * (0.9 * 2.0 + 2.0), rtol=1e-6)  # buffer unscaled, as torch
-    assert update._cache_size() == 1
-    assert state[-1].scale.sharding == tx.init(params)[-1].scale.sharding
+    np.testing.assert_allclose(u["w"], -0.5 * 0.1 * (0.9 * 3.8 + 2.0), rtol=1e-6)  # buffer unscaled, as torch
+    assert update._cache_size() == compiled  # the same program: the rate is data in the state
+    assert isinstance(state[-1], ScaleByPlateauState)
+    # a state placed on devices (committed, as jaxnets.train.parallel places it) keeps its placement
+    placed = jax.device_put(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    _, placed = update(grads, placed, params)
+    compiled = update._cache_size()
+    plateau.step(3.0)
+    placed = plateau.apply(placed)
+    assert placed[-1].scale.committed and float(placed[-1].scale) == 0.25
+    update(grads, placed, params)
+    assert update._cache_size() == compiled
     with pytest.raises(ValueError, match=r"ReduceLROnPlateau.apply: the optimizer state has no ScaleByPlateauState"):
         plateau.apply(train.sgd(0.1).init(params))
-    assert isinstance(state[-1], ScaleByPlateauState)
 
 
 def test_trajectory_matches_torch():
