@@ -301,3 +301,31 @@ def concrete_or_none(value):
         return np.asarray(value)
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
         return None
+
+
+def check_real_or_array(fn: str, name: str, value, *, minimum: float | None = None,
+                        maximum: float | None = None, min_inclusive: bool = True, max_inclusive: bool = True):
+    """A hyperparameter that may be traced: a real number (checked as ``check_real``, returned as a Python
+    float) or a real-valued jax/numpy array of any shape, e.g. a tracer under ``jax.vmap`` over a population
+    (returned as is). TypeError for another type or a non-real dtype; a concrete array (not a tracer) is
+    also checked for nan/inf and the bounds (ValueError); a tracer's values cannot be checked."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    if not isinstance(value, (jax.Array, jax.core.Tracer, np.ndarray)):
+        return check_real(fn, name, value, minimum=minimum, maximum=maximum, min_inclusive=min_inclusive,
+                          max_inclusive=max_inclusive)
+    bounds = _bounds_text(minimum, maximum, min_inclusive, max_inclusive)
+    if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
+        raise TypeError(f"{fn}: {name} must be a real number{bounds} or a real array, got an array of dtype "
+                        f"{value.dtype}.")
+    if isinstance(value, jax.core.Tracer):
+        return value
+    v = np.asarray(value, np.float64)
+    below = minimum is not None and np.any(v < minimum if min_inclusive else v <= minimum)
+    above = maximum is not None and np.any(v > maximum if max_inclusive else v >= maximum)
+    if not np.all(np.isfinite(v)) or below or above:
+        raise ValueError(f"{fn}: {name} must be a finite real number{bounds} (every element of the array), "
+                         f"got {v.tolist()}.")
+    return value

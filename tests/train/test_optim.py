@@ -16,6 +16,7 @@ import optax
 import pytest
 import torch
 
+from jaxnets.train import optim as train_optim
 from jaxnets.train import (no_bias_no_norm, optimizer, path_names, scale_by_torch_amsgrad,
                            schedules)
 
@@ -121,6 +122,23 @@ CASES = {
                      lambda p, **kw: torch.optim.Adam(p, betas=(0.8, 0.99), eps=1e-3, **kw)),
     "adamw": ("adamw", 1e-2, {}, lambda p, **kw: torch.optim.AdamW(p, **kw)),
     "amsgrad": ("amsgrad", 1e-2, {}, lambda p, **kw: torch.optim.Adam(p, amsgrad=True, **kw)),
+    "sgd_dampening": ("sgd", 0.05, {"momentum": 0.9, "dampening": 0.3},
+                      lambda p, **kw: torch.optim.SGD(p, momentum=0.9, dampening=0.3, **kw)),
+    "adagrad": ("adagrad", 0.05, {}, lambda p, **kw: torch.optim.Adagrad(p, **kw)),
+    "adagrad_options": ("adagrad", 0.05, {"lr_decay": 0.1, "initial_accumulator_value": 0.2, "eps": 1e-3},
+                        lambda p, **kw: torch.optim.Adagrad(p, lr_decay=0.1, initial_accumulator_value=0.2,
+                                                            eps=1e-3, **kw)),
+    "adadelta": ("adadelta", 1.0, {}, lambda p, **kw: torch.optim.Adadelta(p, **kw)),
+    "adadelta_options": ("adadelta", 0.5, {"rho": 0.8, "eps": 1e-4},
+                         lambda p, **kw: torch.optim.Adadelta(p, rho=0.8, eps=1e-4, **kw)),
+    "adamax": ("adamax", 1e-2, {}, lambda p, **kw: torch.optim.Adamax(p, **kw)),
+    "nadam": ("nadam", 1e-2, {}, lambda p, **kw: torch.optim.NAdam(p, **kw)),
+    "nadam_options": ("nadam", 1e-2, {"momentum_decay": 0.1, "decoupled_weight_decay": True, "betas": (0.8, 0.99)},
+                      lambda p, **kw: torch.optim.NAdam(p, momentum_decay=0.1, decoupled_weight_decay=True,
+                                                        betas=(0.8, 0.99), **kw)),
+    "radam": ("radam", 1e-2, {}, lambda p, **kw: torch.optim.RAdam(p, **kw)),
+    "radam_decoupled": ("radam", 1e-2, {"decoupled_weight_decay": True, "betas": (0.9, 0.9)},
+                        lambda p, **kw: torch.optim.RAdam(p, decoupled_weight_decay=True, betas=(0.9, 0.9), **kw)),
 }
 
 
@@ -134,6 +152,172 @@ def test_trajectory_matches_torch(case, weight_decay):
     theirs = torch_trajectory(lambda p: make(p, lr=lr, **wd))
     assert_moved(theirs)
     assert_same_trajectory(ours, theirs, adam_tol(lr) if name in ADAM_FAMILY else TOL)
+
+
+@pytest.fixture
+def x64():
+    """float64 on both sides: JAX's x64 mode and torch's default dtype, restored afterwards."""
+    jax.config.update("jax_enable_x64", True)
+    torch.set_default_dtype(torch.float64)
+    yield
+    jax.config.update("jax_enable_x64", False)
+    torch.set_default_dtype(torch.float32)
+
+
+def _float64(tree):
+    return {k: np.asarray(v, np.float64) for k, v in tree.items()}
+
+
+def jax_trajectory64(tx, steps=STEPS):
+    """As ``jax_trajectory`` in float64 (call with the x64 fixture active)."""
+    x, y = jnp.asarray(X, jnp.float64), jnp.asarray(Y, jnp.float64)
+    grad = jax.jit(jax.grad(lambda p: jnp.mean((jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"] - y) ** 2)))
+    params = {k: jnp.asarray(v) for k, v in _float64(INIT).items()}
+    state = tx.init(params)
+    step = jax.jit(lambda p, s: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(grad(p), s, p)))
+    out = []
+    for _ in range(steps):
+        params, state = step(params, state)
+        out.append({k: np.asarray(v) for k, v in params.items()})
+    return out
+
+
+def torch_trajectory64(make_opt, steps=STEPS, *, scheduler=None, steps_per_epoch=None):
+    p = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in _float64(INIT).items()}
+    x, y = torch.from_numpy(X.astype(np.float64)), torch.from_numpy(Y.astype(np.float64))
+    opt = make_opt(list(p.values()))
+    sched = scheduler(opt) if scheduler is not None else None
+    out = []
+    for step in range(steps):
+        opt.zero_grad()
+        torch.mean((torch.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"] - y) ** 2).backward()
+        opt.step()
+        if sched is not None and (steps_per_epoch is None or (step + 1) % steps_per_epoch == 0):
+            sched.step()
+        out.append({k: v.detach().numpy().copy() for k, v in p.items()})
+    return out
+
+
+TOL64 = dict(rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_trajectory_matches_torch_in_float64(case, x64):
+    name, lr, options, make = CASES[case]
+    ours = jax_trajectory64(optimizer(name, learning_rate=lr, **options, weight_decay=0.1))
+    theirs = torch_trajectory64(lambda p: make(p, lr=lr, weight_decay=0.1))
+    assert ours[-1]["w1"].dtype == np.float64
+    assert_same_trajectory(ours, theirs, TOL64)
+
+
+def test_dampening_changes_the_trajectory_and_first_step_is_undamped():
+    plain = jax_trajectory(optimizer("sgd", learning_rate=0.05, momentum=0.9))
+    damped = jax_trajectory(optimizer("sgd", learning_rate=0.05, momentum=0.9, dampening=0.3))
+    np.testing.assert_array_equal(plain[0]["w1"], damped[0]["w1"])  # b = g on the first step, as torch
+    assert np.max(np.abs(plain[-1]["w1"] - damped[-1]["w1"])) > 1e-3
+
+
+def test_radam_rho_is_accurate_in_float32():
+    """The float32 rho_t (no cancellation) against float64: torch switches to the rectified rule at t = 6."""
+    b2 = 0.999
+    t = np.arange(1, 3000, dtype=np.float64)
+    rho_inf = 2 / (1 - b2) - 1
+    expected = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
+    tx = optimizer("radam", learning_rate=1.0)
+    g = {"w": jnp.ones((1,), jnp.float32)}
+    state = tx.init(g)
+    first = []
+    for i in range(8):  # m_hat = g = 1 exactly: the update is -1 until rho_t > 5, then -r_t / (1 + eps)
+        u, state = tx.update(g, state, g)
+        first.append(float(u["w"][0]))
+    np.testing.assert_allclose(first[:5], -1.0, rtol=1e-6)
+    assert abs(first[5] + 1) > 1e-2
+    assert expected[4] < 5 < expected[5]
+    rho = expected[5:8]
+    rect = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+    np.testing.assert_allclose(first[5:], -rect / (1 + 1e-8), rtol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "nadam"])
+def test_vmap_over_learning_rates_equals_separate_runs(name):
+    rates = jnp.array([0.01, 0.03, 0.1], jnp.float32)
+    options = {"momentum": 0.9} if name == "sgd" else {}
+    def make(lr, **kw):  # through the lookup used by the CLI and configs
+        return optimizer(name, learning_rate=lr, **kw)
+
+    def run(lr):
+        tx = make(lr, weight_decay=0.1, **options)
+        params = {k: jnp.asarray(v) for k, v in INIT.items()}
+        state = tx.init(params)
+        for _ in range(5):
+            updates, state = tx.update(jax.grad(loss_jax)(params), state, params)
+            params = optax.apply_updates(params, updates)
+        return params
+
+    batched = jax.jit(jax.vmap(run))(rates)
+    for i, lr in enumerate([0.01, 0.03, 0.1]):
+        single = jax.jit(lambda: run(lr))()  # a Python float: the single-run numerics
+        for k in NAMES:  # float32 rounding, differently fused (Adam's 1/sqrt(v) amplifies it on small v)
+            np.testing.assert_allclose(batched[k][i], single[k], rtol=1e-5, atol=1e-7, err_msg=f"{name} {lr} {k}")
+    assert not np.allclose(batched["w1"][0], batched["w1"][2])
+
+
+def test_traced_momentum_and_betas_under_vmap():
+    """Every numeric option may be traced: momentum of sgd, betas and eps of adam."""
+    def run_sgd(m):
+        return jax_like_run(train_optim.sgd(0.05, momentum=m))
+
+    def run_adam(b1):
+        return jax_like_run(train_optim.adam(1e-2, betas=(b1, 0.999), eps=jnp.float32(1e-8)))
+
+    got = jax.vmap(run_sgd)(jnp.array([0.5, 0.9], jnp.float32))
+    np.testing.assert_allclose(got["w1"][1], jax_like_run(train_optim.sgd(0.05, momentum=0.9))["w1"], rtol=1e-6)
+    got = jax.vmap(run_adam)(jnp.array([0.8, 0.9], jnp.float32))
+    np.testing.assert_allclose(got["w1"][0], jax_like_run(train_optim.adam(1e-2, betas=(0.8, 0.999)))["w1"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def jax_like_run(tx, steps=5):
+    params = {k: jnp.asarray(v) for k, v in INIT.items()}
+    state = tx.init(params)
+    for _ in range(steps):
+        updates, state = tx.update(jax.grad(loss_jax)(params), state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+def test_state_structure_is_the_former_one():
+    """Checkpoints written before the optax-style functions restore: the same optimizer-state trees."""
+    params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    former = {"sgd": optax.chain(optax.sgd(0.1, momentum=0.9)), "adam": optax.chain(optax.adam(0.1)),
+              "adamw": optax.chain(optax.adamw(0.1, weight_decay=0.0)),
+              "rmsprop": optax.chain(optax.chain(optax.scale_by_rms(), optax.identity(),
+                                                 optax.scale_by_learning_rate(0.1)))}
+    ours = {"sgd": train_optim.sgd(0.1, momentum=0.9), "adam": train_optim.adam(0.1),
+            "adamw": train_optim.adamw(0.1, weight_decay=0.0), "rmsprop": train_optim.rmsprop(0.1)}
+    for name, tx in former.items():
+        assert jax.tree.structure(ours[name].init(params)) == jax.tree.structure(tx.init(params)), name
+
+
+def test_optimizer_lookup_is_the_function():
+    for name in train_optim.OPTIMIZERS:
+        a = jax_trajectory(optimizer(name, learning_rate=1e-2), 3)
+        b = jax_trajectory(getattr(train_optim, name)(1e-2), 3)
+        assert_same_trajectory(a, b, dict(rtol=0, atol=0))
+
+
+def test_torch_defaults():
+    import inspect
+    for name, cls in [("adagrad", torch.optim.Adagrad), ("adadelta", torch.optim.Adadelta),
+                      ("adamax", torch.optim.Adamax), ("nadam", torch.optim.NAdam), ("radam", torch.optim.RAdam),
+                      ("sgd", torch.optim.SGD), ("rmsprop", torch.optim.RMSprop), ("adam", torch.optim.Adam),
+                      ("adamw", torch.optim.AdamW)]:
+        ours = inspect.signature(getattr(train_optim, name)).parameters
+        theirs = inspect.signature(cls).parameters
+        assert ours["learning_rate"].default == theirs["lr"].default, name
+        for option in ours:
+            if option in theirs and option not in ("weight_decay",) or (option == "weight_decay" and name == "adamw"):
+                assert ours[option].default == theirs[option].default, (name, option)
 
 
 def test_adamw_without_decay_is_adam():
@@ -292,13 +476,13 @@ def test_clip_value_then_norm_order():
 SPE = 3  # optimizer steps per epoch
 SCHEDULED = {
     "sgd_step_lr": (
-        lambda: optimizer("sgd", learning_rate=schedules.step_decay(2, gamma=0.5, steps_per_epoch=SPE,
-                                                                    peak=0.1), momentum=0.9),
+        lambda: optimizer("sgd", learning_rate=schedules.step_decay(0.1, 2, gamma=0.5,
+                                                                    steps_per_epoch=SPE), momentum=0.9),
         lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
         lambda o: torch.optim.lr_scheduler.StepLR(o, 2, gamma=0.5), SPE),
     "rmsprop_momentum_exponential": (  # lr multiplies the momentum buffer, as in torch
-        lambda: optimizer("rmsprop", learning_rate=schedules.exponential(0.5, steps_per_epoch=SPE,
-                                                                         peak=3e-3), momentum=0.9),
+        lambda: optimizer("rmsprop", learning_rate=schedules.exponential(3e-3, 0.5,
+                                                                         steps_per_epoch=SPE), momentum=0.9),
         lambda p: torch.optim.RMSprop(p, lr=3e-3, momentum=0.9),
         lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.5), SPE),
     "adam_cosine_per_epoch": (
@@ -306,13 +490,13 @@ SCHEDULED = {
         lambda p: torch.optim.Adam(p, lr=1e-2),
         lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=7, eta_min=1e-3), SPE),
     "adamw_warm_restarts_per_step": (
-        lambda: optimizer("adamw", learning_rate=schedules.warm_restarts(4, period_mult=2, peak=1e-2),
+        lambda: optimizer("adamw", learning_rate=schedules.warm_restarts(1e-2, 4, period_mult=2),
                           weight_decay=0.5),
         lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.5),
         lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=4, T_mult=2), None),
     "amsgrad_lambda": (
-        lambda: optimizer("amsgrad", learning_rate=schedules.per_epoch(lambda e: 1.0 / (1.0 + e) ** 2,
-                                                                        steps_per_epoch=SPE, peak=1e-2)),
+        lambda: optimizer("amsgrad", learning_rate=schedules.per_epoch(1e-2, lambda e: 1.0 / (1.0 + e) ** 2,
+                                                                        steps_per_epoch=SPE)),
         lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=True),
         lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1.0 / (1.0 + e) ** 2), SPE),
 }
@@ -329,9 +513,19 @@ def test_with_schedule_matches_torch_scheduler(case):
     assert_same_trajectory(ours, theirs, adam_tol(1e-2, steps) if adam_family else TOL)
 
 
+@pytest.mark.parametrize("case", list(SCHEDULED))
+def test_with_schedule_matches_torch_scheduler_in_float64(case, x64):
+    """The schedule computes in float64 under x64: torch's float64 trajectory to 1e-12."""
+    make_ours, make_torch, make_scheduler, steps_per_epoch = SCHEDULED[case]
+    steps = 7 * SPE
+    ours = jax_trajectory64(make_ours(), steps)
+    theirs = torch_trajectory64(make_torch, steps, scheduler=make_scheduler, steps_per_epoch=steps_per_epoch)
+    assert_same_trajectory(ours, theirs, TOL64)
+
+
 def test_rmsprop_schedule_order_matters():
     """Guard: with a schedule, optax.rmsprop (lr before the momentum trace) leaves torch's trajectory."""
-    lr = schedules.exponential(0.5, steps_per_epoch=SPE, peak=3e-3)
+    lr = schedules.exponential(3e-3, 0.5, steps_per_epoch=SPE)
     ours = jax_trajectory(optimizer("rmsprop", learning_rate=lr, momentum=0.9), 7 * SPE)
     alias = jax_trajectory(optax.rmsprop(lr, decay=0.99, eps=1e-8, eps_in_sqrt=False, momentum=0.9), 7 * SPE)
     assert max(np.max(np.abs(ours[-1][k] - alias[-1][k])) for k in NAMES) > 1e-3
@@ -454,29 +648,44 @@ def test_path_names():
 # bad options
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,kwargs,error,match", [
-    ("adagrad", {}, ValueError, r"optimizer: unknown name 'adagrad'; valid names: 'sgd', 'rmsprop', 'adam'"),
+    ("adabelief", {}, ValueError, r"optimizer: unknown name 'adabelief'; valid names: 'sgd', 'rmsprop', 'adam'"),
     (3, {}, TypeError, r"optimizer: name must be a string"),
-    ("adam", {"learning_rate": -0.1}, ValueError, r"optimizer\('adam'\): learning_rate must be >= 0.0, got -0.1"),
-    ("adam", {"learning_rate": float("nan")}, ValueError, r"optimizer\('adam'\): learning_rate must be >= 0.0"),
-    ("adam", {"learning_rate": "0.1"}, TypeError, r"optimizer\('adam'\): learning_rate must be a real number"),
-    ("sgd", {"betas": (0.9, 0.99)}, TypeError, r"optimizer\('sgd'\): unknown option 'betas'; valid options"),
+    ("adam", {"learning_rate": -0.1}, ValueError, r"adam: learning_rate must be a finite real number >= 0.0, got -0.1"),
+    ("adam", {"learning_rate": float("nan")}, ValueError, r"adam: learning_rate must be a finite real number >= 0.0"),
+    ("adam", {"learning_rate": "0.1"}, TypeError, r"adam: learning_rate must be a real number"),
+    ("adam", {"learning_rate": jnp.array([0.1, -0.1])}, ValueError,
+     r"adam: learning_rate must be a finite real number >= 0.0 \(every element of the array\)"),
+    ("adam", {"learning_rate": jnp.array(True)}, TypeError, r"adam: learning_rate must be a real number >= 0.0 "
+                                                            r"or a real array, got an array of dtype bool"),
+    ("sgd", {"betas": (0.9, 0.99)}, TypeError,
+     r"optimizer\('sgd'\): unknown option 'betas'; valid options for 'sgd': clip_norm, clip_value, dampening"),
     ("adam", {"momentum": 0.9}, TypeError, r"unknown option 'momentum'"),
-    ("sgd", {"dampening": 0.1}, ValueError, r"only dampening=0 is supported"),
-    ("sgd", {"nesterov": True}, ValueError, r"nesterov=True needs momentum > 0"),
-    ("sgd", {"nesterov": 1, "momentum": 0.9}, TypeError, r"nesterov must be True or False"),
-    ("sgd", {"momentum": -0.5}, ValueError, r"momentum must be >= 0.0, got -0.5"),
-    ("rmsprop", {"alpha": 1.5}, ValueError, r"alpha must be in \[0.0, 1.0\], got 1.5"),
-    ("rmsprop", {"centered": "yes"}, TypeError, r"centered must be True or False"),
-    ("adam", {"betas": (0.9, 1.0)}, ValueError, r"betas\[1\] must be in \[0.0, 1.0\), got 1.0"),
+    ("sgd", {"nesterov": True}, ValueError, r"sgd: nesterov=True needs momentum > 0 and dampening = 0"),
+    ("sgd", {"nesterov": True, "momentum": 0.9, "dampening": 0.1}, ValueError,
+     r"nesterov=True needs momentum > 0 and dampening = 0 \(as torch\), got momentum=0.9 and dampening=0.1"),
+    ("sgd", {"nesterov": 1, "momentum": 0.9}, TypeError, r"sgd: nesterov must be a Python bool"),
+    ("sgd", {"momentum": -0.5}, ValueError, r"momentum must be a finite real number >= 0.0, got -0.5"),
+    ("sgd", {"dampening": "0.1"}, TypeError, r"sgd: dampening must be a real number"),
+    ("rmsprop", {"alpha": 1.5}, ValueError, r"alpha must be a finite real number in \[0.0, 1.0\], got 1.5"),
+    ("rmsprop", {"centered": "yes"}, TypeError, r"centered must be a Python bool"),
+    ("adam", {"betas": (0.9, 1.0)}, ValueError, r"betas\[1\] must be a finite real number in \[0.0, 1.0\), got 1.0"),
     ("adam", {"betas": 0.9}, TypeError, r"betas must be a pair"),
-    ("amsgrad", {"eps": -1e-8}, ValueError, r"optimizer\('amsgrad'\): eps must be >= 0.0"),
-    ("adam", {"eps_inside_sqrt": None}, TypeError, r"eps_inside_sqrt must be True or False"),
-    ("adamw", {"weight_decay": -1e-2}, ValueError, r"weight_decay must be >= 0.0"),
+    ("amsgrad", {"eps": -1e-8}, ValueError, r"amsgrad: eps must be a finite real number >= 0.0"),
+    ("adam", {"eps_inside_sqrt": None}, TypeError, r"eps_inside_sqrt must be a Python bool"),
+    ("adamw", {"weight_decay": -1e-2}, ValueError, r"weight_decay must be a finite real number >= 0.0"),
     ("sgd", {"weight_decay_mask": "no_bias"}, ValueError, r"unknown weight_decay_mask preset 'no_bias'"),
     ("sgd", {"weight_decay_mask": 3}, TypeError, r"weight_decay_mask must be None, 'no_bias_no_norm' or a"),
-    ("sgd", {"clip_value": 0.0}, ValueError, r"clip_value must be > 0.0, got 0.0"),
-    ("sgd", {"clip_norm": -1.0}, ValueError, r"clip_norm must be > 0.0, got -1.0"),
+    ("sgd", {"clip_value": 0.0}, ValueError, r"clip_value must be a finite real number > 0.0, got 0.0"),
+    ("sgd", {"clip_norm": -1.0}, ValueError, r"clip_norm must be a finite real number > 0.0, got -1.0"),
     ("sgd", {"trainable": ("Dense_0",)}, TypeError, r"trainable must be a predicate"),
+    ("adagrad", {"lr_decay": -1.0}, ValueError, r"adagrad: lr_decay must be a finite real number >= 0.0"),
+    ("adagrad", {"initial_accumulator_value": -1.0}, ValueError, r"adagrad: initial_accumulator_value must be"),
+    ("adadelta", {"rho": 1.5}, ValueError, r"adadelta: rho must be a finite real number in \[0.0, 1.0\]"),
+    ("adamax", {"betas": (1.0, 0.9)}, ValueError, r"adamax: betas\[0\] must be a finite real number in"),
+    ("nadam", {"momentum_decay": -4e-3}, ValueError, r"nadam: momentum_decay must be a finite real number >= 0.0"),
+    ("nadam", {"decoupled_weight_decay": 1}, TypeError, r"nadam: decoupled_weight_decay must be a Python bool"),
+    ("radam", {"eps": "1e-8"}, TypeError, r"radam: eps must be a real number"),
+    ("radam", {"lr": 1e-3}, TypeError, r"optimizer\('radam'\): unknown option 'lr'; valid options for 'radam'"),
 ])
 def test_bad_options(name, kwargs, error, match):
     kwargs = {"learning_rate": 0.1, **kwargs}
