@@ -1,7 +1,7 @@
 """Convolution, the shared output-size formula, and the dense (linear) layer.
 
-``conv_output_size`` is THE output-size formula of this package: ``conv`` uses it to check its
-arguments and ``pooling`` imports it for ``max_pool``/``avg_pool`` (including PyTorch's ceil-mode rule).
+`conv_output_size` is THE output-size formula of this package: `conv` uses it to check its arguments and
+`pooling` calls it for `max_pool`/`avg_pool` (including PyTorch's ceil-mode rule).
 """
 from __future__ import annotations
 
@@ -12,13 +12,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxnets.checks import as_tuple, spatial_layout
+from jaxnets.checks import as_tuple, check_array, check_bool, check_int, is_int, spatial_layout
 
 Padding = int | str | Sequence[int] | Sequence[tuple[int, int]]
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _output_size(fn: str, what: str, dim: int, size: int, kernel: int, stride: int, pad_lo: int,
@@ -65,7 +61,7 @@ def _padding_pairs(fn: str, padding, sizes: Sequence[int], kernel: Sequence[int]
                 pairs.append((total // 2, total - total // 2))
             return tuple(pairs)
         raise ValueError(f"{fn}: padding must be {expected}, got {padding!r}.")
-    if _is_int(padding):
+    if is_int(padding):
         pairs = ((padding, padding),) * n
     elif isinstance(padding, Sequence):
         if len(padding) != n:
@@ -73,13 +69,16 @@ def _padding_pairs(fn: str, padding, sizes: Sequence[int], kernel: Sequence[int]
                              f"of length {len(padding)}.")
         pairs = []
         for p in padding:
-            if _is_int(p):
+            if is_int(p):
                 pairs.append((p, p))
-            elif isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2 and all(map(_is_int, p)):
+            elif isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2 and all(map(is_int, p)):
                 pairs.append((p[0], p[1]))
-            else:
+            elif isinstance(p, Sequence) and not isinstance(p, str) and all(map(is_int, p)):
                 raise ValueError(f"{fn}: padding must be {expected}; entry {p!r} of {padding!r} is neither an "
                                  f"int nor a (low, high) pair of ints.")
+            else:
+                raise TypeError(f"{fn}: padding must be {expected}; entry {p!r} of {padding!r} is neither an "
+                                f"int nor a (low, high) pair of ints.")
         pairs = tuple(pairs)
     else:
         raise TypeError(f"{fn}: padding must be {expected}, got {type(padding).__name__} {padding!r}.")
@@ -110,14 +109,13 @@ def conv_output_size(size, kernel, *, stride=1, padding=0, dilation=1, ceil_mode
       TypeError: for arguments that are not ints/tuples.
     """
     fn = "conv_output_size"
-    scalar = _is_int(size)
+    scalar = is_int(size)
     n = 1 if scalar else (len(size) if isinstance(size, Sequence) else 1)
     sizes = as_tuple(fn, "size", size, n, minimum=0)
     kernel = as_tuple(fn, "kernel", kernel, n)
     stride = as_tuple(fn, "stride", stride, n)
     dilation = as_tuple(fn, "dilation", dilation, n)
-    if not isinstance(ceil_mode, bool):
-        raise TypeError(f"{fn}: ceil_mode must be a bool, got {ceil_mode!r}.")
+    ceil_mode = check_bool(fn, "ceil_mode", ceil_mode)
     if scalar and isinstance(padding, Sequence) and not isinstance(padding, str) and len(padding) == 2:
         padding = (tuple(padding),)  # an int size takes a single (low, high) pair
     pads = _padding_pairs(fn, padding, sizes, kernel, stride, dilation)
@@ -150,19 +148,21 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
       dtype of ``x`` and ``kernel``. Precision follows ``jax_default_matmul_precision`` (on GPUs the default may
       use TF32; set it to ``"highest"`` for float32 parity with PyTorch's CPU results). Where an input spatial
       size is smaller than the (dilated) kernel (e.g. a 2x2 map, 3x3 kernel, padding 1) the padding is
-      materialised and the conv and its data gradient run with padding 0: the same numbers, but XLA's CPU
-      convolution is ~65x slower on such inputs otherwise (``_EXPLICIT_PADDING``).
+      materialised and the conv and its data gradient run with padding 0: the same numbers, avoiding a slow
+      path of XLA's CPU convolution on such inputs (measured in benchmarks/README.md).
     Raises:
       ValueError: wrong rank of ``x``, kernel rank different from ``x``, channel mismatch between ``x`` and
         ``kernel``, ``groups`` not dividing ``C_in`` or ``C_out``, (dilated) kernel larger than the padded input,
         bias not ``[C_out]``, unknown layout, bad padding/stride/dilation.
-      TypeError: non-int ``groups``/``stride``/``dilation`` or a padding of the wrong type.
+      TypeError: `x`, `kernel` or `bias` not an array; non-int `groups`/`stride`/`dilation` or a padding of
+        the wrong type; a layout that is not a string.
 
     PyTorch: ``torch.nn.functional.conv1d/conv2d/conv3d`` (with ``layout="NCHW"`` and the same weight);
     asymmetric padding corresponds to ``F.pad`` followed by the conv.
     """
     fn = "conv"
-    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    x, kernel = jnp.asarray(check_array(fn, "x", x)), jnp.asarray(check_array(fn, "kernel", kernel))
+    groups = check_int(fn, "groups", groups, minimum=1)
     lay = spatial_layout(fn, x, layout)
     n = lay.spatial
     if kernel.ndim != x.ndim:
@@ -174,10 +174,6 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     else:
         c_out, k_in, k_spatial = kernel.shape[0], kernel.shape[1], kernel.shape[2:]
     c_in = x.shape[lay.channel_axis]
-    if not _is_int(groups):
-        raise TypeError(f"conv: groups must be an int >= 1, got {groups!r}.")
-    if groups < 1:
-        raise ValueError(f"conv: groups must be an int >= 1, got {groups}.")
     if c_in % groups:
         raise ValueError(f"conv: groups={groups} does not divide the {c_in} input channels of x "
                          f"(shape {tuple(x.shape)}, layout {lay.name}).")
@@ -198,7 +194,7 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     for i, (sz, k, s, (lo, hi), d) in enumerate(zip(sizes, k_spatial, stride, pads, dilation)):
         _output_size(fn, "kernel", i, sz, k, s, lo, hi, d, False)  # raises if the kernel does not fit
     if bias is not None:
-        bias = jnp.asarray(bias)
+        bias = jnp.asarray(check_array(fn, "bias", bias))
         if bias.shape != (c_out,):
             raise ValueError(f"conv: bias must have shape ({c_out},) (= C_out), got {tuple(bias.shape)}.")
     dtype = jnp.result_type(x, kernel)
@@ -220,9 +216,9 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
 # ----------------------------------------------------------------------------------------------
 # Inputs smaller than the kernel: materialised padding (an XLA CPU performance cliff)
 # ----------------------------------------------------------------------------------------------
-# XLA's CPU convolution is ~65x slower when an input spatial size is smaller than the (dilated) kernel and
+# XLA's CPU convolution is much slower when an input spatial size is smaller than the (dilated) kernel and
 # the padding makes up the difference, e.g. CIFAR VGG's last convs: [128, 2, 2, 512] input, 3x3 kernel,
-# padding 1 (2.2 s forward instead of 35 ms; benchmarks/README.md). For those inputs (and only those: on
+# padding 1 (the measurements are in benchmarks/README.md). For those inputs (and only those: on
 # larger inputs the explicit pad is slower) `conv` pads with `lax.pad`, hides the result from XLA's
 # algebraic simplifier behind `optimization_barrier` (else it folds the pad back into the conv), and runs
 # the conv with padding 0; the data gradient, a conv of the equally small cotangent, gets the same
@@ -307,11 +303,13 @@ def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> ja
       kernel: ``[in, out]`` (the transpose of a PyTorch ``nn.Linear`` weight, which is ``[out, in]``).
       bias: ``[out]`` or None.
     Returns: ``[..., out]``. Precision follows ``jax_default_matmul_precision``.
-    Raises: ValueError if ``kernel`` is not 2-D, ``x`` is a scalar, ``x.shape[-1] != in`` or bias is not ``[out]``.
+    Raises: ValueError if `kernel` is not 2-D, `x` is a scalar, `x.shape[-1] != in` or bias is not `[out]`;
+      TypeError if `x`, `kernel` or `bias` is not an array.
 
     PyTorch: ``torch.nn.functional.linear(x, kernel.T, bias)``.
     """
-    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    fn = "linear"
+    x, kernel = jnp.asarray(check_array(fn, "x", x)), jnp.asarray(check_array(fn, "kernel", kernel))
     if kernel.ndim != 2:
         raise ValueError(f"linear: kernel must be 2-D [in, out], got shape {tuple(kernel.shape)}.")
     if x.ndim < 1 or x.shape[-1] != kernel.shape[0]:
@@ -319,7 +317,7 @@ def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> ja
                          f"{tuple(kernel.shape)}, got {tuple(x.shape)}. (A PyTorch weight is [out, in]: pass its .T)")
     y = jnp.matmul(x, kernel)
     if bias is not None:
-        bias = jnp.asarray(bias)
+        bias = jnp.asarray(check_array(fn, "bias", bias))
         if bias.shape != (kernel.shape[1],):
             raise ValueError(f"linear: bias must have shape ({kernel.shape[1]},) (= out), got {tuple(bias.shape)}.")
         y = y + bias.astype(y.dtype)

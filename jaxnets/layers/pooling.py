@@ -1,7 +1,8 @@
 """Max, average, global-average and adaptive-average pooling with PyTorch's semantics.
 
-Output sizes come from ``conv.conv_output_size``'s formula (imported, not copied), including PyTorch's
-ceil-mode rule that the last window must start inside the input or the left padding.
+Output sizes come from `conv.conv_output_size` (called, not copied), including PyTorch's ceil-mode rule
+that the last window must start inside the input or the left padding. Averages are accumulated in
+`checks.at_least_float32` of the input dtype (float32 for bfloat16/float16), then cast back.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxnets.checks import Layout, as_tuple, spatial_layout
-from jaxnets.layers.conv import _output_size
+from jaxnets.checks import Layout, as_tuple, at_least_float32, check_array, check_bool, spatial_layout
+from jaxnets.layers.conv import conv_output_size
 
 
 class _Windows(NamedTuple):
@@ -44,14 +45,16 @@ def _windows(fn: str, x, window, stride, padding, ceil_mode, layout) -> _Windows
     window = as_tuple(fn, "window", window, n)
     stride = window if stride is None else as_tuple(fn, "stride", stride, n)
     padding = as_tuple(fn, "padding", padding, n, minimum=0)
-    if not isinstance(ceil_mode, bool):
-        raise TypeError(f"{fn}: ceil_mode must be a bool, got {ceil_mode!r}.")
+    ceil_mode = check_bool(fn, "ceil_mode", ceil_mode)
     if any(p > w // 2 for p, w in zip(padding, window)):
         raise ValueError(f"{fn}: padding must be at most half the window (PyTorch's rule: padding <= window // 2), "
                          f"got padding={padding} for window={window}.")
     sizes = tuple(x.shape[a] for a in lay.spatial_axes)
-    outs = tuple(_output_size(fn, "window", i, sz, w, s, p, p, 1, ceil_mode)
-                 for i, (sz, w, s, p) in enumerate(zip(sizes, window, stride, padding)))
+    for i, (sz, w, p) in enumerate(zip(sizes, window, padding)):
+        if w > sz + 2 * p:
+            raise ValueError(f"{fn}: the window size {w} is larger than the padded input along spatial dim {i}: "
+                             f"{sz} + {p} + {p} = {sz + 2 * p}. Use a smaller window, more padding or a larger input.")
+    outs = conv_output_size(sizes, window, stride=stride, padding=padding, ceil_mode=ceil_mode)
     # Ceil mode: pad the high side just enough for `out` full windows; those pixels never count as input.
     extra = tuple(max(0, (o - 1) * s + w - (sz + 2 * p))
                   for o, s, w, sz, p in zip(outs, stride, window, sizes, padding))
@@ -61,7 +64,7 @@ def _windows(fn: str, x, window, stride, padding, ceil_mode, layout) -> _Windows
 def _accumulation_dtype(fn: str, dtype):
     # Sums of half-precision floats are accumulated in float32 (as PyTorch does), then cast back.
     if jnp.issubdtype(dtype, jnp.floating):
-        return jnp.promote_types(dtype, jnp.float32)
+        return at_least_float32(dtype)
     raise TypeError(f"{fn}: x must have a floating-point dtype for averaging, got {dtype}.")
 
 
@@ -82,11 +85,12 @@ def max_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = 
       layout: ``"NWC"/"NHWC"/"NDHWC"`` or ``"NCW"/"NCHW"/"NCDHW"``.
     Returns: ``[N, *out, C]`` or ``[N, C, *out]``, dtype of ``x``.
     Raises: ValueError for a wrong rank, unknown layout, window larger than the padded input, padding larger
-      than half the window, non-positive window/stride; TypeError for non-int arguments.
+      than half the window, non-positive window/stride; TypeError for a non-array `x`, non-int window/stride/padding (a bool
+      included), a non-bool ceil_mode or a non-string layout.
 
     PyTorch: ``torch.nn.functional.max_pool1d/2d/3d`` (``dilation=1``).
     """
-    x = jnp.asarray(x)
+    x = jnp.asarray(check_array("max_pool", "x", x))
     w = _windows("max_pool", x, window, stride, padding, ceil_mode, layout)
     if jnp.issubdtype(x.dtype, jnp.floating):
         init = -jnp.inf
@@ -134,10 +138,9 @@ def avg_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = 
     ``avg_pool3d`` (unlike its 1d/2d and ``max_pool3d``) refuses an input smaller than the window even when the
     padding makes it fit; here that case follows the 1d/2d semantics.
     """
-    x = jnp.asarray(x)
+    x = jnp.asarray(check_array("avg_pool", "x", x))
     w = _windows("avg_pool", x, window, stride, padding, ceil_mode, layout)
-    if not isinstance(count_include_pad, bool):
-        raise TypeError(f"avg_pool: count_include_pad must be a bool, got {count_include_pad!r}.")
+    count_include_pad = check_bool("avg_pool", "count_include_pad", count_include_pad)
     acc = _accumulation_dtype("avg_pool", x.dtype)
     sums = w.reduce(x.astype(acc), 0.0, lax.add)
     return (sums / jnp.asarray(_avg_divisor(w, count_include_pad), acc)).astype(x.dtype)
@@ -151,12 +154,15 @@ def global_avg_pool(x: jax.Array, *, layout: str = "NHWC", keepdims: bool = Fals
       layout: where the channels are.
       keepdims: keep the spatial axes with size 1 (``[N, 1, 1, C]``) instead of returning ``[N, C]``.
     Returns: ``[N, C]`` or, with ``keepdims``, the rank of ``x`` with spatial sizes 1.
-    Raises: ValueError for a wrong rank or unknown layout.
+    Raises: ValueError for a wrong rank or unknown layout; TypeError for a non-array `x`, a non-string
+      layout or a non-bool keepdims.
 
     PyTorch: ``x.mean(dim=(2, 3))`` or ``F.adaptive_avg_pool2d(x, 1)`` (``keepdims=True``, ``layout="NCHW"``).
     """
-    x = jnp.asarray(x)
-    lay = spatial_layout("global_avg_pool", x, layout)
+    fn = "global_avg_pool"
+    x = jnp.asarray(check_array(fn, "x", x))
+    lay = spatial_layout(fn, x, layout)
+    keepdims = check_bool(fn, "keepdims", keepdims)
     return jnp.mean(x, axis=lay.spatial_axes, keepdims=keepdims)
 
 
@@ -182,12 +188,12 @@ def adaptive_avg_pool(x: jax.Array, output_size, *, layout: str = "NHWC") -> jax
       layout: where the channels are.
     Returns: ``[N, *output_size, C]`` or ``[N, C, *output_size]``, dtype of ``x``.
     Raises: ValueError for a wrong rank, unknown layout or output size < 1; TypeError for a non-int size
-      or a non-floating ``x``.
+      (a bool included), a non-array or non-floating `x` or a non-string layout.
 
     PyTorch: ``torch.nn.functional.adaptive_avg_pool1d/2d/3d``.
     """
     fn = "adaptive_avg_pool"
-    x = jnp.asarray(x)
+    x = jnp.asarray(check_array(fn, "x", x))
     lay = spatial_layout(fn, x, layout)
     sizes = tuple(x.shape[a] for a in lay.spatial_axes)
     if isinstance(output_size, Sequence) and not isinstance(output_size, str):
