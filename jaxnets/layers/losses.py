@@ -7,26 +7,29 @@ mean ``sum_i w[y_i] * l_i / sum_i w[y_i]`` over the non-ignored samples. ``kl_di
 ``"batchmean"`` (the sum divided by the batch size). The reduction logic lives in one place,
 ``_reduce`` (validated up front by ``_check_reduction``).
 
+Inputs: every array argument must be an array (TypeError naming the loss otherwise). As in PyTorch, the
+regression losses (`mse_loss`, `l1_loss`, `smooth_l1_loss`) need at least one floating input (two integer
+arrays raise TypeError) and compute in the wider floating dtype of the two.
+
 Class axis: this library is channels-last, so the class axis of ``logits``/``log_probs`` is the LAST
 axis (``[N, K]`` or ``[N, ..., K]`` with labels ``[N, ...]``), where PyTorch's is axis 1
 (``[N, K, ...]``). For PyTorch-shaped logits pass ``jnp.moveaxis(logits, 1, -1)``.
 """
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
+from jaxnets.checks import check_array, check_bool, check_choice, check_int, check_real
+
 _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _check_reduction(fn: str, reduction: str, allowed: tuple[str, ...] = _REDUCTIONS) -> None:
-    """Validate ``reduction`` up front, before any work is traced."""
-    if reduction not in allowed:
-        raise ValueError(f"{fn}: reduction must be one of {allowed}, got {reduction!r}.")
+    """Validate `reduction` up front, before any work is traced: TypeError for a non-string."""
+    check_choice(fn, "reduction", reduction, allowed)
 
 
 def _reduce(loss: jax.Array, reduction: str, *, denominator=None) -> jax.Array:
@@ -92,9 +95,20 @@ def _check_broadcasts_to(fn: str, name: str, value_shape: tuple[int, ...], shape
         raise ValueError(f"{fn}: {name} must broadcast to the logits shape {shape}, got {value_shape}.")
 
 
-def _check_ignore_index(fn: str, ignore_index) -> None:
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"{fn}: ignore_index must be an int, got {ignore_index!r}.")
+def _arrays(fn: str, **arrays) -> tuple[jax.Array, ...]:
+    """Each keyword argument as a jax array; TypeError naming `fn` and the argument for a non-array."""
+    return tuple(jnp.asarray(check_array(fn, name, value)) for name, value in arrays.items())
+
+
+def _floating_pair(fn: str, a_name: str, a: jax.Array, b_name: str, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`a` and `b` cast to the wider floating dtype of the two (PyTorch's promotion, written out so it holds
+    under strict dtype promotion); TypeError when neither is floating (PyTorch refuses integer losses)."""
+    floats = [x.dtype for x in (a, b) if jnp.issubdtype(x.dtype, jnp.floating)]
+    if not floats:
+        raise TypeError(f"{fn}: {a_name} or {b_name} must be a floating-point array, got dtypes {a.dtype} and "
+                        f"{b.dtype}; cast them first, e.g. {a_name}.astype(jnp.float32).")
+    dtype = max(floats, key=lambda d: jnp.finfo(d).bits)
+    return a.astype(dtype), b.astype(dtype)
 
 
 def _gather_classes(values: jax.Array, labels: jax.Array) -> jax.Array:
@@ -156,19 +170,17 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *, weights: jax.Array | 
     Raises:
       ValueError: unknown reduction; labels/targets of the wrong shape; weights not ``[K]``;
         label_smoothing outside [0, 1]; ignore_index >= 0 with probability targets.
-      TypeError: non-floating logits; labels neither integer nor floating; a non-int ignore_index.
+      TypeError: a non-array input; non-floating logits; labels neither integer nor floating; a non-int
+        ignore_index (a bool included); a label_smoothing that is not a real number; a non-string reduction.
     PyTorch: ``torch.nn.functional.cross_entropy(moveaxis(logits, -1, 1), labels, weight=weights,
     ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction)``.
     """
     fn = "cross_entropy"
     _check_reduction(fn, reduction)
-    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
-    _check_ignore_index(fn, ignore_index)
+    logits, labels = _arrays(fn, logits=logits, labels=labels)
+    ignore_index = check_int(fn, "ignore_index", ignore_index)
     num_classes = _check_logits(fn, "logits", logits)
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
-        raise TypeError(f"{fn}: label_smoothing must be a float in [0, 1], got {label_smoothing!r}.")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing}.")
+    label_smoothing = check_real(fn, "label_smoothing", label_smoothing, minimum=0.0, maximum=1.0)
     weights = _check_class_weights(fn, "weights", weights, num_classes, logits.dtype)
     prob_targets = jnp.issubdtype(labels.dtype, jnp.floating)
     if prob_targets:
@@ -204,13 +216,13 @@ def nll_loss(log_probs: jax.Array, labels: jax.Array, *, weights: jax.Array | No
       reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     Returns: the loss (shape ``log_probs.shape[:-1]`` for ``"none"``).
     Raises: ValueError for an unknown reduction, labels of the wrong shape or weights not ``[K]``;
-      TypeError for non-integer labels.
+      TypeError for non-integer labels, a non-int ignore_index, a non-array input or a non-string reduction.
     PyTorch: ``torch.nn.functional.nll_loss(moveaxis(log_probs, -1, 1), labels, weight=weights, ...)``.
     """
     fn = "nll_loss"
     _check_reduction(fn, reduction)
-    log_probs, labels = jnp.asarray(log_probs), jnp.asarray(labels)
-    _check_ignore_index(fn, ignore_index)
+    log_probs, labels = _arrays(fn, log_probs=log_probs, labels=labels)
+    ignore_index = check_int(fn, "ignore_index", ignore_index)
     num_classes = _check_logits(fn, "log_probs", log_probs)
     weights = _check_class_weights(fn, "weights", weights, num_classes, log_probs.dtype)
     _check_class_labels(fn, "log_probs", log_probs, labels)
@@ -223,12 +235,15 @@ def mse_loss(pred: jax.Array, target: jax.Array, *, reduction: str = "mean") -> 
 
     Args: ``pred`` and ``target`` of the same shape (no broadcasting: PyTorch warns on it as a likely bug);
       ``reduction`` in ``"mean"``, ``"sum"``, ``"none"``.
-    Raises: ValueError for a shape mismatch or an unknown reduction.
+    Raises: ValueError for a shape mismatch or an unknown reduction; TypeError for two integer arrays (as
+      PyTorch), a non-array input or a non-string reduction.
     PyTorch: ``torch.nn.functional.mse_loss``.
     """
-    _check_reduction("mse_loss", reduction)
-    pred, target = jnp.asarray(pred), jnp.asarray(target)
-    _check_same_shape("mse_loss", "pred", pred, "target", target)
+    fn = "mse_loss"
+    _check_reduction(fn, reduction)
+    pred, target = _arrays(fn, pred=pred, target=target)
+    _check_same_shape(fn, "pred", pred, "target", target)
+    pred, target = _floating_pair(fn, "pred", pred, "target", target)
     return _reduce(jnp.square(pred - target), reduction)
 
 
@@ -242,12 +257,15 @@ def l1_loss(pred: jax.Array, target: jax.Array, *, reduction: str = "mean") -> j
     (0 at a tie, as in PyTorch).
 
     Args: ``pred`` and ``target`` of the same shape; ``reduction`` in ``"mean"``, ``"sum"``, ``"none"``.
-    Raises: ValueError for a shape mismatch or an unknown reduction.
+    Raises: ValueError for a shape mismatch or an unknown reduction; TypeError for two integer arrays (as
+      PyTorch), a non-array input or a non-string reduction.
     PyTorch: ``torch.nn.functional.l1_loss``.
     """
-    _check_reduction("l1_loss", reduction)
-    pred, target = jnp.asarray(pred), jnp.asarray(target)
-    _check_same_shape("l1_loss", "pred", pred, "target", target)
+    fn = "l1_loss"
+    _check_reduction(fn, reduction)
+    pred, target = _arrays(fn, pred=pred, target=target)
+    _check_same_shape(fn, "pred", pred, "target", target)
+    pred, target = _floating_pair(fn, "pred", pred, "target", target)
     return _reduce(_abs(pred - target), reduction)
 
 
@@ -258,15 +276,16 @@ def smooth_l1_loss(pred: jax.Array, target: jax.Array, *, beta: float = 1.0, red
       pred, target: arrays of the same shape.
       beta: >= 0, where the quadratic part turns linear; ``beta = 0`` is exactly ``l1_loss`` (as in PyTorch).
       reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-    Raises: ValueError for a shape mismatch, a negative beta or an unknown reduction.
+    Raises: ValueError for a shape mismatch, a negative beta or an unknown reduction; TypeError for two
+      integer arrays (as PyTorch), a non-real beta, a non-array input or a non-string reduction.
     PyTorch: ``torch.nn.functional.smooth_l1_loss`` (``huber_loss`` is ``beta *`` this loss).
     """
     fn = "smooth_l1_loss"
     _check_reduction(fn, reduction)
-    pred, target = jnp.asarray(pred), jnp.asarray(target)
+    pred, target = _arrays(fn, pred=pred, target=target)
     _check_same_shape(fn, "pred", pred, "target", target)
-    if beta < 0:
-        raise ValueError(f"{fn}: beta must be >= 0, got {beta}.")
+    pred, target = _floating_pair(fn, "pred", pred, "target", target)
+    beta = check_real(fn, "beta", beta, minimum=0.0)
     d = _abs(pred - target)
     if beta == 0:
         # PyTorch falls back to l1_loss; the quadratic branch would divide by zero (nan gradients).
@@ -290,14 +309,19 @@ def binary_cross_entropy_with_logits(logits: jax.Array, targets: jax.Array, *, w
       pos_weight: optional weight of positives, broadcast to the shape of ``logits`` (typically
         ``[K]`` for the last, class, axis).
       reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-    Raises: ValueError for a shape mismatch, weights or pos_weight that do not broadcast, an unknown reduction.
+    Raises: ValueError for a shape mismatch, weights or pos_weight that do not broadcast, an unknown reduction;
+      TypeError for non-floating logits or targets (PyTorch refuses integer targets); TypeError for a non-array input or a non-string reduction.
     PyTorch: ``torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, weight=weights,
     pos_weight=pos_weight)``.
     """
     fn = "binary_cross_entropy_with_logits"
     _check_reduction(fn, reduction)
-    logits, targets = jnp.asarray(logits), jnp.asarray(targets)
+    logits, targets = _arrays(fn, logits=logits, targets=targets)
     _check_same_shape(fn, "logits", logits, "targets", targets)
+    for name, value in (("logits", logits), ("targets", targets)):
+        if not jnp.issubdtype(value.dtype, jnp.floating):  # PyTorch refuses integer inputs too
+            raise TypeError(f"{fn}: {name} must be a floating array, got dtype {value.dtype}.")
+    targets = targets.astype(logits.dtype)
     for name, value in (("pos_weight", pos_weight), ("weights", weights)):
         if value is not None:
             _check_broadcasts_to(fn, name, jnp.shape(value), logits.shape)
@@ -322,13 +346,19 @@ def kl_div(log_input: jax.Array, target: jax.Array, *, reduction: str = "mean", 
       target: probabilities (or log-probabilities), the shape of ``log_input``.
       reduction: ``"mean"``, ``"batchmean"``, ``"sum"`` or ``"none"``.
       log_target: whether ``target`` is in log space.
-    Raises: ValueError for a shape mismatch or an unknown reduction.
+    Raises: ValueError for a shape mismatch or an unknown reduction; TypeError for integer inputs (as
+      PyTorch), a non-bool log_target; TypeError for a non-array input or a non-string reduction.
     PyTorch: ``torch.nn.functional.kl_div(log_input, target, reduction=..., log_target=...)``.
     """
     fn = "kl_div"
     _check_reduction(fn, reduction, _REDUCTIONS + ("batchmean",))
-    log_input, target = jnp.asarray(log_input), jnp.asarray(target)
+    log_input, target = _arrays(fn, log_input=log_input, target=target)
     _check_same_shape(fn, "log_input", log_input, "target", target)
+    log_target = check_bool(fn, "log_target", log_target)
+    for name, value in (("log_input", log_input), ("target", target)):
+        if not jnp.issubdtype(value.dtype, jnp.floating):  # PyTorch: "Integral inputs not supported"
+            raise TypeError(f"{fn}: {name} must be a floating array, got dtype {value.dtype}.")
+    log_input, target = _floating_pair(fn, "log_input", log_input, "target", target)
     if log_target:
         loss = jnp.exp(target) * (target - log_input)
     else:
@@ -341,14 +371,18 @@ def margin_ranking_loss(x1: jax.Array, x2: jax.Array, y: jax.Array, *, margin: f
     """``max(0, -y (x1 - x2) + margin)``: ``y = 1`` asks for ``x1 > x2 + margin``, ``y = -1`` for the opposite.
 
     Args: ``x1``, ``x2``, ``y`` (entries +1 or -1) of the same shape; ``margin``; ``reduction``.
-    Raises: ValueError for a shape mismatch or an unknown reduction.
+    Raises: ValueError for a shape mismatch or an unknown reduction; TypeError for integer x1 and x2, a
+      non-real margin; TypeError for a non-array input or a non-string reduction.
     PyTorch: ``torch.nn.functional.margin_ranking_loss`` (gradient 1 at the kink, like its ``clamp_min``).
     """
     fn = "margin_ranking_loss"
     _check_reduction(fn, reduction)
-    x1, x2, y = jnp.asarray(x1), jnp.asarray(x2), jnp.asarray(y)
+    x1, x2, y = _arrays(fn, x1=x1, x2=x2, y=y)
     _check_same_shape(fn, "x1", x1, "x2", x2)
     _check_same_shape(fn, "x1", x1, "y", y)
+    margin = check_real(fn, "margin", margin)
+    x1, x2 = _floating_pair(fn, "x1", x1, "x2", x2)
+    y = y.astype(x1.dtype)  # +-1 labels, often integers
     z = -y * (x1 - x2) + margin
     # where(z >= 0) rather than maximum: PyTorch's clamp_min passes the gradient at z == 0.
     return _reduce(jnp.where(z >= 0, z, 0.0), reduction)
@@ -373,16 +407,17 @@ def focal_loss(logits: jax.Array, labels: jax.Array, *, gamma: float = 2.0, alph
       alpha: None, a float, or per-class weights ``[K]``.
       reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     Raises: ValueError for labels of the wrong shape, alpha not ``[K]``, a negative gamma, an unknown
-      reduction; TypeError for non-integer labels.
+      reduction; TypeError for non-integer labels, a non-real gamma or alpha; TypeError for a non-array input or a non-string reduction.
     PyTorch: no built-in (torchvision has only the sigmoid form, ``sigmoid_focal_loss``).
     """
     fn = "focal_loss"
     _check_reduction(fn, reduction)
-    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    logits, labels = _arrays(fn, logits=logits, labels=labels)
     num_classes = _check_logits(fn, "logits", logits)
     _check_class_labels(fn, "logits", logits, labels)
-    if gamma < 0:
-        raise ValueError(f"{fn}: gamma must be >= 0, got {gamma}.")
+    gamma = check_real(fn, "gamma", gamma, minimum=0.0)
+    if alpha is not None and jnp.ndim(alpha) == 0:
+        alpha = check_real(fn, "alpha", alpha)
     if alpha is not None and jnp.ndim(alpha) != 0:
         alpha = _check_class_weights(fn, "alpha", alpha, num_classes, logits.dtype)
     log_pt = _gather_classes(jax.nn.log_softmax(logits, axis=-1), labels)
