@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxnets.checks import is_channels_last
+from jaxnets.checks import check_array, is_channels_last
 
 
 def flatten(x: jax.Array, *, layout: str = "NHWC") -> jax.Array:
@@ -19,11 +19,12 @@ def flatten(x: jax.Array, *, layout: str = "NHWC") -> jax.Array:
         input is returned unchanged.
       layout: where the channels are (only the channels-last/first distinction matters).
     Returns: ``[N, C * prod(spatial)]``.
-    Raises: ValueError for an input of rank < 2 or an unknown layout.
+    Raises: ValueError for an input of rank < 2 or an unknown layout; TypeError for a non-array `x` or a
+      non-string layout.
 
     PyTorch: ``torch.flatten(x, 1)`` / ``nn.Flatten()`` on the NCHW tensor.
     """
-    x = jnp.asarray(x)
+    x = jnp.asarray(check_array("flatten", "x", x))
     channels_last = is_channels_last("flatten", layout)
     if x.ndim < 2:
         raise ValueError(f"flatten: expected a batched input [N, ...] of rank >= 2, got shape {tuple(x.shape)}.")
