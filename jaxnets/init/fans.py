@@ -1,8 +1,8 @@
 """Fan computation and PyTorch's gain table: the two numbers every variance-scaling initializer needs.
 
 Kernel layouts (the family is named by `kernel_layout`; the rank of the shape picks the member):
-- channels-last, this library's default: ``"IO"`` (dense ``[in, out]``), ``"WIO"``, ``"HWIO"``, ``"DHWIO"``;
-- channels-first, PyTorch's: ``"OI"`` (``torch.nn.Linear.weight``), ``"OIW"``, ``"OIHW"``, ``"OIDHW"``.
+- channels-last, this library's default: `"IO"` (dense `[in, out]`), `"WIO"`, `"HWIO"`, `"DHWIO"`;
+- channels-first, PyTorch's: `"OI"` (`torch.nn.Linear.weight`), `"OIW"`, `"OIHW"`, `"OIDHW"`.
 So `kernel_layout="HWIO"` on a 2-D shape means `IO`, and `kernel_layout="OIHW"` on a 2-D shape means `OI`.
 The names and their check live in `jaxnets.checks` (`KERNELS_LAST`, `KERNELS_FIRST`, `kernel_is_channels_last`).
 """
@@ -36,14 +36,14 @@ def compute_fans(shape: Sequence[int], *, kernel_layout: str = "HWIO", layout: s
                  ) -> tuple[int, int]:
     """Fan-in and fan-out of a dense or convolution kernel.
 
-    ``fan_in = I * receptive_field`` and ``fan_out = O * receptive_field``, with ``receptive_field`` the
+    `fan_in = I * receptive_field` and `fan_out = O * receptive_field`, with `receptive_field` the
     product of the spatial sizes (1 for a dense kernel). For a grouped conv the kernel stores
-    ``I = C_in / groups`` input channels, so ``fan_in`` is per group while ``fan_out = C_out * receptive``:
+    `I = C_in / groups` input channels, so `fan_in` is per group while `fan_out = C_out * receptive`:
     exactly PyTorch's rule.
 
     Args:
-      shape: kernel shape of rank >= 2: ``[I, O]``, ``[*spatial, I, O]`` (`kernel_layout` in the ``HWIO``
-        family, the default) or ``[O, I]``, ``[O, I, *spatial]`` (``OIHW`` family, PyTorch's).
+      shape: kernel shape of rank >= 2: `[I, O]`, `[*spatial, I, O]` (`kernel_layout` in the `HWIO`
+        family, the default) or `[O, I]`, `[O, I, *spatial]` (`OIHW` family, PyTorch's).
       kernel_layout: any name of the family; the rank of `shape` picks the member.
       layout: deprecated name of `kernel_layout` (a DeprecationWarning; removed in the next release).
     Returns: `(fan_in, fan_out)` as Python ints.
@@ -68,12 +68,12 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     | selu                                     | 3/4                       |
 
     Args:
-      nonlinearity: one of the names above (PyTorch's ``nn.functional`` names).
-      param: the negative slope of ``leaky_relu`` (default 0.01); ignored by the others.
+      nonlinearity: one of the names above (PyTorch's `nn.functional` names).
+      param: the negative slope of `leaky_relu` (default 0.01); ignored by the others.
     Returns: the gain as a float.
     Raises: ValueError for an unknown nonlinearity or a non-finite slope; TypeError for a nonlinearity that
       is not a string or a leaky_relu slope that is not a real number.
-    PyTorch: ``torch.nn.init.calculate_gain``.
+    PyTorch: `torch.nn.init.calculate_gain`.
     """
     fn = "calculate_gain"
     check_choice(fn, "nonlinearity", nonlinearity, NONLINEARITIES)

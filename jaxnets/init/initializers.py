@@ -1,4 +1,4 @@
-"""Variance-scaling initializers: every named scheme is ``variance_scaling`` with a particular scale and mode.
+"""Variance-scaling initializers: every named scheme is `variance_scaling` with a particular scale and mode.
 
 A factory returns `init(key, shape, dtype=jnp.float32) -> array`, the signature of Flax's
 `kernel_init`. The fans come from `compute_fans(shape, kernel_layout=kernel_layout)`: pass
@@ -6,10 +6,10 @@ A factory returns `init(key, shape, dtype=jnp.float32) -> array`, the signature 
 covers dense `[in, out]` and channels-last conv kernels. The old keyword `layout=` still works for one
 release, with a DeprecationWarning. `key` must be a single PRNG key (`jax.random.key(seed)`).
 
-Distributions, all with mean 0 and exactly the variance ``scale / fan``:
-- ``"normal"``: an exact Gaussian (NOT Flax's default for ``variance_scaling``, which truncates);
-- ``"uniform"``: ``U(-b, b)`` with ``b = sqrt(3 * variance)``;
-- ``"truncated_normal"``: a normal cut at two of its standard deviations and rescaled so the variance is exact.
+Distributions, all with mean 0 and exactly the variance `scale / fan`:
+- `"normal"`: an exact Gaussian (NOT Flax's default for `variance_scaling`, which truncates);
+- `"uniform"`: `U(-b, b)` with `b = sqrt(3 * variance)`;
+- `"truncated_normal"`: a normal cut at two of its standard deviations and rescaled so the variance is exact.
 """
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ def _output_size(fn: str, what: str, dim: int, size: int, kernel: int, stride: i
                  pad_hi: int, dilation: int, ceil_mode: bool) -> int:
     """The output-size formula on validated ints; raises if the (dilated) window does not fit.
 
-    ``out = floor_or_ceil((size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) / stride) + 1``, and in ceil
-    mode ``out -= 1`` when ``(out - 1) * stride >= size + pad_lo`` (PyTorch's ``pooling_output_shape_pad_lr``:
+    `out = floor_or_ceil((size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) / stride) + 1`, and in ceil
+    mode `out -= 1` when `(out - 1) * stride >= size + pad_lo` (PyTorch's `pooling_output_shape_pad_lr`:
     the last window must start inside the input or the left padding).
     """
     extent = dilation * (kernel - 1) + 1
@@ -40,12 +40,12 @@ def _output_size(fn: str, what: str, dim: int, size: int, kernel: int, stride: i
 
 def _padding_pairs(fn: str, padding, sizes: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
                    dilation: Sequence[int]) -> tuple[tuple[int, int], ...]:
-    """Resolve ``padding`` into one ``(low, high)`` pair per spatial dimension.
+    """Resolve `padding` into one `(low, high)` pair per spatial dimension.
 
     Accepts an int (same on both sides of every dim), a per-dim tuple whose entries are ints or
-    ``(low, high)`` pairs, or ``"SAME"``/``"VALID"`` (any case). SAME gives ``ceil(size / stride)`` outputs
-    with total padding ``max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)``, the smaller half
-    on the low side (``lax.padtype_to_pads``; equals PyTorch's ``padding="same"`` where that exists, stride 1).
+    `(low, high)` pairs, or `"SAME"`/`"VALID"` (any case). SAME gives `ceil(size / stride)` outputs
+    with total padding `max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)`, the smaller half
+    on the low side (`lax.padtype_to_pads`; equals PyTorch's `padding="same"` where that exists, stride 1).
     """
     n = len(sizes)
     expected = (f"an int >= 0, a tuple of {n} ints or of {n} (low, high) pairs, or 'SAME'/'VALID'")
@@ -90,20 +90,20 @@ def _padding_pairs(fn: str, padding, sizes: Sequence[int], kernel: Sequence[int]
 def conv_output_size(size, kernel, *, stride=1, padding=0, dilation=1, ceil_mode: bool = False):
     """Output length of a convolution or pooling window along each spatial dimension.
 
-    ``out = floor((size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) / stride) + 1``; with
-    ``ceil_mode=True`` the division rounds up, then PyTorch's rule applies: if the last window would start
-    at or beyond ``size + pad_lo`` (inside the right padding), ``out -= 1``. This is the formula of
-    PyTorch's ``pooling_output_shape_pad_lr`` (aten ``Pool.h``) and of ``torch.nn.Conv2d``'s documentation.
+    `out = floor((size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) / stride) + 1`; with
+    `ceil_mode=True` the division rounds up, then PyTorch's rule applies: if the last window would start
+    at or beyond `size + pad_lo` (inside the right padding), `out -= 1`. This is the formula of
+    PyTorch's `pooling_output_shape_pad_lr` (aten `Pool.h`) and of `torch.nn.Conv2d`'s documentation.
 
     Args:
       size: input length, an int, or a tuple of ints (one per spatial dim).
-      kernel: kernel/window length, an int >= 1 or a tuple like ``size``.
-      stride: int >= 1 or tuple like ``size``.
-      padding: for an int ``size``: an int (both sides), a ``(low, high)`` pair, or ``"SAME"``/``"VALID"``;
-        for a tuple ``size``: an int, a per-dim tuple of ints or of ``(low, high)`` pairs, or ``"SAME"``/``"VALID"``.
-      dilation: int >= 1 or tuple like ``size``.
+      kernel: kernel/window length, an int >= 1 or a tuple like `size`.
+      stride: int >= 1 or tuple like `size`.
+      padding: for an int `size`: an int (both sides), a `(low, high)` pair, or `"SAME"`/`"VALID"`;
+        for a tuple `size`: an int, a per-dim tuple of ints or of `(low, high)` pairs, or `"SAME"`/`"VALID"`.
+      dilation: int >= 1 or tuple like `size`.
       ceil_mode: round up instead of down (pooling only in PyTorch).
-    Returns: an int for an int ``size``, else a tuple of ints.
+    Returns: an int for an int `size`, else a tuple of ints.
     Raises:
       ValueError: if the dilated kernel is larger than the padded input, or for a bad argument.
       TypeError: for arguments that are not ints/tuples.
@@ -126,39 +126,39 @@ def conv_output_size(size, kernel, *, stride=1, padding=0, dilation=1, ceil_mode
 
 def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stride=1, padding: Padding = 0,
          dilation=1, groups: int = 1, layout: str = "NHWC") -> jax.Array:
-    """N-D convolution (cross-correlation, as in every deep-learning library); 1D/2D/3D from ``x.ndim``.
+    """N-D convolution (cross-correlation, as in every deep-learning library); 1D/2D/3D from `x.ndim`.
 
-    ``y[n, o, p] = bias[o] + sum_{c in group(o), k} x_padded[n, c, p * stride + k * dilation] * w[o, c, k]``,
-    where the input channels are split into ``groups`` equal groups, each seen by ``C_out / groups`` outputs.
-    Output length per spatial dim: ``conv_output_size(size, kernel, stride=, padding=, dilation=)``.
+    `y[n, o, p] = bias[o] + sum_{c in group(o), k} x_padded[n, c, p * stride + k * dilation] * w[o, c, k]`,
+    where the input channels are split into `groups` equal groups, each seen by `C_out / groups` outputs.
+    Output length per spatial dim: `conv_output_size(size, kernel, stride=, padding=, dilation=)`.
 
     Args:
-      x: ``[N, *spatial, C_in]`` (channels-last, default) or ``[N, C_in, *spatial]`` (``layout="NCHW"`` etc.).
-      kernel: channels-last ``[*spatial_k, C_in / groups, C_out]`` (``WIO``/``HWIO``/``DHWIO``); channels-first
-        ``[C_out, C_in / groups, *spatial_k]`` (``OIW``/``OIHW``/``OIDHW``: exactly a PyTorch conv weight).
-      bias: ``[C_out]`` or None.
+      x: `[N, *spatial, C_in]` (channels-last, default) or `[N, C_in, *spatial]` (`layout="NCHW"` etc.).
+      kernel: channels-last `[*spatial_k, C_in / groups, C_out]` (`WIO`/`HWIO`/`DHWIO`); channels-first
+        `[C_out, C_in / groups, *spatial_k]` (`OIW`/`OIHW`/`OIDHW`: exactly a PyTorch conv weight).
+      bias: `[C_out]` or None.
       stride: int >= 1 or one per spatial dim.
-      padding: an int (both sides of every dim), a per-dim tuple of ints or of ``(low, high)`` pairs, or
-        ``"SAME"`` (output ``ceil(size / stride)``, the odd extra pixel on the high side) / ``"VALID"`` (none).
+      padding: an int (both sides of every dim), a per-dim tuple of ints or of `(low, high)` pairs, or
+        `"SAME"` (output `ceil(size / stride)`, the odd extra pixel on the high side) / `"VALID"` (none).
         Zero padding; negative padding is rejected.
       dilation: int >= 1 or one per spatial dim (spacing of the kernel taps).
-      groups: int >= 1 dividing ``C_in`` and ``C_out``; ``groups == C_in`` is a depthwise conv.
-      layout: ``"NWC"/"NHWC"/"NDHWC"`` or ``"NCW"/"NCHW"/"NCDHW"``; only where the channels are matters.
-    Returns: ``[N, *out_spatial, C_out]`` or ``[N, C_out, *out_spatial]``, the layout of ``x``, in the promoted
-      dtype of ``x`` and ``kernel``. Precision follows ``jax_default_matmul_precision`` (on GPUs the default may
-      use TF32; set it to ``"highest"`` for float32 parity with PyTorch's CPU results). Where an input spatial
+      groups: int >= 1 dividing `C_in` and `C_out`; `groups == C_in` is a depthwise conv.
+      layout: `"NWC"/"NHWC"/"NDHWC"` or `"NCW"/"NCHW"/"NCDHW"`; only where the channels are matters.
+    Returns: `[N, *out_spatial, C_out]` or `[N, C_out, *out_spatial]`, the layout of `x`, in the promoted
+      dtype of `x` and `kernel`. Precision follows `jax_default_matmul_precision` (on GPUs the default may
+      use TF32; set it to `"highest"` for float32 parity with PyTorch's CPU results). Where an input spatial
       size is smaller than the (dilated) kernel (e.g. a 2x2 map, 3x3 kernel, padding 1) the padding is
       materialised and the conv and its data gradient run with padding 0: the same numbers, avoiding a slow
       path of XLA's CPU convolution on such inputs (measured in benchmarks/README.md).
     Raises:
-      ValueError: wrong rank of ``x``, kernel rank different from ``x``, channel mismatch between ``x`` and
-        ``kernel``, ``groups`` not dividing ``C_in`` or ``C_out``, (dilated) kernel larger than the padded input,
-        bias not ``[C_out]``, unknown layout, bad padding/stride/dilation.
+      ValueError: wrong rank of `x`, kernel rank different from `x`, channel mismatch between `x` and
+        `kernel`, `groups` not dividing `C_in` or `C_out`, (dilated) kernel larger than the padded input,
+        bias not `[C_out]`, unknown layout, bad padding/stride/dilation.
       TypeError: `x`, `kernel` or `bias` not an array; non-int `groups`/`stride`/`dilation` or a padding of
         the wrong type; a layout that is not a string.
 
-    PyTorch: ``torch.nn.functional.conv1d/conv2d/conv3d`` (with ``layout="NCHW"`` and the same weight);
-    asymmetric padding corresponds to ``F.pad`` followed by the conv.
+    PyTorch: `torch.nn.functional.conv1d/conv2d/conv3d` (with `layout="NCHW"` and the same weight);
+    asymmetric padding corresponds to `F.pad` followed by the conv.
     """
     fn = "conv"
     x, kernel = jnp.asarray(check_array(fn, "x", x)), jnp.asarray(check_array(fn, "kernel", kernel))
@@ -296,17 +296,17 @@ _conv_explicit_padding.defvjp(_conv_explicit_padding_fwd, _conv_explicit_padding
 
 
 def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
-    """Dense layer ``y = x @ kernel + bias``.
+    """Dense layer `y = x @ kernel + bias`.
 
     Args:
-      x: ``[..., in]``.
-      kernel: ``[in, out]`` (the transpose of a PyTorch ``nn.Linear`` weight, which is ``[out, in]``).
-      bias: ``[out]`` or None.
-    Returns: ``[..., out]``. Precision follows ``jax_default_matmul_precision``.
+      x: `[..., in]`.
+      kernel: `[in, out]` (the transpose of a PyTorch `nn.Linear` weight, which is `[out, in]`).
+      bias: `[out]` or None.
+    Returns: `[..., out]`. Precision follows `jax_default_matmul_precision`.
     Raises: ValueError if `kernel` is not 2-D, `x` is a scalar, `x.shape[-1] != in` or bias is not `[out]`;
       TypeError if `x`, `kernel` or `bias` is not an array.
 
-    PyTorch: ``torch.nn.functional.linear(x, kernel.T, bias)``.
+    PyTorch: `torch.nn.functional.linear(x, kernel.T, bias)`.
     """
     fn = "linear"
     x, kernel = jnp.asarray(check_array(fn, "x", x)), jnp.asarray(check_array(fn, "kernel", kernel))

@@ -10,19 +10,19 @@ from jaxnets.checks import check_array, check_int
 def accuracy(logits: jax.Array, labels: jax.Array, *, k: int = 1) -> jax.Array:
     """Top-k accuracy: the fraction of samples whose label is among the k largest logits.
 
-    Ties: the top k are those returned by ``jax.lax.top_k``, which among equal logits takes the lower
+    Ties: the top k are those returned by `jax.lax.top_k`, which among equal logits takes the lower
     class index first; a sample counts as correct iff its label is among those k indices. So with
-    logits ``[1, 2, 2]`` and ``k=1`` only label 1 is correct (as ``argmax`` would say).
+    logits `[1, 2, 2]` and `k=1` only label 1 is correct (as `argmax` would say).
 
     Args:
-      logits: ``[N, K]`` or ``[N, ..., K]`` (class axis LAST); any monotone score (probabilities work too).
-      labels: integer class indices of shape ``logits.shape[:-1]``; labels outside [0, K) are never correct.
+      logits: `[N, K]` or `[N, ..., K]` (class axis LAST); any monotone score (probabilities work too).
+      labels: integer class indices of shape `logits.shape[:-1]`; labels outside [0, K) are never correct.
       k: 1 <= k <= K.
-    Returns: a float32 scalar in [0, 1], the mean over all samples (and positions, for ``[N, ..., K]``).
+    Returns: a float32 scalar in [0, 1], the mean over all samples (and positions, for `[N, ..., K]`).
     Raises: ValueError for k outside [1, K] or labels of the wrong shape; TypeError for a non-int k or
       non-integer labels
       or a non-array input.
-    PyTorch: ``(logits.topk(k, dim=1).indices == labels[:, None]).any(1).float().mean()``.
+    PyTorch: `(logits.topk(k, dim=1).indices == labels[:, None]).any(1).float().mean()`.
     """
     fn = "accuracy"
     logits, labels = jnp.asarray(check_array(fn, "logits", logits)), jnp.asarray(check_array(fn, "labels", labels))

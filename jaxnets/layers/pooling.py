@@ -70,25 +70,25 @@ def _accumulation_dtype(fn: str, dtype):
 
 def max_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = False,
              layout: str = "NHWC") -> jax.Array:
-    """Max over sliding windows of each channel; 1D/2D/3D from ``x.ndim``.
+    """Max over sliding windows of each channel; 1D/2D/3D from `x.ndim`.
 
-    ``y[n, c, o] = max_{k < window} x_padded[n, c, o * stride + k]``, padding with ``-inf`` (never selected).
-    Output size per spatial dim: ``conv_output_size(size, window, stride=, padding=, ceil_mode=)``.
+    `y[n, c, o] = max_{k < window} x_padded[n, c, o * stride + k]`, padding with `-inf` (never selected).
+    Output size per spatial dim: `conv_output_size(size, window, stride=, padding=, ceil_mode=)`.
 
     Args:
-      x: ``[N, *spatial, C]`` (default) or ``[N, C, *spatial]`` with ``layout="NCHW"`` etc.
+      x: `[N, *spatial, C]` (default) or `[N, C, *spatial]` with `layout="NCHW"` etc.
       window: int >= 1 or one per spatial dim.
-      stride: int >= 1 or one per spatial dim; None (default) means ``window``.
-      padding: int >= 0 or one per spatial dim, on both sides, at most ``window // 2`` (PyTorch's rule).
+      stride: int >= 1 or one per spatial dim; None (default) means `window`.
+      padding: int >= 0 or one per spatial dim, on both sides, at most `window // 2` (PyTorch's rule).
       ceil_mode: round the output size up, PyTorch's rule: the last window must start inside the input or
         the left padding (e.g. 32 with window 3, stride 2 gives 16 instead of 15).
-      layout: ``"NWC"/"NHWC"/"NDHWC"`` or ``"NCW"/"NCHW"/"NCDHW"``.
-    Returns: ``[N, *out, C]`` or ``[N, C, *out]``, dtype of ``x``.
+      layout: `"NWC"/"NHWC"/"NDHWC"` or `"NCW"/"NCHW"/"NCDHW"`.
+    Returns: `[N, *out, C]` or `[N, C, *out]`, dtype of `x`.
     Raises: ValueError for a wrong rank, unknown layout, window larger than the padded input, padding larger
       than half the window, non-positive window/stride; TypeError for a non-array `x`, non-int window/stride/padding (a bool
       included), a non-bool ceil_mode or a non-string layout.
 
-    PyTorch: ``torch.nn.functional.max_pool1d/2d/3d`` (``dilation=1``).
+    PyTorch: `torch.nn.functional.max_pool1d/2d/3d` (`dilation=1`).
     """
     x = jnp.asarray(check_array("max_pool", "x", x))
     w = _windows("max_pool", x, window, stride, padding, ceil_mode, layout)
@@ -102,8 +102,8 @@ def max_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = 
 
 
 def _avg_divisor(w: _Windows, count_include_pad: bool) -> np.ndarray:
-    """Per-output divisor, PyTorch's ``avg_pool`` kernels: the window clipped to input + explicit padding
-    (``count_include_pad=True``) or to the input alone (``False``). Static, so computed with numpy."""
+    """Per-output divisor, PyTorch's `avg_pool` kernels: the window clipped to input + explicit padding
+    (`count_include_pad=True`) or to the input alone (`False`). Static, so computed with numpy."""
     per_dim = []
     for o, s, k, p, size in zip(w.outs, w.stride, w.window, w.padding, w.sizes):
         start = np.arange(o) * s - p
@@ -119,23 +119,23 @@ def _avg_divisor(w: _Windows, count_include_pad: bool) -> np.ndarray:
 
 def avg_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = False,
              count_include_pad: bool = True, layout: str = "NHWC") -> jax.Array:
-    """Mean over sliding windows of each channel; 1D/2D/3D from ``x.ndim``.
+    """Mean over sliding windows of each channel; 1D/2D/3D from `x.ndim`.
 
-    ``y[n, c, o] = sum_{k < window} x_padded[n, c, o * stride + k] / divisor[o]``, zero padding, where
-    ``divisor`` follows PyTorch exactly: with ``count_include_pad=True`` the window size clipped to the input
+    `y[n, c, o] = sum_{k < window} x_padded[n, c, o * stride + k] / divisor[o]`, zero padding, where
+    `divisor` follows PyTorch exactly: with `count_include_pad=True` the window size clipped to the input
     plus explicit padding (so ceil-mode windows hanging over the right edge divide by their part inside
-    input + padding), with ``count_include_pad=False`` the number of real input elements in the window.
-    Output size per spatial dim: ``conv_output_size(size, window, stride=, padding=, ceil_mode=)``.
+    input + padding), with `count_include_pad=False` the number of real input elements in the window.
+    Output size per spatial dim: `conv_output_size(size, window, stride=, padding=, ceil_mode=)`.
 
     Args:
-      x: floating ``[N, *spatial, C]`` (default) or ``[N, C, *spatial]`` with ``layout="NCHW"`` etc.
-      window, stride, padding, ceil_mode, layout: as in ``max_pool``.
+      x: floating `[N, *spatial, C]` (default) or `[N, C, *spatial]` with `layout="NCHW"` etc.
+      window, stride, padding, ceil_mode, layout: as in `max_pool`.
       count_include_pad: whether explicit padding counts in the divisor (PyTorch's default True).
-    Returns: ``[N, *out, C]`` or ``[N, C, *out]``, dtype of ``x`` (half precision is summed in float32).
-    Raises: as ``max_pool``; TypeError for a non-floating input.
+    Returns: `[N, *out, C]` or `[N, C, *out]`, dtype of `x` (half precision is summed in float32).
+    Raises: as `max_pool`; TypeError for a non-floating input.
 
-    PyTorch: ``torch.nn.functional.avg_pool1d/2d/3d`` (``divisor_override=None``). One difference: PyTorch's
-    ``avg_pool3d`` (unlike its 1d/2d and ``max_pool3d``) refuses an input smaller than the window even when the
+    PyTorch: `torch.nn.functional.avg_pool1d/2d/3d` (`divisor_override=None`). One difference: PyTorch's
+    `avg_pool3d` (unlike its 1d/2d and `max_pool3d`) refuses an input smaller than the window even when the
     padding makes it fit; here that case follows the 1d/2d semantics.
     """
     x = jnp.asarray(check_array("avg_pool", "x", x))
@@ -150,14 +150,14 @@ def global_avg_pool(x: jax.Array, *, layout: str = "NHWC", keepdims: bool = Fals
     """Mean over all spatial positions of each channel.
 
     Args:
-      x: ``[N, *spatial, C]`` (default) or ``[N, C, *spatial]`` with ``layout="NCHW"`` etc.; 1-3 spatial dims.
+      x: `[N, *spatial, C]` (default) or `[N, C, *spatial]` with `layout="NCHW"` etc.; 1-3 spatial dims.
       layout: where the channels are.
-      keepdims: keep the spatial axes with size 1 (``[N, 1, 1, C]``) instead of returning ``[N, C]``.
-    Returns: ``[N, C]`` or, with ``keepdims``, the rank of ``x`` with spatial sizes 1.
+      keepdims: keep the spatial axes with size 1 (`[N, 1, 1, C]`) instead of returning `[N, C]`.
+    Returns: `[N, C]` or, with `keepdims`, the rank of `x` with spatial sizes 1.
     Raises: ValueError for a wrong rank or unknown layout; TypeError for a non-array `x`, a non-string
       layout or a non-bool keepdims.
 
-    PyTorch: ``x.mean(dim=(2, 3))`` or ``F.adaptive_avg_pool2d(x, 1)`` (``keepdims=True``, ``layout="NCHW"``).
+    PyTorch: `x.mean(dim=(2, 3))` or `F.adaptive_avg_pool2d(x, 1)` (`keepdims=True`, `layout="NCHW"`).
     """
     fn = "global_avg_pool"
     x = jnp.asarray(check_array(fn, "x", x))
@@ -167,7 +167,7 @@ def global_avg_pool(x: jax.Array, *, layout: str = "NHWC", keepdims: bool = Fals
 
 
 def _adaptive_bins(size: int, out: int) -> np.ndarray:
-    """0/1 matrix ``[out, size]``: bin i covers ``[floor(i * size / out), ceil((i + 1) * size / out))``."""
+    """0/1 matrix `[out, size]`: bin i covers `[floor(i * size / out), ceil((i + 1) * size / out))`."""
     i = np.arange(out)
     start = (i * size) // out
     end = -((-(i + 1) * size) // out)
@@ -178,19 +178,19 @@ def _adaptive_bins(size: int, out: int) -> np.ndarray:
 def adaptive_avg_pool(x: jax.Array, output_size, *, layout: str = "NHWC") -> jax.Array:
     """Average pooling to a fixed output size, with PyTorch's (possibly overlapping, unequal) bins.
 
-    Along each spatial dim of size ``L`` with ``O`` outputs, output ``i`` averages input positions
-    ``floor(i * L / O) <= j < ceil((i + 1) * L / O)``; with ``L % O == 0`` this is ``avg_pool`` with window
-    and stride ``L / O``. ``O`` may exceed ``L`` (bins then repeat inputs).
+    Along each spatial dim of size `L` with `O` outputs, output `i` averages input positions
+    `floor(i * L / O) <= j < ceil((i + 1) * L / O)`; with `L % O == 0` this is `avg_pool` with window
+    and stride `L / O`. `O` may exceed `L` (bins then repeat inputs).
 
     Args:
-      x: floating ``[N, *spatial, C]`` (default) or ``[N, C, *spatial]`` with ``layout="NCHW"`` etc.
+      x: floating `[N, *spatial, C]` (default) or `[N, C, *spatial]` with `layout="NCHW"` etc.
       output_size: int >= 1 or one per spatial dim; a None entry keeps that dim's input size.
       layout: where the channels are.
-    Returns: ``[N, *output_size, C]`` or ``[N, C, *output_size]``, dtype of ``x``.
+    Returns: `[N, *output_size, C]` or `[N, C, *output_size]`, dtype of `x`.
     Raises: ValueError for a wrong rank, unknown layout or output size < 1; TypeError for a non-int size
       (a bool included), a non-array or non-floating `x` or a non-string layout.
 
-    PyTorch: ``torch.nn.functional.adaptive_avg_pool1d/2d/3d``.
+    PyTorch: `torch.nn.functional.adaptive_avg_pool1d/2d/3d`.
     """
     fn = "adaptive_avg_pool"
     x = jnp.asarray(check_array(fn, "x", x))
