@@ -437,3 +437,29 @@ def test_small_input_path_keeps_low_precision_dtype(rng):
     k = jnp.asarray(rng.standard_normal((3, 3, 4, 4)), jnp.bfloat16)
     dx, dk = jax.grad(lambda x, k: jnp.sum(conv(x, k, padding=1).astype(jnp.float32)), argnums=(0, 1))(x, k)
     assert conv(x, k, padding=1).dtype == dx.dtype == dk.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("bad", ["abc", None, {"x": 1}], ids=["str", "None", "dict"])
+def test_conv_and_linear_reject_non_array_inputs(bad):
+    with pytest.raises(TypeError, match="conv: x must be an array"):
+        conv(bad, K)
+    with pytest.raises(TypeError, match="conv: kernel must be an array"):
+        conv(X, bad)
+    with pytest.raises(TypeError, match="linear: x must be an array"):
+        linear(bad, np.ones((4, 3), np.float32))
+    with pytest.raises(TypeError, match="linear: kernel must be an array"):
+        linear(np.ones((2, 4), np.float32), bad)
+    if bad is not None:  # None is "no bias"
+        with pytest.raises(TypeError, match="linear: bias must be an array"):
+            linear(np.ones((2, 4), np.float32), np.ones((4, 3), np.float32), bad)
+
+
+@pytest.mark.parametrize("bad", [1, True, ("N", "H")])
+def test_conv_non_string_layout_raises_type_error(bad):
+    with pytest.raises(TypeError, match="conv: layout must be a string"):
+        conv(X, K, layout=bad)
+
+
+def test_conv_padding_entry_of_the_wrong_type_raises_type_error():
+    with pytest.raises(TypeError, match=r"conv: padding must be .*entry 1.5 .* is neither an int nor"):
+        conv(X, K, padding=(1.5, 1))
