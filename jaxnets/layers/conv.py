@@ -17,6 +17,13 @@ from jaxnets.checks import as_tuple, check_array, check_bool, check_int, is_int,
 Padding = int | str | Sequence[int] | Sequence[tuple[int, int]]
 
 
+def _promoted_dtype(x: jax.Array, kernel: jax.Array):
+    # Mixed dtypes (bfloat16 activations, float32 weights) compute in JAX's standard promotion of the two,
+    # asked for explicitly so that it also holds under jax_numpy_dtype_promotion="strict".
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.result_type(x, kernel)
+
+
 def _output_size(fn: str, what: str, dim: int, size: int, kernel: int, stride: int, pad_lo: int,
                  pad_hi: int, dilation: int, ceil_mode: bool) -> int:
     """The output-size formula on validated ints; raises if the (dilated) window does not fit.
@@ -197,7 +204,7 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
         bias = jnp.asarray(check_array(fn, "bias", bias))
         if bias.shape != (c_out,):
             raise ValueError(f"conv: bias must have shape ({c_out},) (= C_out), got {tuple(bias.shape)}.")
-    dtype = jnp.result_type(x, kernel)
+    dtype = _promoted_dtype(x, kernel)
     spec = lay.name
     kspec = spec[1:-1] + "IO" if lay.channels_last else "OI" + spec[2:]
     x, kernel = x.astype(dtype), kernel.astype(dtype)
@@ -302,7 +309,8 @@ def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> ja
       x: `[..., in]`.
       kernel: `[in, out]` (the transpose of a PyTorch `nn.Linear` weight, which is `[out, in]`).
       bias: `[out]` or None.
-    Returns: `[..., out]`. Precision follows `jax_default_matmul_precision`.
+    Returns: `[..., out]` in the promoted dtype of `x` and `kernel` (JAX's standard promotion, also under
+      strict dtype promotion). Precision follows `jax_default_matmul_precision`.
     Raises: ValueError if `kernel` is not 2-D, `x` is a scalar, `x.shape[-1] != in` or bias is not `[out]`;
       TypeError if `x`, `kernel` or `bias` is not an array.
 
@@ -315,7 +323,8 @@ def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> ja
     if x.ndim < 1 or x.shape[-1] != kernel.shape[0]:
         raise ValueError(f"linear: x must have shape [..., {kernel.shape[0]}] to match kernel [in, out] = "
                          f"{tuple(kernel.shape)}, got {tuple(x.shape)}. (A PyTorch weight is [out, in]: pass its .T)")
-    y = jnp.matmul(x, kernel)
+    dtype = _promoted_dtype(x, kernel)
+    y = jnp.matmul(x.astype(dtype), kernel.astype(dtype))
     if bias is not None:
         bias = jnp.asarray(check_array(fn, "bias", bias))
         if bias.shape != (kernel.shape[1],):

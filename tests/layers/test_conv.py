@@ -463,3 +463,10 @@ def test_conv_non_string_layout_raises_type_error(bad):
 def test_conv_padding_entry_of_the_wrong_type_raises_type_error():
     with pytest.raises(TypeError, match=r"conv: padding must be .*entry 1.5 .* is neither an int nor"):
         conv(X, K, padding=(1.5, 1))
+
+
+def test_linear_mixed_dtypes_promote_under_strict_promotion():
+    assert jax.config.jax_numpy_dtype_promotion == "strict"
+    y = linear(jnp.ones((2, 5), jnp.bfloat16), jnp.ones((5, 3), jnp.float32), jnp.ones(3, jnp.bfloat16))
+    assert y.dtype == jnp.float32
+    np.testing.assert_array_equal(y, np.full((2, 3), 6.0, np.float32))
