@@ -329,3 +329,30 @@ def check_real_or_array(fn: str, name: str, value, *, minimum: float | None = No
         raise ValueError(f"{fn}: {name} must be a finite real number{bounds} (every element of the array), "
                          f"got {v.tolist()}.")
     return value
+
+
+# Shapes and deprecated argument names
+# ------------------------------------------------------------------------------------------------
+def check_shape(fn: str, shape, *, name: str = "shape") -> tuple[int, ...]:
+    """``shape`` as a tuple of non-negative Python ints (an int means a 1-D shape): TypeError for a value
+    that is not an int or a sequence of ints (bools included), ValueError for a negative size."""
+    from collections.abc import Sequence as _Sequence
+
+    dims = (shape,) if is_int(shape) else shape
+    if not isinstance(dims, _Sequence) or isinstance(dims, str) or not all(is_int(d) for d in dims):
+        raise TypeError(f"{fn}: {name} must be a tuple of non-negative ints, got {type(shape).__name__} {shape!r}.")
+    if any(d < 0 for d in dims):
+        raise ValueError(f"{fn}: {name} must be a tuple of non-negative ints, got {tuple(dims)!r}.")
+    return tuple(int(d) for d in dims)
+
+
+def renamed_keyword(fn: str, old_name: str, old_value, new_name: str, new_value):
+    """Resolve a keyword renamed from ``old_name`` to ``new_name``: ``old_value`` (None when not passed)
+    still works for one release, with a ``DeprecationWarning`` naming the new keyword, and wins."""
+    import warnings
+
+    if old_value is None:
+        return new_value
+    warnings.warn(f"{fn}: the keyword {old_name}= is deprecated and will be removed in the next release; "
+                  f"pass {new_name}={old_value!r} instead.", DeprecationWarning, stacklevel=3)
+    return old_value

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets.checks import is_int
 from jaxnets.nn.reshape import Flatten
 from jaxnets.nn.sequential import accepts_train
 
@@ -145,18 +146,22 @@ def summary(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1
         depend on it).
       print_table: also print the table.
     Returns: a `Summary` (see the module docstring for the accounting conventions).
-    Raises: ValueError for a bad `input_shape` or `batch_size`.
+    Raises: TypeError for an `input_shape` that is not a sequence of ints or a non-int `batch_size` (a bool
+      included); ValueError for a size or a `batch_size` < 1.
 
     PyTorch: what `torchinfo.summary` / `ptflops` report, with the notes' memory conventions.
     """
     fn = "summary"
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size):
+        raise TypeError(f"{fn}: batch_size must be a positive int, got {type(batch_size).__name__} {batch_size!r}.")
+    if batch_size < 1:
         raise ValueError(f"{fn}: batch_size must be a positive int, got {batch_size!r}.")
-    if isinstance(input_shape, int) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
-                                               for d in input_shape):
-        raise ValueError(f"{fn}: input_shape must be a sequence of positive ints (one example, no batch axis), "
-                         f"got {input_shape!r}.")
-    input_shape = tuple(input_shape)
+    expected = "a sequence of positive ints (one example, no batch axis)"
+    if not isinstance(input_shape, Sequence) or isinstance(input_shape, str) or not all(map(is_int, input_shape)):
+        raise TypeError(f"{fn}: input_shape must be {expected}, got {type(input_shape).__name__} {input_shape!r}.")
+    if not all(d > 0 for d in input_shape):
+        raise ValueError(f"{fn}: input_shape must be {expected}, got {input_shape!r}.")
+    input_shape = tuple(int(d) for d in input_shape)
     calls: list[tuple[tuple[str, ...], nn.Module, tuple[jax.ShapeDtypeStruct, ...]]] = []
 
     def record(next_fun, args, kwargs, context):

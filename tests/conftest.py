@@ -4,6 +4,9 @@ import pytest
 import torch
 
 jax.config.update("jax_default_matmul_precision", "highest")
+# Strict dtype promotion for the whole suite: an implicit promotion (bfloat16 + float32, int + float) is an
+# error, so "at least float32" must be written with checks.at_least_float32, never left to jnp's rules.
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 # Parity tests use tiny tensors: one thread per pytest worker is faster than oversubscribing the cores.
 torch.set_num_threads(1)
 
@@ -16,3 +19,12 @@ def key():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def x64():
+    """Enable float64 for one test, restoring the previous setting afterwards."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)

@@ -1,7 +1,7 @@
 """Convolution, the shared output-size formula, and the dense (linear) layer.
 
-``conv_output_size`` is THE output-size formula of this package: ``conv`` uses it to check its
-arguments and ``pooling`` imports it for ``max_pool``/``avg_pool`` (including PyTorch's ceil-mode rule).
+`conv_output_size` is THE output-size formula of this package: `conv` uses it to check its arguments and
+`pooling` calls it for `max_pool`/`avg_pool` (including PyTorch's ceil-mode rule).
 """
 from __future__ import annotations
 
@@ -12,21 +12,24 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxnets.checks import as_tuple, spatial_layout
+from jaxnets.checks import as_tuple, check_array, check_bool, check_int, is_int, spatial_layout
 
 Padding = int | str | Sequence[int] | Sequence[tuple[int, int]]
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _promoted_dtype(x: jax.Array, kernel: jax.Array):
+    # Mixed dtypes (bfloat16 activations, float32 weights) compute in JAX's standard promotion of the two,
+    # asked for explicitly so that it also holds under jax_numpy_dtype_promotion="strict".
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.result_type(x, kernel)
 
 
 def _output_size(fn: str, what: str, dim: int, size: int, kernel: int, stride: int, pad_lo: int,
                  pad_hi: int, dilation: int, ceil_mode: bool) -> int:
     """The output-size formula on validated ints; raises if the (dilated) window does not fit.
 
-    ``out = floor_or_ceil((size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) / stride) + 1``, and in ceil
-    mode ``out -= 1`` when ``(out - 1) * stride >= size + pad_lo`` (PyTorch's ``pooling_output_shape_pad_lr``:
+    `out = floor_or_ceil((size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) / stride) + 1`, and in ceil
+    mode `out -= 1` when `(out - 1) * stride >= size + pad_lo` (PyTorch's `pooling_output_shape_pad_lr`:
     the last window must start inside the input or the left padding).
     """
     extent = dilation * (kernel - 1) + 1
@@ -44,12 +47,12 @@ def _output_size(fn: str, what: str, dim: int, size: int, kernel: int, stride: i
 
 def _padding_pairs(fn: str, padding, sizes: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
                    dilation: Sequence[int]) -> tuple[tuple[int, int], ...]:
-    """Resolve ``padding`` into one ``(low, high)`` pair per spatial dimension.
+    """Resolve `padding` into one `(low, high)` pair per spatial dimension.
 
     Accepts an int (same on both sides of every dim), a per-dim tuple whose entries are ints or
-    ``(low, high)`` pairs, or ``"SAME"``/``"VALID"`` (any case). SAME gives ``ceil(size / stride)`` outputs
-    with total padding ``max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)``, the smaller half
-    on the low side (``lax.padtype_to_pads``; equals PyTorch's ``padding="same"`` where that exists, stride 1).
+    `(low, high)` pairs, or `"SAME"`/`"VALID"` (any case). SAME gives `ceil(size / stride)` outputs
+    with total padding `max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)`, the smaller half
+    on the low side (`lax.padtype_to_pads`; equals PyTorch's `padding="same"` where that exists, stride 1).
     """
     n = len(sizes)
     expected = (f"an int >= 0, a tuple of {n} ints or of {n} (low, high) pairs, or 'SAME'/'VALID'")
@@ -65,7 +68,7 @@ def _padding_pairs(fn: str, padding, sizes: Sequence[int], kernel: Sequence[int]
                 pairs.append((total // 2, total - total // 2))
             return tuple(pairs)
         raise ValueError(f"{fn}: padding must be {expected}, got {padding!r}.")
-    if _is_int(padding):
+    if is_int(padding):
         pairs = ((padding, padding),) * n
     elif isinstance(padding, Sequence):
         if len(padding) != n:
@@ -73,13 +76,16 @@ def _padding_pairs(fn: str, padding, sizes: Sequence[int], kernel: Sequence[int]
                              f"of length {len(padding)}.")
         pairs = []
         for p in padding:
-            if _is_int(p):
+            if is_int(p):
                 pairs.append((p, p))
-            elif isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2 and all(map(_is_int, p)):
+            elif isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2 and all(map(is_int, p)):
                 pairs.append((p[0], p[1]))
-            else:
+            elif isinstance(p, Sequence) and not isinstance(p, str) and all(map(is_int, p)):
                 raise ValueError(f"{fn}: padding must be {expected}; entry {p!r} of {padding!r} is neither an "
                                  f"int nor a (low, high) pair of ints.")
+            else:
+                raise TypeError(f"{fn}: padding must be {expected}; entry {p!r} of {padding!r} is neither an "
+                                f"int nor a (low, high) pair of ints.")
         pairs = tuple(pairs)
     else:
         raise TypeError(f"{fn}: padding must be {expected}, got {type(padding).__name__} {padding!r}.")
@@ -91,33 +97,32 @@ def _padding_pairs(fn: str, padding, sizes: Sequence[int], kernel: Sequence[int]
 def conv_output_size(size, kernel, *, stride=1, padding=0, dilation=1, ceil_mode: bool = False):
     """Output length of a convolution or pooling window along each spatial dimension.
 
-    ``out = floor((size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) / stride) + 1``; with
-    ``ceil_mode=True`` the division rounds up, then PyTorch's rule applies: if the last window would start
-    at or beyond ``size + pad_lo`` (inside the right padding), ``out -= 1``. This is the formula of
-    PyTorch's ``pooling_output_shape_pad_lr`` (aten ``Pool.h``) and of ``torch.nn.Conv2d``'s documentation.
+    `out = floor((size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) / stride) + 1`; with
+    `ceil_mode=True` the division rounds up, then PyTorch's rule applies: if the last window would start
+    at or beyond `size + pad_lo` (inside the right padding), `out -= 1`. This is the formula of
+    PyTorch's `pooling_output_shape_pad_lr` (aten `Pool.h`) and of `torch.nn.Conv2d`'s documentation.
 
     Args:
       size: input length, an int, or a tuple of ints (one per spatial dim).
-      kernel: kernel/window length, an int >= 1 or a tuple like ``size``.
-      stride: int >= 1 or tuple like ``size``.
-      padding: for an int ``size``: an int (both sides), a ``(low, high)`` pair, or ``"SAME"``/``"VALID"``;
-        for a tuple ``size``: an int, a per-dim tuple of ints or of ``(low, high)`` pairs, or ``"SAME"``/``"VALID"``.
-      dilation: int >= 1 or tuple like ``size``.
+      kernel: kernel/window length, an int >= 1 or a tuple like `size`.
+      stride: int >= 1 or tuple like `size`.
+      padding: for an int `size`: an int (both sides), a `(low, high)` pair, or `"SAME"`/`"VALID"`;
+        for a tuple `size`: an int, a per-dim tuple of ints or of `(low, high)` pairs, or `"SAME"`/`"VALID"`.
+      dilation: int >= 1 or tuple like `size`.
       ceil_mode: round up instead of down (pooling only in PyTorch).
-    Returns: an int for an int ``size``, else a tuple of ints.
+    Returns: an int for an int `size`, else a tuple of ints.
     Raises:
       ValueError: if the dilated kernel is larger than the padded input, or for a bad argument.
       TypeError: for arguments that are not ints/tuples.
     """
     fn = "conv_output_size"
-    scalar = _is_int(size)
+    scalar = is_int(size)
     n = 1 if scalar else (len(size) if isinstance(size, Sequence) else 1)
     sizes = as_tuple(fn, "size", size, n, minimum=0)
     kernel = as_tuple(fn, "kernel", kernel, n)
     stride = as_tuple(fn, "stride", stride, n)
     dilation = as_tuple(fn, "dilation", dilation, n)
-    if not isinstance(ceil_mode, bool):
-        raise TypeError(f"{fn}: ceil_mode must be a bool, got {ceil_mode!r}.")
+    ceil_mode = check_bool(fn, "ceil_mode", ceil_mode)
     if scalar and isinstance(padding, Sequence) and not isinstance(padding, str) and len(padding) == 2:
         padding = (tuple(padding),)  # an int size takes a single (low, high) pair
     pads = _padding_pairs(fn, padding, sizes, kernel, stride, dilation)
@@ -128,41 +133,43 @@ def conv_output_size(size, kernel, *, stride=1, padding=0, dilation=1, ceil_mode
 
 def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stride=1, padding: Padding = 0,
          dilation=1, groups: int = 1, layout: str = "NHWC") -> jax.Array:
-    """N-D convolution (cross-correlation, as in every deep-learning library); 1D/2D/3D from ``x.ndim``.
+    """N-D convolution (cross-correlation, as in every deep-learning library); 1D/2D/3D from `x.ndim`.
 
-    ``y[n, o, p] = bias[o] + sum_{c in group(o), k} x_padded[n, c, p * stride + k * dilation] * w[o, c, k]``,
-    where the input channels are split into ``groups`` equal groups, each seen by ``C_out / groups`` outputs.
-    Output length per spatial dim: ``conv_output_size(size, kernel, stride=, padding=, dilation=)``.
+    `y[n, o, p] = bias[o] + sum_{c in group(o), k} x_padded[n, c, p * stride + k * dilation] * w[o, c, k]`,
+    where the input channels are split into `groups` equal groups, each seen by `C_out / groups` outputs.
+    Output length per spatial dim: `conv_output_size(size, kernel, stride=, padding=, dilation=)`.
 
     Args:
-      x: ``[N, *spatial, C_in]`` (channels-last, default) or ``[N, C_in, *spatial]`` (``layout="NCHW"`` etc.).
-      kernel: channels-last ``[*spatial_k, C_in / groups, C_out]`` (``WIO``/``HWIO``/``DHWIO``); channels-first
-        ``[C_out, C_in / groups, *spatial_k]`` (``OIW``/``OIHW``/``OIDHW``: exactly a PyTorch conv weight).
-      bias: ``[C_out]`` or None.
+      x: `[N, *spatial, C_in]` (channels-last, default) or `[N, C_in, *spatial]` (`layout="NCHW"` etc.).
+      kernel: channels-last `[*spatial_k, C_in / groups, C_out]` (`WIO`/`HWIO`/`DHWIO`); channels-first
+        `[C_out, C_in / groups, *spatial_k]` (`OIW`/`OIHW`/`OIDHW`: exactly a PyTorch conv weight).
+      bias: `[C_out]` or None.
       stride: int >= 1 or one per spatial dim.
-      padding: an int (both sides of every dim), a per-dim tuple of ints or of ``(low, high)`` pairs, or
-        ``"SAME"`` (output ``ceil(size / stride)``, the odd extra pixel on the high side) / ``"VALID"`` (none).
+      padding: an int (both sides of every dim), a per-dim tuple of ints or of `(low, high)` pairs, or
+        `"SAME"` (output `ceil(size / stride)`, the odd extra pixel on the high side) / `"VALID"` (none).
         Zero padding; negative padding is rejected.
       dilation: int >= 1 or one per spatial dim (spacing of the kernel taps).
-      groups: int >= 1 dividing ``C_in`` and ``C_out``; ``groups == C_in`` is a depthwise conv.
-      layout: ``"NWC"/"NHWC"/"NDHWC"`` or ``"NCW"/"NCHW"/"NCDHW"``; only where the channels are matters.
-    Returns: ``[N, *out_spatial, C_out]`` or ``[N, C_out, *out_spatial]``, the layout of ``x``, in the promoted
-      dtype of ``x`` and ``kernel``. Precision follows ``jax_default_matmul_precision`` (on GPUs the default may
-      use TF32; set it to ``"highest"`` for float32 parity with PyTorch's CPU results). Where an input spatial
+      groups: int >= 1 dividing `C_in` and `C_out`; `groups == C_in` is a depthwise conv.
+      layout: `"NWC"/"NHWC"/"NDHWC"` or `"NCW"/"NCHW"/"NCDHW"`; only where the channels are matters.
+    Returns: `[N, *out_spatial, C_out]` or `[N, C_out, *out_spatial]`, the layout of `x`, in the promoted
+      dtype of `x` and `kernel`. Precision follows `jax_default_matmul_precision` (on GPUs the default may
+      use TF32; set it to `"highest"` for float32 parity with PyTorch's CPU results). Where an input spatial
       size is smaller than the (dilated) kernel (e.g. a 2x2 map, 3x3 kernel, padding 1) the padding is
-      materialised and the conv and its data gradient run with padding 0: the same numbers, but XLA's CPU
-      convolution is ~65x slower on such inputs otherwise (``_EXPLICIT_PADDING``).
+      materialised and the conv and its data gradient run with padding 0: the same numbers, avoiding a slow
+      path of XLA's CPU convolution on such inputs (measured in benchmarks/README.md).
     Raises:
-      ValueError: wrong rank of ``x``, kernel rank different from ``x``, channel mismatch between ``x`` and
-        ``kernel``, ``groups`` not dividing ``C_in`` or ``C_out``, (dilated) kernel larger than the padded input,
-        bias not ``[C_out]``, unknown layout, bad padding/stride/dilation.
-      TypeError: non-int ``groups``/``stride``/``dilation`` or a padding of the wrong type.
+      ValueError: wrong rank of `x`, kernel rank different from `x`, channel mismatch between `x` and
+        `kernel`, `groups` not dividing `C_in` or `C_out`, (dilated) kernel larger than the padded input,
+        bias not `[C_out]`, unknown layout, bad padding/stride/dilation.
+      TypeError: `x`, `kernel` or `bias` not an array; non-int `groups`/`stride`/`dilation` or a padding of
+        the wrong type; a layout that is not a string.
 
-    PyTorch: ``torch.nn.functional.conv1d/conv2d/conv3d`` (with ``layout="NCHW"`` and the same weight);
-    asymmetric padding corresponds to ``F.pad`` followed by the conv.
+    PyTorch: `torch.nn.functional.conv1d/conv2d/conv3d` (with `layout="NCHW"` and the same weight);
+    asymmetric padding corresponds to `F.pad` followed by the conv.
     """
     fn = "conv"
-    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    x, kernel = jnp.asarray(check_array(fn, "x", x)), jnp.asarray(check_array(fn, "kernel", kernel))
+    groups = check_int(fn, "groups", groups, minimum=1)
     lay = spatial_layout(fn, x, layout)
     n = lay.spatial
     if kernel.ndim != x.ndim:
@@ -174,10 +181,6 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     else:
         c_out, k_in, k_spatial = kernel.shape[0], kernel.shape[1], kernel.shape[2:]
     c_in = x.shape[lay.channel_axis]
-    if not _is_int(groups):
-        raise TypeError(f"conv: groups must be an int >= 1, got {groups!r}.")
-    if groups < 1:
-        raise ValueError(f"conv: groups must be an int >= 1, got {groups}.")
     if c_in % groups:
         raise ValueError(f"conv: groups={groups} does not divide the {c_in} input channels of x "
                          f"(shape {tuple(x.shape)}, layout {lay.name}).")
@@ -198,10 +201,10 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     for i, (sz, k, s, (lo, hi), d) in enumerate(zip(sizes, k_spatial, stride, pads, dilation)):
         _output_size(fn, "kernel", i, sz, k, s, lo, hi, d, False)  # raises if the kernel does not fit
     if bias is not None:
-        bias = jnp.asarray(bias)
+        bias = jnp.asarray(check_array(fn, "bias", bias))
         if bias.shape != (c_out,):
             raise ValueError(f"conv: bias must have shape ({c_out},) (= C_out), got {tuple(bias.shape)}.")
-    dtype = jnp.result_type(x, kernel)
+    dtype = _promoted_dtype(x, kernel)
     spec = lay.name
     kspec = spec[1:-1] + "IO" if lay.channels_last else "OI" + spec[2:]
     x, kernel = x.astype(dtype), kernel.astype(dtype)
@@ -220,9 +223,9 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
 # ----------------------------------------------------------------------------------------------
 # Inputs smaller than the kernel: materialised padding (an XLA CPU performance cliff)
 # ----------------------------------------------------------------------------------------------
-# XLA's CPU convolution is ~65x slower when an input spatial size is smaller than the (dilated) kernel and
+# XLA's CPU convolution is much slower when an input spatial size is smaller than the (dilated) kernel and
 # the padding makes up the difference, e.g. CIFAR VGG's last convs: [128, 2, 2, 512] input, 3x3 kernel,
-# padding 1 (2.2 s forward instead of 35 ms; benchmarks/README.md). For those inputs (and only those: on
+# padding 1 (the measurements are in benchmarks/README.md). For those inputs (and only those: on
 # larger inputs the explicit pad is slower) `conv` pads with `lax.pad`, hides the result from XLA's
 # algebraic simplifier behind `optimization_barrier` (else it folds the pad back into the conv), and runs
 # the conv with padding 0; the data gradient, a conv of the equally small cotangent, gets the same
@@ -300,26 +303,30 @@ _conv_explicit_padding.defvjp(_conv_explicit_padding_fwd, _conv_explicit_padding
 
 
 def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
-    """Dense layer ``y = x @ kernel + bias``.
+    """Dense layer `y = x @ kernel + bias`.
 
     Args:
-      x: ``[..., in]``.
-      kernel: ``[in, out]`` (the transpose of a PyTorch ``nn.Linear`` weight, which is ``[out, in]``).
-      bias: ``[out]`` or None.
-    Returns: ``[..., out]``. Precision follows ``jax_default_matmul_precision``.
-    Raises: ValueError if ``kernel`` is not 2-D, ``x`` is a scalar, ``x.shape[-1] != in`` or bias is not ``[out]``.
+      x: `[..., in]`.
+      kernel: `[in, out]` (the transpose of a PyTorch `nn.Linear` weight, which is `[out, in]`).
+      bias: `[out]` or None.
+    Returns: `[..., out]` in the promoted dtype of `x` and `kernel` (JAX's standard promotion, also under
+      strict dtype promotion). Precision follows `jax_default_matmul_precision`.
+    Raises: ValueError if `kernel` is not 2-D, `x` is a scalar, `x.shape[-1] != in` or bias is not `[out]`;
+      TypeError if `x`, `kernel` or `bias` is not an array.
 
-    PyTorch: ``torch.nn.functional.linear(x, kernel.T, bias)``.
+    PyTorch: `torch.nn.functional.linear(x, kernel.T, bias)`.
     """
-    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    fn = "linear"
+    x, kernel = jnp.asarray(check_array(fn, "x", x)), jnp.asarray(check_array(fn, "kernel", kernel))
     if kernel.ndim != 2:
         raise ValueError(f"linear: kernel must be 2-D [in, out], got shape {tuple(kernel.shape)}.")
     if x.ndim < 1 or x.shape[-1] != kernel.shape[0]:
         raise ValueError(f"linear: x must have shape [..., {kernel.shape[0]}] to match kernel [in, out] = "
                          f"{tuple(kernel.shape)}, got {tuple(x.shape)}. (A PyTorch weight is [out, in]: pass its .T)")
-    y = jnp.matmul(x, kernel)
+    dtype = _promoted_dtype(x, kernel)
+    y = jnp.matmul(x.astype(dtype), kernel.astype(dtype))
     if bias is not None:
-        bias = jnp.asarray(bias)
+        bias = jnp.asarray(check_array(fn, "bias", bias))
         if bias.shape != (kernel.shape[1],):
             raise ValueError(f"linear: bias must have shape ({kernel.shape[1]},) (= out), got {tuple(bias.shape)}.")
         y = y + bias.astype(y.dtype)

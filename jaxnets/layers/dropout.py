@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxnets.checks import at_least_float32, check_bool, check_floating
+from jaxnets.checks import at_least_float32, check_array, check_bool, check_floating, check_key, is_real
 
 __all__ = ["dropout"]
 
@@ -18,28 +17,31 @@ def dropout(key: jax.Array, x: jax.Array, rate: float, *, train: bool) -> jax.Ar
     and `x.shape`: the same key gives the same mask.
 
     Args:
-      key: PRNG key (`jax.random.key` or a raw uint32 key); unused when `train=False` or `rate == 0`.
+      key: a single PRNG key (`jax.random.key` or a raw uint32 key); unused, and not checked, when
+        `train=False` or `rate == 0` (None is then fine).
       x: floating array of any shape.
       rate: probability of DROPPING an element (not the keep probability, unlike Haiku/TF1), a Python
         float in [0, 1): static under `jit`.
       train: required Python bool; when False, `x` is returned unchanged.
     Returns: an array with the shape and dtype of `x` (`x` itself when `train=False` or `rate == 0`).
     Raises:
-      TypeError: `rate` not a Python float (e.g. a traced array), `train` not a bool, `x` not floating.
-      ValueError: `rate` outside [0, 1).
+      TypeError: `rate` not a Python float (e.g. a traced array), `train` not a bool, `x` not a floating
+        array; `key` not a PRNG key (an int, None, a float array) when it is used.
+      ValueError: `rate` outside [0, 1); a batch of keys (split it, or `jax.vmap` over the keys).
     PyTorch: `torch.nn.functional.dropout(x, p=rate, training=train)`.
     """
     fn = "dropout"
     train = check_bool(fn, "train", train)
-    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer, np.floating)):
+    if not is_real(rate):
         raise TypeError(f"{fn}: rate must be a Python float in [0, 1) (static: it sets the scale "
                         f"1 / (1 - rate) at trace time), got {type(rate).__name__} {rate!r}.")
     rate = float(rate)
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"{fn}: rate (the DROP probability) must be in [0, 1), got {rate}.")
-    check_floating(fn, "x", x)
+    check_floating(fn, "x", check_array(fn, "x", x))
     if not train or rate == 0.0:
         return x
+    key = check_key(fn, key)
     x = jnp.asarray(x)
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     # Scale in float32 or wider: in bf16, 1 - rate (e.g. 0.9 -> 0.8984) would bias E[y] by ~0.2%.

@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxnets.checks import (at_least_float32, check_bool, check_floating, is_channels_last,
-                                   spatial_layout)
+from jaxnets.checks import (at_least_float32, check_array, check_bool, check_floating,
+                            check_positive_int, check_real, is_channels_last, is_int, kernel_is_channels_last,
+                            renamed_keyword, spatial_layout)
 
 __all__ = [
     "batch_norm",
@@ -29,10 +30,6 @@ __all__ = [
     "instance_norm",
     "init_instance_norm",
 ]
-
-_FOLD_OUT_LAST = ("IO", "WIO", "HWIO", "DHWIO")
-_FOLD_OUT_FIRST = ("OI", "OIW", "OIHW", "OIDHW")
-
 
 # ----------------------------------------------------------------------------------------------
 # shared helpers
@@ -102,24 +99,15 @@ def _affine(xhat: jax.Array, params, shape: tuple[int, ...], dtype) -> jax.Array
     return (xhat * scale + bias).astype(dtype)
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _input(fn: str, x) -> jax.Array:
+    """`x` as a floating jax array: TypeError naming `fn` for a non-array or a non-floating dtype."""
+    x = jnp.asarray(check_array(fn, "x", x))  # numpy float64 becomes float32 unless x64 is enabled
+    check_floating(fn, "x", x)
+    return x
 
 
-def _check_positive_int(fn: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{fn}: {name} must be a positive Python int, got {type(value).__name__} {value!r}.")
-    if value < 1:
-        raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}.")
-    return value
-
-
-def _check_eps(fn: str, eps) -> float:
-    if not _is_number(eps):
-        raise TypeError(f"{fn}: eps must be a Python float, got {type(eps).__name__} {eps!r}.")
-    if not eps >= 0:
-        raise ValueError(f"{fn}: eps must be >= 0, got {eps!r}.")
-    return float(eps)
+def _eps(fn: str, eps) -> float:
+    return check_real(fn, "eps", eps, minimum=0.0)
 
 
 def _norm_layout(fn: str, x: jax.Array, layout: str, *, allow_nc: bool
@@ -148,7 +136,7 @@ def init_batch_norm(num_features: int, dtype=jnp.float32) -> tuple[dict, dict]:
       `state = {"mean": zeros [C], "var": ones [C]}`.
     Raises: TypeError if `num_features` is not an int; ValueError if it is not positive.
     """
-    c = _check_positive_int("init_batch_norm", "num_features", num_features)
+    c = check_positive_int("init_batch_norm", "num_features", num_features)
     params = {"scale": jnp.ones((c,), dtype), "bias": jnp.zeros((c,), dtype)}
     state = {"mean": jnp.zeros((c,), dtype), "var": jnp.ones((c,), dtype)}
     return params, state
@@ -169,9 +157,9 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
     where `n` is the number of values per channel (N * spatial size, summed over devices and
     counting only valid rows). Note `momentum` is PyTorch's (weight of the NEW batch), i.e.
     `1 - momentum` of Flax/Keras. Statistics are computed in float32 (or wider), two-pass.
-    Without `mask` and `axis_name` the training path has a closed-form backward (a custom VJP,
-    `_batch_norm_train`), about 1.7x faster than autodiff of the forward on CPU and storing no
-    `x - mean`; the forward is the same computation. The masked and synchronised paths use autodiff.
+    Without `mask` and `axis_name` the training path has a closed-form backward (`_batch_norm_train`),
+    faster than autodiff of the forward on CPU (benchmarks/README.md) and storing no `x - mean`; the
+    forward is the same computation. The masked and synchronised paths use autodiff.
 
     Args:
       x: `[N, C]` (BatchNorm1d), or `[N, *spatial, C]` (channels-last, default: `NWC`, `NHWC`,
@@ -195,7 +183,8 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
       `state`. With `train=False`, `new_state` is `state` itself (the same objects).
 
     Raises:
-      TypeError: `train` not a bool, `x` not floating, `momentum` or `eps` not a Python number.
+      TypeError: `train` not a bool, `x` not a floating array, `momentum` or `eps` not a real number (a bool
+        included), a layout that is not a string.
       ValueError: wrong rank, unknown layout, `params`/`state` not `[C]` for the `C` of `x`,
         `momentum` outside [0, 1], `eps` < 0, `mask` not `[N]`, or (training, no `axis_name`) a single
         value per channel: PyTorch's "Expected more than 1 value per channel when training". (With
@@ -205,15 +194,12 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
     """
     fn = "batch_norm"
     train = check_bool(fn, "train", train)
-    x = jnp.asarray(x)  # numpy float64 becomes float32 unless x64 is enabled, as everywhere in jnp
-    check_floating(fn, "x", x)
-    if not _is_number(momentum):
-        raise TypeError(f"{fn}: momentum must be a Python float in [0, 1], got {type(momentum).__name__} "
-                        f"{momentum!r} (PyTorch's cumulative average, momentum=None, is not supported).")
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"{fn}: momentum must be in [0, 1] (PyTorch's convention: the weight of the new "
-                         f"batch), got {momentum!r}.")
-    eps = _check_eps(fn, eps)
+    x = _input(fn, x)
+    if momentum is None:
+        raise TypeError(f"{fn}: momentum must be a real number in [0, 1] (the weight of the new batch), got None: "
+                        f"PyTorch's cumulative average, momentum=None, is not supported.")
+    momentum = check_real(fn, "momentum", momentum, minimum=0.0, maximum=1.0)
+    eps = _eps(fn, eps)
     channel_axis, _ = _norm_layout(fn, x, layout, allow_nc=True)
     c = x.shape[channel_axis]
     hint = "" if x.ndim == 2 else (" For NCHW arrays pass layout='NCHW'." if channel_axis == x.ndim - 1
@@ -319,7 +305,8 @@ _batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 
 def fold_batch_norm(kernel: jax.Array, bias: jax.Array | None, bn_params: Mapping, bn_state: Mapping, *,
-                    eps: float = 1e-5, layout: str = "HWIO") -> tuple[jax.Array, jax.Array]:
+                    eps: float = 1e-5, kernel_layout: str = "HWIO", layout: str | None = None
+                    ) -> tuple[jax.Array, jax.Array]:
     """Fold an eval-mode batch norm into the conv or linear layer before it.
 
     With `s = scale / sqrt(var + eps)` per output channel:
@@ -338,26 +325,27 @@ def fold_batch_norm(kernel: jax.Array, bias: jax.Array | None, bn_params: Mappin
       bn_params: `{"scale": [O], "bias": [O]}` of the batch norm.
       bn_state: `{"mean": [O], "var": [O]}` running statistics of the batch norm.
       eps: the batch norm's eps.
-      layout: see `kernel`.
+      kernel_layout: see `kernel`.
+      layout: deprecated name of `kernel_layout` (a DeprecationWarning; removed in the next release).
     Returns: `(kernel', bias')`, with the dtypes of `kernel` and of `bias` (or `kernel` if None);
       computed in float32 or wider.
-    Raises: ValueError: unknown layout, kernel rank < 2, out-channel mismatch with `bias`/`bn_params`/
-      `bn_state`.
+    Raises: ValueError: unknown kernel layout, kernel rank < 2, out-channel mismatch with `bias`/`bn_params`/
+      `bn_state`, negative eps. TypeError: a kernel layout that is not a string, a non-array kernel or bias,
+      a non-real eps.
     PyTorch: `torch.nn.utils.fusion.fuse_conv_bn_weights` / `fuse_linear_bn_weights`.
     """
     fn = "fold_batch_norm"
-    if not isinstance(layout, str) or layout not in _FOLD_OUT_LAST + _FOLD_OUT_FIRST:
-        raise ValueError(f"{fn}: unknown kernel layout {layout!r}; expected one of {_FOLD_OUT_LAST} "
-                         f"(out channels last) or {_FOLD_OUT_FIRST} (out channels first, PyTorch's).")
-    eps = _check_eps(fn, eps)
-    kernel = jnp.asarray(kernel)
-    bias = None if bias is None else jnp.asarray(bias)
+    kernel_layout = renamed_keyword(fn, "layout", layout, "kernel_layout", kernel_layout)
+    out_last = kernel_is_channels_last(fn, kernel_layout)
+    eps = _eps(fn, eps)
+    kernel = jnp.asarray(check_array(fn, "kernel", kernel))
+    bias = None if bias is None else jnp.asarray(check_array(fn, "bias", bias))
     if kernel.ndim < 2:
         raise ValueError(f"{fn}: kernel must have rank >= 2 ([in, out] or [*window, in, out] for "
-                         f"layout={layout!r}), got shape {tuple(kernel.shape)}.")
-    out_axis = kernel.ndim - 1 if layout in _FOLD_OUT_LAST else 0
+                         f"kernel_layout={kernel_layout!r}), got shape {tuple(kernel.shape)}.")
+    out_axis = kernel.ndim - 1 if out_last else 0
     o = kernel.shape[out_axis]
-    what = f"kernel of shape {tuple(kernel.shape)} (layout={layout!r}) has O ="
+    what = f"kernel of shape {tuple(kernel.shape)} (kernel_layout={kernel_layout!r}) has O ="
     if bias is not None and tuple(jnp.shape(bias)) != (o,):
         raise ValueError(f"{fn}: bias has shape {tuple(jnp.shape(bias))} but {what} {(o,)}.")
     _check_params(fn, bn_params, ("scale", "bias"), (o,), what, arg="bn_params")
@@ -378,14 +366,17 @@ def fold_batch_norm(kernel: jax.Array, bias: jax.Array | None, bn_params: Mappin
 def init_layer_norm(normalized_shape: int | Sequence[int], dtype=jnp.float32) -> dict:
     """`{"scale": ones, "bias": zeros}` of shape `normalized_shape` (PyTorch's LayerNorm defaults).
 
-    Raises: TypeError/ValueError if `normalized_shape` is not a positive int or a tuple of positive ints.
+    Raises: TypeError if `normalized_shape` is not an int or a tuple of ints (a bool included);
+      ValueError if it is empty or holds a size < 1.
     """
     fn = "init_layer_norm"
-    shape = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
-    if not isinstance(shape, Sequence) or len(shape) == 0:
-        raise ValueError(f"{fn}: normalized_shape must be a positive int or a non-empty tuple of them, "
-                         f"got {normalized_shape!r}.")
-    shape = tuple(_check_positive_int(fn, "normalized_shape", d) for d in shape)
+    shape = (normalized_shape,) if is_int(normalized_shape) else normalized_shape
+    if not isinstance(shape, Sequence) or isinstance(shape, str):
+        raise TypeError(f"{fn}: normalized_shape must be a positive int or a non-empty tuple of them, "
+                        f"got {type(normalized_shape).__name__} {normalized_shape!r}.")
+    if len(shape) == 0:
+        raise ValueError(f"{fn}: normalized_shape must be a positive int or a non-empty tuple of them, got ().")
+    shape = tuple(check_positive_int(fn, "normalized_shape", d) for d in shape)
     return {"scale": jnp.ones(shape, dtype), "bias": jnp.zeros(shape, dtype)}
 
 
@@ -405,9 +396,8 @@ def layer_norm(x: jax.Array, params: Mapping, *, eps: float = 1e-5) -> jax.Array
     PyTorch: `torch.nn.LayerNorm(normalized_shape, eps)`.
     """
     fn = "layer_norm"
-    x = jnp.asarray(x)
-    check_floating(fn, "x", x)
-    eps = _check_eps(fn, eps)
+    x = _input(fn, x)
+    eps = _eps(fn, eps)
     if not isinstance(params, Mapping) or "scale" not in params:
         raise ValueError(f"{fn}: params must be a dict with keys ['scale', 'bias'], got "
                          f"{sorted(params) if isinstance(params, Mapping) else type(params).__name__}.")
@@ -424,7 +414,7 @@ def layer_norm(x: jax.Array, params: Mapping, *, eps: float = 1e-5) -> jax.Array
 
 def init_group_norm(num_channels: int, dtype=jnp.float32) -> dict:
     """`{"scale": ones [C], "bias": zeros [C]}` (PyTorch's GroupNorm defaults)."""
-    c = _check_positive_int("init_group_norm", "num_channels", num_channels)
+    c = check_positive_int("init_group_norm", "num_channels", num_channels)
     return {"scale": jnp.ones((c,), dtype), "bias": jnp.zeros((c,), dtype)}
 
 
@@ -449,12 +439,11 @@ def group_norm(x: jax.Array, params: Mapping, *, groups: int, eps: float = 1e-5,
     PyTorch: `torch.nn.GroupNorm(groups, C, eps)`.
     """
     fn = "group_norm"
-    x = jnp.asarray(x)
-    check_floating(fn, "x", x)
-    eps = _check_eps(fn, eps)
+    x = _input(fn, x)
+    eps = _eps(fn, eps)
     channel_axis, _ = _norm_layout(fn, x, layout, allow_nc=True)
     c = x.shape[channel_axis]
-    groups = _check_positive_int(fn, "groups", groups)
+    groups = check_positive_int(fn, "groups", groups)
     if c % groups:
         raise ValueError(f"{fn}: groups={groups} must divide the number of channels C={c} "
                          f"(x of shape {tuple(x.shape)}, layout={layout!r}).")
@@ -471,7 +460,7 @@ def group_norm(x: jax.Array, params: Mapping, *, groups: int, eps: float = 1e-5,
 
 def init_instance_norm(num_channels: int, dtype=jnp.float32) -> dict:
     """`{"scale": ones [C], "bias": zeros [C]}` (PyTorch's InstanceNorm with `affine=True`)."""
-    c = _check_positive_int("init_instance_norm", "num_channels", num_channels)
+    c = check_positive_int("init_instance_norm", "num_channels", num_channels)
     return {"scale": jnp.ones((c,), dtype), "bias": jnp.zeros((c,), dtype)}
 
 
@@ -492,9 +481,8 @@ def instance_norm(x: jax.Array, params: Mapping, *, eps: float = 1e-5, layout: s
     PyTorch: `torch.nn.InstanceNorm1d/2d/3d(C, eps, affine=True, track_running_stats=False)`.
     """
     fn = "instance_norm"
-    x = jnp.asarray(x)
-    check_floating(fn, "x", x)
-    eps = _check_eps(fn, eps)
+    x = _input(fn, x)
+    eps = _eps(fn, eps)
     channel_axis, spatial_axes = _norm_layout(fn, x, layout, allow_nc=False)
     c = x.shape[channel_axis]
     _check_params(fn, params, ("scale", "bias"), (c,), f"x of shape {tuple(x.shape)} has C =")

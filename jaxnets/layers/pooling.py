@@ -1,7 +1,8 @@
 """Max, average, global-average and adaptive-average pooling with PyTorch's semantics.
 
-Output sizes come from ``conv.conv_output_size``'s formula (imported, not copied), including PyTorch's
-ceil-mode rule that the last window must start inside the input or the left padding.
+Output sizes come from `conv.conv_output_size` (called, not copied), including PyTorch's ceil-mode rule
+that the last window must start inside the input or the left padding. Averages are accumulated in
+`checks.at_least_float32` of the input dtype (float32 for bfloat16/float16), then cast back.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxnets.checks import Layout, as_tuple, spatial_layout
-from jaxnets.layers.conv import _output_size
+from jaxnets.checks import Layout, as_tuple, at_least_float32, check_array, check_bool, spatial_layout
+from jaxnets.layers.conv import conv_output_size
 
 
 class _Windows(NamedTuple):
@@ -44,14 +45,16 @@ def _windows(fn: str, x, window, stride, padding, ceil_mode, layout) -> _Windows
     window = as_tuple(fn, "window", window, n)
     stride = window if stride is None else as_tuple(fn, "stride", stride, n)
     padding = as_tuple(fn, "padding", padding, n, minimum=0)
-    if not isinstance(ceil_mode, bool):
-        raise TypeError(f"{fn}: ceil_mode must be a bool, got {ceil_mode!r}.")
+    ceil_mode = check_bool(fn, "ceil_mode", ceil_mode)
     if any(p > w // 2 for p, w in zip(padding, window)):
         raise ValueError(f"{fn}: padding must be at most half the window (PyTorch's rule: padding <= window // 2), "
                          f"got padding={padding} for window={window}.")
     sizes = tuple(x.shape[a] for a in lay.spatial_axes)
-    outs = tuple(_output_size(fn, "window", i, sz, w, s, p, p, 1, ceil_mode)
-                 for i, (sz, w, s, p) in enumerate(zip(sizes, window, stride, padding)))
+    for i, (sz, w, p) in enumerate(zip(sizes, window, padding)):
+        if w > sz + 2 * p:
+            raise ValueError(f"{fn}: the window size {w} is larger than the padded input along spatial dim {i}: "
+                             f"{sz} + {p} + {p} = {sz + 2 * p}. Use a smaller window, more padding or a larger input.")
+    outs = conv_output_size(sizes, window, stride=stride, padding=padding, ceil_mode=ceil_mode)
     # Ceil mode: pad the high side just enough for `out` full windows; those pixels never count as input.
     extra = tuple(max(0, (o - 1) * s + w - (sz + 2 * p))
                   for o, s, w, sz, p in zip(outs, stride, window, sizes, padding))
@@ -61,32 +64,33 @@ def _windows(fn: str, x, window, stride, padding, ceil_mode, layout) -> _Windows
 def _accumulation_dtype(fn: str, dtype):
     # Sums of half-precision floats are accumulated in float32 (as PyTorch does), then cast back.
     if jnp.issubdtype(dtype, jnp.floating):
-        return jnp.promote_types(dtype, jnp.float32)
+        return at_least_float32(dtype)
     raise TypeError(f"{fn}: x must have a floating-point dtype for averaging, got {dtype}.")
 
 
 def max_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = False,
              layout: str = "NHWC") -> jax.Array:
-    """Max over sliding windows of each channel; 1D/2D/3D from ``x.ndim``.
+    """Max over sliding windows of each channel; 1D/2D/3D from `x.ndim`.
 
-    ``y[n, c, o] = max_{k < window} x_padded[n, c, o * stride + k]``, padding with ``-inf`` (never selected).
-    Output size per spatial dim: ``conv_output_size(size, window, stride=, padding=, ceil_mode=)``.
+    `y[n, c, o] = max_{k < window} x_padded[n, c, o * stride + k]`, padding with `-inf` (never selected).
+    Output size per spatial dim: `conv_output_size(size, window, stride=, padding=, ceil_mode=)`.
 
     Args:
-      x: ``[N, *spatial, C]`` (default) or ``[N, C, *spatial]`` with ``layout="NCHW"`` etc.
+      x: `[N, *spatial, C]` (default) or `[N, C, *spatial]` with `layout="NCHW"` etc.
       window: int >= 1 or one per spatial dim.
-      stride: int >= 1 or one per spatial dim; None (default) means ``window``.
-      padding: int >= 0 or one per spatial dim, on both sides, at most ``window // 2`` (PyTorch's rule).
+      stride: int >= 1 or one per spatial dim; None (default) means `window`.
+      padding: int >= 0 or one per spatial dim, on both sides, at most `window // 2` (PyTorch's rule).
       ceil_mode: round the output size up, PyTorch's rule: the last window must start inside the input or
         the left padding (e.g. 32 with window 3, stride 2 gives 16 instead of 15).
-      layout: ``"NWC"/"NHWC"/"NDHWC"`` or ``"NCW"/"NCHW"/"NCDHW"``.
-    Returns: ``[N, *out, C]`` or ``[N, C, *out]``, dtype of ``x``.
+      layout: `"NWC"/"NHWC"/"NDHWC"` or `"NCW"/"NCHW"/"NCDHW"`.
+    Returns: `[N, *out, C]` or `[N, C, *out]`, dtype of `x`.
     Raises: ValueError for a wrong rank, unknown layout, window larger than the padded input, padding larger
-      than half the window, non-positive window/stride; TypeError for non-int arguments.
+      than half the window, non-positive window/stride; TypeError for a non-array `x`, non-int window/stride/padding (a bool
+      included), a non-bool ceil_mode or a non-string layout.
 
-    PyTorch: ``torch.nn.functional.max_pool1d/2d/3d`` (``dilation=1``).
+    PyTorch: `torch.nn.functional.max_pool1d/2d/3d` (`dilation=1`).
     """
-    x = jnp.asarray(x)
+    x = jnp.asarray(check_array("max_pool", "x", x))
     w = _windows("max_pool", x, window, stride, padding, ceil_mode, layout)
     if jnp.issubdtype(x.dtype, jnp.floating):
         init = -jnp.inf
@@ -98,8 +102,8 @@ def max_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = 
 
 
 def _avg_divisor(w: _Windows, count_include_pad: bool) -> np.ndarray:
-    """Per-output divisor, PyTorch's ``avg_pool`` kernels: the window clipped to input + explicit padding
-    (``count_include_pad=True``) or to the input alone (``False``). Static, so computed with numpy."""
+    """Per-output divisor, PyTorch's `avg_pool` kernels: the window clipped to input + explicit padding
+    (`count_include_pad=True`) or to the input alone (`False`). Static, so computed with numpy."""
     per_dim = []
     for o, s, k, p, size in zip(w.outs, w.stride, w.window, w.padding, w.sizes):
         start = np.arange(o) * s - p
@@ -115,29 +119,28 @@ def _avg_divisor(w: _Windows, count_include_pad: bool) -> np.ndarray:
 
 def avg_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = False,
              count_include_pad: bool = True, layout: str = "NHWC") -> jax.Array:
-    """Mean over sliding windows of each channel; 1D/2D/3D from ``x.ndim``.
+    """Mean over sliding windows of each channel; 1D/2D/3D from `x.ndim`.
 
-    ``y[n, c, o] = sum_{k < window} x_padded[n, c, o * stride + k] / divisor[o]``, zero padding, where
-    ``divisor`` follows PyTorch exactly: with ``count_include_pad=True`` the window size clipped to the input
+    `y[n, c, o] = sum_{k < window} x_padded[n, c, o * stride + k] / divisor[o]`, zero padding, where
+    `divisor` follows PyTorch exactly: with `count_include_pad=True` the window size clipped to the input
     plus explicit padding (so ceil-mode windows hanging over the right edge divide by their part inside
-    input + padding), with ``count_include_pad=False`` the number of real input elements in the window.
-    Output size per spatial dim: ``conv_output_size(size, window, stride=, padding=, ceil_mode=)``.
+    input + padding), with `count_include_pad=False` the number of real input elements in the window.
+    Output size per spatial dim: `conv_output_size(size, window, stride=, padding=, ceil_mode=)`.
 
     Args:
-      x: floating ``[N, *spatial, C]`` (default) or ``[N, C, *spatial]`` with ``layout="NCHW"`` etc.
-      window, stride, padding, ceil_mode, layout: as in ``max_pool``.
+      x: floating `[N, *spatial, C]` (default) or `[N, C, *spatial]` with `layout="NCHW"` etc.
+      window, stride, padding, ceil_mode, layout: as in `max_pool`.
       count_include_pad: whether explicit padding counts in the divisor (PyTorch's default True).
-    Returns: ``[N, *out, C]`` or ``[N, C, *out]``, dtype of ``x`` (half precision is summed in float32).
-    Raises: as ``max_pool``; TypeError for a non-floating input.
+    Returns: `[N, *out, C]` or `[N, C, *out]`, dtype of `x` (half precision is summed in float32).
+    Raises: as `max_pool`; TypeError for a non-floating input.
 
-    PyTorch: ``torch.nn.functional.avg_pool1d/2d/3d`` (``divisor_override=None``). One difference: PyTorch's
-    ``avg_pool3d`` (unlike its 1d/2d and ``max_pool3d``) refuses an input smaller than the window even when the
+    PyTorch: `torch.nn.functional.avg_pool1d/2d/3d` (`divisor_override=None`). One difference: PyTorch's
+    `avg_pool3d` (unlike its 1d/2d and `max_pool3d`) refuses an input smaller than the window even when the
     padding makes it fit; here that case follows the 1d/2d semantics.
     """
-    x = jnp.asarray(x)
+    x = jnp.asarray(check_array("avg_pool", "x", x))
     w = _windows("avg_pool", x, window, stride, padding, ceil_mode, layout)
-    if not isinstance(count_include_pad, bool):
-        raise TypeError(f"avg_pool: count_include_pad must be a bool, got {count_include_pad!r}.")
+    count_include_pad = check_bool("avg_pool", "count_include_pad", count_include_pad)
     acc = _accumulation_dtype("avg_pool", x.dtype)
     sums = w.reduce(x.astype(acc), 0.0, lax.add)
     return (sums / jnp.asarray(_avg_divisor(w, count_include_pad), acc)).astype(x.dtype)
@@ -147,21 +150,24 @@ def global_avg_pool(x: jax.Array, *, layout: str = "NHWC", keepdims: bool = Fals
     """Mean over all spatial positions of each channel.
 
     Args:
-      x: ``[N, *spatial, C]`` (default) or ``[N, C, *spatial]`` with ``layout="NCHW"`` etc.; 1-3 spatial dims.
+      x: `[N, *spatial, C]` (default) or `[N, C, *spatial]` with `layout="NCHW"` etc.; 1-3 spatial dims.
       layout: where the channels are.
-      keepdims: keep the spatial axes with size 1 (``[N, 1, 1, C]``) instead of returning ``[N, C]``.
-    Returns: ``[N, C]`` or, with ``keepdims``, the rank of ``x`` with spatial sizes 1.
-    Raises: ValueError for a wrong rank or unknown layout.
+      keepdims: keep the spatial axes with size 1 (`[N, 1, 1, C]`) instead of returning `[N, C]`.
+    Returns: `[N, C]` or, with `keepdims`, the rank of `x` with spatial sizes 1.
+    Raises: ValueError for a wrong rank or unknown layout; TypeError for a non-array `x`, a non-string
+      layout or a non-bool keepdims.
 
-    PyTorch: ``x.mean(dim=(2, 3))`` or ``F.adaptive_avg_pool2d(x, 1)`` (``keepdims=True``, ``layout="NCHW"``).
+    PyTorch: `x.mean(dim=(2, 3))` or `F.adaptive_avg_pool2d(x, 1)` (`keepdims=True`, `layout="NCHW"`).
     """
-    x = jnp.asarray(x)
-    lay = spatial_layout("global_avg_pool", x, layout)
+    fn = "global_avg_pool"
+    x = jnp.asarray(check_array(fn, "x", x))
+    lay = spatial_layout(fn, x, layout)
+    keepdims = check_bool(fn, "keepdims", keepdims)
     return jnp.mean(x, axis=lay.spatial_axes, keepdims=keepdims)
 
 
 def _adaptive_bins(size: int, out: int) -> np.ndarray:
-    """0/1 matrix ``[out, size]``: bin i covers ``[floor(i * size / out), ceil((i + 1) * size / out))``."""
+    """0/1 matrix `[out, size]`: bin i covers `[floor(i * size / out), ceil((i + 1) * size / out))`."""
     i = np.arange(out)
     start = (i * size) // out
     end = -((-(i + 1) * size) // out)
@@ -172,22 +178,22 @@ def _adaptive_bins(size: int, out: int) -> np.ndarray:
 def adaptive_avg_pool(x: jax.Array, output_size, *, layout: str = "NHWC") -> jax.Array:
     """Average pooling to a fixed output size, with PyTorch's (possibly overlapping, unequal) bins.
 
-    Along each spatial dim of size ``L`` with ``O`` outputs, output ``i`` averages input positions
-    ``floor(i * L / O) <= j < ceil((i + 1) * L / O)``; with ``L % O == 0`` this is ``avg_pool`` with window
-    and stride ``L / O``. ``O`` may exceed ``L`` (bins then repeat inputs).
+    Along each spatial dim of size `L` with `O` outputs, output `i` averages input positions
+    `floor(i * L / O) <= j < ceil((i + 1) * L / O)`; with `L % O == 0` this is `avg_pool` with window
+    and stride `L / O`. `O` may exceed `L` (bins then repeat inputs).
 
     Args:
-      x: floating ``[N, *spatial, C]`` (default) or ``[N, C, *spatial]`` with ``layout="NCHW"`` etc.
+      x: floating `[N, *spatial, C]` (default) or `[N, C, *spatial]` with `layout="NCHW"` etc.
       output_size: int >= 1 or one per spatial dim; a None entry keeps that dim's input size.
       layout: where the channels are.
-    Returns: ``[N, *output_size, C]`` or ``[N, C, *output_size]``, dtype of ``x``.
+    Returns: `[N, *output_size, C]` or `[N, C, *output_size]`, dtype of `x`.
     Raises: ValueError for a wrong rank, unknown layout or output size < 1; TypeError for a non-int size
-      or a non-floating ``x``.
+      (a bool included), a non-array or non-floating `x` or a non-string layout.
 
-    PyTorch: ``torch.nn.functional.adaptive_avg_pool1d/2d/3d``.
+    PyTorch: `torch.nn.functional.adaptive_avg_pool1d/2d/3d`.
     """
     fn = "adaptive_avg_pool"
-    x = jnp.asarray(x)
+    x = jnp.asarray(check_array(fn, "x", x))
     lay = spatial_layout(fn, x, layout)
     sizes = tuple(x.shape[a] for a in lay.spatial_axes)
     if isinstance(output_size, Sequence) and not isinstance(output_size, str):

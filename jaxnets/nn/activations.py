@@ -2,6 +2,8 @@
 
 Each calls the matching function of `layers.activations`.
 """
+import warnings
+
 import flax.linen as nn
 import jax
 
@@ -24,7 +26,7 @@ class LeakyReLU(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return act.leaky_relu(x, self.negative_slope)
+        return act.leaky_relu(x, negative_slope=self.negative_slope)
 
 
 class ELU(nn.Module):
@@ -34,7 +36,7 @@ class ELU(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return act.elu(x, self.alpha)
+        return act.elu(x, alpha=self.alpha)
 
 
 class Sigmoid(nn.Module):
@@ -54,15 +56,38 @@ class Tanh(nn.Module):
 
 
 class Maxout(nn.Module):
-    """Maximum over `pieces` consecutive features of `axis` (size `C` -> `C / pieces`); calls `layers.maxout`.
+    """Maximum over `pieces` consecutive channels (size `C` -> `C / pieces`); calls `layers.maxout`.
+
+    Attributes: `pieces`; `layout` ("NHWC" default: channels last, also for `[N, C]`; "NCHW" etc.: axis 1);
+      `axis`, deprecated (a DeprecationWarning; removed in the next release): use `layout`.
     PyTorch: no module; `x.unflatten(axis, (C // pieces, pieces)).amax(axis + 1)`."""
 
     pieces: int
+    layout: str = "NHWC"
+    axis: int | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.axis is None:
+            return act.maxout(x, self.pieces, layout=self.layout)
+        with warnings.catch_warnings():  # one warning, naming the module's field, not two
+            warnings.simplefilter("ignore", DeprecationWarning)
+            y = act.maxout(x, self.pieces, axis=self.axis)
+        warnings.warn("Maxout: the field axis is deprecated and will be removed in the next release; pass "
+                      "layout= ('NHWC' for the last axis, 'NCHW' for axis 1).", DeprecationWarning, stacklevel=2)
+        return y
+
+
+class LogSoftmax(nn.Module):
+    """Log-probabilities along `axis` (last by default); calls `layers.log_softmax`.
+
+    PyTorch: `torch.nn.LogSoftmax(dim=axis)`."""
+
     axis: int = -1
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return act.maxout(x, self.pieces, axis=self.axis)
+        return act.log_softmax(x, axis=self.axis)
 
 
 class Activation(nn.Module):

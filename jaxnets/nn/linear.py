@@ -1,31 +1,21 @@
 """`Conv` and `Dense`: Flax wrappers of `layers.conv` and `layers.linear`.
 
-Both own a ``kernel`` and (optionally) a ``bias`` and are initialised exactly like PyTorch's
-``nn.ConvNd``/``nn.Linear`` unless told otherwise: ``kernel_init=None`` means
-``init.pytorch_default`` (kaiming_uniform with a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))) and
-``bias_init=None`` means ``init.pytorch_default_bias(fan_in)`` (the same bound).
+Both own a `kernel` and (optionally) a `bias` and are initialised exactly like PyTorch's
+`nn.ConvNd`/`nn.Linear` unless told otherwise: `kernel_init=None` means
+`init.pytorch_default` (kaiming_uniform with a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))) and
+`bias_init=None` means `init.pytorch_default_bias(fan_in)` (the same bound).
 """
 from collections.abc import Callable, Sequence
-from typing import Any
-
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jaxnets import init
-from jaxnets.checks import as_tuple, is_channels_last
+from jaxnets.checks import (KERNELS_FIRST, KERNELS_LAST, as_tuple, check_array, check_int, check_positive_int,
+                            is_channels_last)
 from jaxnets.layers.conv import Padding, conv, linear
 
 Initializer = Callable[..., jax.Array]
-
-# Kernel layouts by spatial rank, matching the activation layout (see jaxnets/checks.py).
-_KERNEL_LAST = {1: "WIO", 2: "HWIO", 3: "DHWIO"}
-_KERNEL_FIRST = {1: "OIW", 2: "OIHW", 3: "OIDHW"}
-
-
-def _check_features(fn: str, features: Any) -> int:
-    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-        raise ValueError(f"{fn}: features must be a positive int (the number of outputs), got {features!r}.")
-    return features
 
 
 class Conv(nn.Module):
@@ -37,7 +27,7 @@ class Conv(nn.Module):
       stride, padding, dilation, groups: as in `layers.conv` (padding: int, per-dim ints or
         `(low, high)` pairs, "SAME" or "VALID").
       use_bias: add a learned `[C_out]` bias (set False for a conv that feeds a BatchNorm).
-      kernel_init: `init(key, shape, dtype)`; None -> `init.pytorch_default(layout=<kernel layout>)`.
+      kernel_init: `init(key, shape, dtype)`; None -> `init.pytorch_default(kernel_layout=<kernel layout>)`.
       bias_init: `init(key, shape, dtype)`; None -> `init.pytorch_default_bias(fan_in)` with
         `fan_in = C_in / groups * prod(kernel_size)`.
       layout: activation layout, "NHWC" (default, any channels-last name) or "NCHW" (any channels-first
@@ -48,8 +38,9 @@ class Conv(nn.Module):
 
     `__call__(x)`: x `[N, *spatial, C_in]` (or `[N, C_in, *spatial]`) -> `[N, *out_spatial, C_out]`.
 
-    Raises: ValueError for a non-positive `features`, a `kernel_size` of the wrong length, `groups` not
-      dividing the input channels, and everything `layers.conv` rejects.
+    Raises: ValueError for a non-positive `features` or `groups`, a `kernel_size` of the wrong length,
+      `groups` not dividing the input channels, and everything `layers.conv` rejects; TypeError for a
+      non-int `features`, `kernel_size` or `groups` (a bool included) and a non-string layout.
 
     PyTorch: `torch.nn.Conv1d/Conv2d/Conv3d(C_in, features, kernel_size, stride, padding, dilation, groups,
     bias=use_bias)` (with `layout="NCHW"` it takes the same weight array unchanged).
@@ -69,8 +60,9 @@ class Conv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         fn = "Conv"
-        features = _check_features(fn, self.features)
+        features = check_positive_int(fn, "features", self.features)
         channels_last = is_channels_last(fn, self.layout)
+        x = jnp.asarray(check_array(fn, "x", x))
         spatial = x.ndim - 2
         if spatial not in (1, 2, 3):
             raise ValueError(f"{fn}: expected a batched input of rank 3, 4 or 5 "
@@ -78,26 +70,26 @@ class Conv(nn.Module):
                              f"got shape {tuple(x.shape)}.")
         kernel_size = as_tuple(fn, "kernel_size", self.kernel_size, spatial)
         c_in = x.shape[-1] if channels_last else x.shape[1]
-        if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
-            raise ValueError(f"{fn}: groups must be an int >= 1, got {self.groups!r}.")
-        if c_in % self.groups:
-            raise ValueError(f"{fn}: groups={self.groups} does not divide the {c_in} input channels of x "
+        groups = check_int(fn, "groups", self.groups, minimum=1)
+        if c_in % groups:
+            raise ValueError(f"{fn}: groups={groups} does not divide the {c_in} input channels of x "
                              f"(shape {tuple(x.shape)}, layout {self.layout!r}).")
+        # The kernel layout follows the activation layout: HWIO family for channels-last, OIHW for first.
         if channels_last:
-            shape = (*kernel_size, c_in // self.groups, features)
-            kernel_layout = _KERNEL_LAST[spatial]
+            shape = (*kernel_size, c_in // groups, features)
+            kernel_layout = KERNELS_LAST[spatial]
         else:
-            shape = (features, c_in // self.groups, *kernel_size)
-            kernel_layout = _KERNEL_FIRST[spatial]
-        kernel_init = self.kernel_init or init.pytorch_default(layout=kernel_layout)
+            shape = (features, c_in // groups, *kernel_size)
+            kernel_layout = KERNELS_FIRST[spatial]
+        kernel_init = self.kernel_init or init.pytorch_default(kernel_layout=kernel_layout)
         kernel = self.param("kernel", kernel_init, shape)
         bias = None
         if self.use_bias:
-            fan_in, _ = init.compute_fans(shape, layout=kernel_layout)
+            fan_in, _ = init.compute_fans(shape, kernel_layout=kernel_layout)
             bias_init = self.bias_init or init.pytorch_default_bias(fan_in)
             bias = self.param("bias", bias_init, (features,))
         return conv(x, kernel, bias, stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.groups, layout=self.layout)
+                    groups=groups, layout=self.layout)
 
 
 class Dense(nn.Module):
@@ -113,7 +105,8 @@ class Dense(nn.Module):
 
     `__call__(x)`: `[..., in]` -> `[..., features]`.
 
-    Raises: ValueError for a non-positive `features` or a scalar input.
+    Raises: ValueError for a non-positive `features` or a scalar input; TypeError for a non-int `features`
+      (a bool included) or a non-array input.
 
     PyTorch: `torch.nn.Linear(in, features, bias=use_bias)`.
     """
@@ -126,13 +119,14 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         fn = "Dense"
-        features = _check_features(fn, self.features)
+        features = check_positive_int(fn, "features", self.features)
+        x = jnp.asarray(check_array(fn, "x", x))
         if x.ndim < 1:
             raise ValueError(f"{fn}: expected an input of shape [..., in], got a scalar of shape {tuple(x.shape)}.")
         shape = (x.shape[-1], features)
-        kernel = self.param("kernel", self.kernel_init or init.pytorch_default(layout="IO"), shape)
+        kernel = self.param("kernel", self.kernel_init or init.pytorch_default(kernel_layout="IO"), shape)
         bias = None
         if self.use_bias:
-            fan_in, _ = init.compute_fans(shape, layout="IO")
+            fan_in, _ = init.compute_fans(shape, kernel_layout="IO")
             bias = self.param("bias", self.bias_init or init.pytorch_default_bias(fan_in), (features,))
         return linear(x, kernel, bias)

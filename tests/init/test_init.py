@@ -11,6 +11,7 @@ layout changes it by a factor of 2 or more in these shapes (fan_in != fan_out !=
 """
 import math
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,16 +86,16 @@ FAN_SHAPES = [(7, 5), (8, 3, 5), (16, 8, 3, 5), (12, 4, 3, 3), (16, 8, 3, 5, 2),
 @pytest.mark.parametrize("oihw", FAN_SHAPES)
 def test_compute_fans_matches_torch(oihw):
     expected = torch_fans(oihw)
-    assert init.compute_fans(oihw, layout="OIHW") == expected
-    assert init.compute_fans(to_hwio(oihw), layout="HWIO") == expected
+    assert init.compute_fans(oihw, kernel_layout="OIHW") == expected
+    assert init.compute_fans(to_hwio(oihw), kernel_layout="HWIO") == expected
     assert init.compute_fans(to_hwio(oihw)) == expected  # HWIO family is the default
 
 
 def test_compute_fans_grouped_conv():
     # Conv2d(64, 32, 3, groups=4): weight [32, 16, 3, 3]; fan_in per group = 16 * 9, fan_out = 32 * 9.
     conv = torch.nn.Conv2d(64, 32, 3, groups=4)
-    assert init.compute_fans(tuple(conv.weight.shape), layout="OIHW") == (16 * 9, 32 * 9)
-    assert init.compute_fans(tuple(conv.weight.shape), layout="OIHW") == torch_fans(tuple(conv.weight.shape))
+    assert init.compute_fans(tuple(conv.weight.shape), kernel_layout="OIHW") == (16 * 9, 32 * 9)
+    assert init.compute_fans(tuple(conv.weight.shape), kernel_layout="OIHW") == torch_fans(tuple(conv.weight.shape))
     assert init.compute_fans((3, 3, 16, 32)) == (16 * 9, 32 * 9)
 
 
@@ -103,7 +104,7 @@ def test_compute_fans_layout_names_a_family(layout):
     # Rank picks the member: any name of the family gives the same fans for any rank.
     for oihw in FAN_SHAPES[:5]:
         shape = to_hwio(oihw) if layout.endswith("IO") else oihw
-        assert init.compute_fans(shape, layout=layout) == torch_fans(oihw)
+        assert init.compute_fans(shape, kernel_layout=layout) == torch_fans(oihw)
 
 
 def test_compute_fans_accepts_numpy_ints():
@@ -141,7 +142,7 @@ def expected_variance(scale, mode, oihw):
 def test_variance_scaling_moments(key, layout, mode, distribution, name):
     shape = layout_shape(name, layout)
     var = expected_variance(2.0, mode, OIHW_SHAPES[name])
-    x = init.variance_scaling(2.0, mode=mode, distribution=distribution, layout=layout)(key, shape)
+    x = init.variance_scaling(2.0, mode=mode, distribution=distribution, kernel_layout=layout)(key, shape)
     assert x.shape == shape and x.dtype == jnp.float32
     assert_moments(x, var)
     if distribution == "uniform":
@@ -156,7 +157,7 @@ def test_variance_scaling_moments(key, layout, mode, distribution, name):
 @pytest.mark.parametrize("name", ["conv1d", "conv3d", "grouped"])
 def test_variance_scaling_normal_other_ranks(key, layout, mode, name):
     shape = layout_shape(name, layout)
-    assert_moments(init.variance_scaling(1.0, mode=mode, layout=layout)(key, shape),
+    assert_moments(init.variance_scaling(1.0, mode=mode, kernel_layout=layout)(key, shape),
                    expected_variance(1.0, mode, OIHW_SHAPES[name]))
 
 
@@ -175,7 +176,7 @@ def test_truncated_normal_matches_torch_trunc_normal(key):
     s = math.sqrt(var) / TRUNC_STD
     w = torch.nn.init.trunc_normal_(torch.empty(oihw), std=s, a=-2 * s, b=2 * s).numpy()
     assert_moments(w, var)
-    assert_moments(init.variance_scaling(1.0, distribution="truncated_normal", layout="OIHW")(key, oihw), var)
+    assert_moments(init.variance_scaling(1.0, distribution="truncated_normal", kernel_layout="OIHW")(key, oihw), var)
 
 
 # ---------------------------------------------------------------- named initializers vs torch.nn.init
@@ -214,7 +215,7 @@ def test_named_initializer_matches_torch_distribution(key, layout, name):
     ours, kwargs, torch_init, torch_kwargs, variance, uniform = NAMED[name]
     oihw = OIHW_SHAPES["conv2d"]
     var = variance(*torch_fans(oihw))
-    x = ours(**kwargs, layout=layout)(key, layout_shape("conv2d", layout))
+    x = ours(**kwargs, kernel_layout=layout)(key, layout_shape("conv2d", layout))
     w = torch_sample(torch_init, oihw, **torch_kwargs)
     assert_moments(x, var)
     assert_moments(w, var)  # the formula is torch's
@@ -253,7 +254,7 @@ def test_pytorch_default_bounds_equal_torch(key, layout, name):
     w = layer.weight.detach().numpy()
     assert np.abs(w).max() <= bound  # torch's own weights respect it
     shape = tuple(w.shape) if layout == "OIHW" else to_hwio(tuple(w.shape))
-    x = init.pytorch_default(layout=layout)(key, shape)
+    x = init.pytorch_default(kernel_layout=layout)(key, shape)
     assert_fills_uniform(x, bound)
     assert_moments(x, bound ** 2 / 3)
 
@@ -262,7 +263,7 @@ def test_pytorch_default_bounds_equal_torch(key, layout, name):
 def test_pytorch_default_bias_equals_torch(key, name):
     layer = TORCH_LAYERS[name]()
     bound, fan_in = torch_default_bound(layer.weight)
-    assert init.compute_fans(tuple(layer.weight.shape), layout="OIHW")[0] == fan_in
+    assert init.compute_fans(tuple(layer.weight.shape), kernel_layout="OIHW")[0] == fan_in
     assert np.abs(layer.bias.detach().numpy()).max() <= 1 / math.sqrt(fan_in)  # torch's bias rule
     b = init.pytorch_default_bias(fan_in)(key, (N,))  # a bias this long only to see the bounds filled
     assert_fills_uniform(b, 1 / math.sqrt(fan_in))
@@ -290,7 +291,7 @@ def test_same_key_same_values_other_key_other_values(key):
 
 
 def test_jit(key):
-    f = init.xavier_normal(layout="OIHW")
+    f = init.xavier_normal(kernel_layout="OIHW")
     jitted = jax.jit(f, static_argnums=(1, 2))
     # rtol 1e-6: under jit XLA fuses the std multiply into the sampler, which may round differently (1 ulp).
     np.testing.assert_allclose(jitted(key, (8, 4, 3, 3), jnp.float32), f(key, (8, 4, 3, 3)), rtol=1e-6, atol=0)
@@ -331,12 +332,12 @@ def test_initializer_on_bias_shape_names_the_initializer(key):
 
 
 def test_compute_fans_unknown_layout_raises():
-    with pytest.raises(ValueError, match="compute_fans: unknown kernel layout 'NHWC'"):
-        init.compute_fans((3, 3, 4, 8), layout="NHWC")
+    with pytest.raises(ValueError, match="compute_fans: unknown kernel_layout 'NHWC'"):
+        init.compute_fans((3, 3, 4, 8), kernel_layout="NHWC")
 
 
 def test_compute_fans_bad_shape_type_raises():
-    with pytest.raises(TypeError, match=r"compute_fans: shape must be a tuple of non-negative ints, got \(3, 2.5\)"):
+    with pytest.raises(TypeError, match=r"compute_fans: shape must be a tuple of non-negative ints, got tuple \(3, 2.5\)"):
         init.compute_fans((3, 2.5))
 
 
@@ -347,33 +348,35 @@ def test_calculate_gain_unknown_nonlinearity_raises():
 
 @pytest.mark.parametrize("param", [True, "0.1"])
 def test_calculate_gain_bad_slope_raises(param):
-    with pytest.raises(ValueError, match="calculate_gain: the leaky_relu negative slope"):
+    with pytest.raises(TypeError, match="calculate_gain: param \\(the leaky_relu negative slope\\) must be a real"):
         init.calculate_gain("leaky_relu", param)
 
 
 def test_variance_scaling_unknown_mode_raises():
-    with pytest.raises(ValueError, match=r"variance_scaling: mode must be one of \('fan_in', 'fan_out', 'fan_avg'\), "
-                                         r"got 'fan_max'"):
+    with pytest.raises(ValueError, match=r"variance_scaling: unknown mode 'fan_max'; expected one of "
+                                         r"\('fan_in', 'fan_out', 'fan_avg'\)"):
         init.variance_scaling(1.0, mode="fan_max")
 
 
 def test_variance_scaling_unknown_distribution_raises():
-    with pytest.raises(ValueError, match="variance_scaling: distribution must be one of .* got 'gaussian'"):
+    with pytest.raises(ValueError, match="variance_scaling: unknown distribution 'gaussian'; expected one of"):
         init.variance_scaling(1.0, distribution="gaussian")
 
 
 def test_variance_scaling_negative_scale_raises():
-    with pytest.raises(ValueError, match="variance_scaling: scale must be a finite number >= 0, got -1.0"):
+    with pytest.raises(ValueError, match="variance_scaling: scale must be a finite real number > 0.0, got -1.0"):
         init.variance_scaling(-1.0)
+    with pytest.raises(ValueError, match="variance_scaling: scale must be a finite real number > 0.0, got 0.0"):
+        init.variance_scaling(0.0)
 
 
 def test_variance_scaling_unknown_layout_raises():
-    with pytest.raises(ValueError, match="variance_scaling: unknown kernel layout 'NCHW'"):
-        init.variance_scaling(1.0, layout="NCHW")
+    with pytest.raises(ValueError, match="variance_scaling: unknown kernel_layout 'NCHW'"):
+        init.variance_scaling(1.0, kernel_layout="NCHW")
 
 
 def test_he_fan_avg_raises():
-    with pytest.raises(ValueError, match="he_normal: mode must be 'fan_in' or 'fan_out'"):
+    with pytest.raises(ValueError, match=r"he_normal: unknown mode 'fan_avg'; expected one of \('fan_in', 'fan_out'\)"):
         init.he_normal(mode="fan_avg")
 
 
@@ -383,7 +386,7 @@ def test_he_unknown_nonlinearity_raises():
 
 
 def test_xavier_bad_gain_raises():
-    with pytest.raises(TypeError, match="xavier_uniform: gain must be a number, got 'a'"):
+    with pytest.raises(TypeError, match="xavier_uniform: gain must be a real number > 0.0, got str 'a'"):
         init.xavier_uniform("a")
 
 
@@ -393,10 +396,148 @@ def test_integer_dtype_raises(key):
 
 
 def test_pytorch_default_bias_negative_fan_in_raises():
-    with pytest.raises(ValueError, match="pytorch_default_bias: fan_in must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="pytorch_default_bias: fan_in must be an int >= 0, got -1"):
         init.pytorch_default_bias(-1)
 
 
 def test_pytorch_default_bias_non_int_fan_in_raises():
-    with pytest.raises(TypeError, match="pytorch_default_bias: fan_in must be an int, got 2.5"):
+    with pytest.raises(TypeError, match="pytorch_default_bias: fan_in must be an int >= 0, got float 2.5"):
         init.pytorch_default_bias(2.5)
+
+
+@pytest.mark.parametrize("name", ["xavier_uniform", "xavier_normal"])
+@pytest.mark.parametrize("gain", [-1.0, 0.0])
+def test_xavier_non_positive_gain_raises(name, gain):
+    # PyTorch fails only when sampling with a negative gain and returns zeros for 0; here both are refused.
+    with pytest.raises(ValueError, match=rf"{name}: gain must be a finite real number > 0.0, got {gain}"):
+        getattr(init, name)(gain)
+
+
+def test_he_bad_negative_slope_raises():
+    with pytest.raises(TypeError, match="he_normal: negative_slope must be a real number, got str 'a'"):
+        init.he_normal(negative_slope="a")
+
+
+def test_compute_fans_negative_size_raises():
+    with pytest.raises(ValueError, match=r"compute_fans: shape must be a tuple of non-negative ints, got \(3, -1\)"):
+        init.compute_fans((3, -1))
+
+
+def test_compute_fans_non_string_kernel_layout_raises():
+    with pytest.raises(TypeError, match="compute_fans: kernel_layout must be a string such as 'HWIO'"):
+        init.compute_fans((3, 4), kernel_layout=None)
+
+
+# ---------------------------------------------------------------- keys
+
+
+INITIALIZERS = {
+    "variance_scaling": init.variance_scaling(1.0), "lecun_normal": init.lecun_normal(),
+    "lecun_uniform": init.lecun_uniform(), "xavier_normal": init.xavier_normal(), "xavier_uniform": init.xavier_uniform(),
+    "he_normal": init.he_normal(), "he_uniform": init.he_uniform(), "pytorch_default": init.pytorch_default(),
+    "pytorch_default_bias": init.pytorch_default_bias(4), "normal": init.normal(0.1), "uniform": init.uniform(),
+    "zeros": init.zeros, "ones": init.ones,
+}
+
+
+@pytest.mark.parametrize("name", sorted(INITIALIZERS))
+@pytest.mark.parametrize("bad", [3, None, "key", np.zeros(2, np.float32)], ids=["int", "None", "str", "float_array"])
+def test_initializer_rejects_a_non_key(name, bad):
+    with pytest.raises(TypeError, match=rf"{name}: key must be a PRNG key"):
+        INITIALIZERS[name](bad, (4, 3))
+
+
+@pytest.mark.parametrize("name", sorted(INITIALIZERS))
+def test_initializer_rejects_a_batch_of_keys(name):
+    keys = jax.random.split(jax.random.key(0), 3)
+    with pytest.raises(ValueError, match=rf"{name}: key must be a single PRNG key, got a batch of keys"):
+        INITIALIZERS[name](keys, (4, 3))
+
+
+def test_initializer_accepts_a_raw_key():
+    raw = jax.random.PRNGKey(0)
+    np.testing.assert_array_equal(init.he_normal()(raw, (4, 3)), init.he_normal()(raw, (4, 3)))
+
+
+# ---------------------------------------------------------------- deprecated layout= keyword
+
+
+@pytest.mark.parametrize("factory", [init.lecun_normal, init.lecun_uniform, init.xavier_normal, init.xavier_uniform,
+                                     init.he_normal, init.he_uniform, init.pytorch_default,
+                                     lambda **kw: init.variance_scaling(2.0, **kw)])
+def test_layout_keyword_is_deprecated_and_still_works(key, factory):
+    with pytest.warns(DeprecationWarning, match=r"the keyword layout= is deprecated .* pass kernel_layout='OIHW'"):
+        old = factory(layout="OIHW")
+    new = factory(kernel_layout="OIHW")
+    shape = (8, 3, 5, 5)  # fans differ between the two families: the layout must be the one passed
+    np.testing.assert_array_equal(old(key, shape), new(key, shape))
+    assert not np.array_equal(new(key, shape), factory()(key, shape))
+
+
+def test_compute_fans_layout_keyword_is_deprecated():
+    with pytest.warns(DeprecationWarning, match="compute_fans: the keyword layout= is deprecated"):
+        assert init.compute_fans((8, 3, 5, 5), layout="OIHW") == (75, 200)
+
+
+# ---------------------------------------------------------------- normal, uniform
+
+
+@pytest.mark.parametrize("std, mean", [(1.0, 0.0), (0.01, 0.0), (2.0, -3.0)])
+def test_normal_moments(key, std, mean):
+    x = np.asarray(init.normal(std=std, mean=mean)(key, (200_000,)), np.float64)
+    n = x.size
+    # Standard errors: std / sqrt(n) for the mean, std^2 * sqrt(2 / n) for the variance; 5 of each.
+    assert abs(x.mean() - mean) < 5 * std / np.sqrt(n)
+    assert abs(x.var() - std ** 2) < 5 * std ** 2 * np.sqrt(2 / n)
+
+
+def test_normal_matches_torch_distribution(key):
+    # Different generators: compare the distributions (two-sample KS) rather than the values.
+    from scipy import stats
+    x = np.asarray(init.normal(std=0.02, mean=0.5)(key, (256, 128))).ravel()
+    t = torch.nn.init.normal_(torch.empty(256, 128), mean=0.5, std=0.02).numpy().ravel()
+    assert stats.ks_2samp(x, t).pvalue > 1e-4
+
+
+@pytest.mark.parametrize("a, b", [(0.0, 1.0), (-0.5, 0.25)])
+def test_uniform_range_and_moments(key, a, b):
+    x = np.asarray(init.uniform(a, b)(key, (200_000,)), np.float64)
+    assert x.min() >= a and x.max() < b
+    n, var = x.size, (b - a) ** 2 / 12
+    assert abs(x.mean() - (a + b) / 2) < 5 * np.sqrt(var / n)
+    assert abs(x.var() - var) < 5 * var * np.sqrt(0.8 / n)  # Var of a uniform's sample variance: 0.8 var^2 / n
+
+
+def test_uniform_matches_torch_distribution(key):
+    from scipy import stats
+    x = np.asarray(init.uniform(-0.5, 0.25)(key, (256, 128))).ravel()
+    t = torch.nn.init.uniform_(torch.empty(256, 128), -0.5, 0.25).numpy().ravel()
+    assert stats.ks_2samp(x, t).pvalue > 1e-4
+
+
+def test_normal_uniform_dtype_and_flax(key):
+    assert init.normal(0.1)(key, (3, 2), jnp.bfloat16).dtype == jnp.bfloat16
+    assert init.uniform()(key, (3, 2), jnp.float16).dtype == jnp.float16
+    params = flax.linen.Dense(3, kernel_init=init.normal(0.01)).init(key, jnp.ones((1, 4)))
+    assert params["params"]["kernel"].shape == (4, 3)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(std=0.0), ValueError, r"normal: std must be a finite real number > 0.0, got 0.0"),
+    (dict(std=-1.0), ValueError, r"normal: std must be a finite real number > 0.0, got -1.0"),
+    (dict(std="1"), TypeError, r"normal: std must be a real number > 0.0, got str '1'"),
+    (dict(std=1.0, mean=None), TypeError, r"normal: mean must be a real number, got NoneType None"),
+])
+def test_normal_bad_arguments_raise(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        init.normal(**kw)
+
+
+@pytest.mark.parametrize("args, exc, match", [
+    ((1.0, 0.0), ValueError, r"uniform: the bounds must satisfy a < b, got a=1.0, b=0.0"),
+    ((0.5, 0.5), ValueError, r"uniform: the bounds must satisfy a < b"),
+    ((0.0, True), TypeError, r"uniform: b must be a real number, got bool True"),
+])
+def test_uniform_bad_arguments_raise(args, exc, match):
+    with pytest.raises(exc, match=match):
+        init.uniform(*args)

@@ -40,7 +40,7 @@ def _value_and_grad(fast, x, g, params, state, wm, wv, layout, **kwargs):
     """y, new_state and d/d(x, params) of sum(y * g) + sum(new_mean * wm) + sum(new_var * wv)."""
     def loss(x_, p_):
         y, new = batch_norm(x_, p_, state, train=True, momentum=0.3, layout=layout, **kwargs)
-        return jnp.sum(y * g) + jnp.sum(new["mean"] * wm) + jnp.sum(new["var"] * wv), (y, new)
+        return jnp.sum(y.astype(jnp.float32) * g) + jnp.sum(new["mean"] * wm) + jnp.sum(new["var"] * wv), (y, new)
 
     old = normalization._FAST_TRAIN_PATH
     normalization._FAST_TRAIN_PATH = fast

@@ -253,7 +253,7 @@ def test_conv_rejects_groups_not_dividing_output_channels():
 def test_conv_rejects_bad_groups():
     with pytest.raises(ValueError, match=r"conv: groups must be an int >= 1, got 0"):
         conv(X, K, groups=0)
-    with pytest.raises(TypeError, match=r"conv: groups must be an int >= 1, got 2.0"):
+    with pytest.raises(TypeError, match=r"conv: groups must be an int >= 1, got float 2.0"):
         conv(X, K, groups=2.0)
 
 
@@ -321,7 +321,7 @@ def test_conv_output_size_rejects_kernel_too_large():
 
 
 def test_conv_output_size_rejects_bad_ceil_mode():
-    with pytest.raises(TypeError, match=r"conv_output_size: ceil_mode must be a bool, got 1"):
+    with pytest.raises(TypeError, match=r"conv_output_size: ceil_mode must be a Python bool .*got int 1"):
         conv_output_size(7, 3, ceil_mode=1)
 
 
@@ -437,3 +437,36 @@ def test_small_input_path_keeps_low_precision_dtype(rng):
     k = jnp.asarray(rng.standard_normal((3, 3, 4, 4)), jnp.bfloat16)
     dx, dk = jax.grad(lambda x, k: jnp.sum(conv(x, k, padding=1).astype(jnp.float32)), argnums=(0, 1))(x, k)
     assert conv(x, k, padding=1).dtype == dx.dtype == dk.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("bad", ["abc", None, {"x": 1}], ids=["str", "None", "dict"])
+def test_conv_and_linear_reject_non_array_inputs(bad):
+    with pytest.raises(TypeError, match="conv: x must be an array"):
+        conv(bad, K)
+    with pytest.raises(TypeError, match="conv: kernel must be an array"):
+        conv(X, bad)
+    with pytest.raises(TypeError, match="linear: x must be an array"):
+        linear(bad, np.ones((4, 3), np.float32))
+    with pytest.raises(TypeError, match="linear: kernel must be an array"):
+        linear(np.ones((2, 4), np.float32), bad)
+    if bad is not None:  # None is "no bias"
+        with pytest.raises(TypeError, match="linear: bias must be an array"):
+            linear(np.ones((2, 4), np.float32), np.ones((4, 3), np.float32), bad)
+
+
+@pytest.mark.parametrize("bad", [1, True, ("N", "H")])
+def test_conv_non_string_layout_raises_type_error(bad):
+    with pytest.raises(TypeError, match="conv: layout must be a string"):
+        conv(X, K, layout=bad)
+
+
+def test_conv_padding_entry_of_the_wrong_type_raises_type_error():
+    with pytest.raises(TypeError, match=r"conv: padding must be .*entry 1.5 .* is neither an int nor"):
+        conv(X, K, padding=(1.5, 1))
+
+
+def test_linear_mixed_dtypes_promote_under_strict_promotion():
+    assert jax.config.jax_numpy_dtype_promotion == "strict"
+    y = linear(jnp.ones((2, 5), jnp.bfloat16), jnp.ones((5, 3), jnp.float32), jnp.ones(3, jnp.bfloat16))
+    assert y.dtype == jnp.float32
+    np.testing.assert_array_equal(y, np.full((2, 3), 6.0, np.float32))

@@ -121,3 +121,31 @@ def test_rejects_non_bool_train(key, train):
 def test_rejects_integer_input(key):
     with pytest.raises(TypeError, match="dropout: x must be a floating-point array, got dtype int32"):
         dropout(key, np.ones(3, np.int32), 0.5, train=True)
+
+
+@pytest.mark.parametrize("bad", [0, None, np.zeros(2, np.float32), jnp.zeros(2, jnp.float32)],
+                         ids=["int", "None", "numpy_float", "jax_float"])
+def test_rejects_a_key_that_is_not_a_prng_key(bad):
+    with pytest.raises(TypeError, match="dropout: key must be a PRNG key"):
+        dropout(bad, jnp.ones((4, 4)), 0.5, train=True)
+
+
+def test_rejects_a_batch_of_keys(key):
+    keys = jax.random.split(key, 4)
+    with pytest.raises(ValueError, match=r"dropout: key must be a single PRNG key, got a batch of keys of shape \(4,\)"):
+        dropout(keys, jnp.ones((4, 4)), 0.5, train=True)
+    raw = jax.random.split(jax.random.PRNGKey(0), 4)
+    with pytest.raises(ValueError, match=r"dropout: key must be a single PRNG key \(a raw key has shape \(2,\)\)"):
+        dropout(raw, jnp.ones((4, 4)), 0.5, train=True)
+
+
+def test_key_is_not_needed_when_unused():
+    x = jnp.ones((2, 3))
+    assert dropout(None, x, 0.5, train=False) is x
+    assert dropout(None, x, 0.0, train=True) is x
+
+
+@pytest.mark.parametrize("bad", ["abc", None, {"x": 1}], ids=["str", "None", "dict"])
+def test_rejects_non_array_input(key, bad):
+    with pytest.raises(TypeError, match="dropout: x must be an array"):
+        dropout(key, bad, 0.5, train=True)

@@ -154,7 +154,7 @@ def test_batch_norm_mask_equals_batch_norm_on_valid_rows(rng):
 
     def loss(x_, p, m):
         y, new = batch_norm(x_, p, state, train=True, momentum=0.3, mask=m)
-        return jnp.sum(jnp.where(jnp.asarray(m)[:, None, None, None] != 0, y, 0) ** 2), (y, new)
+        return jnp.sum(jnp.where(jnp.asarray(m, bool)[:, None, None, None], y, 0) ** 2), (y, new)
 
     vg = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
     (_, (y, new)), (gx, gp) = vg(x, params, mask)
@@ -318,7 +318,7 @@ def test_fold_batch_norm_conv_equals_conv_then_eval_bn(rng, spatial, channels_la
     def conv_bn_and_folded_conv(x_, k_, b_, bn_params_, bn_state_):
         y_ref, _ = batch_norm(_conv(x_, k_, b_, dims=dims, groups=groups), bn_params_, bn_state_,
                               train=False, layout=dims[0])
-        k2_, b2_ = fold_batch_norm(k_, b_, bn_params_, bn_state_, layout=layout)
+        k2_, b2_ = fold_batch_norm(k_, b_, bn_params_, bn_state_, kernel_layout=layout)
         return y_ref, _conv(x_, k2_, b2_, dims=dims, groups=groups), k2_, b2_
 
     y_ref, y_folded, k2, b2 = conv_bn_and_folded_conv(x, k, b, bn_params, bn_state)
@@ -346,7 +346,7 @@ def test_fold_batch_norm_dense(rng, layout):
     def dense_bn_and_folded_dense(x_, k_, b_, bn_params_, bn_state_):
         dense = lambda k, b: x_ @ (k if layout == "IO" else k.T) + b
         y_ref, _ = batch_norm(dense(k_, b_), bn_params_, bn_state_, train=False)
-        return y_ref, dense(*fold_batch_norm(k_, b_, bn_params_, bn_state_, eps=1e-5, layout=layout))
+        return y_ref, dense(*fold_batch_norm(k_, b_, bn_params_, bn_state_, eps=1e-5, kernel_layout=layout))
 
     y_ref, y_folded = dense_bn_and_folded_dense(x, kernel, b, bn_params, bn_state)
     np.testing.assert_allclose(y_folded, y_ref, **TOL)
@@ -500,20 +500,20 @@ def test_batch_norm_rejects_non_bool_train(train):
 @pytest.mark.parametrize("momentum", [-0.1, 1.5, float("nan")])
 def test_batch_norm_rejects_momentum_outside_unit_interval(momentum):
     x, params, state = _bn_args()
-    with pytest.raises(ValueError, match=r"batch_norm: momentum must be in \[0, 1\] \(PyTorch's convention"):
+    with pytest.raises(ValueError, match=r"batch_norm: momentum must be a finite real number in \[0.0, 1.0\]"):
         batch_norm(x, params, state, train=True, momentum=momentum)
 
 
 def test_batch_norm_rejects_momentum_none():
     x, params, state = _bn_args()
-    with pytest.raises(TypeError, match=r"batch_norm: momentum must be a Python float in \[0, 1\], got "
-                                        r"NoneType None \(PyTorch's cumulative average"):
+    with pytest.raises(TypeError, match=r"batch_norm: momentum must be a real number in \[0, 1\] \(the weight of the new "
+                                        r"batch\), got None: PyTorch's cumulative average"):
         batch_norm(x, params, state, train=True, momentum=None)
 
 
 def test_batch_norm_rejects_negative_eps():
     x, params, state = _bn_args()
-    with pytest.raises(ValueError, match="batch_norm: eps must be >= 0, got -1e-05"):
+    with pytest.raises(ValueError, match="batch_norm: eps must be a finite real number >= 0.0, got -1e-05"):
         batch_norm(x, params, state, train=True, eps=-1e-5)
 
 
@@ -552,12 +552,12 @@ def test_batch_norm_rejects_integer_input():
 
 
 def test_init_batch_norm_rejects_non_positive_features():
-    with pytest.raises(ValueError, match="init_batch_norm: num_features must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="init_batch_norm: num_features must be an int >= 1, got 0"):
         init_batch_norm(0)
 
 
 def test_init_layer_norm_rejects_float_shape():
-    with pytest.raises(TypeError, match="init_layer_norm: normalized_shape must be a positive Python int, "
+    with pytest.raises(TypeError, match="init_layer_norm: normalized_shape must be an int >= 1, "
                                         "got float 4.0"):
         init_layer_norm((2, 4.0))
 
@@ -565,26 +565,26 @@ def test_init_layer_norm_rejects_float_shape():
 def test_fold_batch_norm_rejects_out_channel_mismatch():
     bn_params, bn_state = init_batch_norm(5)
     with pytest.raises(ValueError, match=r"fold_batch_norm: bn_params\['scale'\] has shape \(5,\) but kernel "
-                                         r"of shape \(3, 3, 2, 4\) \(layout='HWIO'\) has O = \(4,\)"):
+                                         r"of shape \(3, 3, 2, 4\) \(kernel_layout='HWIO'\) has O = \(4,\)"):
         fold_batch_norm(np.ones((3, 3, 2, 4)), None, bn_params, bn_state)
 
 
 def test_fold_batch_norm_rejects_bias_mismatch():
     bn_params, bn_state = init_batch_norm(4)
     with pytest.raises(ValueError, match=r"fold_batch_norm: bias has shape \(3,\) but kernel"):
-        fold_batch_norm(np.ones((4, 2, 3, 3)), np.ones(3), bn_params, bn_state, layout="OIHW")
+        fold_batch_norm(np.ones((4, 2, 3, 3)), np.ones(3), bn_params, bn_state, kernel_layout="OIHW")
 
 
 def test_fold_batch_norm_rejects_unknown_layout():
     bn_params, bn_state = init_batch_norm(4)
-    with pytest.raises(ValueError, match="fold_batch_norm: unknown kernel layout 'NHWC'"):
-        fold_batch_norm(np.ones((3, 3, 2, 4)), None, bn_params, bn_state, layout="NHWC")
+    with pytest.raises(ValueError, match="fold_batch_norm: unknown kernel_layout 'NHWC'"):
+        fold_batch_norm(np.ones((3, 3, 2, 4)), None, bn_params, bn_state, kernel_layout="NHWC")
 
 
 def test_fold_batch_norm_rejects_rank_one_kernel():
     bn_params, bn_state = init_batch_norm(4)
     with pytest.raises(ValueError, match=r"fold_batch_norm: kernel must have rank >= 2"):
-        fold_batch_norm(np.ones(4), None, bn_params, bn_state, layout="IO")
+        fold_batch_norm(np.ones(4), None, bn_params, bn_state, kernel_layout="IO")
 
 
 def test_layer_norm_rejects_shape_mismatch():
@@ -605,12 +605,12 @@ def test_group_norm_rejects_groups_not_dividing_channels():
 
 
 def test_group_norm_rejects_non_int_groups():
-    with pytest.raises(TypeError, match="group_norm: groups must be a positive Python int, got float 2.0"):
+    with pytest.raises(TypeError, match="group_norm: groups must be an int >= 1, got float 2.0"):
         group_norm(np.ones((2, 3, 3, 6)), init_group_norm(6), groups=2.0)
 
 
 def test_group_norm_rejects_non_positive_groups():
-    with pytest.raises(ValueError, match="group_norm: groups must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="group_norm: groups must be an int >= 1, got 0"):
         group_norm(np.ones((2, 3, 3, 6)), init_group_norm(6), groups=0)
 
 
@@ -644,3 +644,53 @@ def test_instance_norm_rejects_channel_mismatch():
 def test_instance_norm_rejects_unknown_layout():
     with pytest.raises(ValueError, match="instance_norm: unknown layout 'NHW'"):
         instance_norm(np.ones((2, 4, 5, 3)), init_instance_norm(3), layout="NHW")
+
+
+def test_fold_batch_norm_layout_keyword_is_deprecated(rng):
+    kernel = rng.normal(size=(4, 2, 3, 3)).astype(np.float32)
+    bn_params, bn_state = random_affine(rng, 4), random_state(rng, 4)
+    with pytest.warns(DeprecationWarning, match=r"fold_batch_norm: the keyword layout= is deprecated .* "
+                                                r"kernel_layout='OIHW'"):
+        old = fold_batch_norm(kernel, None, bn_params, bn_state, layout="OIHW")
+    new = fold_batch_norm(kernel, None, bn_params, bn_state, kernel_layout="OIHW")
+    for a, b in zip(old, new):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fold_batch_norm_non_string_kernel_layout_raises_type_error(rng):
+    with pytest.raises(TypeError, match="fold_batch_norm: kernel_layout must be a string"):
+        fold_batch_norm(np.ones((3, 4), np.float32), None, random_affine(rng, 4), random_state(rng, 4),
+                        kernel_layout=None)
+
+
+@pytest.mark.parametrize("bad", ["abc", None, {"x": 1}], ids=["str", "None", "dict"])
+def test_norms_reject_non_array_input(bad):
+    params, state = init_batch_norm(3)
+    with pytest.raises(TypeError, match="batch_norm: x must be an array"):
+        batch_norm(bad, params, state, train=True)
+    with pytest.raises(TypeError, match="layer_norm: x must be an array"):
+        layer_norm(bad, init_layer_norm(3))
+    with pytest.raises(TypeError, match="group_norm: x must be an array"):
+        group_norm(bad, init_group_norm(3), groups=1)
+    with pytest.raises(TypeError, match="instance_norm: x must be an array"):
+        instance_norm(bad, init_instance_norm(3))
+
+
+@pytest.mark.parametrize("bad", [1, True, None, ("a",)])
+def test_non_string_layouts_raise_type_error(bad):
+    x = jnp.ones((2, 3, 3, 4))
+    params, state = init_batch_norm(4)
+    with pytest.raises(TypeError, match="batch_norm: layout must be a string"):
+        batch_norm(x, params, state, train=False, layout=bad)
+    with pytest.raises(TypeError, match="group_norm: layout must be a string"):
+        group_norm(x, init_group_norm(4), groups=2, layout=bad)
+    with pytest.raises(TypeError, match="instance_norm: layout must be a string"):
+        instance_norm(x, init_instance_norm(4), layout=bad)
+
+
+def test_init_layer_norm_rejects_non_sequence_and_empty_shape():
+    with pytest.raises(TypeError, match="init_layer_norm: normalized_shape must be a positive int or a non-empty "
+                                        "tuple of them, got float 4.0"):
+        init_layer_norm(4.0)
+    with pytest.raises(ValueError, match=r"init_layer_norm: normalized_shape must be .* got \(\)"):
+        init_layer_norm(())

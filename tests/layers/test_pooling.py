@@ -278,12 +278,12 @@ def test_pool_rejects_float_window():
 
 
 def test_pool_rejects_non_bool_ceil_mode():
-    with pytest.raises(TypeError, match=r"max_pool: ceil_mode must be a bool, got 'yes'"):
+    with pytest.raises(TypeError, match=r"max_pool: ceil_mode must be a Python bool .*got str 'yes'"):
         max_pool(X, 2, ceil_mode="yes")
 
 
 def test_avg_pool_rejects_non_bool_count_include_pad():
-    with pytest.raises(TypeError, match=r"avg_pool: count_include_pad must be a bool, got None"):
+    with pytest.raises(TypeError, match=r"avg_pool: count_include_pad must be a Python bool .*got NoneType None"):
         avg_pool(X, 2, count_include_pad=None)
 
 
@@ -329,3 +329,50 @@ def test_flatten_rejects_rank_below_two():
 def test_flatten_rejects_unknown_layout():
     with pytest.raises(ValueError, match=r"flatten: unknown layout 'NCWH'"):
         flatten(X, layout="NCWH")
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_pooling_under_strict_promotion_matches_torch(rng, dtype):
+    """The suite runs with jax_numpy_dtype_promotion="strict" (conftest): half-precision averages must widen
+    with checks.at_least_float32, not by implicit promotion. Sums in float32, so the result is the float32
+    average rounded once to the half dtype: within one half-precision ulp of torch's (rtol 2^-7 for bf16)."""
+    assert jax.config.jax_numpy_dtype_promotion == "strict"
+    x = rng.normal(size=(2, 3, 7, 7)).astype(np.float32)
+    xh = jnp.asarray(x, dtype)
+    th = torch.tensor(np.asarray(xh.astype(jnp.float32))).to(torch.bfloat16 if dtype == jnp.bfloat16
+                                                             else torch.float16)
+    tol = dict(rtol=2 ** -7 if dtype == jnp.bfloat16 else 2 ** -10, atol=1e-3)
+    cases = [
+        (lambda a: avg_pool(a, 3, stride=2, padding=1, layout="NCHW"),
+         lambda t: F.avg_pool2d(t, 3, stride=2, padding=1)),
+        (lambda a: adaptive_avg_pool(a, (3, 2), layout="NCHW"), lambda t: F.adaptive_avg_pool2d(t, (3, 2))),
+        (lambda a: max_pool(a, 3, stride=2, padding=1, ceil_mode=True, layout="NCHW"),
+         lambda t: F.max_pool2d(t, 3, stride=2, padding=1, ceil_mode=True)),
+        (lambda a: global_avg_pool(a, layout="NCHW"), lambda t: t.float().mean(dim=(2, 3))),
+    ]
+    for ours, theirs in cases:
+        y = ours(xh)
+        assert y.dtype == dtype
+        np.testing.assert_allclose(np.asarray(y.astype(jnp.float32)), theirs(th).float().numpy(), **tol)
+
+
+@pytest.mark.parametrize("fn", [max_pool, avg_pool, adaptive_avg_pool])
+@pytest.mark.parametrize("bad", ["abc", None, {"x": 1}], ids=["str", "None", "dict"])
+def test_pooling_rejects_non_array_input(fn, bad):
+    with pytest.raises(TypeError, match=rf"{fn.__name__}: x must be an array"):
+        fn(bad, 2)
+
+
+def test_global_avg_pool_rejects_non_array_input():
+    with pytest.raises(TypeError, match="global_avg_pool: x must be an array"):
+        global_avg_pool("abc")
+
+
+@pytest.mark.parametrize("bad", [1, None, True])
+def test_pooling_non_string_layout_raises_type_error(bad):
+    x = jnp.ones((1, 4, 4, 2))
+    for fn in (lambda: max_pool(x, 2, layout=bad), lambda: avg_pool(x, 2, layout=bad),
+               lambda: adaptive_avg_pool(x, 2, layout=bad), lambda: global_avg_pool(x, layout=bad),
+               lambda: flatten(x, layout=bad)):
+        with pytest.raises(TypeError, match="layout must be a string"):
+            fn()

@@ -255,12 +255,14 @@ def test_dense_equals_layers(key, rng):
     (jnn.Flatten(), layers.flatten, (2, 4, 3, 5)),
     (jnn.Flatten(layout="NCHW"), lambda x: layers.flatten(x, layout="NCHW"), (2, 4, 3, 5)),
     (jnn.ReLU(), layers.relu, (3, 4)),
-    (jnn.LeakyReLU(0.2), lambda x: layers.leaky_relu(x, 0.2), (3, 4)),
-    (jnn.ELU(0.5), lambda x: layers.elu(x, 0.5), (3, 4)),
+    (jnn.LeakyReLU(0.2), lambda x: layers.leaky_relu(x, negative_slope=0.2), (3, 4)),
+    (jnn.ELU(0.5), lambda x: layers.elu(x, alpha=0.5), (3, 4)),
     (jnn.Sigmoid(), layers.sigmoid, (3, 4)),
     (jnn.Tanh(), layers.tanh, (3, 4)),
     (jnn.Maxout(2), lambda x: layers.maxout(x, 2), (3, 4)),
-    (jnn.Maxout(3, axis=1), lambda x: layers.maxout(x, 3, axis=1), (2, 6, 4)),
+    (jnn.Maxout(3, layout="NCW"), lambda x: layers.maxout(x, 3, layout="NCW"), (2, 6, 4)),
+    (jnn.LogSoftmax(), layers.log_softmax, (3, 4)),
+    (jnn.LogSoftmax(axis=1), lambda x: layers.log_softmax(x, axis=1), (2, 5, 3)),
     (jnn.Activation("gelu"), layers.gelu, (3, 4)),
     (jnn.Activation("silu"), layers.silu, (3, 4)),
 ], ids=lambda v: type(v).__name__ if isinstance(v, flax_nn.Module) else "")
@@ -385,12 +387,12 @@ def test_custom_initializers_are_used(key):
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("module,x,call,error,match", [
-    (jnn.Conv(0, 3), (1, 5, 5, 2), {}, ValueError, r"Conv: features must be a positive int.*got 0"),
+    (jnn.Conv(0, 3), (1, 5, 5, 2), {}, ValueError, r"Conv: features must be an int >= 1, got 0"),
     (jnn.Conv(4, (3, 3, 3)), (1, 5, 5, 2), {}, ValueError, r"Conv: kernel_size must be an int or a tuple of 2 ints"),
     (jnn.Conv(4, 3, groups=2), (1, 5, 5, 3), {}, ValueError, r"Conv: groups=2 does not divide the 3 input channels"),
     (jnn.Conv(4, 3), (5, 2), {}, ValueError, r"Conv: expected a batched input of rank 3, 4 or 5.*got shape \(5, 2\)"),
     (jnn.Conv(4, 3, layout="HWNC"), (1, 5, 5, 2), {}, ValueError, r"Conv: unknown layout 'HWNC'"),
-    (jnn.Dense(-1), (2, 3), {}, ValueError, r"Dense: features must be a positive int.*got -1"),
+    (jnn.Dense(-1), (2, 3), {}, ValueError, r"Dense: features must be an int >= 1, got -1"),
     (jnn.Dense(4), (), {}, ValueError, r"Dense: expected an input of shape \[\.\.\., in\]"),
     (jnn.BatchNorm(), (5,), dict(train=False), ValueError, r"BatchNorm: expected a batched input of shape \[N, C\]"),
     (jnn.Dropout(1.0), (2, 3), dict(train=False), ValueError,
@@ -403,3 +405,30 @@ def test_custom_initializers_are_used(key):
 def test_errors(key, module, x, call, error, match):
     with pytest.raises(error, match=match):
         module.init(key, jnp.zeros(x), **call)
+
+
+def test_maxout_axis_field_is_deprecated_and_still_works(key, rng):
+    x = _x(rng, (2, 6, 4))
+    module = jnn.Maxout(3, axis=1)
+    with pytest.warns(DeprecationWarning, match=r"Maxout: the field axis is deprecated .* pass layout="):
+        variables = module.init(key, x)
+    with pytest.warns(DeprecationWarning):
+        y = module.apply(variables, x)
+    exact(y, layers.maxout(x, 3, layout="NCW"))
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_log_softmax_module_matches_torch(key, rng, axis):
+    x = _x(rng, (4, 5, 3))
+    module = jnn.LogSoftmax(axis=axis)
+    y = module.apply(module.init(key, x), x)
+    np.testing.assert_allclose(y, torch.nn.LogSoftmax(dim=axis)(torch.tensor(np.asarray(x))).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("module", [jnn.Conv(4, 3), jnn.Dense(4)], ids=["Conv", "Dense"])
+@pytest.mark.parametrize("bad", ["abc", None], ids=["str", "None"])
+def test_modules_reject_non_array_input(key, module, bad):
+    name = type(module).__name__
+    with pytest.raises(TypeError, match=rf"{name}: x must be an array"):
+        module.init(key, bad)
