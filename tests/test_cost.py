@@ -100,13 +100,15 @@ def test_sequential_names_and_table(capsys):
     assert summary(model, (6, 6, 3), batch_size=5).rows == s.rows
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(input_shape=(32, 32, 3), batch_size=0), r"summary: batch_size must be a positive int, got 0"),
-    (dict(input_shape=32), r"summary: input_shape must be a sequence of positive ints"),
-    (dict(input_shape=(32, 0, 3)), r"summary: input_shape must be a sequence of positive ints"),
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(input_shape=(32, 32, 3), batch_size=0), ValueError, r"summary: batch_size must be a positive int, got 0"),
+    (dict(input_shape=(32, 32, 3), batch_size=2.0), TypeError, r"summary: batch_size must be a positive int, got "
+                                                               r"float 2.0"),
+    (dict(input_shape=32), TypeError, r"summary: input_shape must be a sequence of positive ints .*got int 32"),
+    (dict(input_shape=(32, 0, 3)), ValueError, r"summary: input_shape must be a sequence of positive ints"),
 ])
-def test_errors(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
         summary(jnn.Conv(4, 3), **kwargs)
 
 

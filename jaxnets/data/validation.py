@@ -143,7 +143,7 @@ def check_dataset(fn: str, name: str, data, *, image_shape: Sequence[int] | None
                              f"the labels to 0 .. {num_classes - 1}.")
     if image_shape is not None and shape[1:] != image_shape:
         h, w, c = image_shape
-        hint = (f"; that looks like NCHW; this model is channels-last NHWC: transpose with x.transpose(0, 2, 3, 1)"
+        hint = ("; that looks like NCHW; this model is channels-last NHWC: transpose with x.transpose(0, 2, 3, 1)"
                 if shape[1:] == (c, h, w) else "")
         raise ValueError(f"{fn}: {name}['image'] must be [N, {h}, {w}, {c}] for this model, got shape "
                          f"{shape}{hint}.")

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+
+from jaxnets.checks import check_positive_int
 from jax.experimental import multihost_utils
 
 
@@ -53,10 +55,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     """
     fn = "initialize"
     if local_device_count is not None:
-        if isinstance(local_device_count, bool) or not isinstance(local_device_count, int):
-            raise TypeError(f"{fn}: local_device_count must be an int, got {local_device_count!r}.")
-        if local_device_count < 1:
-            raise ValueError(f"{fn}: local_device_count must be >= 1, got {local_device_count}.")
+        check_positive_int(fn, "local_device_count", local_device_count)
         try:
             jax.config.update("jax_num_cpu_devices", local_device_count)
         except RuntimeError as e:
@@ -97,10 +96,7 @@ def process_slice(global_batch_size: int, *, process_index: int | None = None,
     fn = "process_slice"
     p = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
-    if isinstance(global_batch_size, bool) or not isinstance(global_batch_size, (int, np.integer)):
-        raise TypeError(f"{fn}: global_batch_size must be an int, got {global_batch_size!r}.")
-    if global_batch_size < 1:
-        raise ValueError(f"{fn}: global_batch_size must be >= 1, got {global_batch_size}.")
+    check_positive_int(fn, "global_batch_size", global_batch_size)
     if not (isinstance(count, int) and count >= 1 and isinstance(p, int) and 0 <= p < count):
         raise ValueError(f"{fn}: process_index must be in [0, process_count), got process_index={p!r}, "
                          f"process_count={count!r}.")

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets.checks import check_positive_int
 from jaxnets.checks import concrete_or_none
 from jaxnets.data.augment import to_float
 from jaxnets.data.batches import Batches
@@ -46,8 +47,7 @@ def as_batches(fn: str, name: str, data, batch_size: int | None, *, train: bool,
         got = sorted(data) if isinstance(data, Mapping) else type(data).__name__
         raise TypeError(f"{fn}: {name} must be a dict {{'image': [N, H, W, C], 'label': [N]}} or a "
                         f"jaxnets.data.Batches, got {got}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"{fn}: batch_size must be a positive int when {name} is a dict, got {batch_size!r}.")
+    batch_size = check_positive_int(fn, "batch_size", batch_size)
     n = len(data["label"])
     if train and batch_size > n:
         raise ValueError(f"{fn}: batch_size {batch_size} is larger than the {n} training examples; use a "

@@ -43,7 +43,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxnets.checks import check_bool
+from jaxnets.checks import check_bool, check_int, check_positive_int
 from jaxnets.data.batches import Batches
 from jaxnets.layers.losses import cross_entropy
 from jaxnets.train.batch_stats import recompute_batch_stats
@@ -71,12 +71,10 @@ _all_finite = jax.jit(all_finite)
 # helpers: arguments, resume, one epoch, records
 # ----------------------------------------------------------------------------------------------
 def _check_arguments(fn: str, *, epochs, optimizer, seed, early_stopping, val_data, resume, checkpoint_dir) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"{fn}: epochs must be an int >= 1, got {epochs!r}.")
+    check_positive_int(fn, "epochs", epochs)
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"{fn}: optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"{fn}: seed must be a non-negative int, got {seed!r}.")
+    check_int(fn, "seed", seed, minimum=0)
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
         raise TypeError(f"{fn}: early_stopping must be an EarlyStopping or None, got {type(early_stopping).__name__}.")
     if early_stopping is not None and early_stopping.monitor.startswith("val_") and val_data is None:

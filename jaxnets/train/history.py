@@ -18,6 +18,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxnets.checks import check_choice, check_positive_int, check_real
+
 __all__ = ["History", "EarlyStopping", "NonFiniteLossError", "BestMetric", "MONITORS", "plot_history",
            "write_atomic", "write_text_atomic", "write_logs", "json_float", "learning_rate_of",
            "remove_stale_temporaries"]
@@ -122,15 +124,9 @@ class EarlyStopping:
 
     def __post_init__(self):
         fn = "EarlyStopping"
-        if self.monitor not in MONITORS:
-            raise ValueError(f"{fn}: monitor must be one of {MONITORS}, got {self.monitor!r}.")
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int):
-            raise TypeError(f"{fn}: patience must be an int >= 1, got {self.patience!r}.")
-        if self.patience < 1:
-            raise ValueError(f"{fn}: patience must be an int >= 1, got {self.patience}.")
-        if (isinstance(self.min_delta, bool) or not isinstance(self.min_delta, (int, float))
-                or not self.min_delta >= 0):
-            raise ValueError(f"{fn}: min_delta must be a number >= 0, got {self.min_delta!r}.")
+        check_choice(fn, "monitor", self.monitor, MONITORS)
+        check_positive_int(fn, "patience", self.patience)
+        check_real(fn, "min_delta", self.min_delta, minimum=0.0)
 
 
 class NonFiniteLossError(RuntimeError):

@@ -36,6 +36,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxnets.checks import check_positive_int, is_real
 from flax import struct
 
 __all__ = ["Policy", "DynamicLossScale", "as_policy", "all_finite", "DTYPES"]
@@ -209,15 +211,11 @@ class DynamicLossScale(struct.PyTreeNode):
                   ("growth_factor", growth_factor, lambda v: 1 < v < np.inf, "a finite float > 1"),
                   ("backoff_factor", backoff_factor, lambda v: 0 < v < 1, "a float in (0, 1)"))
         for name, value, ok, expected in checks:
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            if not is_real(value):
                 raise TypeError(f"{fn}: {name} must be {expected}, got {type(value).__name__} {value!r}.")
             if not ok(float(value)):
                 raise ValueError(f"{fn}: {name} must be {expected}, got {value!r}.")
-        if isinstance(growth_interval, bool) or not isinstance(growth_interval, (int, np.integer)):
-            raise TypeError(f"{fn}: growth_interval must be an int >= 1, got {type(growth_interval).__name__} "
-                            f"{growth_interval!r}.")
-        if growth_interval < 1:
-            raise ValueError(f"{fn}: growth_interval must be an int >= 1, got {growth_interval!r}.")
+        check_positive_int(fn, "growth_interval", growth_interval)
         return cls(scale=jnp.asarray(init_scale, jnp.float32), growth_tracker=jnp.zeros((), jnp.int32),
                    growth_factor=float(growth_factor), backoff_factor=float(backoff_factor),
                    growth_interval=int(growth_interval))

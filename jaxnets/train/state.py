@@ -20,7 +20,7 @@ from flax import struct
 from flax.core import unfreeze
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from jaxnets.checks import check_input_layout
+from jaxnets.checks import check_input_layout, check_int
 from jaxnets.train.precision import DynamicLossScale, as_policy
 
 _COLLECTIONS = ("params", "batch_stats")
@@ -175,8 +175,7 @@ class TrainState(struct.PyTreeNode):
         if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
             raise TypeError(f"{fn}: optimizer must be an optax.GradientTransformation (with init and update), "
                             f"got {type(optimizer).__name__}.")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"{fn}: seed must be an int, got {seed!r}.")
+        check_int(fn, "seed", seed)
         policy = as_policy(fn, precision)
         if loss_scale is not None and not isinstance(loss_scale, DynamicLossScale):
             raise TypeError(f"{fn}: loss_scale must be a jaxnets.train.DynamicLossScale or None, got "

@@ -115,9 +115,9 @@ def test_process_slice_defaults_to_this_process():
 
 
 def test_process_slice_errors():
-    with pytest.raises(ValueError, match=r"process_slice: global_batch_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"process_slice: global_batch_size must be an int >= 1, got 0"):
         distributed.process_slice(0)
-    with pytest.raises(TypeError, match=r"process_slice: global_batch_size must be an int, got 2.5"):
+    with pytest.raises(TypeError, match=r"process_slice: global_batch_size must be an int >= 1, got float 2.5"):
         distributed.process_slice(2.5)
     with pytest.raises(ValueError, match=r"process_slice: process_index must be in \[0, process_count\), got "
                                          r"process_index=2, process_count=2"):
@@ -135,7 +135,7 @@ def test_initialize_errors():
     jax.devices()  # the backend is running in this process
     with pytest.raises(RuntimeError, match=r"initialize: must be called before any JAX computation"):
         distributed.initialize("127.0.0.1:1", 2, 0, local_device_count=2)
-    with pytest.raises(ValueError, match=r"initialize: local_device_count must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"initialize: local_device_count must be an int >= 1, got 0"):
         distributed.initialize(local_device_count=0)
-    with pytest.raises(TypeError, match=r"initialize: local_device_count must be an int, got '2'"):
+    with pytest.raises(TypeError, match=r"initialize: local_device_count must be an int >= 1, got str '2'"):
         distributed.initialize(local_device_count="2")

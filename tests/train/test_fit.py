@@ -184,7 +184,7 @@ def test_fit_errors(uninterrupted, tmp_path):
         _fit(checkpoint_dir=directory, resume=True, seed=4)
     with pytest.raises(ValueError, match="patience must be an int >= 1"):
         EarlyStopping(patience=0)
-    with pytest.raises(ValueError, match="monitor must be one of"):
+    with pytest.raises(ValueError, match="unknown monitor .accuracy."):
         EarlyStopping(monitor="accuracy")
 
 

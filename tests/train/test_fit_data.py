@@ -140,3 +140,12 @@ def test_float16_loss_scaler_owns_non_finite_steps():
     from jaxnets.train import NonFiniteLossError
     with pytest.raises(NonFiniteLossError, match="training loss is"):
         _fit(train={**data, "image": np.full_like(data["image"], np.inf)}, val_data=None)
+
+
+@pytest.mark.parametrize("option, value, error", [("epochs", 1.5, TypeError), ("epochs", True, TypeError),
+                                                   ("epochs", 0, ValueError), ("seed", 1.5, TypeError),
+                                                   ("seed", True, TypeError), ("seed", -1, ValueError),
+                                                   ("batch_size", 2.0, TypeError), ("drop_last", 1, TypeError)])
+def test_fit_options_follow_the_error_rule(option, value, error):
+    with pytest.raises(error, match=f"fit: {option} must be"):
+        _fit(**{option: value})

@@ -29,12 +29,14 @@ def test_history_from_dict_rejects_other_fields():
 def test_early_stopping_errors():
     with pytest.raises(ValueError, match="EarlyStopping: patience must be an int >= 1, got 0"):
         EarlyStopping(patience=0)
-    with pytest.raises(TypeError, match="EarlyStopping: patience must be an int >= 1, got True"):
+    with pytest.raises(TypeError, match="EarlyStopping: patience must be an int >= 1, got bool True"):
         EarlyStopping(patience=True)
-    with pytest.raises(ValueError, match="EarlyStopping: monitor must be one of"):
+    with pytest.raises(ValueError, match="EarlyStopping: unknown monitor 'accuracy'; expected one of"):
         EarlyStopping(monitor="accuracy")
-    with pytest.raises(ValueError, match="EarlyStopping: min_delta must be a number >= 0, got -0.1"):
+    with pytest.raises(ValueError, match="EarlyStopping: min_delta must be a finite real number >= 0.0, got -0.1"):
         EarlyStopping(min_delta=-0.1)
+    with pytest.raises(TypeError, match="EarlyStopping: min_delta must be a real number >= 0.0, got str '0.1'"):
+        EarlyStopping(min_delta="0.1")
 
 
 def test_best_metric_improvement_rule_and_round_trip():
