@@ -55,6 +55,7 @@ from jaxnets.train.evaluation import as_batches, check_model_data, eval_sums, ev
 from jaxnets.train.history import (MONITORS, BestMetric, EarlyStopping, History, NonFiniteLossError, learning_rate_of,
                                    plot_history, write_logs)
 from jaxnets.train.parallel import CompiledSteps
+from jaxnets.train.plateau import ReduceLROnPlateau
 from jaxnets.train.precision import all_finite, as_policy
 from jaxnets.train.progress import ProgressBar, progress_enabled
 from jaxnets.train.state import TrainState
@@ -110,7 +111,7 @@ def _check_not_channels_first(fn: str, model: nn.Module, shape: tuple[int, ...])
 
 
 def _resume(fn: str, checkpoints: Checkpoints | None, fresh: TrainState, run: dict, *, resume: bool,
-            best: BestMetric, early_stopping: EarlyStopping | None
+            best: BestMetric, early_stopping: EarlyStopping | None, plateau: ReduceLROnPlateau | None
             ) -> tuple[TrainState, History, int, TrainState | None]:
     """`(state, history, first epoch, best state)` of the run: fresh, or continued from the latest checkpoint
     (which must come from a run with the same settings `run`); `best` is loaded from it."""
@@ -131,6 +132,8 @@ def _resume(fn: str, checkpoints: Checkpoints | None, fresh: TrainState, run: di
     state, meta, _ = checkpoints.restore_latest_intact(fresh, check_meta=same_run)
     history, start = History.from_dict(meta["history"]), int(meta["epoch"])
     best.load(meta["best"])
+    if plateau is not None and "plateau" in meta:
+        plateau.load_state_dict(meta["plateau"])
     best_state = None
     if early_stopping is not None and best.epoch is not None:
         best_state = state if best.epoch == start else checkpoints.restore(fresh, best.epoch)[0]
@@ -252,11 +255,13 @@ def _patience_spent(early_stopping: EarlyStopping | None, best: BestMetric) -> b
 
 def _save_epoch(checkpoints: Checkpoints | None, epoch: int, state: TrainState, *, history: History,
                 best: BestMetric, improved: bool, run: dict, log_dir: str | None, main: bool,
-                on_epoch_end: Callable[[int, History], None] | None) -> None:
-    """After epoch `epoch` (0-based): checkpoint, history.json and curves.png (process 0), the callback."""
+                on_epoch_end: Callable[[int, History], None] | None, extra: dict) -> None:
+    """After epoch `epoch` (0-based): checkpoint (with `extra` in its metadata), history.json and curves.png
+    (process 0), the callback."""
     if checkpoints is not None:
         checkpoints.save(epoch + 1, state, best_rank=best.rank if improved else -1,
-                         meta={"epoch": epoch + 1, "history": history.to_dict(), "best": best.to_dict(), "run": run})
+                         meta={"epoch": epoch + 1, "history": history.to_dict(), "best": best.to_dict(), "run": run,
+                               **extra})
     if main:
         write_logs(log_dir, history)
     if on_epoch_end is not None:
@@ -275,7 +280,7 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         log_dir: str | os.PathLike | None = None,
         on_epoch_end: Callable[[int, History], None] | None = None,
         precision=None, compiler_options="auto", initial_variables=None,
-        drop_last: bool = True) -> tuple[TrainState, History]:
+        drop_last: bool = True, plateau: ReduceLROnPlateau | None = None) -> tuple[TrainState, History]:
     """Train `model` for `epochs` epochs; return the final state and the per-epoch `History`.
 
     Each epoch visits the training data in an order fixed by `(seed, epoch)` (`Batches.epoch`), runs
@@ -334,6 +339,11 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         averaged over its real rows, as torch's `DataLoader(drop_last=False)`; an epoch then has
         `data.steps_per_epoch(N, batch_size, drop_last=False)` steps, torch's `len(loader)`. Applies to
         dict `train_data` (a `Batches` brings its own).
+      plateau: a `jaxnets.train.ReduceLROnPlateau` (torch's ReduceLROnPlateau), stepped after every epoch
+        with the monitored metric (see Returns: `early_stopping.monitor`, else `val_loss`, else
+        `train_loss`); `optimizer` must end with `plateau.transform()`. Its new rate is written into the
+        optimizer state (no recompilation), recorded in `History.learning_rate`, and its counters are
+        checkpointed with the run.
 
     Returns: `(state, history)`. `state` holds one copy of every array (pmap's device axis removed).
       Without early stopping it is the state after the last epoch. With early stopping it is the
@@ -365,6 +375,9 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
     _check_arguments(fn, epochs=epochs, optimizer=optimizer, seed=seed, early_stopping=early_stopping,
                      val_data=val_data, resume=resume, checkpoint_dir=checkpoint_dir)
     check_bool(fn, "drop_last", drop_last)
+    if plateau is not None and not isinstance(plateau, ReduceLROnPlateau):
+        raise TypeError(f"{fn}: plateau must be a jaxnets.train.ReduceLROnPlateau or None, got "
+                        f"{type(plateau).__name__}.")
     check_dataset(fn, "train_data", train_data)
     if val_data is not None:
         check_dataset(fn, "val_data", val_data)
@@ -402,7 +415,7 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
     checkpoints = None if checkpoint_dir is None else Checkpoints(checkpoint_dir, keep=keep)
     with contextlib.nullcontext() if checkpoints is None else checkpoints:  # closing waits for the last save
         state, history, start, best_state = _resume(fn, checkpoints, fresh, run, resume=resume, best=best,
-                                                    early_stopping=early_stopping)
+                                                    early_stopping=early_stopping, plateau=plateau)
         step, placed = int(state.step), steps.put_state(state)
         for epoch in range(start, epochs):
             if _patience_spent(early_stopping, best):
@@ -414,12 +427,18 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
                                                val_batches=val_batches, pad_to=pad_to, history=history,
                                                checkpoints=checkpoints, bar=bar)
             rate = learning_rate_of(learning_rate, steps.get_state(placed).opt_state, step - 1)
+            if plateau is not None and rate is not None:
+                rate *= plateau.scale  # the epoch ran at the plateau's current rate
             improved = _record_epoch(history, best, epoch, monitor=monitor, rate=rate, started=started,
                                      early_stopping=early_stopping)
+            if plateau is not None:  # torch: scheduler.step(metric) after the epoch; the next epoch uses the rate
+                plateau.step(getattr(history, monitor)[-1])
+                placed = placed.replace(opt_state=plateau.apply(placed.opt_state))
             if improved and early_stopping is not None:
                 best_state = snapshot(steps.get_state(placed))
             _save_epoch(checkpoints, epoch, steps.get_state(placed), history=history, best=best, improved=improved,
-                        run=run, log_dir=log_dir, main=main, on_epoch_end=on_epoch_end)
+                        run=run, log_dir=log_dir, main=main, on_epoch_end=on_epoch_end,
+                        extra={} if plateau is None else {"plateau": plateau.state_dict()})
             if history.stopped_early:
                 break
     final = best_state if (early_stopping is not None and best_state is not None) else steps.get_state(placed)

@@ -170,7 +170,9 @@ class ReduceLROnPlateau:
 
     def state_dict(self) -> dict:
         """Everything ``step`` depends on, as plain Python numbers (for a checkpoint's metadata)."""
-        return {"learning_rate": self.learning_rate, "best": self.best, "num_bad_epochs": self.num_bad_epochs,
+        # A non-finite best (no epoch seen yet: +-inf) is stored as None, so the dict is strict JSON.
+        best = self.best if math.isfinite(self.best) else None
+        return {"learning_rate": self.learning_rate, "best": best, "num_bad_epochs": self.num_bad_epochs,
                 "cooldown_counter": self.cooldown_counter, "last_epoch": self.last_epoch}
 
     def load_state_dict(self, state: dict) -> None:
@@ -179,7 +181,7 @@ class ReduceLROnPlateau:
         if missing:
             raise ValueError(f"ReduceLROnPlateau.load_state_dict: missing keys {missing}, got {sorted(state)}.")
         self.learning_rate = float(state["learning_rate"])
-        self.best = float(state["best"])
+        self.best = (math.inf if self.mode == "min" else -math.inf) if state["best"] is None else float(state["best"])
         self.num_bad_epochs = int(state["num_bad_epochs"])
         self.cooldown_counter = int(state["cooldown_counter"])
         self.last_epoch = int(state["last_epoch"])

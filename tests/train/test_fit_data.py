@@ -149,3 +149,34 @@ def test_float16_loss_scaler_owns_non_finite_steps():
 def test_fit_options_follow_the_error_rule(option, value, error):
     with pytest.raises(error, match=f"fit: {option} must be"):
         _fit(**{option: value})
+
+
+def test_reduce_lr_on_plateau_driven_by_fit_matches_torch_and_resumes_bitwise(tmp_path):
+    import torch
+
+    from jaxnets.train import ReduceLROnPlateau, sgd
+
+    def run(epochs, directory, resume=False):
+        plateau = ReduceLROnPlateau(0.05, mode="max", factor=0.5, patience=0)  # "max" of a loss: reduce often
+        tx = optax.chain(sgd(0.05, momentum=0.9), plateau.transform())
+        return fit(MODEL, TRAIN, val_data=VAL, epochs=epochs, batch_size=BATCH, optimizer=tx, seed=0, progress=False,
+                   learning_rate=0.05, plateau=plateau, checkpoint_dir=directory, resume=resume)
+
+    state, history = run(4, tmp_path / "a")
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.05)
+    torch_plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=0)
+    expected = []
+    for loss in history.val_loss:
+        expected.append(opt.param_groups[0]["lr"])  # the rate the epoch trained with
+        torch_plateau.step(loss)
+    np.testing.assert_allclose(history.learning_rate, expected, rtol=1e-12)
+    assert min(history.learning_rate) < 0.05  # the rule did reduce the rate
+
+    run(2, tmp_path / "b")
+    resumed, resumed_history = run(4, tmp_path / "b", resume=True)
+    assert resumed_history.learning_rate == history.learning_rate
+    for x, y in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(TypeError, match="fit: plateau must be a jaxnets.train.ReduceLROnPlateau"):
+        _fit(plateau="yes")
