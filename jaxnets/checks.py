@@ -356,3 +356,14 @@ def renamed_keyword(fn: str, old_name: str, old_value, new_name: str, new_value)
     warnings.warn(f"{fn}: the keyword {old_name}= is deprecated and will be removed in the next release; "
                   f"pass {new_name}={old_value!r} instead.", DeprecationWarning, stacklevel=3)
     return old_value
+
+
+def check_float_input(fn: str, name: str, x) -> None:
+    """TypeError for an integer or bool array where float activations are expected (as torch's convolutions
+    and linear layers raise for integer inputs): the usual cause is a uint8 image given to a model."""
+    import jax.numpy as jnp
+
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{fn}: {name} must be a floating-point array, got dtype {x.dtype}. Models take float "
+                        f"inputs: scale uint8 images to [0, 1] with jaxnets.data.to_float (x / 255, the "
+                        f"preprocessing fit and evaluate apply) before model.apply.")

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxnets.checks import as_tuple, check_array, check_bool, check_int, is_int, spatial_layout
+from jaxnets.checks import as_tuple, check_array, check_bool, check_float_input, check_int, is_int, spatial_layout
 
 Padding = int | str | Sequence[int] | Sequence[tuple[int, int]]
 
@@ -169,6 +169,7 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     """
     fn = "conv"
     x, kernel = jnp.asarray(check_array(fn, "x", x)), jnp.asarray(check_array(fn, "kernel", kernel))
+    check_float_input(fn, "x", x)
     groups = check_int(fn, "groups", groups, minimum=1)
     lay = spatial_layout(fn, x, layout)
     n = lay.spatial
@@ -318,6 +319,7 @@ def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> ja
     """
     fn = "linear"
     x, kernel = jnp.asarray(check_array(fn, "x", x)), jnp.asarray(check_array(fn, "kernel", kernel))
+    check_float_input(fn, "x", x)
     if kernel.ndim != 2:
         raise ValueError(f"linear: kernel must be 2-D [in, out], got shape {tuple(kernel.shape)}.")
     if x.ndim < 1 or x.shape[-1] != kernel.shape[0]:

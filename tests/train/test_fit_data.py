@@ -180,3 +180,16 @@ def test_reduce_lr_on_plateau_driven_by_fit_matches_torch_and_resumes_bitwise(tm
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     with pytest.raises(TypeError, match="fit: plateau must be a jaxnets.train.ReduceLROnPlateau"):
         _fit(plateau="yes")
+
+
+def test_a_trained_model_rejects_raw_uint8_images_naming_the_preprocessing():
+    from jaxnets import data, models
+
+    model = models.create("lenet5")
+    state, _ = fit(model, {"image": np.zeros((16, 28, 28, 1), np.uint8), "label": np.arange(16) % 10}, epochs=1,
+                   batch_size=8, optimizer=TX, progress=False)
+    raw = np.full((2, 28, 28, 1), 255, np.uint8)
+    with pytest.raises(TypeError, match=r"conv: x must be a floating-point array, got dtype uint8.*"
+                                        r"jaxnets.data.to_float"):
+        model.apply(state.variables, raw, train=False)
+    assert model.apply(state.variables, data.to_float(raw), train=False).shape == (2, 10)
