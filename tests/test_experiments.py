@@ -37,6 +37,7 @@ def test_experiments_are_discovered():
     assert {"init_signal_propagation", "autodiff_modes", "double_descent"} <= set(EXPERIMENTS)
 
 
+@pytest.mark.slow  # every script's tiny run: most of the suite's time
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_tiny_run_writes_results(name, tmp_path):
     module = importlib.import_module(f"experiments.{name}")

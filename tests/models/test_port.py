@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch import nn
 
+from _tolerances import FLOAT32_DEEP_NETWORK
 from jaxnets import models
 from jaxnets.models.port import from_torch
 
 torch.manual_seed(0)
 # float32 end to end; the differences come from summation order (ResNet-18: ~20 convs deep).
-TOL = dict(rtol=1e-4, atol=1e-4)
+TOL = FLOAT32_DEEP_NETWORK
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,12 +17,13 @@ import optax
 import pytest
 
 import _tiny
+from _tolerances import FLOAT32
 from jaxnets.train.parallel import CPU_COMPILER_OPTIONS, MODES, compile_steps, default_compiler_options
 from jaxnets.train.state import TrainState
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
-TOL = dict(rtol=1e-5, atol=1e-5)
+TOL = FLOAT32
 
 
 def worker_env(xla_flags: str) -> dict:
