@@ -1,9 +1,9 @@
 """The benchmark networks in PyTorch (torchvision is not installed here, so they are written out).
 
-Same layers as `jaxnets.models` (`lenet5`, `resnet18` CIFAR stem, `vgg11_bn` CIFAR) and the same
-parameter counts, with torchvision's module names: the tests of `jaxnets.models.port` port these same
-networks (the one definition of each torch reference). Training step: `torch.optim.SGD(momentum=0.9)` and
-`F.cross_entropy`, the usual `zero_grad(set_to_none=True); loss.backward(); opt.step()`. Run eagerly in NCHW (torch's default) or
+Same layers as `jaxnets.models` (`lenet5`, `resnet18` CIFAR stem, `vgg11_bn` CIFAR) and the same parameter
+counts, with torchvision's module names: the tests of `jaxnets.models.port` port these same networks (the one
+definition of each torch reference). Training step: `torch.optim.SGD(momentum=0.9)` and `F.cross_entropy`, the
+usual `zero_grad(set_to_none=True); loss.backward(); opt.step()`. Run eagerly in NCHW (torch's default) or
 channels-last (`memory_format=torch.channels_last`, oneDNN's preferred layout on CPU), or through
 `torch.compile` (Inductor). torch is imported by the benchmarks only, never by the jaxnets package.
 """
