@@ -1,8 +1,9 @@
 """The benchmark networks in PyTorch (torchvision is not installed here, so they are written out).
 
-Same layers as `jaxnets.models` (`lenet5`, `resnet18` CIFAR stem, `vgg11_bn` CIFAR) and the same
-parameter counts. Training step: `torch.optim.SGD(momentum=0.9)` and `F.cross_entropy`, the usual
-`zero_grad(set_to_none=True); loss.backward(); opt.step()`. Run eagerly in NCHW (torch's default) or
+Same layers as `jaxnets.models` (`lenet5`, `resnet18` CIFAR stem, `vgg11_bn` CIFAR) and the same parameter
+counts, with torchvision's module names: the tests of `jaxnets.models.port` port these same networks (the one
+definition of each torch reference). Training step: `torch.optim.SGD(momentum=0.9)` and `F.cross_entropy`, the
+usual `zero_grad(set_to_none=True); loss.backward(); opt.step()`. Run eagerly in NCHW (torch's default) or
 channels-last (`memory_format=torch.channels_last`, oneDNN's preferred layout on CPU), or through
 `torch.compile` (Inductor). torch is imported by the benchmarks only, never by the jaxnets package.
 """
@@ -26,43 +27,56 @@ class LeNet5(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, planes: int, stride: int = 1):
+    """torchvision.models.resnet.BasicBlock, with its module names (so `jaxnets.models.port.from_torch`
+    reads its state_dict)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = None
-        if stride != 1 or cin != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
 
     def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
-        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+        return self.relu(y + (x if self.downsample is None else self.downsample(x)))
 
 
 class ResNet18(nn.Module):
-    """CIFAR stem: 3x3 stride-1 conv, BN, ReLU, no max pool."""
+    """torchvision.models.resnet18 (v1.5) with its module names: the 7x7 stride-2 stem and max pool for
+    `variant="imagenet"`; for "cifar" (the benchmarks') a 3x3 stride-1 stem and no pool."""
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, variant: str = "cifar", num_classes: int = 10):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        imagenet = variant == "imagenet"
+        self.conv1 = nn.Conv2d(3, 64, 7 if imagenet else 3, 2 if imagenet else 1, 3 if imagenet else 1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        layers, cin = [], 64
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet else nn.Identity()
+        inplanes, stages = 64, []
         for i, planes in enumerate((64, 128, 256, 512)):
-            for j in range(2):
-                layers.append(BasicBlock(cin, planes, 2 if i > 0 and j == 0 else 1))
-                cin = planes
-        self.layers = nn.Sequential(*layers)
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(BasicBlock(inplanes, planes, stride), BasicBlock(planes, planes)))
+            inplanes = planes
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, num_classes)
 
     def forward(self, x):
-        x = self.layers(F.relu(self.bn1(self.conv1(x))))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 class VGG11BN(nn.Module):
+    """torchvision's VGG-11-BN features (conv with bias, BN, ReLU; max pools), then one Linear(512, classes)
+    named "classifier": `jaxnets.models.vgg.VGG(depth=11, batch_norm=True, variant="cifar")`."""
+
     def __init__(self, num_classes: int = 10):
         super().__init__()
         layers, cin = [], 3

@@ -1,4 +1,4 @@
-"""What every experiment script shares: the command line and the results folder.
+"""What every experiment script shares: the command line, the results folder and the end of a figure.
 
 A script defines ``CONFIG`` (the default run: under 10 minutes on a 2-core CPU), ``FULL_CONFIG`` (the
 GPU/TPU-sized run) and ``TINY_CONFIG`` (seconds; the smoke test runs it), each with a ``"preset"`` entry,
@@ -121,6 +121,43 @@ def write_results(script_file: str, config: Mapping, results: Mapping, *, figure
     (folder / "results.json").write_text(json.dumps(to_json(record), indent=1, allow_nan=False) + "\n")
     print(f"wrote {folder}/results.json and {len(names)} figure(s) in {record['wall_time_s']} s")
     return folder
+
+
+def first_epoch(curve, target: float, *, strict: bool) -> int | None:
+    """The first epoch (1-based) whose value in ``curve`` (one value per epoch) is at most ``target``, or below
+    it with ``strict=True``; None when no epoch gets there."""
+    for epoch, value in enumerate(curve, 1):
+        if value < target or (not strict and value == target):
+            return epoch
+    return None
+
+
+def machine_load() -> dict:
+    """The 1/5/15-minute load averages and the CPU count: the context of every wall time recorded."""
+    return {"load_average": list(os.getloadavg()), "cpu_count": os.cpu_count()}
+
+
+def finish_figure(fig, axes=(), *, grid: Mapping | None = None, legend: Mapping | None = None,
+                  suptitle: str | None = None):
+    """The common end of a figure: a light grid on each of ``axes`` (and a legend, when ``legend`` is given),
+    then the figure's ``suptitle`` and a tight layout.
+
+    Args:
+      fig: the matplotlib figure.
+      axes: the axes to grid (any iterable; a 2-D array of axes: pass ``axes.flat``).
+      grid: extra ``Axes.grid`` options, e.g. ``{"which": "both"}`` for log axes.
+      legend: ``Axes.legend`` options for every one of ``axes`` (``{}``: the defaults); None: no legend.
+      suptitle: the figure title; None: none.
+    Returns: ``fig``, for ``return finish_figure(...)`` at the end of a plot function.
+    """
+    for ax in axes:
+        ax.grid(alpha=0.3, **(grid or {}))  # light, so the data stay in front
+        if legend is not None:
+            ax.legend(**legend)
+    if suptitle is not None:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
 
 
 def run(main: Callable, config: Mapping, full_config: Mapping, tiny_config: Mapping,

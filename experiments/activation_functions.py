@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run, write_results
+from experiments._common import finish_figure, first_epoch, run, write_results
 from experiments._nets import ConvNet, mnist_splits
 from jaxnets import init, train
 from jaxnets import nn as jnn
@@ -117,11 +117,10 @@ def train_one(activation: str, lr: float, config: dict, train_set: dict, val_set
         print(f"{activation} lr {lr}: {error}", flush=True)
         return dict(row, diverged=True)
     steps_per_epoch = len(train_set["label"]) // config["batch_size"]
-    below = [e for e, loss in enumerate(history.train_loss, 1) if loss < config["target_loss"]]
+    reached = first_epoch(history.train_loss, config["target_loss"], strict=True)
     row.update(diverged=False, train_loss=history.train_loss, train_error=history.train_error,
-               val_loss=history.val_loss, val_error=history.val_error,
-               epochs_to_target=below[0] if below else None,
-               steps_to_target=below[0] * steps_per_epoch if below else None,
+               val_loss=history.val_loss, val_error=history.val_error, epochs_to_target=reached,
+               steps_to_target=None if reached is None else reached * steps_per_epoch,
                dead_after_training=dead_fractions(state, probe), seconds=time.perf_counter() - started)
     print(f"{activation:10s} lr {lr:<5g} loss {' '.join(f'{v:.3f}' for v in history.train_loss)}  val err "
           f"{history.val_error[-1]:.3f}  epochs to {config['target_loss']}: {row['epochs_to_target']}  dead "
@@ -172,11 +171,7 @@ def plot(runs: dict, config: dict):
     ax_val.set(xlabel="epoch", ylabel="validation error", title="validation error")
     ax_dead.set(xlabel="conv layer", ylabel=f"fraction of channels <= 0 on all {config['probe_size']} probe digits",
                 title="dead ReLUs (leaky ReLU / ELU: always-negative)")
-    for ax in (ax_loss, ax_val, ax_dead):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, (ax_loss, ax_val, ax_dead), legend={"fontsize": 7})
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run, write_results
+from experiments._common import finish_figure, run, write_results
 from jaxnets import init, layers
 
 CONFIG = dict(preset="default", seed=0, sizes=(1, 10, 100, 1000), hidden=256, repeats=9, min_time_s=0.05,
@@ -178,10 +178,8 @@ def plot(grid: list, config: dict):
     right.set(xticks=range(len(sizes)), xticklabels=sizes, yticks=range(len(sizes)), yticklabels=sizes,
               xlabel="n (inputs)", ylabel="m (outputs)", title="time(jacfwd) / time(jacrev)")
     fig.colorbar(im, ax=right, label="log10 ratio (red: forward faster, blue: reverse)")
-    fig.suptitle(f"Full Jacobian of a random tanh MLP R^n -> R^m (hidden {config['hidden']}), jit, median of "
-                 f"{config['repeats']} timed batches, {jax.devices()[0].platform}")
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, suptitle=f"Full Jacobian of a random tanh MLP R^n -> R^m (hidden {config['hidden']}), "
+                                       f"jit, median of {config['repeats']} timed batches, {jax.devices()[0].platform}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run, write_results
+from experiments._common import finish_figure, run, write_results
 from experiments._nets import ConvNet, mnist_splits
 from jaxnets import data, layers, train
 
@@ -156,12 +156,9 @@ def plot(rows: list[dict], config) -> plt.Figure:
         a.set(xscale="log", xlabel="batch size B (lr = %g B / %d)" % (config["base_lr"], config["base_batch"]),
               ylabel="error (%)", title=title)
         a.set_xticks(sorted(config["batch_sizes"]), [str(b) for b in sorted(config["batch_sizes"])])
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8)
-    fig.suptitle(f"BatchNorm vs GroupNorm across batch sizes: {config['dataset']}, {config['epochs']} epochs "
-                 f"for every B, widths {tuple(config['widths'])}")
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, (ax, ax_train), legend={"fontsize": 8},
+                         suptitle=f"BatchNorm vs GroupNorm across batch sizes: {config['dataset']}, "
+                                  f"{config['epochs']} epochs for every B, widths {tuple(config['widths'])}")
 
 
 if __name__ == "__main__":

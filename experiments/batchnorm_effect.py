@@ -49,9 +49,8 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run, write_results
-from experiments._nets import ConvNet, mnist_splits
-from experiments.init_trains_deep_nets import at_init, standardize, train_one
+from experiments._common import finish_figure, first_epoch, run, write_results
+from experiments._nets import ConvNet, at_init, mnist_splits, standardize, train_one
 from jaxnets import init, train
 
 CONFIG = dict(
@@ -88,10 +87,9 @@ def train_run(config, norm: str, lr: float, scale: float, data) -> dict:
     start = at_init(fresh, diag, preprocess)  # training mode: what the first SGD step sees
     before = train.evaluate(fresh, val_set, preprocess=preprocess)  # eval mode: BN with its initial running stats
     row, state = train_one(model, config, tx, preprocess, train_set, val_set, config["seed"])
-    reached = [i + 1 for i, e in enumerate(row["val_error"]) if e <= config["trained_val_error"]]
     row.update(norm=norm, lr=lr, init_scale=scale, depth=model.depth, at_init=start,
                eval_mode_val_loss_at_init=before["loss"], eval_mode_val_error_at_init=1.0 - before["accuracy"],
-               first_epoch_trained=reached[0] if reached else None,
+               first_epoch_trained=first_epoch(row["val_error"], config["trained_val_error"], strict=False),
                final_train_loss=row["train_loss"][-1] if row["train_loss"] else None,
                conv_kernel_norm_init=conv_kernel_norm(fresh.params),
                conv_kernel_norm_final=None if state is None else conv_kernel_norm(state.params))
@@ -161,13 +159,10 @@ def plot_lr(results: dict, config: dict):
     axes[0].set(xscale="log", xlabel="learning rate (SGD, momentum 0.9)", ylim=(0, 1.02),
                 ylabel=f"validation error after {config['epochs']} epochs (X: diverged)",
                 title="final validation error against learning rate")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{results['lr_sweep'][config['norms'][0]][0]['depth']}-layer plain CNN, He init, "
-                 f"{config['n_train']} MNIST digits, batch {config['batch_size']}, {config['epochs']} epochs")
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, axes, legend={"fontsize": 8},
+                         suptitle=f"{results['lr_sweep'][config['norms'][0]][0]['depth']}-layer plain CNN, He init, "
+                                  f"{config['n_train']} MNIST digits, batch {config['batch_size']}, "
+                                  f"{config['epochs']} epochs")
 
 
 def plot_scale(results: dict, config: dict):
@@ -180,10 +175,7 @@ def plot_scale(results: dict, config: dict):
         ax.axhline(np.log(10), color="k", ls=":", lw=1)
         ax.set(title=f"{LABEL[norm]}: kernels drawn from He x scale, lr {config['scale_lr']:g}", xlabel="SGD step",
                ylabel="training loss (epoch mean; step 0: at init)", ylim=(0, 3.1))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, axes[0], legend={"fontsize": 8})
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run, write_results
+from experiments._common import finish_figure, run, write_results
 from experiments._nets import ConvNet, mnist_splits
 from jaxnets import train
 
@@ -143,12 +143,10 @@ def plot(rows: list[dict], summary: dict, config) -> plt.Figure:
                       "o-", color=color, alpha=0.8, label=f"{r['mode']} (seed {r['seed']})")
     ax_curve.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy per epoch")
     ax_curve.legend(fontsize=7)
-    for a in (ax, ax_curve):
-        a.grid(alpha=0.3)
-    fig.suptitle(f"Random ResNet (widths {tuple(config['widths'])}, {config['blocks_per_stage']} block/stage) on "
-                 f"the MNIST sample: train all, BN scale+bias only, or the dense head only")
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, (ax, ax_curve),
+                         suptitle=f"Random ResNet (widths {tuple(config['widths'])}, {config['blocks_per_stage']} "
+                                  f"block/stage) on the MNIST sample: train all, BN scale+bias only, or the dense "
+                                  f"head only")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run, write_results
+from experiments._common import finish_figure, run, write_results
 from experiments._nets import ConvNet, mnist_splits
 from jaxnets import data, init, train
 
@@ -142,11 +142,7 @@ def plot(runs: dict, config: dict):
     ax_bar.bar(x + 0.2, recomputed, 0.4, label="BN statistics recomputed without dropout")
     ax_bar.set(xticks=x, xticklabels=names, ylabel="final validation error (mean over seeds)",
                title=f"after {config['epochs']} epochs (dropout p = {config['dropout']})")
-    for ax in (ax_train, ax_val, ax_bar):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, (ax_train, ax_val, ax_bar), legend={"fontsize": 8})
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run, write_results
+from experiments._common import finish_figure, run, write_results
 from experiments._nets import ConvNet, mnist_splits
 from jaxnets import layers, train
 from jaxnets import nn as jnn
@@ -267,10 +267,8 @@ def plot(results: dict, config: dict):
     axes[2].set(ylabel="test error (%)", title="test-time averaging")
     axes[2].legend(fontsize=8)
     axes[2].grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{len(e['members'])} ConvNets (dropout {config['dropout']}), {config['n_train']} training digits, "
-                 f"{results['n_test']} test digits")
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, suptitle=f"{len(e['members'])} ConvNets (dropout {config['dropout']}), "
+                                       f"{config['n_train']} training digits, {results['n_test']} test digits")
 
 
 if __name__ == "__main__":

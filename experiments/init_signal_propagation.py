@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run, write_results
+from experiments._common import finish_figure, run, write_results
 from jaxnets import init, layers
 
 CONFIG = dict(preset="default", seed=0, depth=30, width=1000, batch=256,
@@ -184,10 +184,9 @@ def plot(runs: dict, config: dict):
     axes[0][0].set_title("activation std per layer")
     axes[0][1].set_title("weight-gradient norm per layer")
     axes[0][2].set_title("saturated units (ReLU: the zero half)")
-    fig.suptitle(f"{config['depth']}-layer MLP, width {config['width']}, batch {config['batch']} of N(0, 1) "
-                 f"inputs, no biases; gaps = float32 overflow (inf/nan)")
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, suptitle=f"{config['depth']}-layer MLP, width {config['width']}, batch "
+                                       f"{config['batch']} of N(0, 1) inputs, no biases; gaps = float32 overflow "
+                                       f"(inf/nan)")
 
 
 if __name__ == "__main__":

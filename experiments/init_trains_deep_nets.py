@@ -37,14 +37,12 @@ from __future__ import annotations
 import time
 
 import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run, write_results
-from experiments._nets import ConvNet, mnist_splits
-from jaxnets import init, layers, train
-from jaxnets.data import augment
+from experiments._common import finish_figure, run, write_results
+from experiments._nets import ConvNet, at_init, mnist_splits, standardize, train_one
+from jaxnets import init, train
 
 CONFIG = dict(
     preset="default", seed=0, seeds=(0,), n_train=1024, n_val=500,
@@ -70,68 +68,6 @@ INITS = {
     "pytorch": ("PyTorch default", init.pytorch_default()),
 }
 COLORS = {"normal_1": "C3", "normal_1e-4": "C7", "lecun": "C0", "xavier": "C9", "he": "C2", "pytorch": "C1"}
-
-
-def standardize(mean: float, std: float):
-    """The ``preprocess`` for ``fit``: uint8 pixels -> [0, 1] -> ``(x - mean) / std``."""
-    return lambda images: augment.normalize(augment.to_float(images), mean, std)
-
-
-def layer_order(params: dict) -> list[str]:
-    """The weight layers in forward order: Conv_0, Conv_1, ..., Conv_12, Dense_0."""
-    convs = sorted((k for k in params if k.startswith("Conv_")), key=lambda k: int(k.split("_")[1]))
-    return convs + sorted(k for k in params if k.startswith("Dense_"))
-
-
-def at_init(state: train.TrainState, batch: dict, preprocess) -> dict:
-    """Loss, logit std and per-layer kernel gradient norms of the initial parameters on one batch.
-
-    In training mode, as the first SGD step sees them: a BatchNorm normalises with the batch's statistics
-    (in eval mode it would use the initial running ones, mean 0 and variance 1, i.e. no normalization).
-    """
-    x = preprocess(batch["image"])
-
-    def loss_fn(params):
-        stats = {"batch_stats": state.batch_stats} if state.batch_stats else {}
-        logits, _ = state.apply_fn({"params": params, **stats}, x, train=True, mutable=["batch_stats"])
-        return layers.cross_entropy(logits, batch["label"]), logits
-
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    order = layer_order(state.params)
-    # Norms in float64 on the host: N(0, 1)'s gradients reach 1e20 and their squares overflow float32.
-    norms = [float(np.linalg.norm(np.asarray(grads[k]["kernel"], np.float64))) for k in order]
-    return {"loss": float(loss), "logit_std": float(np.std(np.asarray(logits, np.float64))), "layers": order,
-            "kernel_grad_norm": norms, "grad_norm_first_over_last": norms[0] / norms[-1] if norms[-1] else None}
-
-
-def train_one(model, config, tx, preprocess, train_set, val_set, seed: int):
-    """One ``fit`` of ``config["epochs"]``; a non-finite loss ends the run and is recorded as a result.
-
-    Returns: ``(row, state)``: the row holds the status ("trained": final validation error at most
-      ``config["trained_val_error"]``; "did not train"; "diverged"), the step of a non-finite loss, and the
-      per-epoch curves (the epochs completed before a divergence); ``state`` is the final ``TrainState``,
-      None for a diverged run.
-    """
-    completed = []  # fit's History after each epoch, so a diverged run keeps its curve
-    started = time.perf_counter()
-    try:
-        state, history = train.fit(model, train_set, val_data=val_set, epochs=config["epochs"],
-                               batch_size=config["batch_size"], optimizer=tx, seed=seed, progress=False,
-                               preprocess=preprocess, on_epoch_end=lambda epoch, h: completed.append(h))
-        diverged_at = None
-    except train.NonFiniteLossError as err:
-        history, diverged_at, state = (completed[-1] if completed else train.History()), err.step, None
-    curves = {k: list(getattr(history, k)) for k in ("train_loss", "train_error", "val_loss", "val_error")}
-    if diverged_at is not None:
-        status = "diverged"
-    elif curves["val_error"][-1] <= config["trained_val_error"]:
-        status = "trained"
-    else:
-        status = "did not train"
-    row = {"seed": seed, "status": status, "diverged_at_step": diverged_at, "epochs_completed": len(history),
-           **curves, "final_val_error": curves["val_error"][-1] if curves["val_error"] else None,
-           "seconds": time.perf_counter() - started}
-    return row, state
 
 
 def main(config=CONFIG, *, out=None):
@@ -207,13 +143,10 @@ def plot(results: dict, config: dict):
         row[1].set(xlabel="SGD step", ylabel="validation error", ylim=(0, 1.02),
                    title=f"{activation}: validation error after each epoch")
         row[0].legend(fontsize=7, loc="lower left")
-        for ax in row:
-            ax.grid(alpha=0.3)
-    fig.suptitle(f"Plain {results['runs'][next(iter(results['runs']))]['depth']}-layer CNN (no BN, no residual) on "
-                 f"{config['n_train']} MNIST digits, SGD lr {config['lr']} momentum {config['momentum']}, "
-                 f"batch {config['batch_size']}")
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, axes.flat,
+                         suptitle=f"Plain {results['runs'][next(iter(results['runs']))]['depth']}-layer CNN (no BN, "
+                                  f"no residual) on {config['n_train']} MNIST digits, SGD lr {config['lr']} momentum "
+                                  f"{config['momentum']}, batch {config['batch_size']}")
 
 
 if __name__ == "__main__":

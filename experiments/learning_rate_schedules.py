@@ -8,7 +8,7 @@ cosine annealing and SGDR's warm restarts); large steps make rough progress, sma
 Setup: LeNet-5 (``jaxnets.models.create("lenet5")``) on a stratified 1,600 of the MNIST sample's 4,000
 training digits, validated on the 1,000 held-out digits; SGD with momentum 0.9 (``jaxnets.train.optimizer``,
 the schedule passed as its ``learning_rate``), batch 64, 9 epochs (225 steps), trained by
-``experiments.optimizers.train_run`` (``make_train_step``, ``Batches``, ``evaluate`` after every epoch;
+``experiments._nets.train_run`` (``make_train_step``, ``Batches``, ``evaluate`` after every epoch;
 per-step losses kept). Every schedule starts at the same base rate, 0.1, the larger of SGD-momentum's two
 good constant rates in ``experiments/optimizers.py`` (0.03 and 0.1) and 3x the tuned constant below:
 schedules are meant to let a larger rate do the early, rough progress and a small one refine. From
@@ -44,9 +44,8 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run, write_results
-from experiments._nets import mnist_splits
-from experiments.optimizers import build_model, machine_load, train_run
+from experiments._common import finish_figure, machine_load, run, write_results
+from experiments._nets import build_model, mnist_splits, train_run
 from jaxnets import train
 from jaxnets.train import schedules
 
@@ -183,11 +182,8 @@ def plot(runs: dict, config: dict, steps_per_epoch: int):
     finals = [s["val_error"][-1] for r in runs.values() for s in r["seeds"]]
     lo, hi = min(finals), max(finals)
     axes[1, 1].set_ylim(max(0.0, lo - 0.5 * (hi - lo) - 0.005), hi + 0.3 * (hi - lo) + 0.005)
-    for ax in axes.flat:
-        ax.grid(alpha=0.3, which="both")
     axes[0, 0].legend()
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, axes.flat, grid={"which": "both"})
 
 
 if __name__ == "__main__":

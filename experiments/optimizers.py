@@ -38,18 +38,15 @@ reproduced in this budget (SGD-momentum 3.1 points behind Adam on the 3-seed mea
 from __future__ import annotations
 
 import math
-import os
 import time
 
 import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-import optax
 
-from experiments._common import run, write_results
-from experiments._nets import ConvNet, mnist_splits
-from jaxnets import data, models, train
+from experiments._common import finish_figure, machine_load, run, write_results
+from experiments._nets import build_model, mnist_splits, set_rate, train_run, with_traced_rate
+from jaxnets import train
 
 CONFIG = dict(
     preset="default", seed=0, repeat_seeds=(1, 2), model="lenet5", model_options={}, n_train=2000, n_val=1000,
@@ -77,75 +74,6 @@ TINY_CONFIG = dict(CONFIG, preset="tiny", model="mlp", model_options={"hidden": 
                    epochs=1, batch_size=64, repeat_seeds=(1,),
                    optimizers={k: CONFIG["optimizers"][k] for k in ("sgd", "adam")},
                    rates={"sgd": (0.01, 0.1), "adam": (1e-4, 1e-3)})
-
-
-# ----------------------------------------------------------------------------------------------
-# a training loop with the learning rate as a traced hyperparameter (also used by weight_decay.py)
-# ----------------------------------------------------------------------------------------------
-def with_traced_rate(unit_tx: optax.GradientTransformation) -> optax.GradientTransformation:
-    """``unit_tx`` (an optimizer built with ``learning_rate=1.0``) followed by a multiplication by a
-    learning rate that lives in the optimizer state, so one compiled step serves every rate
-    (set it with :func:`set_rate`)."""
-    return optax.chain(unit_tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
-
-
-def set_rate(state: train.TrainState, rate: float) -> train.TrainState:
-    """``state`` with the learning rate of a :func:`with_traced_rate` optimizer set to ``rate``."""
-    inner, scale = state.opt_state
-    hyper = dict(scale.hyperparams, step_size=jnp.asarray(rate, jnp.float32))
-    return state.replace(opt_state=(inner, scale._replace(hyperparams=hyper)))
-
-
-# Evaluation does not use the optimizer, but the compiled evaluation step is keyed on the state's static
-# `tx`: evaluating with this one placeholder compiles it once per model instead of once per optimizer.
-_EVAL_TX = optax.identity()
-
-
-def train_run(state: train.TrainState, train_set: dict, val_set: dict, *, epochs: int, batch_size: int,
-              seed: int, step, on_epoch_end=None) -> tuple[train.TrainState, dict]:
-    """``epochs`` epochs of the jitted ``step`` over ``Batches(train_set, batch_size, seed=seed)``.
-
-    Returns the final state and a record: per-step training loss, per-epoch mean training loss and
-    validation loss/error (``train.evaluate``), and ``diverged`` (a non-finite loss or parameter; the run
-    stops at the end of that epoch and its curves end before the first non-finite value).
-    ``on_epoch_end(epoch, state)`` (1-based epoch), if given, is called after each finite epoch.
-    """
-    batches = data.Batches(train_set, batch_size, seed=seed)
-    rec = {"step_loss": [], "train_loss": [], "val_loss": [], "val_error": [], "diverged": False}
-    for epoch in range(epochs):
-        metrics = []
-        with batches.epoch(epoch) as it:
-            for batch in it:
-                state, m = step(state, batch)
-                metrics.append(m)
-        metrics = jax.device_get(metrics)
-        losses = [float(m["loss"]) / int(m["count"]) for m in metrics]
-        finite = [math.isfinite(v) for v in losses]
-        if not all(finite) or not all(np.isfinite(p).all() for p in jax.device_get(jax.tree.leaves(state.params))):
-            rec["step_loss"] += losses[:finite.index(False)] if not all(finite) else losses
-            rec["diverged"] = True
-            break
-        rec["step_loss"] += losses
-        rec["train_loss"].append(float(np.mean(losses)))
-        ev = train.evaluate(state.replace(opt_state=(), tx=_EVAL_TX), val_set, batch_size=500)
-        rec["val_loss"].append(ev["loss"])
-        rec["val_error"].append(1.0 - ev["accuracy"])
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, state)
-    rec["final_val_error"] = None if rec["diverged"] else rec["val_error"][-1]
-    rec["final_train_loss"] = None if rec["diverged"] else rec["train_loss"][-1]
-    return state, rec
-
-
-def build_model(name: str, options: dict):
-    """``"convnet"``: the ``experiments._nets.ConvNet`` with ``options``; otherwise
-    ``jaxnets.models.create(name, **options)`` (the tiny presets use a small MLP: it compiles fastest)."""
-    return ConvNet(**options) if name == "convnet" else models.create(name, **options)
-
-
-def machine_load() -> dict:
-    """The 1/5/15-minute load averages and the CPU count: the context of every wall time recorded."""
-    return {"load_average": list(os.getloadavg()), "cpu_count": os.cpu_count()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,12 +172,9 @@ def plot_sweep(sweeps: dict, best: dict, config: dict):
                       f"*: best rate, mean +- sd of {1 + len(config['repeat_seeds'])} seeds)")
     axes[1].set(xscale="log", yscale="log", xlabel="learning rate", ylabel="training loss, last epoch",
                 title="final training loss (x: diverged, drawn at 3)")
-    for ax in axes:
-        ax.grid(alpha=0.3, which="both")
     axes[0].legend()
     axes[0].title.set_fontsize(9)
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, axes, grid={"which": "both"})
 
 
 def plot_curves(sweeps: dict, best: dict, config: dict):
@@ -267,11 +192,7 @@ def plot_curves(sweeps: dict, best: dict, config: dict):
     axes[0].set(yscale="log", xlabel="step", ylabel=f"training loss (mean of the last {config['smooth_steps']} steps)",
                 title="training loss at each optimizer's best rate (seed 0)")
     axes[1].set(yscale="log", xlabel="step", ylabel="validation loss", title="validation loss after each epoch")
-    for ax in axes:
-        ax.grid(alpha=0.3, which="both")
-        ax.legend()
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, axes, grid={"which": "both"}, legend={})
 
 
 if __name__ == "__main__":

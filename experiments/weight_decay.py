@@ -17,7 +17,7 @@ head's bias are what "no_bias_no_norm" spares), on a stratified 2,000 of the MNI
 digits, validated on the 1,000 held-out digits; batch 64, 8 epochs (248 steps). An MLP because it trains to
 ~7% error in this budget and compiles fast (this script compiles 14 training steps); a first version on the
 (8, 16, 32) BatchNorm ConvNet of ``experiments/_nets.py`` was still at 20-70% validation error after 4 epochs.
-Training loop: ``experiments.optimizers.train_run`` (``make_train_step``, ``Batches``, ``evaluate``).
+Training loop: ``experiments._nets.train_run`` (``make_train_step``, ``Batches``, ``evaluate``).
 (a) Plain SGD, lr 0.1, lambda = 5e-3, seed 0: (i) L2 in the loss, a training step written here whose loss is
     the mean cross-entropy plus ``lambda / 2 * sum of squares of every parameter`` (differentiated by JAX),
     with ``optimizer("sgd", learning_rate=0.1)``; (ii) the library's ``make_train_step`` with
@@ -64,9 +64,8 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run, write_results
-from experiments._nets import mnist_splits
-from experiments.optimizers import build_model, machine_load, train_run
+from experiments._common import finish_figure, machine_load, run, write_results
+from experiments._nets import build_model, mnist_splits, train_run
 from jaxnets import data, train
 from jaxnets.data.augment import to_float
 from jaxnets.layers import cross_entropy
@@ -330,10 +329,7 @@ def plot_a(sgd: dict, adam: dict, config: dict):
     ax.axhline(config["tolerance"], color="k", ls="--", lw=1, label=f"one-step tolerance {config['tolerance']:g}")
     ax.set(yscale="log", xlabel="epoch (0: after one step)", ylabel="max |parameter difference|",
            title=f"L2 in the loss vs weight_decay, same init and batches (values below {floor:g} drawn at {floor:g})")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, (ax,), grid={"which": "both"}, legend={"fontsize": 7})
 
 
 def plot_b(part: dict, config: dict):
@@ -362,10 +358,7 @@ def plot_b(part: dict, config: dict):
                 title="relative distance of the final parameters (mean)")
     for ax in axes:
         ax.set(xscale="log", xlabel="weight decay lambda")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, axes, grid={"which": "both"}, legend={"fontsize": 8})
 
 
 def plot_c(part: dict, config: dict):

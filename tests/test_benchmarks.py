@@ -22,6 +22,7 @@ def quick_results(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # runs the benchmark harness
 def test_model_results_are_well_formed(quick_results):
     data = json.loads((quick_results / "lenet5.json").read_text())
     assert data["model"] == "lenet5" and data["batch_size"] == 8 and data["repeats"] == 1
@@ -41,6 +42,7 @@ def test_model_results_are_well_formed(quick_results):
         assert res["images_per_s"]["min"] <= res["images_per_s"]["median"] <= res["images_per_s"]["max"]
 
 
+@pytest.mark.slow  # runs the benchmark harness
 def test_extras_are_well_formed(quick_results):
     data = json.loads((quick_results / "extras.json").read_text())
     (fit,), (pipe,) = data["results"]["fit"], data["results"]["pipeline"]
@@ -77,6 +79,7 @@ def test_folded_inference_equals_unfolded(rng):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # runs the benchmark harness
 def test_bn_relu_fusion_prototype_matches_the_separate_ops():
     """The fused BatchNorm+ReLU prototype of `benchmarks/bn_relu_fusion.py` computes the separate ops'
     gradients bitwise (its timings are compared against them, so they must do the same work)."""
@@ -87,6 +90,7 @@ def test_bn_relu_fusion_prototype_matches_the_separate_ops():
     assert set(result["ms"]) == {"separate", "fused"} and all(len(v) == 1 for v in result["ms"].values())
 
 
+@pytest.mark.slow  # runs the benchmark harness
 def test_conv_breakdown_parts_compute_the_same_gradients_as_torch():
     """`benchmarks/conv_breakdown.py` times jaxnets' and torch's dx and dw of the same convolution: on a
     strided 3x3 conv (the cotangent of ones) the two agree to 1e-4 (float32 sums of 9 x 8 products)."""

@@ -37,6 +37,7 @@ def test_experiments_are_discovered():
     assert {"init_signal_propagation", "autodiff_modes", "double_descent"} <= set(EXPERIMENTS)
 
 
+@pytest.mark.slow  # every script's tiny run: most of the suite's time
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_tiny_run_writes_results(name, tmp_path):
     module = importlib.import_module(f"experiments.{name}")
@@ -84,3 +85,40 @@ def test_run_picks_the_config_and_folder(tmp_path):
     assert [c[0] for c in calls] == ["default", "full", "tiny", "default"]
     with pytest.raises(SystemExit):
         _common.run(main, *configs, argv=["--full", "--tiny"])
+
+
+@pytest.mark.parametrize("curve, target, strict, expected", [
+    ([2.0, 1.0, 0.5], 1.0, False, 2),   # reaching the target counts unless strict
+    ([2.0, 1.0, 0.5], 1.0, True, 3),
+    ([2.0, 1.5], 1.0, False, None),     # never reached
+    ([], 1.0, False, None),
+    ([float("nan"), 0.5], 1.0, True, 2),  # a nan epoch never counts as reached
+    ([0.1, 2.0], 1.0, True, 1),          # epochs are 1-based
+])
+def test_first_epoch(curve, target, strict, expected):
+    assert _common.first_epoch(curve, target, strict=strict) == expected
+
+
+def test_finish_figure_grids_legends_and_titles():
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3)
+    for ax in axes:
+        ax.plot([1, 2], [1, 10], label="a line")
+    assert _common.finish_figure(fig, axes[:2], grid={"which": "both"}, legend={"fontsize": 7},
+                                 suptitle="the title") is fig
+    assert fig._suptitle.get_text() == "the title"
+    assert [ax.get_legend() is not None for ax in axes] == [True, True, False]
+    assert axes[0].get_legend().get_texts()[0].get_fontsize() == 7
+    assert [ax.xaxis.get_gridlines()[0].get_visible() for ax in axes] == [True, True, False]
+    assert axes[0].xaxis.get_gridlines()[0].get_alpha() == 0.3
+    fig2, ax2 = plt.subplots()
+    _common.finish_figure(fig2)  # no axes, no title: only the layout
+    assert fig2._suptitle is None and ax2.get_legend() is None
+    plt.close(fig)
+    plt.close(fig2)
+
+
+def test_machine_load_records_the_load_and_cores():
+    load = _common.machine_load()
+    assert len(load["load_average"]) == 3 and load["cpu_count"] >= 1

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets import init
 from jaxnets import nn as jnn
 from jaxnets.checks import check_bool
 from jaxnets.models.registry import check_rate, check_variant, default_classes, register
@@ -17,7 +18,7 @@ VARIANTS = ("imagenet", "cifar")
 # torchvision initialises every Conv2d/Linear weight with trunc_normal_(std=0.01, a=-2, b=2); the cut is at
 # +-2 absolute, i.e. 200 standard deviations, so this is a plain normal(0, 0.01). Linear biases keep
 # PyTorch's default U(+-1/sqrt(fan_in)).
-_weight_init = jax.nn.initializers.normal(stddev=0.01)
+_weight_init = init.normal(std=0.01)
 
 # (in_channels is implicit) ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, torchvision's table.
 INCEPTION = {

@@ -51,7 +51,7 @@ class VGG(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
         imagenet = check_variant("VGG", self.variant, ("imagenet", "cifar")) == "imagenet"
         conv_init = init.he_normal(mode="fan_out", nonlinearity="relu")
-        dense = dict(kernel_init=jax.nn.initializers.normal(stddev=0.01), bias_init=init.zeros)
+        dense = dict(kernel_init=init.normal(std=0.01), bias_init=init.zeros)
         i = 0
         for v in CONFIGS[self.depth]:
             if v == "M":

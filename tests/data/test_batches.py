@@ -345,6 +345,7 @@ SHARDED_8 = """
 """
 
 
+@pytest.mark.slow
 def test_sharding_on_8_simulated_devices():
     process = python_process(SHARDED_8, xla_flags="--xla_force_host_platform_device_count=8")
     out, err = process.communicate(timeout=180)

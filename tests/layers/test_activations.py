@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _tolerances import FLOAT32_ELEMENTWISE
 from jaxnets.layers.activations import (elu, gelu, get_activation, identity, leaky_relu, log_softmax, maxout,
                                         relu, sigmoid, silu, softplus, tanh)
 
-TOL = dict(rtol=1e-5, atol=1e-6)
+TOL = FLOAT32_ELEMENTWISE
 
 CASES = {   # name: (ours, torch's)
     "relu": (relu, torch.relu),

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from _tolerances import FLOAT32
 from jaxnets.layers import normalization
 from jaxnets.layers.normalization import batch_norm
 
-TOL = dict(rtol=1e-5, atol=1e-5)
+TOL = FLOAT32
 # (shape, layout), C = 3 everywhere
 CASES = [((6, 3), "NHWC"), ((4, 5, 3), "NWC"), ((3, 4, 5, 3), "NHWC"), ((3, 3, 4, 5), "NCHW"),
          ((2, 3, 2, 4, 3), "NDHWC"), ((2, 3, 3, 2, 2), "NCDHW")]

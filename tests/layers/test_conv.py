@@ -8,11 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _tolerances import FLOAT32
 from jaxnets.layers import conv, conv_output_size, linear
 
 # float32 parity bound for all comparisons below. The longest reduction here is the kernel gradient of the
 # 3-D cases (N * prod(out) = 2 * 60 products of O(1) terms), whose float32 rounding stays well under 1e-5.
-RTOL = ATOL = 1e-5
+RTOL, ATOL = FLOAT32["rtol"], FLOAT32["atol"]
 
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 SIZES = {1: (11,), 2: (7, 6), 3: (5, 4, 6)}

@@ -14,9 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _tolerances import FLOAT32
 from jaxnets import layers
 
-TOL = dict(rtol=1e-5, atol=1e-5)
+TOL = FLOAT32
 # Every test uses these shapes (or one of them): JAX compiles each op once per shape, so sharing keeps the
 # file fast.
 REDUCTIONS = ("mean", "sum", "none")

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from _tolerances import FLOAT32
 from jaxnets.layers.normalization import (batch_norm, fold_batch_norm, group_norm, init_batch_norm,
                                           init_group_norm, init_instance_norm, init_layer_norm,
                                           instance_norm, layer_norm)
 
-TOL = dict(rtol=1e-5, atol=1e-5)
+TOL = FLOAT32
 CL = {2: "NHWC", 3: "NWC", 4: "NHWC", 5: "NDHWC"}   # channels-last layout name per rank of x
 CF = {2: "NCHW", 3: "NCW", 4: "NCHW", 5: "NCDHW"}   # channels-first (PyTorch) layout name per rank
 TORCH_BN = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d,

@@ -6,11 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _tolerances import FLOAT32
 from jaxnets.layers import (adaptive_avg_pool, avg_pool, conv_output_size, flatten, global_avg_pool, linear,
                             max_pool)
 
 # float32 parity bound; pooling windows here sum at most 18 elements, so float32 rounding is far below it.
-RTOL = ATOL = 1e-5
+RTOL, ATOL = FLOAT32["rtol"], FLOAT32["atol"]
 
 LAYOUT = {(1, True): "NWC", (2, True): "NHWC", (3, True): "NDHWC",
           (1, False): "NCW", (2, False): "NCHW", (3, False): "NCDHW"}

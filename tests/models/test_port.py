@@ -11,98 +11,22 @@ import pytest
 import torch
 from torch import nn
 
+from _tolerances import FLOAT32_DEEP_NETWORK
+from benchmarks.torch_baselines import LeNet5 as TorchLeNet5
+from benchmarks.torch_baselines import ResNet18 as TorchResNet18
+from benchmarks.torch_baselines import VGG11BN as TorchVGG11BNCifar
 from jaxnets import models
 from jaxnets import nn as jnn
 from jaxnets.models.port import from_torch
 
 torch.manual_seed(0)
 # float32 end to end; the differences come from summation order (ResNet-18: ~20 convs deep).
-TOL = dict(rtol=1e-4, atol=1e-4)
+TOL = FLOAT32_DEEP_NETWORK
 
 
 # ------------------------------------------------------------------------------------------------
 # Torch networks with torchvision's module names
 # ------------------------------------------------------------------------------------------------
-
-class TorchBasicBlock(nn.Module):
-    """torchvision.models.resnet.BasicBlock."""
-
-    def __init__(self, inplanes, planes, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-
-    def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
-
-
-class TorchResNet18(nn.Module):
-    """torchvision.models.resnet18 (v1.5) for variant="imagenet"; the 3x3 stem, no pool for "cifar"."""
-
-    def __init__(self, variant, num_classes):
-        super().__init__()
-        imagenet = variant == "imagenet"
-        self.conv1 = nn.Conv2d(3, 64, 7 if imagenet else 3, 2 if imagenet else 1, 3 if imagenet else 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet else nn.Identity()
-        inplanes, stages = 64, []
-        for i, planes in enumerate((64, 128, 256, 512)):
-            stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(TorchBasicBlock(inplanes, planes, stride), TorchBasicBlock(planes, planes)))
-            inplanes = planes
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes)
-
-    def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
-class TorchLeNet5(nn.Module):
-    """jaxnets.models.lenet.LeNet5's layout: features.{0..5}, classifier.{0..4}."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
-        self.classifier = nn.Sequential(nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                                        nn.Linear(84, 10))
-
-    def forward(self, x):
-        return self.classifier(torch.flatten(self.features(x), 1))
-
-
-class TorchVGG11BNCifar(nn.Module):
-    """jaxnets.models.vgg.VGG(depth=11, batch_norm=True, variant="cifar"): torchvision's features (conv with
-    bias, BN, ReLU; "M" max pools), then a single Linear(512, classes) named "classifier"."""
-
-    def __init__(self, num_classes=10):
-        super().__init__()
-        layers, c = [], 3
-        for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(c, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
-                c = v
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(512, num_classes)
-
-    def forward(self, x):
-        return self.classifier(torch.flatten(self.features(x), 1))
-
 
 class TorchBasicConv2d(nn.Module):
     def __init__(self, cin, cout, **kw):

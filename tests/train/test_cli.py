@@ -23,6 +23,7 @@ def smoke_run(tmp_path_factory):
     return result, out
 
 
+@pytest.mark.slow
 def test_smoke_run_in_a_subprocess(smoke_run):
     result, out = smoke_run
     assert result.returncode == 0, result.stderr
@@ -38,6 +39,7 @@ def test_smoke_run_in_a_subprocess(smoke_run):
     assert len(json.loads((out / "history.json").read_text())["train_loss"]) == 1
 
 
+@pytest.mark.slow
 def test_resume_continues_the_run(smoke_run, capsys):
     _, out = smoke_run
     assert main(["--epochs", "2", "--out", str(out), "--resume", *QUICK]) == 0

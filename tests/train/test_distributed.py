@@ -18,12 +18,13 @@ import pytest
 
 import _tiny
 from _distributed_worker import SIZES
+from _tolerances import FLOAT32
 from jaxnets.train import distributed
 from jaxnets.train.parallel import compile_steps
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
-TOL = dict(rtol=1e-5, atol=1e-5)
+TOL = FLOAT32
 TIMEOUT_S = 600  # whole run, both processes; they are killed after it
 
 
@@ -78,6 +79,7 @@ def reference():
     return dict(_tiny.to_numpy(state), **{"metrics/loss": np.array(losses)})
 
 
+@pytest.mark.slow  # two processes
 @pytest.mark.parametrize("process", [0, 1])
 def test_two_processes_match_one_device(processes, reference, process):
     got = processes[process]
@@ -89,12 +91,14 @@ def test_two_processes_match_one_device(processes, reference, process):
     np.testing.assert_array_equal(got["metrics/correct"], processes[0]["metrics/correct"])
 
 
+@pytest.mark.slow  # two processes
 def test_host_local_values_are_summed_over_processes(processes):
     """allreduce_metrics sums host-local values (each process's row count) and only fetches global ones."""
     for result in processes:
         np.testing.assert_array_equal(result["local_rows_sum"], SIZES)
 
 
+@pytest.mark.slow  # two processes
 def test_only_process_0_is_main(processes):
     assert [bool(r["is_main"]) for r in processes] == [True, False]
 

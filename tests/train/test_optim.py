@@ -16,11 +16,12 @@ import optax
 import pytest
 import torch
 
+from _tolerances import FLOAT32_ELEMENTWISE
 from jaxnets.train import optim as train_optim
 from jaxnets.train import (no_bias_no_norm, optimizer, path_names, scale_by_torch_amsgrad,
                            schedules)
 
-TOL = dict(rtol=1e-5, atol=1e-6)
+TOL = FLOAT32_ELEMENTWISE
 STEPS = 20
 ADAM_FAMILY = ("adam", "adamw", "amsgrad")
 

@@ -17,12 +17,13 @@ import optax
 import pytest
 
 import _tiny
+from _tolerances import FLOAT32
 from jaxnets.train.parallel import CPU_COMPILER_OPTIONS, MODES, compile_steps, default_compiler_options
 from jaxnets.train.state import TrainState
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
-TOL = dict(rtol=1e-5, atol=1e-5)
+TOL = FLOAT32
 
 
 def worker_env(xla_flags: str) -> dict:
@@ -50,6 +51,7 @@ def _entries(results, mode, case):
     return {k[len(prefix):]: v for k, v in results.items() if k.startswith(prefix) and "put_batch" not in k}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["full", "ragged"])
 @pytest.mark.parametrize("mode", ["sharded", "shard_map", "pmap"])
 def test_mode_matches_one_device(results, mode, case):
@@ -64,6 +66,7 @@ def test_mode_matches_one_device(results, mode, case):
     np.testing.assert_array_equal(got["metrics/count"], expected)
 
 
+@pytest.mark.slow
 def test_training_moved_the_state(results):
     """The compared runs actually trained: 5 steps moved params and BN statistics far beyond the tolerance."""
     init = {k[len("init/"):]: v for k, v in results.items() if k.startswith("init/")}
@@ -73,6 +76,7 @@ def test_training_moved_the_state(results):
     assert max(np.max(np.abs(ref[k] - init[k])) for k in init if k.startswith("batch_stats/")) > 1e-2
 
 
+@pytest.mark.slow
 def test_padding_without_mask_would_differ(results):
     """Negative control: the same ragged batches zero-padded but unmasked give other BN statistics and params,
     so the ragged comparison above is sensitive to the padded rows."""
@@ -81,6 +85,7 @@ def test_padding_without_mask_would_differ(results):
         assert max(np.max(np.abs(padded[k] - ref[k])) for k in ref if k.startswith(group)) > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sharded", "shard_map", "pmap"])
 def test_put_batch_pads_to_the_devices(results, mode):
     """13 rows on 8 devices: padded to 16 (2 per device), mask True for the first 13."""
@@ -200,6 +205,7 @@ def test_compiler_options_send_convolutions_to_xla_on_cpu():
     assert compile_steps("pmap").compiler_options is None
 
 
+@pytest.mark.slow
 def test_cpu_compiler_options_equal_the_xla_flag():
     """The per-program options compile the program `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=
     -individual_convolution` gives (XLA's default fusion list minus convolutions): identical HLO. Guards

@@ -327,6 +327,7 @@ def parallel_float16(tmp_path_factory):
         return dict(f)
 
 
+@pytest.mark.slow  # a subprocess with 8 simulated devices
 @pytest.mark.parametrize("case", ["full", "ragged"])
 @pytest.mark.parametrize("mode", ["sharded", "shard_map", "pmap"])
 def test_float16_modes_match_one_device(parallel_float16, mode, case):

@@ -13,9 +13,10 @@ import optax
 import pytest
 import torch
 
+from _tolerances import SCALAR
 from jaxnets.train import schedules
 
-TOL = dict(rtol=1e-6, atol=0)
+TOL = SCALAR
 EPOCHS = 30
 SPE = 4  # optimizer steps per epoch
 
