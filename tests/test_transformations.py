@@ -113,7 +113,7 @@ LAYER_CASES = _layer_cases()
 # ----------------------------------------------------------------------------------------------
 # models: every registered name on its smallest input, batch 2, training mode (batch statistics)
 # ----------------------------------------------------------------------------------------------
-FAST_MODELS = ("mlp", "lenet5", "resnet18", "vgg11_bn")  # the rest: @pytest.mark.slow
+FAST_MODELS = ("mlp", "lenet5")  # the rest (conv nets at 32x32: tens of seconds per check) are @pytest.mark.slow
 
 
 @functools.cache
@@ -126,7 +126,7 @@ def _model_case(name: str) -> Case:
     rest = {k: v for k, v in variables.items() if k != "params"}
 
     def fn(x, params):
-        out = model.apply({"params": params, **rest}, x, train=True, mutable=list(rest),
+        out = model.apply({"params": params, **rest}, x, train=True, mutable=list(rest) if rest else False,
                           rngs={"dropout": jax.random.key(2)})
         return out[0] if rest else out
 
