@@ -8,7 +8,7 @@ with a closed-form backward, which made `jax.jvp`/`jax.jacfwd` through it fail. 
 whose tangent map is written in the same closed form, so JAX's transpose of it is that backward. The old
 custom VJP is kept here verbatim (`batch_norm_train_vjp`) to time both in one process, back to back:
 
-- "bn": jitted `grad` of `sum(bn(x) * g)` with respect to x, scale and bias on `--bn-shape`
+- "bn": jitted `grad` of `sum(relu(bn(x)) * g) + sum(new_var)` with respect to x, scale and bias on `--bn-shape`
   ([128, 32, 32, 64], ResNet-18's first stage at batch 128), plus "reference": autodiff of the two-pass
   forward (`normalization._FAST_TRAIN_PATH = False`), the path neither uses.
 - "resnet18": one jitted SGD training step (forward, backward, update, new batch statistics) of CIFAR
@@ -87,14 +87,14 @@ batch_norm_train_vjp.defvjp(closed_form_forward, closed_form_backward)
 # ----------------------------------------------------------------------------------------------
 # measurement
 # ----------------------------------------------------------------------------------------------
-def traced_with(variant: str, jitted, *args):
-    """Compile `jitted` for `args` with the batch-norm path `variant` ("new" | "old" | "reference")."""
+def traced_with(variant: str, fn, *args):
+    """`fn` jitted and compiled for `args` with the batch-norm path `variant` ("new" | "old" | "reference")."""
     saved = normalization._batch_norm_train, normalization._FAST_TRAIN_PATH
-    try:  # the path is chosen at trace time, so each variant compiles its own program
+    try:  # the path is chosen at trace time: a fresh `jax.jit` per variant (one jit object caches its trace)
         if variant == "old":
             normalization._batch_norm_train = batch_norm_train_vjp
         normalization._FAST_TRAIN_PATH = variant != "reference"
-        return jitted.lower(*args).compile()
+        return jax.jit(fn, compiler_options=default_compiler_options()).lower(*args).compile()
     finally:
         normalization._batch_norm_train, normalization._FAST_TRAIN_PATH = saved
 
@@ -107,9 +107,8 @@ def bn_programs(shape, variants):
 
     def loss(x, params):
         y, new = layers.batch_norm(x, params, state, train=True)
-        return jnp.sum(y * g) + jnp.sum(new["var"])
-    jitted = jax.jit(jax.grad(loss, (0, 1)), compiler_options=default_compiler_options())
-    return {v: traced_with(v, jitted, x, params) for v in variants}, (x, params)
+        return jnp.sum(jax.nn.relu(y) * g) + jnp.sum(new["var"])
+    return {v: traced_with(v, jax.grad(loss, (0, 1)), x, params) for v in variants}, (x, params)
 
 
 def resnet_programs(batch, variants):
@@ -129,9 +128,14 @@ def resnet_programs(batch, variants):
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_stats, opt_state, value
 
-    jitted = jax.jit(step, compiler_options=default_compiler_options())
     args = (variables["params"], variables["batch_stats"], opt_state, x, labels)
-    return {v: traced_with(v, jitted, *args) for v in variants}, args
+    return {v: traced_with(v, step, *args) for v in variants}, args
+
+
+def program_stats(programs) -> dict:
+    """Per variant: XLA's temporary buffer size (MiB) and the number of fusions of the compiled program."""
+    return {v: {"temp_mib": p.memory_analysis().temp_size_in_bytes / 2**20, "fusions": p.as_text().count(" fusion(")}
+            for v, p in programs.items()}
 
 
 def alternate(programs, args, repeats: int, calls: int) -> dict[str, list[float]]:
@@ -172,10 +176,12 @@ def main(argv=None) -> dict:
     grads = {v: p(*inputs) for v, p in programs.items()}
     results["bn_max_gradient_difference_new_vs_old"] = max(
         float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grads["new"]), jax.tree.leaves(grads["old"])))
+    results["bn_programs"] = program_stats(programs)
     results["bn"] = summary(alternate(programs, inputs, args.repeats, args.calls))
-    print("bn", shape, {k: round(v["median_ms"], 2) for k, v in results["bn"].items()}, flush=True)
+    print("bn", shape, results["bn_programs"], results["bn_max_gradient_difference_new_vs_old"], {k: round(v["median_ms"], 2) for k, v in results["bn"].items()}, flush=True)
     if not args.skip_resnet:
         programs, inputs = resnet_programs(args.batch, ("new", "old"))
+        results["resnet18_programs"] = program_stats(programs)
         results["resnet18"] = summary(alternate(programs, inputs, args.repeats, args.calls))
         print("resnet18 batch", args.batch, {k: round(v["median_ms"], 2) for k, v in results["resnet18"].items()})
     results["load_average_1min"] = [load_before, os.getloadavg()[0]]
