@@ -6,7 +6,8 @@
 Both variants compute training-mode batch norm over N, H, W and a ReLU, forward and backward (gradients
 with respect to x, scale and bias of `sum(relu(bn(x)) * x)`), jitted with `train.default_compiler_options()`:
 
-- "separate": jaxnets' path, `normalization._batch_norm_train` (the closed-form custom VJP) then
+- "separate": the closed-form BatchNorm custom VJP (`benchmarks.bn_forward_mode.batch_norm_train_vjp`, the
+  library's path until it became a custom JVP) then
   `jax.nn.relu`, whose backward XLA fuses into the batch-norm backward's elementwise pass.
 - "fused": one custom VJP whose forward applies the ReLU and whose backward recomputes the
   pre-activation from the saved input to mask the cotangent, then runs the same closed-form backward.
@@ -28,7 +29,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxnets.layers import normalization
+from benchmarks import bn_forward_mode
 from jaxnets.train import default_compiler_options
 
 
@@ -38,7 +39,7 @@ def _bn_relu(x, scale, bias, eps, axes):
 
 
 def _bn_relu_fwd(x, scale, bias, eps, axes):
-    (y, mean, var), residuals = normalization._batch_norm_train_fwd(x, scale, bias, eps, axes)
+    (y, mean, var), residuals = bn_forward_mode.closed_form_forward(x, scale, bias, eps, axes)
     return (jnp.maximum(y, 0), mean, var), residuals
 
 
@@ -48,7 +49,7 @@ def _bn_relu_bwd(eps, axes, residuals, cotangents):
     shape = mean.shape
     pre_activation = (x.astype(mean.dtype) - mean) * inv_std * jnp.reshape(scale, shape) + jnp.reshape(bias, shape)
     dy = jnp.where(pre_activation > 0, dy, 0)
-    return normalization._batch_norm_train_bwd(eps, axes, residuals, (dy, dmean, dvar))
+    return bn_forward_mode.closed_form_backward(eps, axes, residuals, (dy, dmean, dvar))
 
 
 _bn_relu.defvjp(_bn_relu_fwd, _bn_relu_bwd)
@@ -66,7 +67,7 @@ def main(argv=None) -> dict:
     scale, bias = jnp.full(shape[-1:], 1.1), jnp.full(shape[-1:], 0.1)
 
     def separate(x, scale, bias):
-        y, _, _ = normalization._batch_norm_train(x, scale, bias, 1e-5, axes)
+        y, _, _ = bn_forward_mode.batch_norm_train_vjp(x, scale, bias, 1e-5, axes)
         return jnp.sum(jax.nn.relu(y) * x)
 
     def fused(x, scale, bias):

@@ -230,7 +230,7 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
 # larger inputs the explicit pad is slower) `conv` pads with `lax.pad`, hides the result from XLA's
 # algebraic simplifier behind `optimization_barrier` (else it folds the pad back into the conv), and runs
 # the conv with padding 0; the data gradient, a conv of the equally small cotangent, gets the same
-# treatment in a custom VJP. The tests switch this off to compare against the plain conv.
+# treatment in a custom JVP (`_conv_explicit_padding`). The tests switch this off to compare against the plain conv.
 _EXPLICIT_PADDING = True
 
 
@@ -251,11 +251,19 @@ def _spatial_axes(spec: str) -> tuple[int, ...]:
     return tuple(i for i, ch in enumerate(spec) if ch not in "NCIO")
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
 def _conv_explicit_padding(x, kernel, stride, pads, dilation, groups, dimension_numbers):
     """`lax.conv_general_dilated(x, kernel, stride, pads, rhs_dilation=dilation, ...)`, computed on the
-    explicitly padded `x` with padding 0 (see `_EXPLICIT_PADDING`); same numbers, other XLA kernels."""
-    return _conv_explicit_padding_fwd(x, kernel, stride, pads, dilation, groups, dimension_numbers)[0]
+    explicitly padded `x` with padding 0 (see `_EXPLICIT_PADDING`); same numbers, other XLA kernels.
+
+    A custom JVP, so forward mode (`jvp`, `jacfwd`) works as well as reverse mode. The conv is bilinear:
+    `dy = conv(dx, kernel) + conv(x, dkernel)`. The `dkernel` term is the valid conv of the padded `x`, whose
+    transpose is the usual weight gradient. The `dx` term is written as the linear transpose of
+    `_conv_data_gradient` (the data gradient on the equally small cotangent, explicitly padded), so that
+    JAX's transpose of it, the reverse-mode data gradient, is that function again and not a padded conv of
+    the small cotangent (the cliff)."""
+    xp = _pad_spatial(x, _spatial_axes(dimension_numbers[0]), pads)
+    return _valid_conv(xp, kernel, stride, dilation, groups, dimension_numbers)
 
 
 def _valid_conv(xp, kernel, stride, dilation, groups, dimension_numbers):
@@ -264,27 +272,33 @@ def _valid_conv(xp, kernel, stride, dilation, groups, dimension_numbers):
                                     feature_group_count=groups)
 
 
-def _conv_explicit_padding_fwd(x, kernel, stride, pads, dilation, groups, dimension_numbers):
+@_conv_explicit_padding.defjvp
+def _conv_explicit_padding_jvp(stride, pads, dilation, groups, dimension_numbers, primals, tangents):
+    x, kernel = primals
+    dx, dkernel = tangents
     xp = _pad_spatial(x, _spatial_axes(dimension_numbers[0]), pads)
-    return _valid_conv(xp, kernel, stride, dilation, groups, dimension_numbers), (x, kernel)
+    y = _valid_conv(xp, kernel, stride, dilation, groups, dimension_numbers)
+    data_grad = functools.partial(_conv_data_gradient, x.shape, kernel, stride, pads, dilation, groups,
+                                  dimension_numbers)
+    # conv(., kernel) is the transpose of the data gradient; transposing it back (reverse mode) gives
+    # `_conv_data_gradient` itself, explicitly padded.
+    (dy_x,) = jax.linear_transpose(data_grad, jax.ShapeDtypeStruct(y.shape, y.dtype))(dx.astype(y.dtype))
+    dy_k = _valid_conv(xp, dkernel.astype(y.dtype), stride, dilation, groups, dimension_numbers)
+    return y, dy_x + dy_k
 
 
-def _conv_explicit_padding_bwd(stride, pads, dilation, groups, dimension_numbers, residuals, dy):
-    x, kernel = residuals
+def _conv_data_gradient(x_shape, kernel, stride, pads, dilation, groups, dimension_numbers, dy):
+    """The cotangent of `x` for the cotangent `dy` of `_conv_explicit_padding(x, kernel, ...)`, `x_shape`."""
     spec, kspec, _ = dimension_numbers
     axes, kaxes = _spatial_axes(spec), _spatial_axes(kspec)
-    xp = _pad_spatial(x, axes, pads)
-    # Weight gradient: the autodiff rule on the padded input (a large input, no padding: no cliff).
-    _, kernel_vjp = jax.vjp(lambda k: _valid_conv(xp, k, stride, dilation, groups, dimension_numbers), kernel)
-    (dkernel,) = kernel_vjp(dy)
-    # Data gradient: the transposed conv, dx = conv(dy dilated by the stride and padded, flipped kernel with
-    # in/out swapped per group), evaluated only on the rows of x (not on its padding): along each spatial dim
-    # with padded size P, extent e = d (k - 1) + 1 and r = (P - e) % s rows the forward never reached, dy is
-    # padded by (e - 1 - lo, e - 1 + r - hi) with s - 1 zeros between its entries; then a valid conv.
+    # The transposed conv, dx = conv(dy dilated by the stride and padded, flipped kernel with in/out swapped
+    # per group), evaluated only on the rows of x (not on its padding): along each spatial dim with padded
+    # size P, extent e = d (k - 1) + 1 and r = (P - e) % s rows the forward never reached, dy is padded by
+    # (e - 1 - lo, e - 1 + r - hi) with s - 1 zeros between its entries; then a valid conv.
     dy_pads = []
     for a, ka, (lo, hi), s, d in zip(axes, kaxes, pads, stride, dilation):
         extent = d * (kernel.shape[ka] - 1) + 1
-        rest = (x.shape[a] + lo + hi - extent) % s
+        rest = (x_shape[a] + lo + hi - extent) % s
         dy_pads.append((extent - 1 - lo, extent - 1 + rest - hi))
     dy_p = _pad_spatial(dy, axes, dy_pads, interior=[s - 1 for s in stride])
     # Kernel [*k, I = C_in / G, O = C_out] (in kspec's order) -> flipped [*k, C_out / G, C_in] (grouped).
@@ -294,13 +308,9 @@ def _conv_explicit_padding_bwd(stride, pads, dilation, groups, dimension_numbers
     w = w.reshape(*k, c_in_g, groups, c_out // groups)
     w = jnp.swapaxes(w, -1, -3).reshape(*k, c_out // groups, groups * c_in_g)
     spatial = "".join(kspec[a] for a in kaxes)
-    dx = lax.conv_general_dilated(dy_p, w, window_strides=(1,) * len(axes), padding=[(0, 0)] * len(axes),
-                                  rhs_dilation=dilation, dimension_numbers=(spec, spatial + "IO", spec),
-                                  feature_group_count=groups)
-    return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
-
-
-_conv_explicit_padding.defvjp(_conv_explicit_padding_fwd, _conv_explicit_padding_bwd)
+    return lax.conv_general_dilated(dy_p, w, window_strides=(1,) * len(axes), padding=[(0, 0)] * len(axes),
+                                    rhs_dilation=dilation, dimension_numbers=(spec, spatial + "IO", spec),
+                                    feature_group_count=groups)
 
 
 def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:

@@ -157,9 +157,10 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
     where `n` is the number of values per channel (N * spatial size, summed over devices and
     counting only valid rows). Note `momentum` is PyTorch's (weight of the NEW batch), i.e.
     `1 - momentum` of Flax/Keras. Statistics are computed in float32 (or wider), two-pass.
-    Without `mask` and `axis_name` the training path has a closed-form backward (`_batch_norm_train`),
-    faster than autodiff of the forward on CPU (benchmarks/README.md) and storing no `x - mean`; the
-    forward is the same computation. The masked and synchronised paths use autodiff.
+    Without `mask` and `axis_name` the training path has a closed-form derivative (a custom JVP,
+    `_batch_norm_train`, whose transpose is the closed-form backward) that works in forward and reverse
+    mode and stores no `x - mean`; the forward is the same computation. The masked and synchronised paths
+    use autodiff.
 
     Args:
       x: `[N, C]` (BatchNorm1d), or `[N, *spatial, C]` (channels-last, default: `NWC`, `NHWC`,
@@ -245,63 +246,64 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
     return y, new_state
 
 
-# The training path of `batch_norm` with a hand-written backward (used when mask is None and axis_name is
+# The training path of `batch_norm` with a hand-written derivative (used when mask is None and axis_name is
 # None; the masked and the synchronised paths go through autodiff of `masked_moments`). The benchmarks set this to
 # False to measure the unoptimised path; it is not a user option.
 _FAST_TRAIN_PATH = True
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def _batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float, axes: tuple[int, ...]
                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """`(y, mean, var)` of training-mode batch norm over `axes` (no mask, no axis_name).
 
     The forward is exactly the reference path's: `masked_moments` (two-pass, float32 or wider) and `_affine`.
-    The backward is the closed form (Ioffe & Szegedy 2015) with `xhat = (x - mean) * inv_std`, `n` values
-    per channel and `dy` the cotangent of `y`:
+    The derivative is a custom JVP in closed form, so forward mode (`jvp`, `jacfwd`, `hessian`) works, and
+    JAX's transpose of it is the closed-form backward of Ioffe & Szegedy (2015). With `xhat = (x - mean) *
+    inv_std`, `n` values per channel and `<.>` the per-channel mean over `axes`, the tangents are
 
-        dbias  = sum(dy),   dscale = sum(dy * xhat)
-        dx     = scale * inv_std / n * (n * dy - dbias - xhat * dscale)
-                 + dmean / n + dvar * 2 * (x - mean) / n      (cotangents of the returned mean and var)
+        s      = <xhat * dx>
+        dy     = scale * inv_std * (dx - <dx> - xhat * s) + dscale * xhat + dbias
+        dmean  = <dx>,   dvar = 2 * s / inv_std          (= 2 <(x - mean) dx>, as <x - mean> = 0)
 
-    It reads `x` and `dy` twice (one fused pass for both sums, one for `dx`) and keeps only `x` and
-    per-channel vectors as residuals; autodiff of the two-pass forward stores `x - mean` and makes
-    more passes over activation-sized arrays.
+    and the transpose gives, for cotangents (gy, gmean, gvar), `dbias = sum(gy)`, `dscale = sum(gy * xhat)`,
+    `dx = scale * inv_std / n * (n gy - dbias - xhat * dscale) + gmean / n + gvar * 2 (x - mean) / n`.
+    The linear part needs only `xhat` and per-channel vectors; autodiff of the two-pass forward also keeps
+    `x - mean` and makes more passes over activation-sized arrays.
     """
-    return _batch_norm_train_fwd(x, scale, bias, eps, axes)[0]
+    return _batch_norm_train_forward(x, scale, bias, eps, axes)[0]
 
 
-def _batch_norm_train_fwd(x, scale, bias, eps, axes):
+def _batch_norm_train_forward(x, scale, bias, eps, axes):
+    """`((y, mean [C], var [C]), (xhat, inv_std))`, the statistics in float32 (or wider), kept-dims shapes."""
     sdt = _stats_dtype(x.dtype)
     x32 = x.astype(sdt)
     mean, var, _ = masked_moments(x32, axes)
     inv = jax.lax.rsqrt(var + eps)
     shape = mean.shape
-    y = _affine((x32 - mean) * inv, {"scale": scale, "bias": bias}, shape, x.dtype)
+    xhat = (x32 - mean) * inv
+    y = _affine(xhat, {"scale": scale, "bias": bias}, shape, x.dtype)
     c = math.prod(shape)
-    return (y, mean.reshape(c), var.reshape(c)), (x, mean, inv, scale, bias)
+    return (y, mean.reshape(c), var.reshape(c)), (xhat, inv)
 
 
-def _batch_norm_train_bwd(eps, axes, res, cotangents):
-    del eps
-    x, mean, inv, scale, bias = res
-    dy, dmean, dvar = cotangents
-    sdt = mean.dtype
-    n = math.prod(x.shape[a] for a in axes)
-    shape = mean.shape
-    dy32 = dy.astype(sdt)
-    centred = x.astype(sdt) - mean
-    xhat = centred * inv
-    dbias = jnp.sum(dy32, axis=axes, keepdims=True)
-    dscale = jnp.sum(dy32 * xhat, axis=axes, keepdims=True)
+@_batch_norm_train.defjvp
+def _batch_norm_train_jvp(eps, axes, primals, tangents):
+    x, scale, bias = primals
+    dx, dscale, dbias = tangents
+    out, (xhat, inv) = _batch_norm_train_forward(x, scale, bias, eps, axes)
+    shape = inv.shape
+    sdt = inv.dtype
+    dx32 = dx.astype(sdt)
+    # Per-channel means of dx and xhat * dx: the only reductions over activation-sized arrays in the linear map.
+    dmean = jnp.mean(dx32, axis=axes, keepdims=True)
+    s = jnp.mean(xhat * dx32, axis=axes, keepdims=True)
     scale32 = jnp.reshape(scale, shape).astype(sdt)
-    dx = (scale32 * inv / n) * (n * dy32 - dbias - xhat * dscale)
-    dx = dx + jnp.reshape(dmean, shape).astype(sdt) / n + jnp.reshape(dvar, shape).astype(sdt) * (2.0 / n) * centred
-    return (dx.astype(x.dtype), dscale.reshape(scale.shape).astype(scale.dtype),
-            dbias.reshape(bias.shape).astype(bias.dtype))
-
-
-_batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+    dy = (scale32 * inv) * (dx32 - dmean - xhat * s)
+    dy = dy + jnp.reshape(dscale, shape).astype(sdt) * xhat + jnp.reshape(dbias, shape).astype(sdt)
+    c = math.prod(shape)
+    dvar = 2.0 * s / inv  # d<(x - mean)^2> = 2 <(x - mean) dx> = 2 <xhat dx> / inv_std
+    return out, (dy.astype(out[0].dtype), dmean.reshape(c).astype(out[1].dtype), dvar.reshape(c).astype(out[2].dtype))
 
 
 def fold_batch_norm(kernel: jax.Array, bias: jax.Array | None, bn_params: Mapping, bn_state: Mapping, *,

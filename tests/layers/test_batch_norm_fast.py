@@ -1,12 +1,17 @@
-"""The closed-form backward of training-mode batch_norm (`normalization._batch_norm_train`, a custom VJP).
+"""The closed-form derivative of training-mode batch_norm (`normalization._batch_norm_train`, a custom JVP
+whose transpose is the closed-form backward).
 
 Checked against the unoptimised path (autodiff of the same forward, selected with the private flag
 `normalization._FAST_TRAIN_PATH = False` at trace time) and against torch: the output, the running
 statistics, and the gradients wrt x, scale and bias, also through the running statistics (whose
-cotangents the custom VJP handles), in every layout, for bf16 input, and under vmap and grad-of-grad.
+cotangents the rule handles), in every layout, for bf16 input, and under vmap and grad-of-grad; reverse mode
+against the custom VJP it replaced (`benchmarks.bn_forward_mode.batch_norm_train_vjp`); forward mode (jvp,
+jacfwd, hessian) against the autodiff path and finite differences in float64.
 The masked and synchronised paths do not use it; a test pins that they still match.
 Tolerance float32 rtol = atol = 1e-5 unless a test states otherwise.
 """
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +19,7 @@ import pytest
 import torch
 
 from _tolerances import FLOAT32
+from benchmarks.bn_forward_mode import batch_norm_train_vjp
 from jaxnets.layers import normalization
 from jaxnets.layers.normalization import batch_norm
 
@@ -144,3 +150,90 @@ def test_fast_path_is_used_only_without_mask_and_axis_name(rng, monkeypatch):
     jax.vmap(lambda v: batch_norm(v, params, state, train=True, axis_name="d")[0], axis_name="d")(x[:, None])
     batch_norm(x, params, state, train=False)
     assert len(calls) == 1
+
+
+@pytest.fixture
+def x64():
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", old)
+
+
+@contextlib.contextmanager
+def _paths(fast):
+    """`with _paths(True)`: the custom-JVP path (False: the autodiff path), chosen at trace time."""
+    old = normalization._FAST_TRAIN_PATH
+    normalization._FAST_TRAIN_PATH = fast
+    try:
+        yield
+    finally:
+        normalization._FAST_TRAIN_PATH = old
+
+
+@pytest.mark.parametrize("shape,layout", CASES)
+def test_reverse_mode_equals_the_old_custom_vjp(rng, shape, layout):
+    """The transpose of the custom JVP gives the cotangents of the custom VJP it replaced (closed form,
+    same formula, other association of the sums): to float32 rounding, rtol = atol = 2e-6."""
+    x, g, params, _, wm, wv = _inputs(rng, shape, layout)
+    axes = tuple(a for a in range(len(shape)) if a != _channel_axis(shape, layout))
+
+    def loss(fn):
+        def f(x_, s, b):
+            y, mean, var = fn(x_, s, b, 1e-5, axes)
+            return jnp.sum(y * g) + jnp.sum(mean * wm) + jnp.sum(var * wv)
+        return jax.jit(jax.grad(f, argnums=(0, 1, 2)))(x, params["scale"], params["bias"])
+
+    new, old = loss(normalization._batch_norm_train), loss(batch_norm_train_vjp)
+    for a, b in zip(new, old):
+        np.testing.assert_allclose(a, b, rtol=2e-6, atol=2e-6)
+
+
+def test_forward_mode_equals_autodiff_path_and_finite_differences(rng, x64):
+    """jvp, jacfwd and hessian through the fast path (float64): equal to the autodiff path's to 1e-10,
+    jvp equal to a central finite difference (step 1e-5, error O(h^2) ~ 1e-9) to 1e-7."""
+    x, g, params, state, wm, wv = (np.asarray(a, np.float64) if isinstance(a, np.ndarray) else
+                                   {k: np.asarray(v, np.float64) for k, v in a.items()}
+                                   for a in _inputs(rng, (3, 2, 2, 3), "NHWC"))
+    tx = rng.normal(size=x.shape)
+    ts = {"scale": rng.normal(size=3), "bias": rng.normal(size=3)}
+
+    def f(x_, p):
+        y, new = batch_norm(x_, p, state, train=True, momentum=0.3)
+        return jnp.sum(jnp.tanh(y) * g) + jnp.sum(new["mean"] * wm) + jnp.sum(new["var"] * wv)
+
+    def derivatives():
+        out, tangent = jax.jvp(f, (x, params), (tx, ts))
+        jf = jax.jacfwd(f, argnums=(0, 1))(x, params)
+        hess = jax.hessian(lambda s: f(x, {"scale": s, "bias": params["bias"]}))(params["scale"])
+        hx = jax.hessian(lambda v: f(jnp.concatenate([v, x[1:]]), params))(x[:1])  # wrt the first row
+        return out, tangent, jf, hess, hx
+
+    with _paths(True):
+        fast = derivatives()
+    with _paths(False):
+        ref = derivatives()
+    assert fast[1].dtype == jnp.float64
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    h = 1e-5
+    shifted = [f(x + s * h * tx, {k: params[k] + s * h * ts[k] for k in params}) for s in (1, -1)]
+    np.testing.assert_allclose(fast[1], (shifted[0] - shifted[1]) / (2 * h), rtol=1e-7, atol=1e-7)
+    # jacfwd agrees with jacrev (the transpose of the same rule).
+    with _paths(True):
+        jr = jax.jacrev(f, argnums=(0, 1))(x, params)
+    for a, b in zip(jax.tree.leaves(fast[2]), jax.tree.leaves(jr)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_forward_mode_bf16_input(rng):
+    """jvp with bf16 x: the output tangent is bf16, equal to the autodiff path's to bf16 rounding (rtol 1e-2)."""
+    x, _, params, state, _, _ = _inputs(rng, (4, 3, 3, 3), "NHWC")
+    xb, tb = jnp.asarray(x, jnp.bfloat16), jnp.asarray(rng.normal(size=x.shape), jnp.bfloat16)
+    results = []
+    for fast in (True, False):
+        with _paths(fast):
+            results.append(jax.jvp(lambda v: batch_norm(v, params, state, train=True)[0], (xb,), (tb,))[1])
+    assert results[0].dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(results[0], np.float32), np.asarray(results[1], np.float32),
+                               rtol=1e-2, atol=1e-2)
