@@ -112,14 +112,14 @@ def _jax_compile(lower, *args) -> float:
 def _use_reference_batch_norm() -> None:
     """Route jaxnets' training-mode batch_norm through the unoptimised (autodiff, two-pass) path."""
     from jaxnets.layers import normalization
-    normalization._FAST_TRAIN_PATH = False  # read at trace time by batch_norm
+    normalization.closed_form_derivative(False).__enter__()  # for the rest of this worker process
 
 
 def _use_plain_conv() -> None:
     """Route every jaxnets conv through the plain `lax.conv_general_dilated`, also on inputs smaller than the
     kernel (XLA CPU's slow case, which `layers.conv` otherwise avoids by materialising the padding)."""
     import importlib
-    importlib.import_module("jaxnets.layers.conv")._EXPLICIT_PADDING = False  # read at trace time by conv
+    importlib.import_module("jaxnets.layers.conv").explicit_padding(False).__enter__()  # for the rest of the process
 
 
 def _fold_interceptor_parts(model, variables, x):
@@ -157,7 +157,7 @@ def _fold_interceptor_parts(model, variables, x):
     for conv_path, (bn_path, eps) in pairs.items():
         cp, bp, bs = (get(variables["params"], conv_path), get(variables["params"], bn_path),
                       get(variables["batch_stats"], bn_path))
-        folded["/".join(conv_path)] = fold_batch_norm(cp["kernel"], cp.get("bias"), bp, bs, eps=eps, layout="HWIO")
+        folded["/".join(conv_path)] = fold_batch_norm(cp["kernel"], cp.get("bias"), bp, bs, eps=eps, kernel_layout="HWIO")
     del jax
     return {"/".join(b[0]) for b in pairs.values()}, folded
 

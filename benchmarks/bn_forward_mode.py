@@ -10,7 +10,7 @@ custom VJP is kept here verbatim (`batch_norm_train_vjp`) to time both in one pr
 
 - "bn": jitted `grad` of `sum(relu(bn(x)) * g) + sum(new_var)` with respect to x, scale and bias on `--bn-shape`
   ([128, 32, 32, 64], ResNet-18's first stage at batch 128), plus "reference": autodiff of the two-pass
-  forward (`normalization._FAST_TRAIN_PATH = False`), the path neither uses.
+  forward (`normalization.closed_form_derivative(False)`), the path neither uses.
 - "resnet18": one jitted SGD training step (forward, backward, update, new batch statistics) of CIFAR
   ResNet-18 at `--batch` 32, the model traced with each `_batch_norm_train` in turn.
 
@@ -95,14 +95,14 @@ batch_norm_train_vjp.defvjp(closed_form_forward, closed_form_backward)
 # ----------------------------------------------------------------------------------------------
 def traced_with(variant: str, fn, *args):
     """`fn` jitted and compiled for `args` with the batch-norm path `variant` ("new" | "old" | "reference")."""
-    saved = normalization._batch_norm_train, normalization._FAST_TRAIN_PATH
+    saved = normalization._batch_norm_train
     try:  # chosen at trace time: jit a fresh function per variant (jit's trace cache is keyed by the function)
-        if variant == "old":
+        if variant == "old":  # the library's former custom VJP, kept here for the comparison
             normalization._batch_norm_train = batch_norm_train_vjp
-        normalization._FAST_TRAIN_PATH = variant != "reference"
-        return jax.jit(lambda *a: fn(*a), compiler_options=default_compiler_options()).lower(*args).compile()
+        with normalization.closed_form_derivative(variant != "reference"):
+            return jax.jit(lambda *a: fn(*a), compiler_options=default_compiler_options()).lower(*args).compile()
     finally:
-        normalization._batch_norm_train, normalization._FAST_TRAIN_PATH = saved
+        normalization._batch_norm_train = saved
 
 
 def bn_programs(shape, variants):

@@ -19,10 +19,10 @@ dropout on and cost the deterministic prediction accuracy (``regularization_smal
 TTA use the recomputed statistics; the numbers with the running averages are recorded too. Predictions
 are softmax probabilities; error and negative log-likelihood (NLL, ``layers.cross_entropy`` of the
 log-probabilities) on the test set.
-  ensemble   ``data.augment.ensemble_predict`` (equal weights) of all members, and the mean over all
+  ensemble   ``train.ensemble_predict`` (equal weights) of all members, and the mean over all
              subsets of k members for k = 1 .. n_members; against the mean member and the best member
              (best ON THE TEST SET: an oracle choice, which flatters the single model);
-  TTA        ``data.augment.tta_predict`` per member: (shift) the image itself plus ``tta_shifts`` random
+  TTA        ``train.tta_predict`` per member: (shift) the image itself plus ``tta_shifts`` random
              translations of up to ``tta_max_shift`` pixels (the training augmentation; fixed keys);
              (flip) the image and its mirror image ``hflip``, AlexNet's choice, which does not fit digits: a
              mirrored 2, 3, 4, 5, 7 or 9 is not that digit and the nets never saw mirrored digits;
@@ -153,9 +153,9 @@ def main(config=CONFIG, *, out=None):
 
     # Plain predictions and the ensemble.
     apply_fn, variables = states[0].apply_fn, [v for _, v in members]  # one model, m sets of variables
-    predict_one = jax.jit(lambda v, x: aug.ensemble_predict([(apply_fn, v)], x))
+    predict_one = jax.jit(lambda v, x: train.ensemble_predict([(apply_fn, v)], x))
     single = [predict_one(v, x) for v in variables]
-    ensemble = jax.jit(lambda vs, x: aug.ensemble_predict([(apply_fn, v) for v in vs], x))(variables, x)
+    ensemble = jax.jit(lambda vs, x: train.ensemble_predict([(apply_fn, v) for v in vs], x))(variables, x)
     single_scores = [scores(p, y) for p in single]
     running_scores = [scores(predict_one(r.variables, x), y) for r in running]
     by_size = {}
@@ -183,7 +183,7 @@ def main(config=CONFIG, *, out=None):
     }
     tta = {}
     for name, fns in transforms.items():
-        predict = jax.jit(lambda v, x, fns=fns: aug.tta_predict(apply_fn, v, x, transforms=fns))
+        predict = jax.jit(lambda v, x, fns=fns: train.tta_predict(apply_fn, v, x, transforms=fns))
         probs = [predict(v, x) for v in variables]
         per_member = [scores(p, y) for p in probs]
         tta[name] = {"members": per_member,

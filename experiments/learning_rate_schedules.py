@@ -72,17 +72,17 @@ def make_schedule(name: str, config: dict, steps_per_epoch: int):
         rate = peak if name == "constant" else config["tuned_constant_rate"]
         return lambda step: rate * np.ones_like(step, dtype=np.float32)
     if name == "step":
-        return schedules.step_decay(config["step_every_epochs"], gamma=config["step_gamma"],
-                                    steps_per_epoch=steps_per_epoch, peak=peak)
+        return schedules.step_decay(peak, config["step_every_epochs"], gamma=config["step_gamma"],
+                                    steps_per_epoch=steps_per_epoch)
     if name == "exponential":
-        return schedules.exponential(config["exponential_gamma"], steps_per_epoch=steps_per_epoch, peak=peak)
+        return schedules.exponential(peak, config["exponential_gamma"], steps_per_epoch=steps_per_epoch)
     if name == "1/t":
-        return schedules.inverse_time(config["inverse_time_decay"], steps_per_epoch=steps_per_epoch, peak=peak)
+        return schedules.inverse_time(peak, config["inverse_time_decay"], steps_per_epoch=steps_per_epoch)
     if name == "cosine":
         return schedules.cosine(peak, total)
     if name == "warm restarts":
-        return schedules.warm_restarts(config["restart_first_period_epochs"] * steps_per_epoch,
-                                       period_mult=config["restart_period_mult"], peak=peak)
+        return schedules.warm_restarts(peak, config["restart_first_period_epochs"] * steps_per_epoch,
+                                       period_mult=config["restart_period_mult"])
     raise ValueError(f"learning_rate_schedules: unknown schedule {name!r}; known: {CONFIG['schedules']}.")
 
 

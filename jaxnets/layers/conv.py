@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
 
@@ -230,8 +231,24 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
 # larger inputs the explicit pad is slower) `conv` pads with `lax.pad`, hides the result from XLA's
 # algebraic simplifier behind `optimization_barrier` (else it folds the pad back into the conv), and runs
 # the conv with padding 0; the data gradient, a conv of the equally small cotangent, gets the same
-# treatment in a custom JVP (`_conv_explicit_padding`). The tests switch this off to compare against the plain conv.
+# treatment in a custom JVP (`_conv_explicit_padding`). Switched only through `explicit_padding` (the tests and
+# benchmarks compare against the plain conv); it is not a user option.
 _EXPLICIT_PADDING = True
+
+
+@contextlib.contextmanager
+def explicit_padding(enabled: bool):
+    """Within the block, `conv` on inputs smaller than the kernel materialises the padding (True, the
+    default) or runs the plain `lax.conv_general_dilated` (False). Read at TRACE time: a function jitted
+    inside the block keeps the choice. For tests and benchmarks (same numbers, other XLA kernels).
+    """
+    global _EXPLICIT_PADDING
+    enabled, previous = check_bool("explicit_padding", "enabled", enabled), _EXPLICIT_PADDING
+    _EXPLICIT_PADDING = enabled
+    try:
+        yield
+    finally:
+        _EXPLICIT_PADDING = previous
 
 
 def _input_smaller_than_kernel(sizes: Sequence[int], kernel: Sequence[int], dilation: Sequence[int]) -> bool:

@@ -8,6 +8,7 @@ PyTorch equivalents: `torch.nn.BatchNorm1d/2d/3d` (and `SyncBatchNorm` for `axis
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -247,9 +248,25 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
 
 
 # The training path of `batch_norm` with a hand-written derivative (used when mask is None and axis_name is
-# None; the masked and the synchronised paths go through autodiff of `masked_moments`). The benchmarks set this to
-# False to measure the unoptimised path; it is not a user option.
+# None; the masked and the synchronised paths go through autodiff of `masked_moments`). Switched only through
+# `closed_form_derivative` (tests and benchmarks compare the two paths); it is not a user option.
 _FAST_TRAIN_PATH = True
+
+
+@contextlib.contextmanager
+def closed_form_derivative(enabled: bool):
+    """Within the block, training-mode `batch_norm` uses (True, the default) or bypasses (False: autodiff of
+    the plain two-pass forward) its closed-form derivative. Read at TRACE time: a function jitted inside
+    the block keeps the choice. For tests and benchmarks that compare the two paths (same forward; the
+    gradients agree to float32 rounding).
+    """
+    global _FAST_TRAIN_PATH
+    enabled, previous = check_bool("closed_form_derivative", "enabled", enabled), _FAST_TRAIN_PATH
+    _FAST_TRAIN_PATH = enabled
+    try:
+        yield
+    finally:
+        _FAST_TRAIN_PATH = previous
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))

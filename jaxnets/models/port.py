@@ -126,7 +126,7 @@ def _trace(fn: str, described: str, model: nn.Module,
 
 
 def from_torch(model: str | nn.Module, state_dict: Mapping[str, Any], *,
-               input_shape: tuple[int, ...] | None = None, rename: Rename = None, **options) -> dict:
+               input_shape: tuple[int, ...] | None = None, rename: Rename = None, dtype=None, **options) -> dict:
     """Variables of a Flax model holding the weights of a PyTorch `state_dict`.
 
     `model` is a registry name (built with `jaxnets.models.create(model, **options)`) or a Flax module
@@ -138,7 +138,8 @@ def from_torch(model: str | nn.Module, state_dict: Mapping[str, Any], *,
       conv weight `[O, I / groups, *k]` -> kernel `[*k, I / groups, O]` (HWIO), or unchanged for a
       `jaxnets.nn.Conv` with a channels-first `layout` (its kernel is OIHW); Linear weight `[out, in]` ->
       kernel `[in, out]`; bias -> bias; BatchNorm weight -> scale, bias -> bias, running_mean -> mean,
-      running_var -> var; `num_batches_tracked` is ignored. Values are cast to the model's dtype (float32).
+      running_var -> var; `num_batches_tracked` is ignored. Values are cast to the model's dtype (float32),
+      or to `dtype`.
     Flatten layers need no permutation: `jaxnets.nn.Flatten` flattens in PyTorch's (C, H, W) order.
 
     Args:
@@ -155,6 +156,9 @@ def from_torch(model: str | nn.Module, state_dict: Mapping[str, Any], *,
         - a function `key -> new key` (or None to drop the key), e.g.
           `lambda k: k.removeprefix("backbone.")`.
         "." and "_" are interchangeable in module paths, so new names may use either.
+      dtype: None (the model's own dtypes, float32) or a floating dtype for every leaf, e.g. `jnp.float64`
+        (with `jax_enable_x64` on) to replay a float64 torch recipe: the layers compute in the dtype of the
+        variables and inputs they are given.
       **options: for a registry name only, passed to `create` (`variant`, `num_classes`, `version`, ...):
         they must describe the same architecture as the torch network.
     Returns: `{"params": ..., "batch_stats": ...}`, exactly the collections `model.init` creates (no
@@ -172,6 +176,8 @@ def from_torch(model: str | nn.Module, state_dict: Mapping[str, Any], *,
     PyTorch: the inverse of `torch_model.load_state_dict(...)` with `strict=True`.
     """
     fn = "from_torch"
+    if dtype is not None and not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+        raise ValueError(f"{fn}: dtype must be None or a floating dtype such as jnp.float64, got {dtype!r}.")
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"{fn}: state_dict must be a mapping from torch names to arrays (model.state_dict()), "
                         f"got {type(state_dict).__name__}.")
@@ -253,7 +259,7 @@ def from_torch(model: str | nn.Module, state_dict: Mapping[str, Any], *,
             mismatched.append(f"{shown[torch_key]}: torch {torch_shape} -> converted {value.shape} but "
                               f"{'/'.join(path)} needs {tuple(leaf.shape)}")
             continue
-        flat[path] = jnp.asarray(value, dtype=leaf.dtype)
+        flat[path] = jnp.asarray(value, dtype=leaf.dtype if dtype is None else dtype)
     if missing or unexpected or mismatched:
         problems = []
         if missing:

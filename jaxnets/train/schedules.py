@@ -96,7 +96,7 @@ def _integer_power(base: float, e) -> jax.Array:
     """
     with np.errstate(over="ignore", under="ignore"):
         table = jnp.asarray(np.power(np.float64(base), 2.0 ** np.arange(31)), dtype=float)
-    bits = (jnp.asarray(e).astype(jnp.int32)[..., None] >> jnp.arange(31)) & 1
+    bits = (jnp.asarray(e).astype(jnp.int32)[..., None] >> jnp.arange(31, dtype=jnp.int32)) & 1
     return jnp.prod(jnp.where(bits == 1, table, 1.0), axis=-1)
 
 

@@ -8,8 +8,8 @@ Batches are dicts `{"image": [N, H, W, C] uint8 or float, "label": [N] int, "mas
 that does not divide evenly over the devices): padded rows contribute nothing to the loss, the
 gradient, the metrics or the BatchNorm statistics.
 
-Metrics are SUMS over the valid rows, `{"loss": sum of per-example losses (float32), "correct": number
-of top-1 hits (int32), "count": number of valid rows (int32)}`, so epoch means and cross-device or
+Metrics are SUMS over the valid rows, `{"loss": sum of per-example losses (float32, or float64 for float64
+losses), "correct": number of top-1 hits (int32), "count": number of valid rows (int32)}`, so epoch means and cross-device or
 cross-host reductions are exact: the mean loss is `loss / count`, the accuracy `correct / count`.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets.checks import at_least_float32
 from jaxnets.data.augment import to_float
 from jaxnets.layers.losses import cross_entropy
 from jaxnets.nn import BatchNorm
@@ -83,7 +84,7 @@ def _sums(losses: jax.Array, logits: jax.Array, labels: jax.Array, mask: jax.Arr
     if mask is not None:
         losses, hits = jnp.where(mask, losses, 0), hits & mask
     count = labels.shape[0] if mask is None else jnp.sum(mask, dtype=jnp.int32)
-    metrics = {"loss": jnp.sum(losses, dtype=jnp.float32), "correct": jnp.sum(hits, dtype=jnp.int32),
+    metrics = {"loss": jnp.sum(losses, dtype=at_least_float32(losses.dtype)), "correct": jnp.sum(hits, dtype=jnp.int32),
                "count": jnp.asarray(count, jnp.int32)}
     return metrics if axis_name is None else jax.lax.psum(metrics, axis_name)
 

@@ -2,7 +2,7 @@
 whose transpose is the closed-form backward).
 
 Checked against the unoptimised path (autodiff of the same forward, selected with the private flag
-`normalization._FAST_TRAIN_PATH = False` at trace time) and against torch: the output, the running
+`normalization.closed_form_derivative(False)` at trace time) and against torch: the output, the running
 statistics, and the gradients wrt x, scale and bias, also through the running statistics (whose
 cotangents the rule handles), in every layout, for bf16 input, and under vmap and grad-of-grad; reverse mode
 against the custom VJP it replaced (`benchmarks.bn_forward_mode.batch_norm_train_vjp`); forward mode (jvp,
@@ -10,7 +10,6 @@ jacfwd, hessian) against the autodiff path and finite differences in float64.
 The masked and synchronised paths do not use it; a test pins that they still match.
 Tolerance float32 rtol = atol = 1e-5 unless a test states otherwise.
 """
-import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -49,12 +48,8 @@ def _value_and_grad(fast, x, g, params, state, wm, wv, layout, **kwargs):
         y, new = batch_norm(x_, p_, state, train=True, momentum=0.3, layout=layout, **kwargs)
         return jnp.sum(y.astype(jnp.float32) * g) + jnp.sum(new["mean"] * wm) + jnp.sum(new["var"] * wv), (y, new)
 
-    old = normalization._FAST_TRAIN_PATH
-    normalization._FAST_TRAIN_PATH = fast
-    try:  # the flag is read at trace time, so each call traces (and compiles) its own program
+    with normalization.closed_form_derivative(fast):  # read at trace time: each call compiles its own program
         (_, (y, new)), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(x, params)
-    finally:
-        normalization._FAST_TRAIN_PATH = old
     return y, new, grads
 
 
@@ -117,13 +112,9 @@ def test_fast_path_grad_of_grad_and_vmap(rng):
                 y, _ = batch_norm(x_, {"scale": s, "bias": params["bias"]}, state, train=True, layout="NWC")
                 return jnp.sum(jnp.sin(y))
             return jnp.sum(jax.grad(f)(params["scale"]) ** 2)
-        old = normalization._FAST_TRAIN_PATH
-        normalization._FAST_TRAIN_PATH = fast
-        try:
+        with normalization.closed_form_derivative(fast):
             return jax.jit(jax.grad(inner))(x), jax.jit(jax.vmap(lambda v: batch_norm(
                 v, params, state, train=True, layout="NWC")[0]))(np.stack([x, 2 * x]))
-        finally:
-            normalization._FAST_TRAIN_PATH = old
 
     (g_fast, v_fast), (g_ref, v_ref) = outer(True), outer(False)
     np.testing.assert_allclose(g_fast, g_ref, rtol=1e-4, atol=1e-5)  # a second derivative: two long sums deep
@@ -160,15 +151,7 @@ def x64():
     jax.config.update("jax_enable_x64", old)
 
 
-@contextlib.contextmanager
-def _paths(fast):
-    """`with _paths(True)`: the custom-JVP path (False: the autodiff path), chosen at trace time."""
-    old = normalization._FAST_TRAIN_PATH
-    normalization._FAST_TRAIN_PATH = fast
-    try:
-        yield
-    finally:
-        normalization._FAST_TRAIN_PATH = old
+_paths = normalization.closed_form_derivative  # `with _paths(True)`: the custom-JVP path; False: autodiff
 
 
 @pytest.mark.parametrize("shape,layout", CASES)

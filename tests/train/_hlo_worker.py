@@ -17,5 +17,5 @@ options = {"auto": "auto", "none": None}[sys.argv[1]]
 steps = compile_steps("none", compiler_options=options)
 state = TrainState.create(_tiny.TinyResNet(width=16), _tiny.optimizer(), np.zeros((1,) + _tiny.SHAPE, np.uint8), 0)
 batch = steps.put_batch(_tiny.data(1, 16)[0])
-text = steps._train.lower(steps.put_state(state), batch).compile().as_text()
+text = steps.lower_train(steps.put_state(state), batch).compile().as_text()
 print(re.sub(r"\.\d+\b", "", text))
