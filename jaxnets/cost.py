@@ -1,6 +1,6 @@
 """`summary`: what each layer of a model costs (parameters, state, FLOPs, training memory), without running it.
 
-Accounting, as in the course notes (reference/004_*, AlexNet's cost table):
+Accounting (the usual per-layer cost table, e.g. for AlexNet):
 - FLOPs: a multiply-add is 2 FLOPs. A layer with a `kernel` and `features` (`Conv`, `Dense`) does
   `kernel.size / features` multiply-adds per output element (`K_h * K_w * C_in / groups` for a conv,
   `in_features` for a dense layer): FLOPs = 2 * that * output elements (whole batch). Bias additions,

@@ -14,7 +14,7 @@ Each dataset lives in its own directory under the ``root`` passed to its loader:
 
 ``download=True`` fetches the missing official files into that directory (see ``_SOURCES`` for the
 URLs and the published MD5 checksums), verifies them, and extracts the CIFAR archives. Files are read
-as untrusted input: see ``jaxnets.data._safe``.
+as untrusted input: see ``jaxnets.data.safe``.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxnets.checks import check_bool, check_choice, check_int, check_real
-from jaxnets.data import _safe
+from jaxnets.data import safe
 from jaxnets.data.validation import check_arrays
 
 _log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def _fetch(fn: str, source: _Source, filename: str, directory: Path, mirror: str
         url = f"{base.rstrip('/')}/{filename}"
         _log.info("%s: downloading %s", fn, url)
         try:
-            return _safe.download(url, directory / filename, md5=source.md5[filename])
+            return safe.download(url, directory / filename, md5=source.md5[filename])
         except ConnectionError as error:
             failures.append(f"{url}: {error.__cause__}")
     raise ConnectionError(f"{fn}: could not download {filename} ({'; '.join(failures)}). Without network access, "
@@ -156,11 +156,11 @@ _IDX_MAX_COUNT = {"train": 60000, "test": 10000}
 def _read_idx(path: Path, kind: str, split: str) -> np.ndarray:
     """Read an IDX ``images`` ([N, 28, 28]) or ``labels`` ([N]) file of ``split``, plain or gzipped, checking
     its header before reading (at most) the bytes it announces plus one."""
-    how = " (after decompression)" if _safe.is_gzip(path) else ""
+    how = " (after decompression)" if safe.is_gzip(path) else ""
     expected_magic = _IDX_MAGIC[kind]
     ndim = expected_magic & 0xFF
     header = 4 + 4 * ndim
-    head = _safe.read_maybe_gzip(path, limit=header)
+    head = safe.read_maybe_gzip(path, limit=header)
     if len(head) < 4:
         raise ValueError(f"{path}: wrong size: {len(head)} bytes{how}, too short for an IDX header (truncated).")
     magic = int.from_bytes(head[:4], "big")
@@ -182,7 +182,7 @@ def _read_idx(path: Path, kind: str, split: str) -> np.ndarray:
         raise ValueError(f"{path}: the header says {what}, but a {split} split holds 1 to {limit} {documented}; "
                          f"the file is {'empty' if dims[0] == 0 else 'corrupt or from another dataset'}.")
     expected = header + math.prod(dims)
-    data = _safe.read_maybe_gzip(path, limit=expected + 1)  # one byte more reveals trailing data
+    data = safe.read_maybe_gzip(path, limit=expected + 1)  # one byte more reveals trailing data
     if len(data) != expected:
         got = (f"{len(data)} bytes{how} (truncated)" if len(data) < expected
                else f"more{how} (unexpected trailing bytes)")
@@ -323,7 +323,7 @@ def _read_cifar_python(path: Path, labels: _CifarLabels, what: str,
     if size > max_records * (_CIFAR_PIXELS + per_image) + per_file:
         raise ValueError(f"{path}: wrong size: {size} bytes, more than a {what} python batch of at most "
                          f"{max_records} images can take; the file is corrupt or not a {what} batch (not read).")
-    batch = _safe.safe_unpickle(path)
+    batch = safe.safe_unpickle(path)
     if not isinstance(batch, dict):
         raise ValueError(f"{path}: expected a pickled dict (a {what} python batch), got {type(batch).__name__}.")
     # Python 2 wrote the keys as str, which load as bytes; files re-saved by Python 3 have str keys.
@@ -404,9 +404,9 @@ def _load_cifar(fn: str, key: str, root, *, download: bool, mirror: str | None, 
     if archive is None:
         archive = _fetch(fn, source, formats[version or "binary"].archive, directory, mirror)
     else:
-        _safe.verify_md5(archive, source.md5[archive.name])
+        safe.verify_md5(archive, source.md5[archive.name])
     v = next(v for v in candidates if formats[v].archive == archive.name)
-    _safe.extract_tar(archive, directory)
+    safe.extract_tar(archive, directory)
     if not (directory / formats[v].folder).is_dir():
         raise ValueError(f"{fn}: {archive} did not contain the directory {formats[v].folder}; it is not the "
                          f"official {source.name} archive.")

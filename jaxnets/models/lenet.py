@@ -7,7 +7,7 @@ from jaxnets.models.registry import check_variant, default_classes, register
 
 
 class LeNet5(nn.Module):
-    """LeNet-5 with ReLU and max pooling (LeCun et al. 1998, as in the course notes 001_*).
+    """LeNet-5 with ReLU and max pooling (LeCun et al. 1998).
 
     Layout, as the PyTorch `nn.Sequential` it mirrors (submodule names = torch paths with "." -> "_"):
 

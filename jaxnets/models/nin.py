@@ -1,4 +1,4 @@
-"""Network in Network (Lin, Chen & Yan, 2013) for CIFAR-10, as in the course notes (001_*, "NiN")."""
+"""Network in Network (Lin, Chen & Yan, 2013) for CIFAR-10."""
 import flax.linen as nn
 import jax
 

@@ -126,7 +126,7 @@ class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand to `4 * planes` (ResNet-50/101/152, ResNeXt).
 
     Inner width `int(planes * width_per_group / 64) * groups` (torchvision's formula; `planes` for ResNet).
-    Where the stride of a downsampling block goes (course notes, "ResNet v1.5"):
+    Where the stride of a downsampling block goes:
       v1: on "conv1", the 1x1 conv (He et al. 2015): it reads only 1 pixel in 4;
       v1.5: on "conv2", the 3x3 conv (torchvision's and NVIDIA's "ResNet v1.5");
       v2: pre-activation, `p = relu(bn1(x))`, `conv3(relu(bn3(conv2(relu(bn2(conv1(p)))))))) + shortcut`, the

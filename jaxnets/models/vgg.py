@@ -1,5 +1,5 @@
 """VGG (Simonyan & Zisserman, 2014) with and without batch norm: torchvision's ImageNet networks and the
-CIFAR-10 variant of the course notes (same 3x3 conv stack, a single linear classifier)."""
+usual CIFAR-10 variant (the same 3x3 conv stack, a single linear classifier)."""
 
 import flax.linen as nn
 import jax

@@ -398,9 +398,9 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
     run = {"seed": seed, "batch_size": train_batches.batch_size, "train_examples": train_batches.num_examples,
            "monitor": monitor}
     if policy is not None and not policy.is_float32:
-        run["precision"] = str(policy)  # only then: float32 checkpoints read as before
+        run["precision"] = str(policy)  # only then, so a float32 run resumes from checkpoints without the key
     if not drop_last and not isinstance(train_data, Batches):
-        run["drop_last"] = False  # only then: earlier checkpoints read as before
+        run["drop_last"] = False  # only then, so a drop_last run resumes from checkpoints without the key
     sample = _sample_input(train_data, train_batches)
     _check_not_channels_first(fn, model, sample.shape)
     fresh = TrainState.create(model, optimizer, sample, seed, precision=policy, variables=initial_variables)

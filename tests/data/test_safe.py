@@ -1,4 +1,4 @@
-"""Tests for jaxnets/data/_safe.py: malicious pickles are refused without running, unsafe archives are refused
+"""Tests for jaxnets/data/safe.py: malicious pickles are refused without running, unsafe archives are refused
 before anything is written, corrupt files and bad downloads give errors naming the file."""
 import gzip
 import hashlib
@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from jaxnets.data import _safe
+from jaxnets.data import safe
 
 # ------------------------------------------------------------------------------------------------
 # Restricted unpickling
@@ -28,7 +28,7 @@ def test_safe_unpickle_reads_numpy_and_builtins(tmp_path):
     path = tmp_path / "ok.pkl"
     for protocol in (2, 4):
         path.write_bytes(pickle.dumps(entry, protocol=protocol))
-        loaded = _safe.safe_unpickle(path)
+        loaded = safe.safe_unpickle(path)
         np.testing.assert_array_equal(loaded["data"], entry["data"])
         assert loaded["data"].dtype == np.uint8
         assert loaded["labels"] == [3, 4] and loaded["files"] == [b"a.png", b"b.png"] and loaded["name"] == "batch"
@@ -67,9 +67,9 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, name):
     payload = _payloads(marker)[name]
     path = tmp_path / "data_batch_1"
     path.write_bytes(payload)
-    with pytest.raises(_safe.UnsafePickleError, match=re.escape(f"{path}: refusing to load the pickle: it refers "
+    with pytest.raises(safe.UnsafePickleError, match=re.escape(f"{path}: refusing to load the pickle: it refers "
                                                                 f"to the global {name}, but only")):
-        _safe.safe_unpickle(path)
+        safe.safe_unpickle(path)
     assert not marker.exists()
     # The payload is real: plain pickle.loads runs it.
     pickle.loads(payload)
@@ -77,7 +77,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, name):
 
 
 def test_unsafe_pickle_error_is_a_value_error():
-    assert issubclass(_safe.UnsafePickleError, ValueError)
+    assert issubclass(safe.UnsafePickleError, ValueError)
 
 
 def test_codecs_encode_only_latin1(tmp_path):
@@ -85,16 +85,16 @@ def test_codecs_encode_only_latin1(tmp_path):
     path.write_bytes(b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x05\x00\x00\x00rot13\x86R.")
     with pytest.raises(ValueError, match=re.escape(f"{path}: refusing to load the pickle: it calls _codecs.encode "
                                                    f"with encoding 'rot13'")):
-        _safe.safe_unpickle(path)
+        safe.safe_unpickle(path)
     path.write_bytes(b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x06\x00\x00\x00latin1\x86R.")
-    assert _safe.safe_unpickle(path) == b"abc"
+    assert safe.safe_unpickle(path) == b"abc"
 
 
 def test_persistent_ids_are_refused(tmp_path):
     path = tmp_path / "pid.pkl"
     path.write_bytes(b"\x80\x02X\x01\x00\x00\x00xQ.")  # BINPERSID
     with pytest.raises(ValueError, match="refusing to load the pickle: it uses persistent ids"):
-        _safe.safe_unpickle(path)
+        safe.safe_unpickle(path)
 
 
 def test_truncated_pickle_is_a_clear_error(tmp_path):
@@ -104,10 +104,10 @@ def test_truncated_pickle_is_a_clear_error(tmp_path):
         path.write_bytes(data[:cut])
         with pytest.raises(ValueError, match=re.escape(f"{path}: not a valid pickle ({cut} bytes): the file is "
                                                        f"truncated or corrupt")):
-            _safe.safe_unpickle(path)
+            safe.safe_unpickle(path)
     path.write_bytes(b"")
     with pytest.raises(ValueError, match="not a valid pickle"):
-        _safe.safe_unpickle(path)
+        safe.safe_unpickle(path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def test_extract_tar_writes_files_and_dirs(tmp_path):
     archive = _tar(tmp_path / "ok.tar.gz", [({"name": "top", "type": tarfile.DIRTYPE}, None),
                                             ({"name": "top/a.bin", "mode": 0o4777}, b"abc"),
                                             ({"name": "top/sub/b.bin"}, b"\x00" * 5000)])
-    written = _safe.extract_tar(archive, tmp_path / "out")
+    written = safe.extract_tar(archive, tmp_path / "out")
     out = (tmp_path / "out").resolve()
     assert sorted(written) == [out / "top/a.bin", out / "top/sub/b.bin"]
     assert (out / "top/a.bin").read_bytes() == b"abc" and (out / "top/sub/b.bin").read_bytes() == b"\x00" * 5000
@@ -147,7 +147,7 @@ def test_extract_tar_writes_files_and_dirs(tmp_path):
 def test_extract_tar_refuses_escaping_paths(tmp_path, name, problem):
     archive = _tar(tmp_path / "bad.tar.gz", [({"name": "good.txt"}, b"fine"), ({"name": name}, b"bad")])
     with pytest.raises(ValueError, match=re.escape(f"{archive}: refusing to extract: member {name!r} {problem}")):
-        _safe.extract_tar(archive, tmp_path / "out")
+        safe.extract_tar(archive, tmp_path / "out")
     assert not (tmp_path / "escaped").exists()
     assert not (tmp_path / "out" / "good.txt").exists()  # checked before anything is written
 
@@ -164,7 +164,7 @@ def test_extract_tar_refuses_links_and_special_files(tmp_path, fields, kind):
                    mode="w")
     with pytest.raises(ValueError, match=re.escape(f"{archive}: refusing to extract: member 'link' is {kind}; "
                                                    f"links and special files are not allowed.")):
-        _safe.extract_tar(archive, tmp_path / "out")
+        safe.extract_tar(archive, tmp_path / "out")
     assert not (tmp_path / "out" / "good.txt").exists() and not (tmp_path / "out" / "link").exists()
 
 
@@ -175,7 +175,7 @@ def test_extract_tar_does_not_follow_a_symlink_already_in_the_target(tmp_path):
     (tmp_path / "out" / "data").symlink_to(outside)
     archive = _tar(tmp_path / "a.tar.gz", [({"name": "data/file.txt"}, b"x")])
     with pytest.raises(ValueError, match="member 'data/file.txt' resolves to .*outside"):
-        _safe.extract_tar(archive, tmp_path / "out")
+        safe.extract_tar(archive, tmp_path / "out")
     assert list(outside.iterdir()) == []
 
 
@@ -184,10 +184,10 @@ def test_extract_tar_truncated_or_corrupt(tmp_path):
     data = archive.read_bytes()
     archive.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=re.escape(f"{archive}: not a valid tar archive: truncated or corrupt")):
-        _safe.extract_tar(archive, tmp_path / "out")
+        safe.extract_tar(archive, tmp_path / "out")
     archive.write_bytes(b"not an archive at all" * 30)
     with pytest.raises(ValueError, match=re.escape(f"{archive}: not a valid tar archive")):
-        _safe.extract_tar(archive, tmp_path / "out")
+        safe.extract_tar(archive, tmp_path / "out")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def _zip(path, members):
 
 def test_extract_zip(tmp_path):
     archive = _zip(tmp_path / "ok.zip", [("d/a.txt", b"hello", stat.S_IFREG | 0o644), ("b.txt", b"x", None)])
-    written = _safe.extract_zip(archive, tmp_path / "out")
+    written = safe.extract_zip(archive, tmp_path / "out")
     assert sorted(p.name for p in written) == ["a.txt", "b.txt"]
     assert (tmp_path / "out" / "d" / "a.txt").read_bytes() == b"hello"
 
@@ -215,14 +215,14 @@ def test_extract_zip_refuses_escaping_paths_and_links(tmp_path):
     archive = _zip(tmp_path / "bad.zip", [("ok.txt", b"x", None), ("../escaped", b"bad", None)])
     with pytest.raises(ValueError, match=re.escape(f"{archive}: refusing to extract: member '../escaped' "
                                                    f"contains '..'")):
-        _safe.extract_zip(archive, tmp_path / "out")
+        safe.extract_zip(archive, tmp_path / "out")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "out" / "ok.txt").exists()
     archive = _zip(tmp_path / "link.zip", [("link", b"/etc/passwd", stat.S_IFLNK | 0o777)])
     with pytest.raises(ValueError, match=re.escape(f"{archive}: refusing to extract: member 'link' is a link")):
-        _safe.extract_zip(archive, tmp_path / "out")
+        safe.extract_zip(archive, tmp_path / "out")
     archive.write_bytes(archive.read_bytes()[:30])
     with pytest.raises(ValueError, match=re.escape(f"{archive}: not a valid zip archive: truncated or corrupt")):
-        _safe.extract_zip(archive, tmp_path / "out")
+        safe.extract_zip(archive, tmp_path / "out")
 
 
 def test_extract_archive_detects_the_format(tmp_path):
@@ -231,29 +231,29 @@ def test_extract_archive_detects_the_format(tmp_path):
     single = tmp_path / "c.txt.gz"
     single.write_bytes(gzip.compress(b"gz"))
     out = tmp_path / "out"
-    assert [p.read_bytes() for p in _safe.extract_archive(tar, out)] == [b"tar"]
-    assert [p.read_bytes() for p in _safe.extract_archive(zipped, out)] == [b"zip"]
-    assert [(p.name, p.read_bytes()) for p in _safe.extract_archive(single, out)] == [("c.txt", b"gz")]
+    assert [p.read_bytes() for p in safe.extract_archive(tar, out)] == [b"tar"]
+    assert [p.read_bytes() for p in safe.extract_archive(zipped, out)] == [b"zip"]
+    assert [(p.name, p.read_bytes()) for p in safe.extract_archive(single, out)] == [("c.txt", b"gz")]
     other = tmp_path / "d.bin"
     other.write_bytes(b"plain text")
     with pytest.raises(ValueError, match=re.escape(f"{other}: not a tar, zip or gzip archive")):
-        _safe.extract_archive(other, out)
+        safe.extract_archive(other, out)
     single.write_bytes(gzip.compress(os.urandom(5000))[:-20])
     with pytest.raises(ValueError, match=re.escape(f"{single}: the gzip stream is truncated or corrupt")):
-        _safe.extract_archive(single, out)
+        safe.extract_archive(single, out)
 
 
 def test_read_maybe_gzip(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"plain")
-    assert _safe.read_maybe_gzip(path) == b"plain"
+    assert safe.read_maybe_gzip(path) == b"plain"
     path.write_bytes(gzip.compress(b"zipped"))
-    assert _safe.read_maybe_gzip(path) == b"zipped"
+    assert safe.read_maybe_gzip(path) == b"zipped"
     data = bytearray(gzip.compress(b"zipped" * 100))
     data[15] ^= 0xFF  # corrupt the deflate stream
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=re.escape(f"{path}: the gzip stream is truncated or corrupt")):
-        _safe.read_maybe_gzip(path)
+        safe.read_maybe_gzip(path)
 
 
 def test_read_maybe_gzip_reads_at_most_limit_bytes(tmp_path):
@@ -266,26 +266,26 @@ def test_read_maybe_gzip_reads_at_most_limit_bytes(tmp_path):
     tracemalloc.start()
     start = time.perf_counter()
     try:
-        assert _safe.read_maybe_gzip(path, limit=5) == b"head\0"
-        assert _safe.read_maybe_gzip(path, limit=0) == b""
+        assert safe.read_maybe_gzip(path, limit=5) == b"head\0"
+        assert safe.read_maybe_gzip(path, limit=0) == b""
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < 4 << 20 and time.perf_counter() - start < 2.0
     plain = tmp_path / "plain"
     plain.write_bytes(b"0123456789")
-    assert _safe.read_maybe_gzip(plain, limit=4) == b"0123" and _safe.read_maybe_gzip(plain, limit=99) == b"0123456789"
+    assert safe.read_maybe_gzip(plain, limit=4) == b"0123" and safe.read_maybe_gzip(plain, limit=99) == b"0123456789"
     truncated = tmp_path / "t.gz"
     truncated.write_bytes(gzip.compress(os.urandom(5000))[:-20])
-    assert len(_safe.read_maybe_gzip(truncated, limit=10)) == 10  # the damage lies beyond the bytes read
+    assert len(safe.read_maybe_gzip(truncated, limit=10)) == 10  # the damage lies beyond the bytes read
     with pytest.raises(ValueError, match=re.escape(f"{truncated}: the gzip stream is truncated or corrupt")):
-        _safe.read_maybe_gzip(truncated, limit=6000)
+        safe.read_maybe_gzip(truncated, limit=6000)
     with pytest.raises(ValueError, match="read_maybe_gzip: limit must be an int >= 0, got -1"):
-        _safe.read_maybe_gzip(plain, limit=-1)
+        safe.read_maybe_gzip(plain, limit=-1)
     with pytest.raises(TypeError, match="read_maybe_gzip: limit must be an int >= 0, got float 1.0"):
-        _safe.read_maybe_gzip(plain, limit=1.0)
+        safe.read_maybe_gzip(plain, limit=1.0)
     with pytest.raises(FileNotFoundError):
-        _safe.read_maybe_gzip(tmp_path / "missing", limit=1)
+        safe.read_maybe_gzip(tmp_path / "missing", limit=1)
 
 
 def test_gunzip_streams_to_disk(tmp_path):
@@ -295,7 +295,7 @@ def test_gunzip_streams_to_disk(tmp_path):
 
     tracemalloc.start()
     try:
-        target = _safe.gunzip(archive, tmp_path / "out")
+        target = safe.gunzip(archive, tmp_path / "out")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -303,7 +303,7 @@ def test_gunzip_streams_to_disk(tmp_path):
     assert peak < 8 << 20
     archive.write_bytes(gzip.compress(os.urandom(5000))[:-20])
     with pytest.raises(ValueError, match=re.escape(f"{archive}: the gzip stream is truncated or corrupt")):
-        _safe.gunzip(archive, tmp_path / "out")
+        safe.gunzip(archive, tmp_path / "out")
     assert not target.exists()  # the partial output is deleted
 
 
@@ -315,10 +315,10 @@ def test_verify_md5(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(b"payload")
     md5 = hashlib.md5(b"payload").hexdigest()
-    _safe.verify_md5(path, md5.upper())
-    assert _safe.file_md5(path) == md5
+    safe.verify_md5(path, md5.upper())
+    assert safe.file_md5(path) == md5
     with pytest.raises(ValueError, match=re.escape(f"{path}: checksum mismatch: md5 is {md5}, expected {'0' * 32}")):
-        _safe.verify_md5(path, "0" * 32)
+        safe.verify_md5(path, "0" * 32)
 
 
 def test_download_verifies_the_checksum(tmp_path, http_server):
@@ -327,12 +327,12 @@ def test_download_verifies_the_checksum(tmp_path, http_server):
     (served / "file.bin").write_bytes(payload)
     md5 = hashlib.md5(payload).hexdigest()
     target = tmp_path / "dl" / "nested" / "file.bin"
-    assert _safe.download(f"{url}/file.bin", target, md5=md5) == target
+    assert safe.download(f"{url}/file.bin", target, md5=md5) == target
     assert target.read_bytes() == payload and not target.with_name("file.bin.part").exists()
     other = tmp_path / "dl" / "other.bin"
     with pytest.raises(ValueError, match=re.escape(f"other.bin: checksum mismatch for the download from "
                                                    f"{url}/file.bin: md5 is {md5}, expected {'f' * 32}")):
-        _safe.download(f"{url}/file.bin", other, md5="f" * 32)
+        safe.download(f"{url}/file.bin", other, md5="f" * 32)
     assert not other.exists() and not other.with_name("other.bin.part").exists()
 
 
@@ -342,7 +342,7 @@ def test_download_failures_say_where_to_place_the_file(tmp_path, http_server, cl
     with pytest.raises(ConnectionError, match=re.escape(f"could not download {url}/missing.tar.gz (HTTPError: ")
                        + ".*" + re.escape(f"). Without network access, fetch missing.tar.gz (md5 {'a' * 32}) another "
                                           f"way and place it at {target}.")):
-        _safe.download(f"{url}/missing.tar.gz", target, md5="a" * 32)
+        safe.download(f"{url}/missing.tar.gz", target, md5="a" * 32)
     with pytest.raises(ConnectionError, match=re.escape(f"place it at {target}")):
-        _safe.download(f"{closed_port_url}/missing.tar.gz", target, md5="a" * 32, timeout=5)
+        safe.download(f"{closed_port_url}/missing.tar.gz", target, md5="a" * 32, timeout=5)
     assert list(target.parent.iterdir()) == []
