@@ -1,17 +1,17 @@
 """Argument checks shared by every package: one home for each rule, one error rule.
 
-The rule: a value of the wrong TYPE raises ``TypeError``; a value of the right type but outside what is
-allowed raises ``ValueError``. Every message names the function, the argument, what was expected and
-what arrived, in one f-string. ``bool`` is never accepted where an ``int`` or a real number is meant.
-Shapes are static under ``jit``, so these checks run once at trace time and cost nothing.
+The rule: a value of the wrong TYPE raises `TypeError`; a value of the right type but outside what is
+allowed raises `ValueError`. Every message names the function, the argument, what was expected and
+what arrived, in one f-string. `bool` is never accepted where an `int` or a real number is meant.
+Shapes are static under `jit`, so these checks run once at trace time and cost nothing.
 
 Layouts:
 
-Every spatial function takes ``layout``: a channels-last name (``"NWC"``, ``"NHWC"``, ``"NDHWC"``,
-the default family) or a channels-first name (``"NCW"``, ``"NCHW"``, ``"NCDHW"``, PyTorch's). The
-rank (1D/2D/3D) is always taken from the input, so ``layout`` only says where the channels are:
-``layout="NCHW"`` on a 3-D input means ``NCW``. Kernels follow the activations: ``WIO``/``HWIO``/
-``DHWIO`` for channels-last, ``OIW``/``OIHW``/``OIDHW`` (PyTorch's) for channels-first.
+Every spatial function takes `layout`: a channels-last name (`"NWC"`, `"NHWC"`, `"NDHWC"`,
+the default family) or a channels-first name (`"NCW"`, `"NCHW"`, `"NCDHW"`, PyTorch's). The
+rank (1D/2D/3D) is always taken from the input, so `layout` only says where the channels are:
+`layout="NCHW"` on a 3-D input means `NCW`. Kernels follow the activations: `WIO`/`HWIO`/
+`DHWIO` for channels-last, `OIW`/`OIHW`/`OIDHW` (PyTorch's) for channels-first.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ CHANNELS_FIRST = ("NCW", "NCHW", "NCDHW")
 
 
 class Layout(NamedTuple):
-    """Where the axes of an activation of rank ``spatial + 2`` are."""
+    """Where the axes of an activation of rank `spatial + 2` are."""
 
     channels_last: bool
     spatial: int  # number of spatial dimensions: 1, 2 or 3
@@ -43,19 +43,24 @@ class Layout(NamedTuple):
 
 
 def is_channels_last(fn: str, layout: str) -> bool:
-    """Validate a layout name and say whether it is channels-last."""
+    """Validate an activation layout name and say whether it is channels-last."""
+    return _layout_family(fn, "layout", layout, CHANNELS_LAST, CHANNELS_FIRST, ("NHWC", "NCHW"),
+                          "(channels-last is the default)")
+
+
+def _layout_family(fn: str, name: str, layout, last: tuple[str, ...], first: tuple[str, ...],
+                   examples: tuple[str, str], note: str) -> bool:
+    """True for a name in `last`, False for one in `first`; TypeError for a non-string, else ValueError."""
     if not isinstance(layout, str):
-        raise TypeError(f"{fn}: layout must be a string such as 'NHWC' or 'NCHW', got {type(layout).__name__}.")
-    if layout in CHANNELS_LAST:
-        return True
-    if layout in CHANNELS_FIRST:
-        return False
-    raise ValueError(f"{fn}: unknown layout {layout!r}; expected one of "
-                     f"{CHANNELS_LAST + CHANNELS_FIRST} (channels-last is the default).")
+        raise TypeError(f"{fn}: {name} must be a string such as {examples[0]!r} or {examples[1]!r}, got "
+                        f"{type(layout).__name__}.")
+    if layout in last or layout in first:
+        return layout in last
+    raise ValueError(f"{fn}: unknown {name} {layout!r}; expected one of {last + first} {note}.")
 
 
 def spatial_layout(fn: str, x, layout: str, *, ranks: Sequence[int] = (1, 2, 3)) -> Layout:
-    """Check that ``x`` is a batched spatial array and return its layout; rank is taken from ``x``."""
+    """Check that `x` is a batched spatial array and return its layout; rank is taken from `x`."""
     channels_last = is_channels_last(fn, layout)
     spatial = x.ndim - 2
     if spatial not in ranks:
@@ -66,7 +71,7 @@ def spatial_layout(fn: str, x, layout: str, *, ranks: Sequence[int] = (1, 2, 3))
 
 
 def as_tuple(fn: str, name: str, value, n: int, *, minimum: int = 1) -> tuple[int, ...]:
-    """Expand an int or a length-``n`` sequence of ints into a tuple of ``n`` ints >= ``minimum``."""
+    """Expand an int or a length-`n` sequence of ints into a tuple of `n` ints >= `minimum`."""
     if isinstance(value, bool) or not isinstance(value, (int, Sequence)):
         raise TypeError(f"{fn}: {name} must be an int or a tuple of {n} ints, got {value!r}.")
     values = (value,) * n if isinstance(value, int) else tuple(value)
@@ -78,7 +83,7 @@ def as_tuple(fn: str, name: str, value, n: int, *, minimum: int = 1) -> tuple[in
 
 
 def check_bool(fn: str, name: str, value) -> bool:
-    """Check a static flag such as ``train``: a Python (or numpy) bool, never a traced array or an int."""
+    """Check a static flag such as `train`: a Python (or numpy) bool, never a traced array or an int."""
     import numpy as np  # local import, like check_floating's
 
     if isinstance(value, (bool, np.bool_)):
@@ -100,7 +105,7 @@ def check_floating(fn: str, name: str, x) -> None:
 def at_least_float32(dtype):
     """The dtype to accumulate in: float32 for bfloat16/float16, else `dtype` itself (float32, float64).
 
-    Written out rather than ``jnp.promote_types`` so it also works under strict dtype promotion.
+    Written out rather than `jnp.promote_types` so it also works under strict dtype promotion.
     """
     import jax.numpy as jnp
 
@@ -108,22 +113,16 @@ def at_least_float32(dtype):
 
 
 # ------------------------------------------------------------------------------------------------
-# Kernel layouts (initializers, fold_batch_norm, nn.Conv): the argument is named ``kernel_layout``.
+# Kernel layouts (initializers, fold_batch_norm, nn.Conv): the argument is named `kernel_layout`.
 # ------------------------------------------------------------------------------------------------
 KERNELS_LAST = ("IO", "WIO", "HWIO", "DHWIO")
 KERNELS_FIRST = ("OI", "OIW", "OIHW", "OIDHW")
 
 
 def kernel_is_channels_last(fn: str, layout: str, *, name: str = "kernel_layout") -> bool:
-    """Validate a kernel layout name; True for the ``HWIO`` family, False for ``OIHW`` (PyTorch's)."""
-    if not isinstance(layout, str):
-        raise TypeError(f"{fn}: {name} must be a string such as 'HWIO' or 'OIHW', got {type(layout).__name__}.")
-    if layout in KERNELS_LAST:
-        return True
-    if layout in KERNELS_FIRST:
-        return False
-    raise ValueError(f"{fn}: unknown {name} {layout!r}; expected one of {KERNELS_LAST + KERNELS_FIRST} "
-                     f"('HWIO' family is the default, 'OIHW' family is PyTorch's).")
+    """Validate a kernel layout name; True for the `HWIO` family, False for `OIHW` (PyTorch's)."""
+    return _layout_family(fn, name, layout, KERNELS_LAST, KERNELS_FIRST, ("HWIO", "OIHW"),
+                          "('HWIO' family is the default, 'OIHW' family is PyTorch's)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -149,7 +148,7 @@ def is_real(value) -> bool:
 
 
 def check_int(fn: str, name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """An int (not a bool) in ``[minimum, maximum]``: TypeError for another type, ValueError out of range."""
+    """An int (not a bool) in `[minimum, maximum]`: TypeError for another type, ValueError out of range."""
     bounds = _bounds_text(minimum, maximum)
     if not is_int(value):
         raise TypeError(f"{fn}: {name} must be an int{bounds}, got {type(value).__name__} {value!r}.")
@@ -182,7 +181,7 @@ def check_real(fn: str, name: str, value, *, minimum: float | None = None, maxim
 
 
 def check_choice(fn: str, name: str, value, choices) -> str:
-    """One of the strings ``choices``: TypeError for a non-string, ValueError for an unknown name."""
+    """One of the strings `choices`: TypeError for a non-string, ValueError for an unknown name."""
     if not isinstance(value, str):
         raise TypeError(f"{fn}: {name} must be a string, one of {tuple(choices)}, got {type(value).__name__} "
                         f"{value!r}.")
@@ -205,7 +204,7 @@ def _bounds_text(minimum, maximum, min_inclusive: bool = True, max_inclusive: bo
 # Arrays and PRNG keys
 # ------------------------------------------------------------------------------------------------
 def check_array(fn: str, name: str, x):
-    """``x`` as an array (a jax/numpy array, a tracer, or a Python/numpy number or nested list of
+    """`x` as an array (a jax/numpy array, a tracer, or a Python/numpy number or nested list of
     numbers): TypeError naming the function for anything else (a str, None, a dict, an object array)."""
     import jax
     import jax.numpy as jnp
@@ -228,9 +227,9 @@ def check_array(fn: str, name: str, x):
 
 
 def check_key(fn: str, key, *, name: str = "key"):
-    """A single PRNG key: a typed key (``jax.random.key``) of shape (), or a legacy raw key
-    (``jax.random.PRNGKey``: uint32 of shape (2,)). TypeError for anything else (an int, None, a float
-    array); ValueError for a batch of keys (pass one key, or ``jax.vmap`` over a batch)."""
+    """A single PRNG key: a typed key (`jax.random.key`) of shape (), or a legacy raw key
+    (`jax.random.PRNGKey`: uint32 of shape (2,)). TypeError for anything else (an int, None, a float
+    array); ValueError for a batch of keys (pass one key, or `jax.vmap` over a batch)."""
     import jax
     import jax.numpy as jnp
 
@@ -305,8 +304,8 @@ def concrete_or_none(value):
 
 def check_real_or_array(fn: str, name: str, value, *, minimum: float | None = None,
                         maximum: float | None = None, min_inclusive: bool = True, max_inclusive: bool = True):
-    """A hyperparameter that may be traced: a real number (checked as ``check_real``, returned as a Python
-    float) or a real-valued jax/numpy array of any shape, e.g. a tracer under ``jax.vmap`` over a population
+    """A hyperparameter that may be traced: a real number (checked as `check_real`, returned as a Python
+    float) or a real-valued jax/numpy array of any shape, e.g. a tracer under `jax.vmap` over a population
     (returned as is). TypeError for another type or a non-real dtype; a concrete array (not a tracer) is
     also checked for nan/inf and the bounds (ValueError); a tracer's values cannot be checked."""
     import jax
@@ -334,7 +333,7 @@ def check_real_or_array(fn: str, name: str, value, *, minimum: float | None = No
 # Shapes and deprecated argument names
 # ------------------------------------------------------------------------------------------------
 def check_shape(fn: str, shape, *, name: str = "shape") -> tuple[int, ...]:
-    """``shape`` as a tuple of non-negative Python ints (an int means a 1-D shape): TypeError for a value
+    """`shape` as a tuple of non-negative Python ints (an int means a 1-D shape): TypeError for a value
     that is not an int or a sequence of ints (bools included), ValueError for a negative size."""
     from collections.abc import Sequence as _Sequence
 
@@ -347,8 +346,8 @@ def check_shape(fn: str, shape, *, name: str = "shape") -> tuple[int, ...]:
 
 
 def renamed_keyword(fn: str, old_name: str, old_value, new_name: str, new_value):
-    """Resolve a keyword renamed from ``old_name`` to ``new_name``: ``old_value`` (None when not passed)
-    still works for one release, with a ``DeprecationWarning`` naming the new keyword, and wins."""
+    """Resolve a keyword renamed from `old_name` to `new_name`: `old_value` (None when not passed)
+    still works for one release, with a `DeprecationWarning` naming the new keyword, and wins."""
     import warnings
 
     if old_value is None:

@@ -1,9 +1,9 @@
 """Data: an embedded MNIST sample, safe dataset loaders, a deterministic batch pipeline, on-device augmentation.
 
-Every part of the library takes a dataset split as one dict ``{"image": uint8 [N, H, W, C],
-"label": int32 [N]}`` (channels last). Small datasets live in host memory; :class:`Batches` feeds them to
-the devices (sharded, prefetched, in an order fixed by ``(seed, epoch)``), and the functions of
-:mod:`jaxnets.data.augment` run on the device inside the compiled step.
+Every part of the library takes a dataset split as one dict `{"image": uint8 [N, H, W, C],
+"label": int32 [N]}` (channels last). Small datasets live in host memory; `Batches` feeds them to
+the devices (sharded, prefetched, in an order fixed by `(seed, epoch)`), and the functions of
+`jaxnets.data.augment` run on the device inside the compiled step.
 """
 from jaxnets.data import augment
 from jaxnets.data.augment import (

@@ -1,9 +1,9 @@
 """On-device data augmentation: pure, keyed, batched JAX functions (test-time augmentation and ensembles:
 `jaxnets.train.tta_predict`, `jaxnets.train.ensemble_predict`).
 
-Every random augmentation takes a PRNG key first and a batch of images ``[N, H, W, C]`` (channels last),
-splits the key into ``N`` per-image keys with ``jax.random.split(key, N)``, and returns a batch of the
-same shape and dtype. They are meant to run inside the jitted training step (``jax.jit`` traces them
+Every random augmentation takes a PRNG key first and a batch of images `[N, H, W, C]` (channels last),
+splits the key into `N` per-image keys with `jax.random.split(key, N)`, and returns a batch of the
+same shape and dtype. They are meant to run inside the jitted training step (`jax.jit` traces them
 once; all shape checks happen at trace time), so augmentation costs device time, not host time::
 
     augment = compose(deterministic(to_float), partial(random_crop, padding=4), random_flip,
@@ -35,21 +35,21 @@ def _check_images(fn: str, images) -> None:
 
 
 def _divide(x: jax.Array, divisor) -> jax.Array:
-    """``x / divisor`` correctly rounded, as PyTorch computes it (``divisor`` broadcasts against ``x``).
+    """`x / divisor` correctly rounded, as PyTorch computes it (`divisor` broadcasts against `x`).
 
     XLA rewrites a division by a broadcast value into a multiplication by its reciprocal, which can be
     1 ulp off; dividing by the materialised broadcast, kept behind an optimization barrier, stays a true
-    division. (Under ``vmap`` the rewrite can come back: results may then differ by 1 ulp.)
+    division. (Under `vmap` the rewrite can come back: results may then differ by 1 ulp.)
     """
     return x / jax.lax.optimization_barrier(jnp.broadcast_to(jnp.asarray(divisor, x.dtype), x.shape))
 
 
 @partial(jax.jit, static_argnames=("pad_h", "pad_w", "mode"))
 def _pad_and_crop(key: jax.Array, images: jax.Array, fill, *, pad_h: int, pad_w: int, mode: str) -> jax.Array:
-    """Pad by ``(pad_h, pad_w)`` on each side, then take a random window of the original size per image.
+    """Pad by `(pad_h, pad_w)` on each side, then take a random window of the original size per image.
 
-    The window's top-left corner is uniform in ``[0, 2 pad_h] x [0, 2 pad_w]``, drawn from the image's own
-    key ``jax.random.split(key, N)[i]``. Jitted as one computation, so eager calls compile once per shape.
+    The window's top-left corner is uniform in `[0, 2 pad_h] x [0, 2 pad_w]`, drawn from the image's own
+    key `jax.random.split(key, N)[i]`. Jitted as one computation, so eager calls compile once per shape.
     """
     n, height, width, c = images.shape
     pads = ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0))
@@ -69,19 +69,19 @@ def random_crop(key: jax.Array, images: jax.Array, *, padding: int | tuple[int, 
                 mode: str = "constant") -> jax.Array:
     """Pad each image, then cut a random window of the original size out of it.
 
-    With ``padding=p`` the window's top-left corner is uniform in ``[0, 2p] x [0, 2p]`` of the padded
-    image, independently for each image: a shift of the image by up to ``p`` pixels in each direction.
+    With `padding=p` the window's top-left corner is uniform in `[0, 2p] x [0, 2p]` of the padded
+    image, independently for each image: a shift of the image by up to `p` pixels in each direction.
 
     Args:
       key: PRNG key.
       images: [N, H, W, C], any dtype.
-      padding: int, or ``(pad_h, pad_w)``, >= 0: pixels added on each side.
-      mode: ``"constant"`` (zeros) or ``"reflect"`` (mirror without repeating the edge pixel, as
-        ``numpy.pad(mode="reflect")`` and PyTorch's ``padding_mode="reflect"``).
-    Returns: [N, H, W, C], dtype of ``images``.
-      PyTorch: ``torchvision.transforms.RandomCrop(size=(H, W), padding=p, padding_mode=mode)`` per image.
+      padding: int, or `(pad_h, pad_w)`, >= 0: pixels added on each side.
+      mode: `"constant"` (zeros) or `"reflect"` (mirror without repeating the edge pixel, as
+        `numpy.pad(mode="reflect")` and PyTorch's `padding_mode="reflect"`).
+    Returns: [N, H, W, C], dtype of `images`.
+      PyTorch: `torchvision.transforms.RandomCrop(size=(H, W), padding=p, padding_mode=mode)` per image.
     Raises:
-      ValueError: ``images`` not of rank 4, negative ``padding``, unknown ``mode``.
+      ValueError: `images` not of rank 4, negative `padding`, unknown `mode`.
     """
     _check_images("random_crop", images)
     pad_h, pad_w = as_tuple("random_crop", "padding", padding, 2, minimum=0)
@@ -92,22 +92,22 @@ def random_crop(key: jax.Array, images: jax.Array, *, padding: int | tuple[int, 
 
 def random_translate(key: jax.Array, images: jax.Array, *, max_shift: int | tuple[int, int],
                      fill: float = 0) -> jax.Array:
-    """Shift each image by a random integer ``(dy, dx)``, each uniform in ``[-max_shift, max_shift]``.
+    """Shift each image by a random integer `(dy, dx)`, each uniform in `[-max_shift, max_shift]`.
 
-    ``out[n, y, x] = images[n, y - dy, x - dx]`` where that pixel exists, else ``fill``. This is
-    :func:`random_crop` with constant padding of ``fill`` (a window at offset ``max_shift - shift`` of the
-    padded image), so for the same key and ``fill=0`` the two give the same result.
+    `out[n, y, x] = images[n, y - dy, x - dx]` where that pixel exists, else `fill`. This is
+    `random_crop` with constant padding of `fill` (a window at offset `max_shift - shift` of the
+    padded image), so for the same key and `fill=0` the two give the same result.
 
     Args:
       key: PRNG key.
       images: [N, H, W, C].
-      max_shift: int, or ``(max_dy, max_dx)``, >= 0.
+      max_shift: int, or `(max_dy, max_dx)`, >= 0.
       fill: value of the uncovered pixels.
-    Returns: [N, H, W, C], dtype of ``images``.
-      PyTorch: ``torchvision.transforms.RandomAffine(degrees=0, translate=...)`` draws real-valued
+    Returns: [N, H, W, C], dtype of `images`.
+      PyTorch: `torchvision.transforms.RandomAffine(degrees=0, translate=...)` draws real-valued
       fractions; this draws whole pixels.
     Raises:
-      ValueError: ``images`` not of rank 4, negative ``max_shift``.
+      ValueError: `images` not of rank 4, negative `max_shift`.
     """
     _check_images("random_translate", images)
     shift_h, shift_w = as_tuple("random_translate", "max_shift", max_shift, 2, minimum=0)
@@ -117,24 +117,24 @@ def random_translate(key: jax.Array, images: jax.Array, *, max_shift: int | tupl
 def hflip(images: jax.Array) -> jax.Array:
     """Mirror every image horizontally (reverse the width axis of [N, H, W, C]).
 
-    PyTorch: ``torchvision.transforms.functional.hflip`` (which reverses the last axis of NCHW).
-    Raises: ValueError if ``images`` is not of rank 4.
+    PyTorch: `torchvision.transforms.functional.hflip` (which reverses the last axis of NCHW).
+    Raises: ValueError if `images` is not of rank 4.
     """
     _check_images("hflip", images)
     return images[:, :, ::-1, :]
 
 
 def random_flip(key: jax.Array, images: jax.Array, *, p: float = 0.5) -> jax.Array:
-    """Mirror each image horizontally with probability ``p``, independently per image.
+    """Mirror each image horizontally with probability `p`, independently per image.
 
     Args:
       key: PRNG key.
       images: [N, H, W, C].
       p: probability of flipping, in [0, 1].
-    Returns: [N, H, W, C], dtype of ``images``; each image exactly itself or its mirror image.
-      PyTorch: ``torchvision.transforms.RandomHorizontalFlip(p)`` per image.
+    Returns: [N, H, W, C], dtype of `images`; each image exactly itself or its mirror image.
+      PyTorch: `torchvision.transforms.RandomHorizontalFlip(p)` per image.
     Raises:
-      ValueError: ``images`` not of rank 4, ``p`` outside [0, 1].
+      ValueError: `images` not of rank 4, `p` outside [0, 1].
     """
     _check_images("random_flip", images)
     concrete = concrete_or_none(p)
@@ -150,9 +150,9 @@ def _flip(key: jax.Array, images: jax.Array, p) -> jax.Array:
 
 
 def to_float(images: jax.Array) -> jax.Array:
-    """uint8 pixels in [0, 255] to float32 in [0, 1] (``x / 255``); floating arrays pass unchanged.
+    """uint8 pixels in [0, 255] to float32 in [0, 1] (`x / 255`); floating arrays pass unchanged.
 
-    Works on any rank. PyTorch: ``torchvision.transforms.ToTensor`` (``x.float().div(255)``), without the
+    Works on any rank. PyTorch: `torchvision.transforms.ToTensor` (`x.float().div(255)`), without the
     transpose to CHW.
     Raises: TypeError for integer dtypes other than uint8 (their scale is unknown).
     """
@@ -165,18 +165,18 @@ def to_float(images: jax.Array) -> jax.Array:
 
 
 def normalize(images: jax.Array, mean, std) -> jax.Array:
-    """Per-channel standardisation ``(images - mean) / std``.
+    """Per-channel standardisation `(images - mean) / std`.
 
     Args:
-      images: [N, H, W, C] floating (use :func:`to_float` first: ``mean`` and ``std`` are usually given
-        on the [0, 1] scale, e.g. CIFAR-10's ``(0.4914, 0.4822, 0.4465)``).
+      images: [N, H, W, C] floating (use `to_float` first: `mean` and `std` are usually given
+        on the [0, 1] scale, e.g. CIFAR-10's `(0.4914, 0.4822, 0.4465)`).
       mean: scalar or [C].
       std: scalar or [C], positive.
-    Returns: [N, H, W, C], dtype of ``images``.
-      PyTorch: ``torchvision.transforms.Normalize(mean, std)`` (the same subtraction then division).
+    Returns: [N, H, W, C], dtype of `images`.
+      PyTorch: `torchvision.transforms.Normalize(mean, std)` (the same subtraction then division).
     Raises:
-      TypeError: integer ``images``.
-      ValueError: ``images`` not of rank 4, ``mean``/``std`` not scalar or of length C, ``std <= 0``.
+      TypeError: integer `images`.
+      ValueError: `images` not of rank 4, `mean`/`std` not scalar or of length C, `std <= 0`.
     """
     _check_images("normalize", images)
     if not jnp.issubdtype(images.dtype, jnp.floating):
@@ -195,8 +195,8 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
 
 
 def deterministic(fn: Callable[[jax.Array], jax.Array]) -> Transform:
-    """Wrap ``images -> images`` (e.g. ``to_float`` or ``partial(normalize, mean=m, std=s)``) as
-    ``(key, images) -> images`` for :func:`compose`; the key is ignored."""
+    """Wrap `images -> images` (e.g. `to_float` or `partial(normalize, mean=m, std=s)`) as
+    `(key, images) -> images` for `compose`; the key is ignored."""
     if not callable(fn):
         raise TypeError(f"deterministic: expected a function images -> images, got {type(fn).__name__}.")
 
@@ -209,13 +209,13 @@ def deterministic(fn: Callable[[jax.Array], jax.Array]) -> Transform:
 
 
 def compose(*fns: Transform) -> Transform:
-    """Chain augmentations ``(key, images) -> images`` into one, applied left to right.
+    """Chain augmentations `(key, images) -> images` into one, applied left to right.
 
-    The key is split into one key per function, ``jax.random.split(key, len(fns))``, and function ``i``
-    gets key ``i``, so the functions draw independent randomness. Wrap functions without a key with
-    :func:`deterministic`, and bind options with ``functools.partial(random_crop, padding=4)``.
+    The key is split into one key per function, `jax.random.split(key, len(fns))`, and function `i`
+    gets key `i`, so the functions draw independent randomness. Wrap functions without a key with
+    `deterministic`, and bind options with `functools.partial(random_crop, padding=4)`.
 
-    Returns: a function ``(key, images) -> images``.
+    Returns: a function `(key, images) -> images`.
     Raises:
       ValueError: no functions. TypeError: a non-callable argument.
     """

@@ -1,6 +1,6 @@
 """Batches: a deterministic, resumable iterator over a dict of in-memory arrays.
 
-The order of epoch ``e`` is a function of ``(seed, e)`` only, so a run resumed at epoch ``e`` sees
+The order of epoch `e` is a function of `(seed, e)` only, so a run resumed at epoch `e` sees
 exactly the batches it would have seen. Batches can be placed on devices already sharded (data
 parallelism), each host of a multi-host run yields only its part of the global batch, and a background
 thread prepares the next batches while the current one is being used.
@@ -29,7 +29,7 @@ class _Failure:
 
 
 def _produce(batches: Iterator, out: queue.Queue, stop: threading.Event) -> None:
-    """Worker: put each batch into ``out``; give up as soon as ``stop`` is set (the consumer left)."""
+    """Worker: put each batch into `out`; give up as soon as `stop` is set (the consumer left)."""
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -52,13 +52,13 @@ def _produce(batches: Iterator, out: queue.Queue, stop: threading.Event) -> None
 
 
 class EpochIterator:
-    """The batches of one epoch; with ``prefetch > 0`` they are produced ahead in a background thread.
+    """The batches of one epoch; with `prefetch > 0` they are produced ahead in a background thread.
 
-    The thread keeps up to ``prefetch`` batches ready (``jax.device_put`` returns before the copy has
+    The thread keeps up to `prefetch` batches ready (`jax.device_put` returns before the copy has
     finished, so the host-to-device transfer of the next batches overlaps the computation on the
-    current one). It stops when the epoch ends, when :meth:`close` is called, when a ``with`` block
-    exits, or when the iterator is garbage collected (e.g. after ``break`` in a ``for`` loop), so no
-    thread outlives its iterator. An exception raised while producing a batch is re-raised by ``next``.
+    current one). It stops when the epoch ends, when `close` is called, when a `with` block
+    exits, or when the iterator is garbage collected (e.g. after `break` in a `for` loop), so no
+    thread outlives its iterator. An exception raised while producing a batch is re-raised by `next`.
     """
 
     def __init__(self, batches: Iterator, prefetch: int, name: str):
@@ -117,11 +117,11 @@ class EpochIterator:
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, *, drop_last: bool) -> int:
-    """Batches (optimizer steps) in one epoch of ``num_examples`` examples: what ``len(Batches(...))`` is.
+    """Batches (optimizer steps) in one epoch of `num_examples` examples: what `len(Batches(...))` is.
 
-    ``num_examples // batch_size`` with ``drop_last=True`` (the incomplete last batch is dropped), else
-    ``ceil(num_examples / batch_size)`` (it is kept). Use it to size per-step schedules
-    (``decay_steps = epochs * steps_per_epoch(...)``).
+    `num_examples // batch_size` with `drop_last=True` (the incomplete last batch is dropped), else
+    `ceil(num_examples / batch_size)` (it is kept). Use it to size per-step schedules
+    (`decay_steps = epochs * steps_per_epoch(...)`).
 
     Args:
       num_examples: examples per epoch, an int >= 0.
@@ -129,9 +129,9 @@ def steps_per_epoch(num_examples: int, batch_size: int, *, drop_last: bool) -> i
       drop_last: required; whether the incomplete last batch is dropped.
     Returns: the number of batches, an int >= 0.
     Raises:
-      TypeError: a non-int count or size (bools included), a non-bool ``drop_last``.
-      ValueError: ``num_examples < 0`` or ``batch_size < 1``.
-    PyTorch: ``len(torch.utils.data.DataLoader(dataset, batch_size, drop_last=drop_last))`` (the same number).
+      TypeError: a non-int count or size (bools included), a non-bool `drop_last`.
+      ValueError: `num_examples < 0` or `batch_size < 1`.
+    PyTorch: `len(torch.utils.data.DataLoader(dataset, batch_size, drop_last=drop_last))` (the same number).
     """
     fn = "steps_per_epoch"
     num_examples = check_int(fn, "num_examples", num_examples, minimum=0)
@@ -151,55 +151,55 @@ class Batches:
             for batch in batches.epoch(epoch):            # same batches after a resume
                 state, metrics = step(state, batch)
 
-    Order: epoch ``e`` visits every example once in the order ``numpy.random.default_rng([seed, e])
-    .permutation(N)`` (or ``0..N-1`` with ``shuffle=False``), cut into consecutive batches, so it
-    depends only on ``(seed, e)``. ``iter(batches)`` (a bare ``for batch in batches``) gives epoch
-    ``batches.next_epoch`` and then increments that counter: successive loops see epochs 0, 1, 2, ...
-    Prefer :meth:`epoch` when resuming; or set ``next_epoch``.
+    Order: epoch `e` visits every example once in the order ``numpy.random.default_rng([seed, e])
+    .permutation(N)` (or `0..N-1` with `shuffle=False``), cut into consecutive batches, so it
+    depends only on `(seed, e)`. `iter(batches)` (a bare `for batch in batches`) gives epoch
+    `batches.next_epoch` and then increments that counter: successive loops see epochs 0, 1, 2, ...
+    Prefer `epoch` when resuming; or set `next_epoch`.
 
-    Placement: with ``sharding=None`` batches are dicts of numpy arrays (host memory). With a
-    ``jax.sharding.Sharding`` (e.g. ``NamedSharding(mesh, PartitionSpec("batch"))``, built by
-    :meth:`for_devices`), each array is put on the devices with ``jax.device_put(batch, sharding)``,
+    Placement: with `sharding=None` batches are dicts of numpy arrays (host memory). With a
+    `jax.sharding.Sharding` (e.g. `NamedSharding(mesh, PartitionSpec("batch"))`, built by
+    `for_devices`), each array is put on the devices with `jax.device_put(batch, sharding)`,
     already split along its first axis. Transfers are asynchronous and run in the prefetch thread.
 
-    The last batch: with ``drop_last=True`` (the default) an incomplete last batch is dropped, so every
-    batch is full. ``drop_last=False`` keeps it, as ``torch.utils.data.DataLoader`` does by default (then
-    ``len(batches)`` equals torch's and per-step schedules stay aligned; see :func:`steps_per_epoch`):
-    unpadded (``pad_last=False``, a smaller batch, which makes a compiled step compile a second time and
-    must divide over the processes and the sharding's devices), or ``pad_last=True``: padded with zero rows
-    to the full ``batch_size`` and marked by a boolean ``"mask"`` ([batch], False on the padding), which the
-    steps of :mod:`jaxnets.train` leave out of the loss, the gradient, the metrics and the BatchNorm
-    statistics. With ``pad_last=True`` EVERY batch carries a ``"mask"`` (all True but the last), so the
-    step compiles once; an existing ``"mask"`` array is kept (and padded with False).
+    The last batch: with `drop_last=True` (the default) an incomplete last batch is dropped, so every
+    batch is full. `drop_last=False` keeps it, as `torch.utils.data.DataLoader` does by default (then
+    `len(batches)` equals torch's and per-step schedules stay aligned; see `steps_per_epoch`):
+    unpadded (`pad_last=False`, a smaller batch, which makes a compiled step compile a second time and
+    must divide over the processes and the sharding's devices), or `pad_last=True`: padded with zero rows
+    to the full `batch_size` and marked by a boolean `"mask"` ([batch], False on the padding), which the
+    steps of `jaxnets.train` leave out of the loss, the gradient, the metrics and the BatchNorm
+    statistics. With `pad_last=True` EVERY batch carries a `"mask"` (all True but the last), so the
+    step compiles once; an existing `"mask"` array is kept (and padded with False).
 
-    Multi-host: ``batch_size`` is the GLOBAL batch. When ``jax.process_count() > 1`` (or when
-    ``process_index``/``process_count`` are given, to test the slicing on one host), every process
-    draws the same global batch and keeps only its own rows: process ``p`` of ``P`` keeps rows
-    ``[p * B/P, (p + 1) * B/P)``, or with a sharding the rows its addressable devices hold, and the
-    global array is assembled with ``jax.make_array_from_process_local_data``.
+    Multi-host: `batch_size` is the GLOBAL batch. When `jax.process_count() > 1` (or when
+    `process_index`/`process_count` are given, to test the slicing on one host), every process
+    draws the same global batch and keeps only its own rows: process `p` of `P` keeps rows
+    `[p * B/P, (p + 1) * B/P)`, or with a sharding the rows its addressable devices hold, and the
+    global array is assembled with `jax.make_array_from_process_local_data`.
 
     Args:
-      arrays: dict of arrays with the same leading dimension ``N`` (jax arrays are copied to host once).
+      arrays: dict of arrays with the same leading dimension `N` (jax arrays are copied to host once).
       batch_size: examples per (global) batch.
       shuffle: shuffle every epoch (True) or keep the stored order.
       seed: non-negative int; with the epoch number it determines the order.
       drop_last: drop the final incomplete batch (True), or keep it (False, torch's default).
-      pad_last: with ``drop_last=False``, pad the final incomplete batch to ``batch_size`` rows and add a
-        ``"mask"`` to every batch (True), or yield it smaller (False). With ``drop_last=True`` every batch
-        is full and ``pad_last=True`` only adds the (all True) ``"mask"``.
-      sharding: None (numpy batches) or the ``jax.sharding.Sharding`` of every batch array.
+      pad_last: with `drop_last=False`, pad the final incomplete batch to `batch_size` rows and add a
+        `"mask"` to every batch (True), or yield it smaller (False). With `drop_last=True` every batch
+        is full and `pad_last=True` only adds the (all True) `"mask"`.
+      sharding: None (numpy batches) or the `jax.sharding.Sharding` of every batch array.
       prefetch: batches produced ahead in a background thread; 0 produces them on demand, in the caller.
       process_index, process_count: this process and the number of processes; default
-        ``jax.process_index()`` and ``jax.process_count()``. Give both or neither.
+        `jax.process_index()` and `jax.process_count()`. Give both or neither.
     Raises:
-      TypeError: naming ``Batches`` and the argument: ``arrays`` not a dict, a non-int ``batch_size``/
-        ``seed``/``prefetch``/``process_index``/``process_count``, a non-bool ``shuffle``/``drop_last``/
-        ``pad_last``, a ``sharding`` that is not a ``jax.sharding.Sharding``.
-      ValueError: naming ``Batches`` and the argument: an empty ``arrays``, arrays of different lengths or
-        scalars, ``batch_size <= 0``, ``batch_size > N`` with ``drop_last=True``, ``batch_size`` (or an
-        unpadded last batch) not divisible by ``process_count`` or not split by the sharding, a negative
-        ``seed``/``prefetch``, ``process_index`` out of range.
-    PyTorch: ``torch.utils.data.DataLoader`` with a ``DistributedSampler`` and ``sampler.set_epoch(e)``
+      TypeError: naming `Batches` and the argument: `arrays` not a dict, a non-int `batch_size`/
+        `seed`/`prefetch`/`process_index`/`process_count`, a non-bool `shuffle`/`drop_last`/
+        `pad_last`, a `sharding` that is not a `jax.sharding.Sharding`.
+      ValueError: naming `Batches` and the argument: an empty `arrays`, arrays of different lengths or
+        scalars, `batch_size <= 0`, `batch_size > N` with `drop_last=True`, `batch_size` (or an
+        unpadded last batch) not divisible by `process_count` or not split by the sharding, a negative
+        `seed`/`prefetch`, `process_index` out of range.
+    PyTorch: `torch.utils.data.DataLoader` with a `DistributedSampler` and `sampler.set_epoch(e)`
       (same idea, different random numbers).
     """
 
@@ -264,7 +264,7 @@ class Batches:
                                      f"by the number of devices (or pad_last=True, or drop_last=True).") from error
 
     def _local_rows(self, size: int) -> np.ndarray:
-        """Positions, within a global batch of ``size`` examples, of the rows this process supplies."""
+        """Positions, within a global batch of `size` examples, of the rows this process supplies."""
         if self.sharding is not None and jax.process_count() > 1:
             key, value = next(iter(self._arrays.items()))
             rows: set[int] = set()
@@ -277,14 +277,14 @@ class Batches:
     @classmethod
     def for_devices(cls, arrays: Mapping[str, np.ndarray], batch_size: int, *,
                     devices: Sequence[jax.Device] | None = None, **kwargs) -> Batches:
-        """Batches sharded along their first axis over a 1-D device mesh with axis name ``"batch"``.
+        """Batches sharded along their first axis over a 1-D device mesh with axis name `"batch"`.
 
         Args:
-          devices: the devices of the mesh; default ``jax.devices()``, which in a single-process run are
+          devices: the devices of the mesh; default `jax.devices()`, which in a single-process run are
             the local devices and in a multi-host run all devices of all processes (as the global batch
             needs).
-          arrays, batch_size, kwargs: as :class:`Batches` (all but ``sharding``).
-        Returns: ``Batches(arrays, batch_size, sharding=NamedSharding(mesh, PartitionSpec("batch")), ...)``.
+          arrays, batch_size, kwargs: as `Batches` (all but `sharding`).
+        Returns: `Batches(arrays, batch_size, sharding=NamedSharding(mesh, PartitionSpec("batch")), ...)`.
         """
         devices = jax.devices() if devices is None else list(devices)
         mesh = Mesh(np.asarray(devices), ("batch",))
@@ -292,20 +292,20 @@ class Batches:
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
-        """The whole dataset, host numpy arrays ``[N, ...]`` in their stored order (a new dict, the same arrays)."""
+        """The whole dataset, host numpy arrays `[N, ...]` in their stored order (a new dict, the same arrays)."""
         return dict(self._arrays)
 
     @property
     def local_batch_size(self) -> int:
-        """Examples per full batch on this process: ``batch_size / process_count``."""
+        """Examples per full batch on this process: `batch_size / process_count`."""
         return self.batch_size // self.process_count
 
     def __len__(self) -> int:
-        """Batches per epoch: ``steps_per_epoch(num_examples, batch_size, drop_last=drop_last)``."""
+        """Batches per epoch: `steps_per_epoch(num_examples, batch_size, drop_last=drop_last)`."""
         return steps_per_epoch(self.num_examples, self.batch_size, drop_last=self.drop_last)
 
     def order(self, epoch: int) -> np.ndarray:
-        """The example indices of epoch ``epoch`` in visiting order, [N] (before dropping the last batch)."""
+        """The example indices of epoch `epoch` in visiting order, [N] (before dropping the last batch)."""
         epoch = check_int("Batches.order", "epoch", epoch, minimum=0)
         if not self.shuffle:
             return np.arange(self.num_examples)
@@ -340,11 +340,11 @@ class Batches:
         return jax.device_put(batch, self.sharding)
 
     def epoch(self, epoch: int) -> EpochIterator:
-        """An iterator over the batches of epoch ``epoch`` (a non-negative int); see the class docstring.
+        """An iterator over the batches of epoch `epoch` (a non-negative int); see the class docstring.
 
-        Returns: an :class:`EpochIterator` of dicts with the keys of ``arrays`` (and ``"mask"``, bool, with
-          ``pad_last=True``), each array of shape ``[local_batch_size, ...]`` (numpy) or, with a sharding, a
-          global ``jax.Array`` of shape ``[batch_size, ...]``; an unpadded last batch has fewer rows.
+        Returns: an `EpochIterator` of dicts with the keys of `arrays` (and `"mask"`, bool, with
+          `pad_last=True`), each array of shape `[local_batch_size, ...]` (numpy) or, with a sharding, a
+          global `jax.Array` of shape `[batch_size, ...]`; an unpadded last batch has fewer rows.
         """
         self.order(epoch)  # validate the argument now, not in the background thread
         return EpochIterator(self._generate(epoch), self.prefetch, name=f"jaxnets-Batches-epoch{epoch}")

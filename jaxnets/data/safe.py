@@ -4,7 +4,7 @@ Dataset files come from the network or from a shared disk, so every reader here 
 hostile: pickles are loaded by an unpickler that can only rebuild numpy arrays (never call arbitrary
 code), archives are checked member by member before anything is written (no path may leave the target
 directory, no links or device files), downloads are verified against a published checksum before they
-are put in place, and a truncated or corrupted file raises a ``ValueError`` that names the file and says
+are put in place, and a truncated or corrupted file raises a `ValueError` that names the file and says
 what is wrong.
 """
 from __future__ import annotations
@@ -63,9 +63,9 @@ class UnsafePickleError(ValueError):
 class _RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that resolves only the globals needed to rebuild numpy arrays of plain data.
 
-    Every callable a pickle can run comes through ``find_class`` (GLOBAL, STACK_GLOBAL, INST, OBJ and
+    Every callable a pickle can run comes through `find_class` (GLOBAL, STACK_GLOBAL, INST, OBJ and
     the copyreg EXT opcodes all call it), so refusing every other global means the pickle cannot call
-    ``os.system``, ``builtins.eval``, ``subprocess.Popen`` or anything else.
+    `os.system`, `builtins.eval`, `subprocess.Popen` or anything else.
     """
 
     def __init__(self, file, *, name: str):
@@ -101,7 +101,7 @@ def safe_unpickle(path: str | os.PathLike) -> object:
     """Load a pickle that may only contain builtin containers, numbers, strings and numpy arrays.
 
     Args:
-      path: the pickle file (for example a CIFAR ``data_batch_1``). Python 2 strings load as ``bytes``.
+      path: the pickle file (for example a CIFAR `data_batch_1`). Python 2 strings load as `bytes`.
     Returns: the unpickled object.
     Raises:
       UnsafePickleError (a ValueError): naming the file and the global, if the pickle refers to anything
@@ -135,18 +135,18 @@ def is_gzip(path: str | os.PathLike) -> bool:
 
 
 def read_maybe_gzip(path: str | os.PathLike, *, limit: int | None = None) -> bytes:
-    """Return the bytes of ``path``, decompressed if the file starts with the gzip magic number.
+    """Return the bytes of `path`, decompressed if the file starts with the gzip magic number.
 
-    Compression is detected from the content, not the file name, so ``x.gz`` that was already
-    decompressed by a browser and a plain file renamed ``.gz`` both read correctly.
+    Compression is detected from the content, not the file name, so `x.gz` that was already
+    decompressed by a browser and a plain file renamed `.gz` both read correctly.
 
     Args:
       path: the file.
       limit: read (and decompress) at most this many bytes, a non-negative int, or None for the whole
-        file. A reader that knows the size from a header passes ``size + 1``: one byte more tells it that
+        file. A reader that knows the size from a header passes `size + 1`: one byte more tells it that
         trailing data follows, and a small file that announces a huge decompressed size (a "gzip bomb")
         costs no more memory or time than its header says.
-    Returns: the (decompressed) bytes, at most ``limit`` of them.
+    Returns: the (decompressed) bytes, at most `limit` of them.
     Raises:
       ValueError: naming the file, if its gzip stream is truncated or corrupt (within the bytes read).
     """
@@ -193,7 +193,7 @@ def verify_md5(path: str | os.PathLike, md5: str) -> None:
 
 
 def _safe_target(archive: Path, dest: Path, name: str) -> Path:
-    """The path a member called ``name`` extracts to, or ValueError if it would leave ``dest``."""
+    """The path a member called `name` extracts to, or ValueError if it would leave `dest`."""
     pure = PurePosixPath(name.replace("\\", "/"))
     drive = len(name) >= 2 and name[1] == ":" and name[0].isalpha()  # "C:..." is absolute on Windows
     if not name or pure.is_absolute() or drive:
@@ -216,10 +216,10 @@ def _tar_kind(member: tarfile.TarInfo) -> str:
 
 
 def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
-    """Extract a (possibly compressed) tar archive into ``dest``, refusing anything unsafe.
+    """Extract a (possibly compressed) tar archive into `dest`, refusing anything unsafe.
 
     Every member is checked before anything is written: only regular files and directories are
-    accepted, and none may have an absolute path, a ``..`` component, or resolve outside ``dest``.
+    accepted, and none may have an absolute path, a `..` component, or resolve outside `dest`.
     Files are written with default permissions (the archive's modes and owners are ignored).
 
     Returns: the paths of the extracted regular files.
@@ -257,9 +257,9 @@ def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Pat
 
 
 def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
-    """Extract a zip archive into ``dest`` with the same checks as :func:`extract_tar`.
+    """Extract a zip archive into `dest` with the same checks as `extract_tar`.
 
-    Symbolic links (stored by Unix zip tools as entries with the ``S_IFLNK`` mode) are refused.
+    Symbolic links (stored by Unix zip tools as entries with the `S_IFLNK` mode) are refused.
 
     Returns: the paths of the extracted regular files.
     Raises:
@@ -296,7 +296,7 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Pat
 
 
 def gunzip(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Decompress a single-file ``.gz`` into the directory ``dest`` (the name loses its ``.gz``).
+    """Decompress a single-file `.gz` into the directory `dest` (the name loses its `.gz`).
 
     The stream is decompressed in 1 MiB chunks straight to the file, so memory stays bounded whatever
     size the archive expands to.
@@ -325,7 +325,7 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> list
     Returns: the paths of the extracted regular files.
     Raises:
       ValueError: naming the archive, if it is none of these formats, is truncated or corrupt, or holds a
-        link or a path leaving ``dest`` (see :func:`extract_tar`).
+        link or a path leaving `dest` (see `extract_tar`).
     """
     archive = Path(archive)
     if zipfile.is_zipfile(archive):
@@ -348,17 +348,17 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> list
 
 
 def download(url: str, path: str | os.PathLike, *, md5: str, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``path`` and verify its MD5 before putting it in place.
+    """Download `url` to `path` and verify its MD5 before putting it in place.
 
-    The data is streamed to ``path + ".part"``, hashed on the way, and renamed to ``path`` only when the
+    The data is streamed to `path + ".part"`, hashed on the way, and renamed to `path` only when the
     checksum matches, so an interrupted or wrong download never leaves a file that looks complete.
 
     Args:
-      url: an ``http(s)://`` (or ``file://``) URL.
+      url: an `http(s)://` (or `file://`) URL.
       path: where the file goes; parent directories are created.
       md5: the published hex MD5 of the file.
       timeout: seconds to wait for the server on connect and on each read.
-    Returns: ``path``.
+    Returns: `path`.
     Raises:
       ConnectionError: if the file cannot be fetched (no network, HTTP error); the message says which
         file to place where to proceed without network.

@@ -1,10 +1,10 @@
 """Host-side checks of datasets, run once before any compilation so a bad dataset fails with a clear message.
 
-A dataset split is ``{"image": uint8 or float [N, H, W, C], "label": integer [N]}`` (channels last). The
+A dataset split is `{"image": uint8 or float [N, H, W, C], "label": integer [N]}` (channels last). The
 checks read shapes and dtypes, and the labels' minimum and maximum; they never copy the images, so they
 cost the same for 5,000 images and for 5 million. Every failure names the calling function and the
 argument and says what was expected and what arrived (TypeError for a wrong type, ValueError for a wrong
-value; see :mod:`jaxnets.checks`).
+value; see `jaxnets.checks`).
 """
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ def check_arrays(fn: str, name: str, arrays) -> dict[str, np.ndarray]:
     Args:
       fn: the calling function, for the messages.
       name: the argument's name, for the messages.
-      arrays: a non-empty dict of arrays (numpy, jax, or anything ``numpy.asarray`` takes); jax arrays
+      arrays: a non-empty dict of arrays (numpy, jax, or anything `numpy.asarray` takes); jax arrays
         are copied to the host.
     Returns: a new dict with the same keys, numpy arrays.
     Raises:
-      TypeError: ``arrays`` is not a dict.
+      TypeError: `arrays` is not a dict.
       ValueError: the dict is empty, an entry is a scalar, or the leading dimensions differ.
     """
     if not isinstance(arrays, Mapping):
@@ -45,7 +45,7 @@ def check_arrays(fn: str, name: str, arrays) -> dict[str, np.ndarray]:
 
 
 def _image_shape(fn: str, image_shape) -> tuple[int, int, int]:
-    """``image_shape`` as a tuple of 3 positive ints ``(H, W, C)``."""
+    """`image_shape` as a tuple of 3 positive ints `(H, W, C)`."""
     if not isinstance(image_shape, Sequence) or isinstance(image_shape, str):
         raise TypeError(f"{fn}: image_shape must be a tuple (H, W, C) of 3 ints or None, got "
                         f"{type(image_shape).__name__} {image_shape!r}.")
@@ -64,34 +64,34 @@ def check_dataset(fn: str, name: str, data, *, image_shape: Sequence[int] | None
                   num_classes: int | None = None, allow_empty: bool = False) -> int:
     """Check a dataset split on the host before training or evaluating on it; return its size N.
 
-    Checks, in this order: ``data`` is a dict with ``"image"`` and ``"label"`` (or a :class:`Batches`,
-    whose arrays are checked); the images are ``[N, H, W, C]`` (rank 4, channels last) of dtype uint8 or
-    floating; the labels are integer class indices of shape ``[N]``; N >= 1 (unless ``allow_empty``);
-    with ``num_classes``, every label is in ``[0, num_classes)``; with ``image_shape``, every image is
-    ``image_shape``. Only shapes, dtypes and the labels' minimum and maximum are read: the images are
+    Checks, in this order: `data` is a dict with `"image"` and `"label"` (or a `Batches`,
+    whose arrays are checked); the images are `[N, H, W, C]` (rank 4, channels last) of dtype uint8 or
+    floating; the labels are integer class indices of shape `[N]`; N >= 1 (unless `allow_empty`);
+    with `num_classes`, every label is in `[0, num_classes)`; with `image_shape`, every image is
+    `image_shape`. Only shapes, dtypes and the labels' minimum and maximum are read: the images are
     never copied or scanned.
 
-    Example (what ``fit`` runs for a LeNet-5 on MNIST)::
+    Example (what `fit` runs for a LeNet-5 on MNIST)::
 
         n = check_dataset("fit", "train_data", train, image_shape=(28, 28, 1), num_classes=10)
 
     Args:
-      fn: the calling function, named in every message (e.g. ``"fit"``).
-      name: the argument holding the data (e.g. ``"train_data"``, ``"val_data"``).
-      data: ``{"image": [N, H, W, C], "label": [N], ...}`` (numpy or jax arrays; other keys are ignored)
-        or a ``jaxnets.data.Batches``.
-      image_shape: the ``(H, W, C)`` the model takes, or None to accept any.
+      fn: the calling function, named in every message (e.g. `"fit"`).
+      name: the argument holding the data (e.g. `"train_data"`, `"val_data"`).
+      data: `{"image": [N, H, W, C], "label": [N], ...}` (numpy or jax arrays; other keys are ignored)
+        or a `jaxnets.data.Batches`.
+      image_shape: the `(H, W, C)` the model takes, or None to accept any.
       num_classes: the number of classes the model predicts (an int >= 1), or None to skip the range check.
       allow_empty: accept N = 0.
     Returns: N, the number of examples.
     Raises:
-      TypeError: ``data`` is neither a dict nor a Batches; images of another dtype than uint8 or floating;
-        labels that are not integers (strings, floats, bools); a bad ``image_shape``/``num_classes`` type.
-      ValueError: a missing ``"image"``/``"label"`` entry; images not of rank 4 (a ``[N, H, W]`` array gets
-        the fix ``x[..., None]``); labels not of shape ``[N]`` (one-hot labels get the fix
-        ``labels.argmax(-1)``); no examples; labels outside ``[0, num_classes)`` (the message gives their
-        minimum and maximum); images of another shape than ``image_shape`` (NCHW images
-        ``[N, C, H, W]`` get the fix ``x.transpose(0, 2, 3, 1)``).
+      TypeError: `data` is neither a dict nor a Batches; images of another dtype than uint8 or floating;
+        labels that are not integers (strings, floats, bools); a bad `image_shape`/`num_classes` type.
+      ValueError: a missing `"image"`/`"label"` entry; images not of rank 4 (a `[N, H, W]` array gets
+        the fix `x[..., None]`); labels not of shape `[N]` (one-hot labels get the fix
+        `labels.argmax(-1)`); no examples; labels outside `[0, num_classes)` (the message gives their
+        minimum and maximum); images of another shape than `image_shape` (NCHW images
+        `[N, C, H, W]` get the fix `x.transpose(0, 2, 3, 1)`).
     PyTorch: no equivalent; torch reports these inside the model or the loss (e.g. CUDA's "device-side
       assert triggered" for an out-of-range label).
     """

@@ -144,16 +144,16 @@ def tta_predict(apply_fn: Callable, variables, images: jax.Array, *,
                 transforms: Sequence[Callable[[jax.Array], jax.Array]]) -> jax.Array:
     """Test-time augmentation: the mean of the softmax outputs over deterministic transforms.
 
-    ``p = (1 / T) * sum_t softmax(apply_fn(variables, t(images), train=False))``.
+    `p = (1 / T) * sum_t softmax(apply_fn(variables, t(images), train=False))`.
 
     Args:
-      apply_fn: ``apply_fn(variables, x, train=False) -> logits [N, K]`` (e.g. a Flax ``model.apply``).
+      apply_fn: `apply_fn(variables, x, train=False) -> logits [N, K]` (e.g. a Flax `model.apply`).
       variables: the model variables (params and, where used, batch statistics).
-      images: the batch, in whatever form ``apply_fn`` expects (e.g. [N, H, W, C]).
-      transforms: non-empty sequence of functions ``images -> images``, e.g. ``(lambda x: x, hflip)``.
+      images: the batch, in whatever form `apply_fn` expects (e.g. [N, H, W, C]).
+      transforms: non-empty sequence of functions `images -> images`, e.g. `(lambda x: x, hflip)`.
     Returns: probabilities [N, K], rows summing to 1.
     Raises:
-      ValueError: empty ``transforms``. TypeError: a non-callable transform.
+      ValueError: empty `transforms`. TypeError: a non-callable transform.
     """
     if not transforms:
         raise ValueError("tta_predict: transforms must be a non-empty sequence of functions images -> images, "
@@ -171,18 +171,18 @@ def ensemble_predict(members: Sequence[tuple[Callable, object]], images: jax.Arr
                      weights: Sequence[float] | None = None) -> jax.Array:
     """Average the softmax outputs of several models, optionally weighted.
 
-    ``p = sum_m w_m * softmax(apply_fn_m(variables_m, images, train=False))`` with the weights
+    `p = sum_m w_m * softmax(apply_fn_m(variables_m, images, train=False))` with the weights
     normalised to sum to 1 (equal weights by default).
 
     Args:
-      members: non-empty sequence of ``(apply_fn, variables)`` pairs; ``apply_fn(variables, x,
-        train=False) -> logits [N, K]`` with the same K for all.
+      members: non-empty sequence of `(apply_fn, variables)` pairs; `apply_fn(variables, x,
+        train=False) -> logits [N, K]` with the same K for all.
       images: the batch given to every model.
       weights: None, or one non-negative weight per member, not all zero.
     Returns: probabilities [N, K].
     Raises:
-      ValueError: no members, ``weights`` of the wrong length, negative or all zero.
-      TypeError: a member that is not an ``(apply_fn, variables)`` pair.
+      ValueError: no members, `weights` of the wrong length, negative or all zero.
+      TypeError: a member that is not an `(apply_fn, variables)` pair.
     """
     if not members:
         raise ValueError("ensemble_predict: members must be a non-empty sequence of (apply_fn, variables) pairs.")

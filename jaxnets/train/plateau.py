@@ -1,4 +1,4 @@
-"""torch's ``ReduceLROnPlateau``: a host-side rule on the validation metric, applied without recompiling.
+"""torch's `ReduceLROnPlateau`: a host-side rule on the validation metric, applied without recompiling.
 
 The decision needs the metric of each epoch, so it runs in Python on the host; the learning rate it sets
 lives in the optimizer STATE, so the compiled train step never changes:
@@ -11,12 +11,12 @@ lives in the optimizer STATE, so the compiled train step never changes:
         plateau.step(validation_loss)                                    # once per epoch
         state = state.replace(opt_state=plateau.apply(state.opt_state))   # writes the new scale
 
-``transform()`` is ``scale_by_plateau()``: it multiplies the final update by ``scale`` (a float32 scalar
-in its state, ``ScaleByPlateauState``), so ``p -= scale * lr * u``: torch's ``p -= new_lr * u`` with
-``new_lr = scale * lr``. It must come LAST in the chain (after the multiplication by ``-lr``; every
-optimizer of ``jaxnets.train`` multiplies by the rate last, as torch, so momentum buffers hold unscaled
+`transform()` is `scale_by_plateau()`: it multiplies the final update by `scale` (a float32 scalar
+in its state, `ScaleByPlateauState`), so `p -= scale * lr * u`: torch's `p -= new_lr * u` with
+`new_lr = scale * lr`. It must come LAST in the chain (after the multiplication by `-lr`; every
+optimizer of `jaxnets.train` multiplies by the rate last, as torch, so momentum buffers hold unscaled
 gradients and the reduction acts from the next step on, as in torch). For checkpoint/resume, save
-``plateau.state_dict()`` with the checkpoint's metadata and call ``plateau.load_state_dict(d)`` on
+`plateau.state_dict()` with the checkpoint's metadata and call `plateau.load_state_dict(d)` on
 resume; the scale itself is in the optimizer state and is restored with it.
 """
 from __future__ import annotations
@@ -34,15 +34,15 @@ __all__ = ["ReduceLROnPlateau", "scale_by_plateau", "ScaleByPlateauState"]
 
 
 class ScaleByPlateauState(NamedTuple):
-    """State of ``scale_by_plateau``: ``scale`` float32 ``[]``, the current ``lr / base lr`` (1 at first)."""
+    """State of `scale_by_plateau`: `scale` float32 `[]`, the current `lr / base lr` (1 at first)."""
 
     scale: jax.Array
 
 
 def scale_by_plateau() -> optax.GradientTransformation:
-    """Multiply the updates by the ``scale`` kept in the state; ``ReduceLROnPlateau.apply`` sets it.
+    """Multiply the updates by the `scale` kept in the state; `ReduceLROnPlateau.apply` sets it.
 
-    Returns: an ``optax.GradientTransformation`` with state ``ScaleByPlateauState`` (scale 1.0 at ``init``).
+    Returns: an `optax.GradientTransformation` with state `ScaleByPlateauState` (scale 1.0 at `init`).
     """
 
     def init_fn(params):
@@ -59,25 +59,25 @@ def scale_by_plateau() -> optax.GradientTransformation:
 class ReduceLROnPlateau:
     """torch.optim.lr_scheduler.ReduceLROnPlateau's rule, on the host; the rate goes into the optimizer state.
 
-    Each ``step(metric)`` (once per epoch): the metric is better than the best so far when
-    ``metric < best * (1 - threshold)`` (mode ``"min"``, threshold_mode ``"rel"``), ``metric < best -
-    threshold`` (``"min"``, ``"abs"``), ``metric > best * (1 + threshold)`` (``"max"``, ``"rel"``) or
-    ``metric > best + threshold`` (``"max"``, ``"abs"``); a better metric becomes the best and resets the
+    Each `step(metric)` (once per epoch): the metric is better than the best so far when
+    `metric < best * (1 - threshold)` (mode `"min"`, threshold_mode `"rel"`), ``metric < best -
+    threshold` (`"min"`, `"abs"`), `metric > best * (1 + threshold)` (`"max"`, `"rel"``) or
+    `metric > best + threshold` (`"max"`, `"abs"`); a better metric becomes the best and resets the
     count of bad epochs, otherwise the count grows; during a cooldown the count is held at 0; when the count
-    exceeds ``patience``: ``new = max(lr * factor, min_lr)``, applied only if ``lr - new > eps``, then the
+    exceeds `patience`: `new = max(lr * factor, min_lr)`, applied only if `lr - new > eps`, then the
     cooldown starts and the count resets.
 
     Args:
-      learning_rate: the base learning rate the optimizer was built with (torch's ``lr``), ``> 0``.
-      mode: ``"min"`` (a loss) or ``"max"`` (an accuracy).
-      factor: in ``[0, 1)``. patience: bad epochs tolerated, an int ``>= 0``.
-      threshold: ``>= 0``. threshold_mode: ``"rel"`` or ``"abs"``. cooldown: an int ``>= 0``.
-      min_lr: lower bound on the rate, ``>= 0``. eps: minimal change applied, ``>= 0``.
-    Raises: TypeError for a wrong type, ValueError for a value out of range (at construction); ``step``
+      learning_rate: the base learning rate the optimizer was built with (torch's `lr`), `> 0`.
+      mode: `"min"` (a loss) or `"max"` (an accuracy).
+      factor: in `[0, 1)`. patience: bad epochs tolerated, an int `>= 0`.
+      threshold: `>= 0`. threshold_mode: `"rel"` or `"abs"`. cooldown: an int `>= 0`.
+      min_lr: lower bound on the rate, `>= 0`. eps: minimal change applied, `>= 0`.
+    Raises: TypeError for a wrong type, ValueError for a value out of range (at construction); `step`
       raises TypeError for a metric that is not a real number (a jax scalar is converted).
 
     PyTorch: ``ReduceLROnPlateau(opt, mode, factor, patience, threshold, threshold_mode, cooldown, min_lr,
-    eps)`` (torch's defaults), ``scheduler.step(val_loss)`` once per epoch.
+    eps)` (torch's defaults), `scheduler.step(val_loss)`` once per epoch.
     """
 
     def __init__(self, learning_rate: float, *, mode: str = "min", factor: float = 0.1, patience: int = 10,
@@ -101,11 +101,11 @@ class ReduceLROnPlateau:
 
     @property
     def scale(self) -> float:
-        """The current learning rate over the base one: what ``apply`` writes into the optimizer state."""
+        """The current learning rate over the base one: what `apply` writes into the optimizer state."""
         return self.learning_rate / self.base_lr
 
     def transform(self) -> optax.GradientTransformation:
-        """``scale_by_plateau()``: put it LAST in ``optax.chain(optimizer, plateau.transform())``."""
+        """`scale_by_plateau()`: put it LAST in `optax.chain(optimizer, plateau.transform())`."""
         return scale_by_plateau()
 
     def _is_better(self, metric: float) -> bool:
@@ -142,13 +142,13 @@ class ReduceLROnPlateau:
         return reduced
 
     def apply(self, opt_state):
-        """``opt_state`` with the scale of every ``ScaleByPlateauState`` in it set to ``self.scale``.
+        """`opt_state` with the scale of every `ScaleByPlateauState` in it set to `self.scale`.
 
         The new scale has the shape, dtype and sharding of the old one, so a replicated or sharded state
-        (``jaxnets.train.parallel``) keeps its placement and the compiled step is reused.
+        (`jaxnets.train.parallel`) keeps its placement and the compiled step is reused.
 
-        Raises: ValueError if ``opt_state`` has no ``ScaleByPlateauState`` (the optimizer was built without
-          ``plateau.transform()``).
+        Raises: ValueError if `opt_state` has no `ScaleByPlateauState` (the optimizer was built without
+          `plateau.transform()`).
         """
         found = []
 
@@ -169,14 +169,14 @@ class ReduceLROnPlateau:
         return new
 
     def state_dict(self) -> dict:
-        """Everything ``step`` depends on, as plain Python numbers (for a checkpoint's metadata)."""
+        """Everything `step` depends on, as plain Python numbers (for a checkpoint's metadata)."""
         # A non-finite best (no epoch seen yet: +-inf) is stored as None, so the dict is strict JSON.
         best = self.best if math.isfinite(self.best) else None
         return {"learning_rate": self.learning_rate, "best": best, "num_bad_epochs": self.num_bad_epochs,
                 "cooldown_counter": self.cooldown_counter, "last_epoch": self.last_epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore ``state_dict()``'s values (the options come from the constructor, as in torch)."""
+        """Restore `state_dict()`'s values (the options come from the constructor, as in torch)."""
         missing = sorted({"learning_rate", "best", "num_bad_epochs", "cooldown_counter", "last_epoch"} - set(state))
         if missing:
             raise ValueError(f"ReduceLROnPlateau.load_state_dict: missing keys {missing}, got {sorted(state)}.")
