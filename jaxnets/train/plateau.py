@@ -60,8 +60,8 @@ class ReduceLROnPlateau:
     """torch.optim.lr_scheduler.ReduceLROnPlateau's rule, on the host; the rate goes into the optimizer state.
 
     Each `step(metric)` (once per epoch): the metric is better than the best so far when
-    `metric < best * (1 - threshold)` (mode `"min"`, threshold_mode `"rel"`), ``metric < best -
-    threshold` (`"min"`, `"abs"`), `metric > best * (1 + threshold)` (`"max"`, `"rel"``) or
+    `metric < best * (1 - threshold)` (mode `"min"`, threshold_mode `"rel"`), `metric < best - threshold`
+    (`"min"`, `"abs"`), `metric > best * (1 + threshold)` (`"max"`, `"rel"`) or
     `metric > best + threshold` (`"max"`, `"abs"`); a better metric becomes the best and resets the
     count of bad epochs, otherwise the count grows; during a cooldown the count is held at 0; when the count
     exceeds `patience`: `new = max(lr * factor, min_lr)`, applied only if `lr - new > eps`, then the
@@ -76,8 +76,8 @@ class ReduceLROnPlateau:
     Raises: TypeError for a wrong type, ValueError for a value out of range (at construction); `step`
       raises TypeError for a metric that is not a real number (a jax scalar is converted).
 
-    PyTorch: ``ReduceLROnPlateau(opt, mode, factor, patience, threshold, threshold_mode, cooldown, min_lr,
-    eps)` (torch's defaults), `scheduler.step(val_loss)`` once per epoch.
+    PyTorch: `ReduceLROnPlateau(opt, mode, factor, patience, threshold, threshold_mode, cooldown, min_lr,
+    eps)` (torch's defaults), `scheduler.step(val_loss)` once per epoch.
     """
 
     def __init__(self, learning_rate: float, *, mode: str = "min", factor: float = 0.1, patience: int = 10,
