@@ -1,7 +1,8 @@
 """Every public layer function and every registered model composes with every JAX transformation.
 
 One matrix: cases (each public function of `jaxnets.layers`, in its training and evaluation forms where they
-differ; each model of `jaxnets.models.available()` on its smallest input) x transformations:
+differ; one model of each family and block type of `jaxnets.models.available()`, see `MODEL_NAMES`, on its
+smallest input) x transformations:
 
 - "jit": `jax.jit(f)` equals `f` (eager).
 - "grad_jvp": `jax.grad` and `jax.jvp` agree: `<u, J v>` (jvp) = `<J^T u, v>` (vjp/grad) for random u, v.
@@ -115,6 +116,12 @@ LAYER_CASES = _layer_cases()
 # models: every registered name on its smallest input, batch 2, training mode (batch statistics)
 # ----------------------------------------------------------------------------------------------
 FAST_MODELS = ("mlp", "lenet5")  # the rest (conv nets at 32x32: tens of seconds per check) are @pytest.mark.slow
+# One model per family and block type: the deeper members (resnet34-152, se_resnet34/50, vgg13-19) are built
+# from exactly these blocks (BasicBlock, Bottleneck with groups, SE, the VGG stack), so the matrix covers
+# every module code path; each deeper member's jit + grad step runs in tests/models/test_registry_basic.py.
+# Every model's forward compiles once per check, so all 22 would cost tens of minutes of XLA compilation.
+MODEL_NAMES = ("mlp", "lenet5", "alexnet", "nin", "vgg11", "vgg11_bn", "googlenet", "resnet18", "resnet50",
+               "resnext50_32x4d", "se_resnet18")
 
 
 @functools.cache
@@ -232,10 +239,20 @@ def _matrix():
                     check == "vmap_params" and len(case.args) == 1):
                 continue
             yield pytest.param("layer", name, check, id=f"{name}-{check}")
-    for name in models.available():
+    for name in MODEL_NAMES:
         for check in MODEL_CHECKS:
             marks = () if name in FAST_MODELS else (pytest.mark.slow,)
             yield pytest.param("model", name, check, id=f"model_{name}-{check}", marks=marks)
+
+
+def test_model_names_cover_every_family():
+    import re
+
+    def family(name):  # "resnext50_32x4d" -> "resnext", "se_resnet18" -> "se_resnet", "vgg11_bn" -> "vgg"
+        return re.sub(r"\d.*$", "", name)
+
+    assert set(MODEL_NAMES) <= set(models.available())
+    assert {family(n) for n in models.available()} == {family(n) for n in MODEL_NAMES}
 
 
 @pytest.mark.parametrize("kind,name,check", list(_matrix()))

@@ -161,7 +161,7 @@ def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_max_hat)
         return updates, ScaleByTorchAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return promotion_safe(optax.GradientTransformation(init_fn, update_fn))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def trace_with_dampening(momentum: Hyper, dampening: Hyper, *, nesterov: bool = 
         out = jax.tree.map(lambda g, b: g + momentum * b, updates, trace) if nesterov else trace
         return out, TraceWithDampeningState(count=optax.safe_increment(state.count), trace=trace)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return promotion_safe(optax.GradientTransformation(init_fn, update_fn))
 
 
 class ScaleByTorchAdagradState(NamedTuple):
@@ -258,7 +258,7 @@ def scale_by_torch_adagrad(lr_decay: Hyper = 0.0, initial_accumulator_value: Hyp
             updates = jax.tree.map(lambda u: (u / decay).astype(u.dtype), updates)
         return updates, ScaleByTorchAdagradState(count=count, sum_of_squares=sums)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return promotion_safe(optax.GradientTransformation(init_fn, update_fn))
 
 
 def _adam_moments(updates, state, b1, b2):
@@ -315,7 +315,7 @@ def scale_by_torch_nadam(b1: Hyper = 0.9, b2: Hyper = 0.999, eps: Hyper = 1e-8,
                 ScaleByTorchNadamState(count=count, mu_product=mu_product.astype(state.mu_product.dtype), mu=mu,
                                        nu=nu))
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return promotion_safe(optax.GradientTransformation(init_fn, update_fn))
 
 
 class ScaleByTorchRadamState(NamedTuple):
@@ -377,7 +377,7 @@ def scale_by_torch_radam(b1: Hyper = 0.9, b2: Hyper = 0.999, eps: Hyper = 1e-8) 
 
         return jax.tree.map(rule, mu, nu), ScaleByTorchRadamState(count=count, mu=mu, nu=nu)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return promotion_safe(optax.GradientTransformation(init_fn, update_fn))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -453,7 +453,24 @@ def _assemble(fn: str, rule, learning_rate, *, weight_decay, weight_decay_mask, 
         tx = optax.multi_transform(
             {"trainable": tx, "frozen": frozen},
             lambda tree: _labels(fn, "trainable", trainable, tree, "trainable", "frozen"))
-    return tx
+    return promotion_safe(tx)
+
+
+def promotion_safe(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`tx` with `init` and `update` traced under standard dtype promotion: Optax's own transforms rely on
+    implicit promotion (e.g. `scale_by_adam`'s bias correction `b1 ** count`, a Python float to an int32
+    power), so without this every optimizer would fail in a process that sets
+    `jax_numpy_dtype_promotion="strict"`. Same state, same numbers."""
+
+    def init_fn(params):
+        with jax.numpy_dtype_promotion("standard"):
+            return tx.init(params)
+
+    def update_fn(updates, state, params=None):
+        with jax.numpy_dtype_promotion("standard"):
+            return tx.update(updates, state, params)
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 _COMMON_DOC = """weight_decay: `>= 0`; torch's coupled L2 term added to the gradient before the rule,

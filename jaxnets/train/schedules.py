@@ -31,6 +31,7 @@ the other arguments shape the schedule and are Python numbers.
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -76,6 +77,19 @@ def _peak_first(fn: str, second_name: str, peak, second, deprecated: dict):
                   f"call {fn}(p, {second_name}, ...): every schedule takes the peak learning rate first.",
                   DeprecationWarning, stacklevel=3)
     return deprecated.get("peak", 1.0), old
+
+
+def _promotion_safe(schedule: optax.Schedule) -> optax.Schedule:
+    """`schedule` evaluated under standard dtype promotion, so it (and an epoch lambda such as
+    `lambda e: 0.95 ** e`, a Python float to an int32 power) also works in a process that sets
+    `jax_numpy_dtype_promotion="strict"`; the values are the same."""
+
+    @functools.wraps(schedule)
+    def promoted(step):
+        with jax.numpy_dtype_promotion("standard"):
+            return schedule(step)
+
+    return promoted
 
 
 def _epoch(step, steps_per_epoch: int | None) -> jax.Array:
@@ -159,7 +173,7 @@ def cosine(peak: float, total_steps: int, *, final: float = 0.0, warmup_steps: i
             return lr
         return jnp.where(t < warmup_steps, peak * t / warmup_steps, lr)
 
-    return schedule
+    return _promotion_safe(schedule)
 
 
 def cosine_annealing(peak: float, t_max: int, *, eta_min: float = 0.0,
@@ -188,7 +202,7 @@ def cosine_annealing(peak: float, t_max: int, *, eta_min: float = 0.0,
         t = _epoch(step, steps_per_epoch) % (2 * t_max)  # exact: the cosine has period 2 * t_max
         return _cosine_anneal(peak, eta_min, t, t_max)
 
-    return schedule
+    return _promotion_safe(schedule)
 
 
 def warm_restarts(peak=_MISSING, /, period=_MISSING, *, period_mult: int = 1, final: float = 0.0,
@@ -239,7 +253,7 @@ def warm_restarts(peak=_MISSING, /, period=_MISSING, *, period_mult: int = 1, fi
         i = jnp.sum(t[..., None] >= cycle_starts[1:], axis=-1)  # current cycle, by exact comparisons
         return _cosine_anneal(peak, final, t - cycle_starts[i], jnp.asarray(lengths, t.dtype)[i])
 
-    return schedule
+    return _promotion_safe(schedule)
 
 
 def linear(peak: float, *, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5,
@@ -269,7 +283,7 @@ def linear(peak: float, *, start_factor: float = 1.0 / 3, end_factor: float = 1.
         t = jnp.minimum(_epoch(step, steps_per_epoch), total_iters)
         return peak * (start_factor + (end_factor - start_factor) * t / total_iters)
 
-    return schedule
+    return _promotion_safe(schedule)
 
 
 def one_cycle(peak: float, total_steps: int, *, pct_start: float = 0.3, anneal_strategy: str = "cos",
@@ -339,7 +353,7 @@ def one_cycle(peak: float, total_steps: int, *, pct_start: float = 0.3, anneal_s
             lr = jnp.where(t <= end_step, anneal(start, end, t, begin, end_step), lr)
         return lr
 
-    return schedule
+    return _promotion_safe(schedule)
 
 
 def sequential(schedules: Sequence[optax.Schedule], milestones: Sequence[int], *,
@@ -382,7 +396,7 @@ def sequential(schedules: Sequence[optax.Schedule], milestones: Sequence[int], *
             lr = jnp.where(step < bound, lr, s(step - bound))
         return lr
 
-    return schedule
+    return _promotion_safe(schedule)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -419,7 +433,7 @@ def _times_factor(name: str, peak, factor: Callable, steps_per_epoch) -> optax.S
     def schedule(step):
         return peak * jnp.asarray(factor(_epoch(step, steps_per_epoch)), dtype=float)
 
-    return schedule
+    return _promotion_safe(schedule)
 
 
 def exponential(peak=_MISSING, /, gamma=_MISSING, *, steps_per_epoch: int, **deprecated) -> optax.Schedule:

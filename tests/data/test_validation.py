@@ -49,8 +49,8 @@ def test_reads_shapes_and_label_extremes_only():
                                                       "'label' [N], got the keys ['image'] (missing ['label'])."),
     (data(5, (28, 28)), ValueError, "fit: train_data['image'] must be [N, H, W, C] (channels last), got shape "
                                     "(5, 28, 28) without a channel axis; add it with x[..., None]"),
-    (data(5, (28,)), ValueError, "fit: train_data['image'] must be [N, H, W, C] (rank 4, channels last), got shape "
-                                 "(5, 28)."),
+    (data(5, (2, 28, 28, 1)), ValueError, "fit: train_data['image'] must be [N, H, W, C] (rank 4, channels last) or "
+                                          "flat features [N, D], got shape (5, 2, 28, 28, 1)."),
     (data(5, dtype=np.int32), TypeError, "fit: train_data['image'] must have dtype uint8 or a floating dtype, got "
                                          "int32."),
     (data(5, dtype=bool), TypeError, "must have dtype uint8 or a floating dtype, got bool."),
