@@ -53,7 +53,7 @@ MODES = ("none", "sharded", "shard_map", "pmap")
 AXIS_NAME = "batch"
 
 # XLA CPU (jaxlib 0.10) runs convolutions as YNNPACK library fusions by default; its own (Eigen) convolutions
-# make the ResNet-18 training step 2.1-3.5x faster (benchmarks/README.md, "Speed work"). The value is XLA's default
+# make the ResNet-18 training step several times faster (measured in benchmarks/README.md, "Speed work"). The value is XLA's default
 # list {INDIVIDUAL_DOT, INDIVIDUAL_CONVOLUTION, REDUCE} without INDIVIDUAL_CONVOLUTION: the compiled program is
 # identical to the one under `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`,
 # but set per program, so a library can apply it (XLA_FLAGS is read once per process).
@@ -245,8 +245,8 @@ def compile_steps(mode: str = "auto", *, loss_fn: Callable = cross_entropy, prep
         state with the same `TrainState.create(..., precision=...)`. A float16 loss-scale decision is
         taken on the global gradients, so it is the same on every device in every mode.
       compiler_options: XLA options for both programs (`jax.jit(..., compiler_options=...)`): "auto"
-        (`default_compiler_options(devices)`: on CPU, XLA's own convolutions instead of YNNPACK's, a
-        2.1-3.5x faster ResNet-18 training step; nothing elsewhere), None (XLA's defaults) or a dict of
+        (`default_compiler_options(devices)`: on CPU, XLA's own convolutions instead of YNNPACK's, much
+        faster for convolutional nets, see benchmarks/README.md; nothing elsewhere), None (XLA's defaults) or a dict of
         `DebugOptions` fields to values. "pmap" cannot take options: "auto" means None there.
     Returns: a `CompiledSteps`.
     Raises:
