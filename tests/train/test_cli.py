@@ -87,11 +87,12 @@ def test_bad_flags_give_one_line_and_non_zero_exit(argv, status, message, tmp_pa
     assert not (tmp_path / "run").exists()  # nothing was started
 
 
-def test_help_exits_zero_with_single_percent_signs(capsys):
+def test_help_exits_zero_and_is_formatted(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "--subset" in out and "--debug" in out
-    assert "10 epochs (the README gives the measured accuracy)" in out and "%%" not in out
+    assert "10 epochs (the README gives the measured accuracy)" in out  # the description, printed as is
+    assert "(default: " in out and "%(" not in out  # help strings %-formatted
 
 
 def test_flag_choices_come_from_the_library():
