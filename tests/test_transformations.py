@@ -1,8 +1,8 @@
 """Every public layer function and every registered model composes with every JAX transformation.
 
 One matrix: cases (each public function of `jaxnets.layers`, in its training and evaluation forms where they
-differ; one model of each family and block type of `jaxnets.models.available()`, see `MODEL_NAMES`, on its
-smallest input) x transformations:
+differ; one model of each family and block type of `jaxnets.models.available()`, see `MODEL_NAMES` and
+`BLOCK_MODELS`, on its smallest input) x transformations:
 
 - "jit": `jax.jit(f)` equals `f` (eager).
 - "grad_jvp": `jax.grad` and `jax.jvp` agree: `<u, J v>` (jvp) = `<J^T u, v>` (vjp/grad) for random u, v.
@@ -26,12 +26,16 @@ import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
+import flax.linen as flax_nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxnets.nn as jnn
 from jaxnets import layers, models
+from jaxnets.models.googlenet import BasicConv2d, Inception, InceptionAux
+from jaxnets.models.resnet import ResNet
 
 KEY = jax.random.key(0)
 
@@ -113,22 +117,53 @@ LAYER_CASES = _layer_cases()
 
 
 # ----------------------------------------------------------------------------------------------
-# models: every registered name on its smallest input, batch 2, training mode (batch statistics)
+# models: one per family and block type, on its smallest input, batch 2, training mode (batch statistics)
 # ----------------------------------------------------------------------------------------------
 FAST_MODELS = ("mlp", "lenet5")  # the rest (conv nets at 32x32: tens of seconds per check) are @pytest.mark.slow
 # One model per family and block type: the deeper members (resnet34-152, se_resnet34/50, vgg13-19) are built
 # from exactly these blocks (BasicBlock, Bottleneck with groups, SE, the VGG stack), so the matrix covers
 # every module code path; each deeper member's jit + grad step runs in tests/models/test_registry_basic.py.
 # Every model's forward compiles once per check, so all 22 would cost tens of minutes of XLA compilation.
-MODEL_NAMES = ("mlp", "lenet5", "alexnet", "nin", "vgg11", "vgg11_bn", "googlenet", "resnet18", "resnet50",
-               "resnext50_32x4d", "se_resnet18")
+MODEL_NAMES = ("mlp", "lenet5", "alexnet", "nin", "vgg11", "vgg11_bn", "resnet18")
+
+
+class InceptionNet(flax_nn.Module):
+    """GoogLeNet's modules at the smallest scale: a BasicConv2d stem, two Inception blocks (the second after
+    a ceil-mode max pool, as in GoogLeNet), its auxiliary head and its main head (global pool, dropout, Dense);
+    the logits are the main head's plus the auxiliary head's."""
+
+    @flax_nn.compact
+    def __call__(self, x, *, train, mask=None):
+        x = BasicConv2d(8, 3, padding=1)(x, train=train, mask=mask)
+        x = Inception(4, 4, 8, 2, 4, 4)(x, train=train, mask=mask)
+        aux = InceptionAux(3)(x, train=train, mask=mask)
+        x = jnn.MaxPool(3, stride=2, ceil_mode=True)(x)
+        x = Inception(8, 4, 8, 2, 4, 4)(x, train=train, mask=mask)
+        x = jnn.Dropout(0.2)(jnn.GlobalAvgPool()(x), train=train)
+        return jnn.Dense(3)(x) + aux
+# The Bottleneck (ResNet-50+), grouped Bottleneck (ResNeXt) and SE blocks in the smallest ResNet that has them
+# (one block per stage), and GoogLeNet's BasicConv2d/Inception/InceptionAux in a two-block net: the same module
+# code as resnet50 / resnext50_32x4d / se_resnet* / googlenet, at a fraction of the compile time (GoogLeNet
+# itself: about 5 CPU-minutes for the six checks). {name: (family, factory)}.
+BLOCK_MODELS = {
+    "resnet_bottleneck": ("resnet", lambda: ResNet(stage_sizes=(1, 1, 1, 1), bottleneck=True, variant="cifar",
+                                                   num_classes=3)),
+    "resnext_bottleneck": ("resnext", lambda: ResNet(stage_sizes=(1, 1, 1, 1), bottleneck=True, groups=32,
+                                                     width_per_group=4, variant="cifar", num_classes=3)),
+    "se_resnet_basic": ("se_resnet", lambda: ResNet(stage_sizes=(1, 1, 1, 1), se_reduction=16, variant="cifar",
+                                                    num_classes=3)),
+    "googlenet_blocks": ("googlenet", InceptionNet),
+}
 
 
 @functools.cache
 def _model_case(name: str) -> Case:
     variant = "mnist" if name in ("mlp", "lenet5") else "cifar"
-    shape = (2, 28, 28, 1) if variant == "mnist" else (2, 32, 32, 3)
-    model = models.create(name, variant=variant, num_classes=3)
+    # The smallest input each model takes (the checks' cost grows with it): VGG's five pools need 32x32,
+    # AlexNet's 16x16; the fully convolutional nets with global pooling run at 8x8.
+    size = 28 if variant == "mnist" else {"vgg11": 32, "vgg11_bn": 32, "alexnet": 16}.get(name, 8)
+    shape = (2, size, size, 1 if variant == "mnist" else 3)
+    model = BLOCK_MODELS[name][1]() if name in BLOCK_MODELS else models.create(name, variant=variant, num_classes=3)
     x = _normal(30, shape)
     variables = model.init(jax.random.key(1), x, train=False)
     rest = {k: v for k, v in variables.items() if k != "params"}
@@ -178,6 +213,12 @@ def _on_first_entries(f, x, k=4):
     return (lambda v: f(jnp.concatenate([v, flat[k:]]).reshape(x.shape))), flat[:k]
 
 
+# These checks are bound by XLA's compile time, not by compute: skip LLVM's expensive passes (as
+# tests/models/test_registry_basic.py does). The identities checked hold whatever the optimisation level.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+_jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+
+
 def check_jit(case, rtol):
     _close(jax.jit(case.fn)(*case.args), case.fn(*case.args), rtol)
 
@@ -185,8 +226,8 @@ def check_jit(case, rtol):
 def check_grad_jvp(case, rtol):
     u = _normal(41, jax.eval_shape(case.fn, *case.args).shape)
     v = _tree_normal(60, case.args)
-    _, jv = jax.jit(lambda a, t: jax.jvp(case.fn, a, t))(case.args, v)
-    grads = jax.jit(jax.grad(lambda *a: jnp.vdot(u, case.fn(*a)), argnums=tuple(range(len(case.args)))))(*case.args)
+    _, jv = _jit(lambda a, t: jax.jvp(case.fn, a, t))(case.args, v)
+    grads = _jit(jax.grad(lambda *a: jnp.vdot(u, case.fn(*a)), argnums=tuple(range(len(case.args)))))(*case.args)
     assert all(jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads))
     _close(jnp.vdot(u, jv), _vdot(grads, v), rtol)
 
@@ -194,37 +235,39 @@ def check_grad_jvp(case, rtol):
 def check_jacfwd(case, rtol):
     x, *params = case.args
     g, v0 = _on_first_entries(lambda x_: case.fn(x_, *params).ravel(), x)
-    _close(jax.jit(jax.jacfwd(g))(v0), jax.jit(jax.jacrev(g))(v0), rtol)
+    _close(_jit(jax.jacfwd(g))(v0), _jit(jax.jacrev(g))(v0), rtol)
 
 
 def check_hessian(case, rtol):
     x, *params = case.args
     g, v0 = _on_first_entries(lambda x_: _loss(case)(x_, *params), x)
-    h = jax.jit(jax.hessian(g))(v0)
+    h = _jit(jax.hessian(g))(v0)
     assert h.shape == (4, 4)
-    _close(h, jax.jit(jax.jacrev(jax.jacrev(g)))(v0), rtol)
+    _close(h, _jit(jax.jacrev(jax.jacrev(g)))(v0), rtol)
 
 
 def check_grad_of_grad(case, rtol):
     """grad(|grad L|^2 / 2) (reverse over reverse) = H grad L (jvp of grad: forward over reverse)."""
     loss = _loss(case)
     grad = jax.grad(lambda a: loss(*a))
-    gg = jax.jit(jax.grad(lambda a: 0.5 * _vdot(grad(a), grad(a))))(case.args)
-    hvp = jax.jit(lambda a: jax.jvp(grad, (a,), (grad(a),))[1])(case.args)
+    gg = _jit(jax.grad(lambda a: 0.5 * _vdot(grad(a), grad(a))))(case.args)
+    hvp = _jit(lambda a: jax.jvp(grad, (a,), (grad(a),))[1])(case.args)
     _close(gg, hvp, rtol)
 
 
 def check_vmap_x(case, rtol):
     x, *params = case.args
     xs = jnp.stack([x, x * 0.7 + 0.1])
-    _close(jax.vmap(lambda x_: case.fn(x_, *params))(xs), jnp.stack([case.fn(x_, *params) for x_ in xs]), rtol)
+    one = _jit(lambda x_: case.fn(x_, *params))  # the loop runs one compiled program
+    _close(_jit(jax.vmap(lambda x_: case.fn(x_, *params)))(xs), jnp.stack([one(x_) for x_ in xs]), rtol)
 
 
 def check_vmap_params(case, rtol):
     x, *params = case.args
     ensemble = [params, [_second_params(i, p) for i, p in enumerate(params)]]
     stacked = jax.tree.map(lambda *p: jnp.stack(p), *ensemble)
-    _close(jax.vmap(lambda p: case.fn(x, *p))(stacked), jnp.stack([case.fn(x, *p) for p in ensemble]), rtol)
+    one = _jit(lambda p: case.fn(x, *p))
+    _close(_jit(jax.vmap(lambda p: case.fn(x, *p)))(stacked), jnp.stack([one(p) for p in ensemble]), rtol)
 
 
 CHECKS = {"jit": check_jit, "grad_jvp": check_grad_jvp, "jacfwd": check_jacfwd, "hessian": check_hessian,
@@ -239,7 +282,7 @@ def _matrix():
                     check == "vmap_params" and len(case.args) == 1):
                 continue
             yield pytest.param("layer", name, check, id=f"{name}-{check}")
-    for name in MODEL_NAMES:
+    for name in MODEL_NAMES + tuple(BLOCK_MODELS):
         for check in MODEL_CHECKS:
             marks = () if name in FAST_MODELS else (pytest.mark.slow,)
             yield pytest.param("model", name, check, id=f"model_{name}-{check}", marks=marks)
@@ -252,7 +295,8 @@ def test_model_names_cover_every_family():
         return re.sub(r"\d.*$", "", name)
 
     assert set(MODEL_NAMES) <= set(models.available())
-    assert {family(n) for n in models.available()} == {family(n) for n in MODEL_NAMES}
+    covered = {family(n) for n in MODEL_NAMES} | {f for f, _ in BLOCK_MODELS.values()}
+    assert {family(n) for n in models.available()} == covered
 
 
 @pytest.mark.parametrize("kind,name,check", list(_matrix()))
