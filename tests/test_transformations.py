@@ -124,7 +124,7 @@ FAST_MODELS = ("mlp", "lenet5")  # the rest (conv nets at 32x32: tens of seconds
 # from exactly these blocks (BasicBlock, Bottleneck with groups, SE, the VGG stack), so the matrix covers
 # every module code path; each deeper member's jit + grad step runs in tests/models/test_registry_basic.py.
 # Every model's forward compiles once per check, so all 22 would cost tens of minutes of XLA compilation.
-MODEL_NAMES = ("mlp", "lenet5", "alexnet", "nin", "vgg11", "vgg11_bn", "resnet18")
+MODEL_NAMES = ("mlp", "lenet5", "alexnet", "nin", "vgg11_bn", "resnet18")  # vgg11_bn: the vgg stack, BN too
 
 
 class InceptionNet(flax_nn.Module):
@@ -161,7 +161,7 @@ def _model_case(name: str) -> Case:
     variant = "mnist" if name in ("mlp", "lenet5") else "cifar"
     # The smallest input each model takes (the checks' cost grows with it): VGG's five pools need 32x32,
     # AlexNet's 16x16; the fully convolutional nets with global pooling run at 8x8.
-    size = 28 if variant == "mnist" else {"vgg11": 32, "vgg11_bn": 32, "alexnet": 16}.get(name, 8)
+    size = 28 if variant == "mnist" else {"vgg11_bn": 32, "alexnet": 16}.get(name, 8)
     shape = (2, size, size, 1 if variant == "mnist" else 3)
     model = BLOCK_MODELS[name][1]() if name in BLOCK_MODELS else models.create(name, variant=variant, num_classes=3)
     x = _normal(30, shape)
