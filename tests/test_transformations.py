@@ -119,7 +119,7 @@ LAYER_CASES = _layer_cases()
 # ----------------------------------------------------------------------------------------------
 # models: one per family and block type, on its smallest input, batch 2, training mode (batch statistics)
 # ----------------------------------------------------------------------------------------------
-FAST_MODELS = ("mlp", "lenet5")  # the rest (conv nets at 32x32: tens of seconds per check) are @pytest.mark.slow
+FAST_MODELS = ("mlp", "lenet5")  # their cheap checks run in the fast loop; every other model check is @pytest.mark.slow
 # One model per family and block type: the deeper members (resnet34-152, se_resnet34/50, vgg13-19) are built
 # from exactly these blocks (BasicBlock, Bottleneck with groups, SE, the VGG stack), so the matrix covers
 # every module code path; each deeper member's jit + grad step runs in tests/models/test_registry_basic.py.
@@ -284,7 +284,7 @@ def _matrix():
             yield pytest.param("layer", name, check, id=f"{name}-{check}")
     for name in MODEL_NAMES + tuple(BLOCK_MODELS):
         for check in MODEL_CHECKS:
-            marks = () if name in FAST_MODELS else (pytest.mark.slow,)
+            marks = () if name in FAST_MODELS and check in ("jit", "vmap_x", "vmap_params") else (pytest.mark.slow,)
             yield pytest.param("model", name, check, id=f"model_{name}-{check}", marks=marks)
 
 

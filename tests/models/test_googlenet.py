@@ -76,6 +76,7 @@ def test_inception_branch_widths():
 
 
 # LLVM optimisation level 0 halves XLA's CPU compile time of the training step (see test_resnet.py).
+@pytest.mark.slow
 def test_training_step_cifar_with_aux_heads(rng):
     model = models.create("googlenet", variant="cifar", aux_logits=True)
     x = jnp.asarray(rng.standard_normal((2, 32, 32, 3)), jnp.float32)

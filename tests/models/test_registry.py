@@ -84,6 +84,7 @@ def test_defaults():
         models.defaults("resnet19")
 
 
+@pytest.mark.slow
 def test_no_import_cycle():
     """Each model file imports the registry, not the package: importing one first works, and the package's
     __init__ imports its submodules at the top (no `noqa: E402`)."""

@@ -38,7 +38,8 @@ def test_every_name_is_registered():
     assert set(RESNET_NAMES) <= set(models.available())
 
 
-@pytest.mark.parametrize("name", RESNET_NAMES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow if n in ("resnet101", "resnet152") else ())
+                                  for n in RESNET_NAMES])  # the deepest two: ImageNet-size traces, slow
 def test_imagenet_parameter_count_and_output_shape(name):
     model = models.create(name)
     x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
@@ -99,8 +100,8 @@ def train_step_and_eval(model, variables, x, labels):
 # resnet34/101/152 and se_resnet34 are the blocks of resnet18/50 and se_resnet18 stacked deeper (their
 # construction is checked by the parameter counts above); their training steps only add XLA compile time to
 # the suite (150 s), so they are left out.
-@pytest.mark.parametrize("name", [n for n in RESNET_NAMES if n not in ("resnet34", "se_resnet34", "resnet101",
-                                                                        "resnet152")])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in ("resnet18",) else pytest.mark.slow)
+                                  for n in RESNET_NAMES if n not in ("resnet34", "se_resnet34", "resnet101", "resnet152")])
 def test_training_step_cifar(name, rng):
     model = models.create(name, variant="cifar")
     # XLA's CPU gradient of grouped convs is slow (ResNeXt: 18 s at 32x32, 5 s at 16x16); 16x16 still runs

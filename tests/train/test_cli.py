@@ -106,6 +106,7 @@ def test_flag_choices_come_from_the_library():
     assert tuple(choices["parallel"]) == ("auto", *parallel.MODES)
 
 
+@pytest.mark.slow
 def test_bfloat16_run_trains_and_is_recorded(tmp_path, capsys):
     """--precision bfloat16 trains (3 epochs on 450 digits: float32 measured 52% validation accuracy and train
     loss 2.30 -> 2.19, bfloat16 56% and 2.30 -> 2.19) and config.json records it, so a resume in another

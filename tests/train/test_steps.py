@@ -326,7 +326,8 @@ class NoMaskNoBN(nn.Module):
 
 
 @pytest.mark.parametrize("name, options", [("mlp", dict(hidden=(8, 8), batch_norm_layers=2)),
-                                           ("resnet18", dict(variant="cifar", num_classes=_tiny.NUM_CLASSES))])
+                                           pytest.param("resnet18", dict(variant="cifar", num_classes=_tiny.NUM_CLASSES),
+                                                        marks=pytest.mark.slow)])
 def test_registry_models_take_the_mask(name, options):
     """A registered model threads `mask` to its BatchNorm layers: padded + mask == the valid rows alone."""
     from jaxnets import models
