@@ -143,12 +143,6 @@ def test_fast_path_is_used_only_without_mask_and_axis_name(rng, monkeypatch):
     assert len(calls) == 1
 
 
-@pytest.fixture
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
 
 
 _paths = normalization.closed_form_derivative  # `with _paths(True)`: the custom-JVP path; False: autodiff

@@ -139,7 +139,7 @@ def test_check_input_before_tracing():
 ])
 def test_check_input_layout_raises(shape, expected, layout, match):
     with pytest.raises(ValueError, match=r"f: x of shape .*" + match):
-        check_input_layout("f", "x", shape, expected, layout=layout)
+        assert check_input_layout("f", "x", shape, expected, layout=layout) is None  # raises on a layout mix-up
 
 
 @pytest.mark.parametrize("shape, expected, layout", [
@@ -150,4 +150,4 @@ def test_check_input_layout_raises(shape, expected, layout, match):
     ((2, 10), (10,), None),                  # not an image
 ])
 def test_check_input_layout_passes(shape, expected, layout):
-    check_input_layout("f", "x", shape, expected, layout=layout)
+    assert check_input_layout("f", "x", shape, expected, layout=layout) is None  # raises on a layout mix-up
