@@ -97,4 +97,4 @@ def test_every_case_is_exercised_with_a_valid_int():
              "compute_fans.shape": 2, "he_normal.shape": 2, "normal.shape": 2, "zeros.shape": 2,
              "pytorch_default_bias.fan_in": 3, "init_layer_norm.normalized_shape_entry": 2}
     for case_id, _, call in CASES:
-        call(valid.get(case_id, 2))
+        assert call(valid.get(case_id, 2)) is not None, case_id  # a layer, module, array or initializer
