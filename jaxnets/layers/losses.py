@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
 
-from jaxnets.checks import check_array, check_bool, check_choice, check_int, check_real
+from jaxnets.checks import check_array, check_bool, check_choice, check_int, check_real, check_real_or_array, concrete_or_none
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -123,8 +123,30 @@ def _gather_classes(values: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.take_along_axis(values, index[..., None], axis=-1, mode="fill", fill_value=jnp.nan)[..., 0]
 
 
+def _check_smoothing(fn: str, label_smoothing):
+    """A float in [0, 1], or a traced scalar array (a concrete array is checked and returned as a float)."""
+    label_smoothing = check_real_or_array(fn, "label_smoothing", label_smoothing, minimum=0.0, maximum=1.0)
+    if isinstance(label_smoothing, float):
+        return label_smoothing
+    if jnp.shape(label_smoothing):
+        raise ValueError(f"{fn}: label_smoothing must be a scalar, got an array of shape "
+                         f"{tuple(jnp.shape(label_smoothing))}.")
+    concrete = concrete_or_none(label_smoothing)
+    return label_smoothing if concrete is None else float(concrete)
+
+
+def _smooths(label_smoothing) -> bool:
+    """Whether the smoothing term is computed: a float > 0, or a traced value (whose 0 gives the unsmoothed loss)."""
+    return not isinstance(label_smoothing, float) or label_smoothing > 0.0
+
+
+def _as_dtype(value, dtype):
+    """A float as is (weakly typed); a traced value cast to `dtype` (so strict promotion holds)."""
+    return value if isinstance(value, float) else jnp.asarray(value, dtype)
+
+
 def _class_index_loss(log_probs: jax.Array, labels: jax.Array, weights, ignore_index: int,
-                      label_smoothing: float) -> tuple[jax.Array, jax.Array]:
+                      label_smoothing) -> tuple[jax.Array, jax.Array]:
     """Per-sample losses and the weighted-mean denominator for integer labels (PyTorch's nll / smoothing).
 
     `loss_i = (1 - eps) * (-w[y_i] log p_{i, y_i}) + eps / K * sum_c (-w_c log p_{i, c})`, zero where
@@ -136,10 +158,11 @@ def _class_index_loss(log_probs: jax.Array, labels: jax.Array, weights, ignore_i
     target_weight = 1.0 if weights is None else _gather_classes(weights, safe)
     target_weight = jnp.where(keep, jnp.broadcast_to(target_weight, labels.shape), 0.0).astype(log_probs.dtype)
     loss = -target_weight * _gather_classes(log_probs, safe)
-    if label_smoothing > 0.0:
+    if _smooths(label_smoothing):
+        eps = _as_dtype(label_smoothing, log_probs.dtype)
         weighted = log_probs if weights is None else log_probs * weights
         smooth = jnp.where(keep, -jnp.sum(weighted, axis=-1), 0.0)
-        loss = (1.0 - label_smoothing) * loss + (label_smoothing / num_classes) * smooth
+        loss = (1.0 - eps) * loss + (eps / num_classes) * smooth
     return loss, jnp.sum(target_weight)
 
 
@@ -162,7 +185,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *, weights: jax.Array | 
       labels: integer class indices of shape `logits.shape[:-1]` in `[0, K)` (others give nan), or
         floating class probabilities of the shape of `logits`.
       weights: optional per-class weights `[K]`.
-      label_smoothing: `eps` in [0, 1].
+      label_smoothing: `eps` in [0, 1]: a float, or a scalar array that may be traced (one value per
+        member of a `jax.vmap`-ped population; checked only when concrete).
       ignore_index: integer label whose samples are ignored (PyTorch's default -100); must be negative
         (unused) with probability targets, as in PyTorch.
       reduction: `"mean"`, `"sum"` or `"none"` (losses of shape `logits.shape[:-1]`).
@@ -180,7 +204,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *, weights: jax.Array | 
     logits, labels = _arrays(fn, logits=logits, labels=labels)
     ignore_index = check_int(fn, "ignore_index", ignore_index)
     num_classes = _check_logits(fn, "logits", logits)
-    label_smoothing = check_real(fn, "label_smoothing", label_smoothing, minimum=0.0, maximum=1.0)
+    label_smoothing = _check_smoothing(fn, label_smoothing)
     weights = _check_class_weights(fn, "weights", weights, num_classes, logits.dtype)
     prob_targets = jnp.issubdtype(labels.dtype, jnp.floating)
     if prob_targets:
@@ -193,8 +217,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *, weights: jax.Array | 
     log_probs = jax.nn.log_softmax(logits, axis=-1)  # max-subtracted log-sum-exp: finite for any finite logits
     if prob_targets:
         targets = labels.astype(logits.dtype)
-        if label_smoothing > 0.0:
-            targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+        if _smooths(label_smoothing):
+            eps = _as_dtype(label_smoothing, targets.dtype)
+            targets = targets * (1.0 - eps) + eps / num_classes
         weighted = log_probs if weights is None else log_probs * weights
         return _reduce(-jnp.sum(weighted * targets, axis=-1), reduction)
     loss, weight_sum = _class_index_loss(log_probs, labels, weights, ignore_index, label_smoothing)

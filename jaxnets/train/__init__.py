@@ -17,3 +17,5 @@ from jaxnets.train.checkpoint import CheckpointError, Checkpoints
 from jaxnets.train.evaluation import ensemble_predict, evaluate, tta_predict
 from jaxnets.train.fit import fit
 from jaxnets.train.history import EarlyStopping, History, NonFiniteLossError, plot_history
+# population.py: fit(seeds=, hparams=) trains a population; its stacked state and members
+from jaxnets.train.population import POPULATION_MODES, PopulationOptimizer, population_members, unstack

@@ -71,7 +71,7 @@ _all_finite = jax.jit(all_finite)
 # ----------------------------------------------------------------------------------------------
 # helpers: arguments, resume, one epoch, records
 # ----------------------------------------------------------------------------------------------
-def _check_arguments(fn: str, *, epochs, optimizer, seed, early_stopping, val_data, resume, checkpoint_dir) -> None:
+def check_fit_arguments(fn: str, *, epochs, optimizer, seed, early_stopping, val_data, resume, checkpoint_dir) -> None:
     check_positive_int(fn, "epochs", epochs)
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"{fn}: optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}.")
@@ -85,7 +85,7 @@ def _check_arguments(fn: str, *, epochs, optimizer, seed, early_stopping, val_da
         raise ValueError(f"{fn}: resume=True needs checkpoint_dir (the directory of the run to continue).")
 
 
-def _sample_input(data, batches: Batches):
+def sample_input(data, batches: Batches):
     """One example `[1, H, W, C]`, for `TrainState.create` (only its shape and dtype are used)."""
     if isinstance(data, Mapping):
         return np.asarray(data["image"][:1])
@@ -96,7 +96,7 @@ def _sample_input(data, batches: Batches):
     return np.asarray(image[:1])
 
 
-def _check_not_channels_first(fn: str, model: nn.Module, shape: tuple[int, ...]) -> None:
+def check_not_channels_first(fn: str, model: nn.Module, shape: tuple[int, ...]) -> None:
     """ValueError for training images that look like NCHW (`[N, C, H, W]` with C in {1, 3, 4} and a last
     axis that is not a channel count) given to a channels-last model, before the model is initialised
     on them. A model declaring a channels-first `layout` is left alone."""
@@ -108,6 +108,15 @@ def _check_not_channels_first(fn: str, model: nn.Module, shape: tuple[int, ...])
         raise ValueError(f"{fn}: train_data['image'] has shape [N, {', '.join(map(str, shape[1:]))}], which looks like "
                          f"NCHW (channels first), but the model takes NHWC (channels last); transpose the images "
                          f"with x.transpose(0, 2, 3, 1).")
+
+
+def check_same_run(fn: str, directory: str, saved: dict, run: dict) -> None:
+    """ValueError unless the settings `saved` in a checkpoint's meta equal the run's `run` (a resume must
+    continue the same run); the message lists every setting that differs as (saved, now)."""
+    changed = {k: (saved.get(k), run.get(k)) for k in sorted(set(run) | set(saved)) if saved.get(k) != run.get(k)}
+    if changed:
+        raise ValueError(f"{fn}: cannot resume from {directory!r}: the run was saved with different settings, "
+                         f"{{setting: (saved, now)}} = {changed}.")
 
 
 def _resume(fn: str, checkpoints: Checkpoints | None, fresh: TrainState, run: dict, *, resume: bool,
@@ -122,11 +131,7 @@ def _resume(fn: str, checkpoints: Checkpoints | None, fresh: TrainState, run: di
                          f"{checkpoints.epochs()}); pass resume=True to continue that run, or use a new "
                          f"directory.")
     def same_run(meta: dict) -> None:  # checked before the arrays, whose tree may differ (loss_scale)
-        saved = meta["run"]
-        changed = {k: (saved.get(k), run.get(k)) for k in sorted(set(run) | set(saved)) if saved.get(k) != run.get(k)}
-        if changed:
-            raise ValueError(f"{fn}: cannot resume from {checkpoints.directory!r}: the run was saved with "
-                             f"different settings, {{setting: (saved, now)}} = {changed}.")
+        check_same_run(fn, checkpoints.directory, meta["run"], run)
 
     # The newest intact epoch: a damaged newer one is skipped with a warning (and set aside as <epoch>.corrupt).
     state, meta, _ = checkpoints.restore_latest_intact(fresh, check_meta=same_run)
@@ -175,7 +180,7 @@ def _train_epoch(steps: CompiledSteps, state: TrainState, batches: Batches, epoc
 
 
 def _non_finite(fn: str, host: list[dict], bad: int, step: int, epoch: int, num_batches: int,
-                checkpoints: Checkpoints | None) -> NonFiniteLossError:
+                checkpoints: Checkpoints | None, history: History) -> NonFiniteLossError:
     """The error for a non-finite loss at the epoch's step `bad` (0-based; `step` = the epoch's first step)."""
     latest = None if checkpoints is None else checkpoints.latest()
     good = None if latest is None else checkpoints.path(latest)
@@ -187,7 +192,7 @@ def _non_finite(fn: str, host: list[dict], bad: int, step: int, epoch: int, num_
     return NonFiniteLossError(
         f"{fn}: {what} at step {step + bad} (epoch {epoch + 1}, batch {bad + 1} of {num_batches}); training "
         f"stopped. Lower the learning rate or clip the gradients; {where}.",
-        step=step + bad, epoch=epoch + 1, batch=bad + 1, checkpoint=good)
+        step=step + bad, epoch=epoch + 1, batch=bad + 1, checkpoint=good, history=history)
 
 
 def _train_and_validate(fn: str, steps: CompiledSteps, placed: TrainState, step: int, epoch: int, *,
@@ -215,7 +220,7 @@ def _train_and_validate(fn: str, steps: CompiledSteps, placed: TrainState, step:
                                                  steps.get_state(placed).batch_stats))):
             bad = len(host) - 1  # finite losses but non-finite parameters after the last update
         if bad is not None:
-            raise _non_finite(fn, host, bad, step, epoch, len(train_batches), checkpoints)
+            raise _non_finite(fn, host, bad, step, epoch, len(train_batches), checkpoints, history)
         loss, correct, count = metric_sums(finite)
         history.train_loss.append(loss / count)
         history.train_error.append(1.0 - correct / count)
@@ -272,7 +277,8 @@ def _save_epoch(checkpoints: Checkpoints | None, epoch: int, state: TrainState, 
 # fit
 # ----------------------------------------------------------------------------------------------
 def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size: int | None = None,
-        optimizer: optax.GradientTransformation, seed: int = 0, loss_fn: Callable = cross_entropy,
+        optimizer: optax.GradientTransformation | Callable, seed: int | None = None,
+        loss_fn: Callable = cross_entropy,
         augment: Callable | None = None, preprocess: Callable | None = None,
         learning_rate: float | optax.Schedule | None = None, early_stopping: EarlyStopping | None = None,
         checkpoint_dir: str | os.PathLike | None = None, keep: int = 3, resume: bool = False,
@@ -280,7 +286,9 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         log_dir: str | os.PathLike | None = None,
         on_epoch_end: Callable[[int, History], None] | None = None,
         precision=None, compiler_options="auto", initial_variables=None,
-        drop_last: bool = True, plateau: ReduceLROnPlateau | None = None) -> tuple[TrainState, History]:
+        drop_last: bool = True, plateau: ReduceLROnPlateau | None = None, seeds: Sequence[int] | None = None,
+        hparams: Mapping[str, Sequence[float]] | None = None, population: str = "vmap"
+        ) -> tuple[TrainState, History]:
     """Train `model` for `epochs` epochs; return the final state and the per-epoch `History`.
 
     Each epoch visits the training data in an order fixed by `(seed, epoch)` (`Batches.epoch`), runs
@@ -302,8 +310,11 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
       epochs: total number of epochs (a resumed run continues up to it), int >= 1.
       batch_size: examples per (global) batch; required for dict data (must not exceed the training
         examples), optional for `Batches` (must then equal theirs).
-      optimizer: an `optax.GradientTransformation` (e.g. `jaxnets.train.optimizer(...)`).
-      seed: the run's integer seed: parameter initialisation, dropout/augmentation keys, batch order.
+      optimizer: an `optax.GradientTransformation` (e.g. `jaxnets.train.optimizer(...)`); for a population
+        whose `hparams` name optimizer hyperparameters, a function `hp -> GradientTransformation` (see
+        `hparams`).
+      seed: the run's integer seed (default 0): parameter initialisation, dropout/augmentation keys, batch
+        order. Not together with `seeds`.
       loss_fn, augment, preprocess: passed to `make_train_step` / `make_eval_step`.
       learning_rate: the optimizer's learning rate (float or schedule), only to record it in
         `History.learning_rate`; without it the rate is read from an `optax.inject_hyperparams`
@@ -344,6 +355,23 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         `train_loss`); `optimizer` must end with `plateau.transform()`. Its new rate is written into the
         optimizer state (no recompilation), recorded in `History.learning_rate`, and its counters are
         checkpointed with the run.
+      seeds, hparams: train a POPULATION (`jaxnets.train.population`): every combination of a seed in
+        `seeds` (a list of distinct non-negative ints; default `[seed]`) and a grid point of `hparams` (a
+        dict of hyperparameter name -> list of values; the grid is the cartesian product in the dict's
+        key order; default one grid point `{}`), as one program vmapped over a leading run axis R. Member
+        `r = g * len(seeds) + i` has seed `seeds[i]` and grid point `g` (`population_members`). The
+        names `label_smoothing` (passed to `loss_fn`) and `dropout_rate` (the `dropout` attribute of the
+        model) are applied by `fit`; every other name is a keyword of the hyperparameter dict `hp` that
+        `optimizer(hp)` reads, e.g. `optimizer=lambda hp: train.optimizer("sgd",
+        learning_rate=hp["learning_rate"], momentum=0.9)`. Each member has its own initialisation, batch
+        order, dropout/augmentation keys, hyperparameters, optimizer state and BatchNorm statistics; a
+        member whose loss turns non-finite is recorded (`History.diverged`) and frozen while the others
+        train on; early stopping applies to each member. The returned `state` carries the leading
+        axis R (`train.unstack(state, r)` gives member r) and every per-epoch metric of `history` one
+        value per member. With neither `seeds` nor `hparams`, `fit` trains one run exactly as before.
+      population: how a population runs: "vmap" (default: one compiled program over all members) or
+        "sequential" (the members one after another at every step, each with the same program compiled
+        for a run axis of one; the same results up to float32 reduction order).
 
     Returns: `(state, history)`. `state` holds one copy of every array (pmap's device axis removed).
       Without early stopping it is the state after the last epoch. With early stopping it is the
@@ -358,7 +386,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         incomplete); a damaged newer epoch with an intact older one is skipped with a warning instead.
       NonFiniteLossError: a training step's loss is nan or inf (or the parameters are after an
         epoch). The message names the step; the last good checkpoint (if any) is left untouched, and
-        `history.json` holds the completed epochs.
+        `history.json` and the error's `history` attribute hold the completed epochs. For a population,
+        only when EVERY member has diverged.
       ValueError / TypeError: bad arguments, named in the message (e.g. a batch size larger than the
         training set, an early-stopping monitor on validation data without `val_data`, existing
         checkpoints without `resume=True`, a checkpoint from a run with another seed or batch size); a
@@ -372,7 +401,21 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
     PyTorch: the usual `for epoch: for x, y in loader: ...` loop with `torch.save` checkpoints.
     """
     fn = "fit"
-    _check_arguments(fn, epochs=epochs, optimizer=optimizer, seed=seed, early_stopping=early_stopping,
+    if seeds is not None or hparams is not None:
+        from jaxnets.train.population import fit_population  # population.py builds on this module's helpers
+
+        return fit_population(
+            model, train_data, seeds=seeds, hparams=hparams, population=population, val_data=val_data,
+            epochs=epochs, batch_size=batch_size, optimizer=optimizer, seed=seed, loss_fn=loss_fn, augment=augment,
+            preprocess=preprocess, learning_rate=learning_rate, early_stopping=early_stopping,
+            checkpoint_dir=checkpoint_dir, keep=keep, resume=resume, progress=progress, parallel=parallel,
+            devices=devices, log_dir=log_dir, on_epoch_end=on_epoch_end, precision=precision,
+            compiler_options=compiler_options, initial_variables=initial_variables, drop_last=drop_last,
+            plateau=plateau)
+    if population != "vmap":
+        raise ValueError(f"{fn}: population={population!r} applies to a population only (pass seeds= or hparams=).")
+    seed = 0 if seed is None else seed
+    check_fit_arguments(fn, epochs=epochs, optimizer=optimizer, seed=seed, early_stopping=early_stopping,
                      val_data=val_data, resume=resume, checkpoint_dir=checkpoint_dir)
     check_bool(fn, "drop_last", drop_last)
     if plateau is not None and not isinstance(plateau, ReduceLROnPlateau):
@@ -401,8 +444,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         run["precision"] = str(policy)  # only then, so a float32 run resumes from checkpoints without the key
     if not drop_last and not isinstance(train_data, Batches):
         run["drop_last"] = False  # only then, so a drop_last run resumes from checkpoints without the key
-    sample = _sample_input(train_data, train_batches)
-    _check_not_channels_first(fn, model, sample.shape)
+    sample = sample_input(train_data, train_batches)
+    check_not_channels_first(fn, model, sample.shape)
     fresh = TrainState.create(model, optimizer, sample, seed, precision=policy, variables=initial_variables)
     check_model_data(fn, fresh, "train_data", train_data, preprocess=preprocess)
     if val_data is not None:

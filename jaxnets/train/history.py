@@ -62,6 +62,10 @@ class History:
     wall_time: list[float] = dataclasses.field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    # A population (`fit(seeds=..., hparams=...)`): the members `{"seed": s, **hp}` and, per member, None or
+    # `{"step", "epoch"}` of its divergence; both None for a single run. (Minimal: the reporting branch owns these.)
+    runs: list | None = None
+    diverged: list | None = None
 
     _LISTS = ("train_loss", "train_error", "val_loss", "val_error", "learning_rate", "images_per_sec",
               "wall_time")
@@ -72,20 +76,33 @@ class History:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (non-finite floats as None)."""
-        out: dict[str, Any] = {name: [json_float(v) for v in getattr(self, name)] for name in self._LISTS}
+        def value(v):
+            return [json_float(x) for x in v] if isinstance(v, (list, tuple)) else json_float(v)
+
+        out: dict[str, Any] = {name: [value(v) for v in getattr(self, name)] for name in self._LISTS}
         out["best_epoch"], out["stopped_early"] = self.best_epoch, self.stopped_early
+        if self.runs is not None:
+            out["runs"], out["diverged"] = self.runs, self.diverged
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> History:
         """Inverse of `to_dict` (None read as nan). Raises ValueError for unknown or missing fields."""
         fields = set(cls._LISTS) | {"best_epoch", "stopped_early"}
-        if not isinstance(data, Mapping) or set(data) != fields:
+        if not isinstance(data, Mapping) or not fields <= set(data) <= fields | {"runs", "diverged"}:
             got = sorted(data) if isinstance(data, Mapping) else type(data).__name__
             raise ValueError(f"History.from_dict: expected the fields {sorted(fields)}, got {got}.")
-        lists = {name: [math.nan if v is None else float(v) for v in data[name]] for name in cls._LISTS}
-        best = data["best_epoch"]
-        return cls(**lists, best_epoch=None if best is None else int(best), stopped_early=bool(data["stopped_early"]))
+
+        def value(v):
+            return [value(x) for x in v] if isinstance(v, list) else (math.nan if v is None else float(v))
+
+        lists = {name: [value(v) for v in data[name]] for name in cls._LISTS}
+        best, stopped = data["best_epoch"], data["stopped_early"]
+        if data.get("runs") is not None:  # a population: one best epoch and one flag per member
+            return cls(**lists, best_epoch=[None if b is None else int(b) for b in best],
+                       stopped_early=[bool(x) for x in stopped], runs=[dict(r) for r in data["runs"]],
+                       diverged=list(data["diverged"]))
+        return cls(**lists, best_epoch=None if best is None else int(best), stopped_early=bool(stopped))
 
     def to_json(self) -> str:
         """The history as strict JSON text (`json.loads` gives `to_dict()`)."""
@@ -136,11 +153,15 @@ class NonFiniteLossError(RuntimeError):
       step: the `TrainState.step` value of the offending step (0-based: the number of updates before it).
       epoch: its 1-based epoch; `batch`: its 1-based batch within the epoch.
       checkpoint: directory of the last good checkpoint (untouched by the failure), or None.
+      history: the `History` of the completed epochs before the failure (set by `fit`; None when
+        raised elsewhere), so that a loop over settings can record the failed run.
     """
 
-    def __init__(self, message: str, *, step: int, epoch: int, batch: int, checkpoint: str | None):
+    def __init__(self, message: str, *, step: int, epoch: int, batch: int, checkpoint: str | None,
+                 history: History | None = None):
         super().__init__(message)
         self.step, self.epoch, self.batch, self.checkpoint = step, epoch, batch, checkpoint
+        self.history = history
 
 
 class BestMetric:
@@ -279,7 +300,7 @@ def plot_history(history: History, path: str | os.PathLike) -> None:
         ax.plot(epochs, scale * np.asarray(getattr(history, f"train_{name}"), float), "o-", label="train")
         if len(getattr(history, f"val_{name}")):
             ax.plot(epochs, scale * np.asarray(getattr(history, f"val_{name}"), float), "s-", label="validation")
-        if history.best_epoch is not None:
+        if isinstance(history.best_epoch, int):
             ax.axvline(history.best_epoch, color="gray", linestyle=":", label=f"best (epoch {history.best_epoch})")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
