@@ -26,6 +26,16 @@ hyperparameters as traced float32 scalars (`jaxnets.train.optimizer` takes trace
 hyperparameter that happens to be 0 keeps its transform (e.g. `momentum=0.0` keeps a momentum trace of
 decay 0, `weight_decay=0.0` adds `0 * p`): the same numbers as leaving it out.
 
+Checked before anything is compiled: the seeds (a list of distinct non-negative ints, not with `seed=`),
+the grid (non-empty lists of distinct finite numbers), `label_smoothing` only with a loss that takes it,
+`dropout_rate` only for a model with a `dropout` attribute whose code accepts a traced rate, optimizer
+hyperparameters only with an optimizer FUNCTION, which is called once with the first member's values
+(an unknown keyword or a hyperparameter it reads but the grid lacks is reported), and every optimizer
+hyperparameter must matter: two grid points that differ only in it must give different updates or
+optimizer states over two updates of the initial parameters with a fixed pseudo-gradient (a function
+that ignores a swept value is an error, not `len(values)` identical members). The estimated memory
+(`population_memory` x members per device, against `available_memory`) must fit.
+
 The engine: the stacked `TrainState` (every array leaf with a leading run axis R, its `tx` a
 `PopulationOptimizer` that knows each member's optimizer) goes through
 `jit(vmap(train_step))` with the member hyperparameters `[R]`, the batch `[R, B, ...]` (or `[B, ...]`
@@ -110,6 +120,9 @@ def _check_hparams(fn: str, hparams) -> dict[str, list[float]]:
         if not isinstance(name, str):
             raise TypeError(f"{fn}: hparams keys must be hyperparameter names (str), got {type(name).__name__} "
                             f"{name!r}.")
+        if name == "seed":
+            raise ValueError(f"{fn}: hparams may not use the name 'seed' (a member's seed comes from seeds=); pass "
+                             f"seeds=[...] instead.")
         if not isinstance(values, (list, tuple)):
             raise TypeError(f"{fn}: hparams[{name!r}] must be a list of numbers, got {type(values).__name__} "
                             f"{values!r}.")

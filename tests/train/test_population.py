@@ -23,6 +23,7 @@ import jaxnets.nn as jnn
 from _state_compare import assert_bitwise_equal, state_leaves
 from _tolerances import FLOAT32, FLOAT32_DEEP_NETWORK
 from jaxnets import data, models
+from jaxnets.data import Batches
 from jaxnets.data.augment import random_flip
 from jaxnets.layers.dropout import dropout
 from jaxnets.layers.losses import cross_entropy
@@ -33,6 +34,8 @@ from jaxnets.train.evaluation import evaluate
 from jaxnets.train.fit import fit
 from jaxnets.train.history import EarlyStopping, History, NonFiniteLossError
 from jaxnets.train.plateau import ReduceLROnPlateau
+from jaxnets.train.state import TrainState
+from jaxnets.train.steps import make_train_step
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -142,13 +145,44 @@ def test_bn_dropout_net_members_equal_single_runs():
 
 @pytest.mark.slow
 def test_resnet18_two_steps_equal_single_runs():
+    """Two steps of ResNet-18 (CIFAR): the member is as close to a float64 reference as the single run is.
+
+    Here no fixed float32 tolerance is honest: at initialisation on random images the gradients of the
+    first layers come out of BatchNorm backward passes that cancel almost exactly, so the two float32
+    programs (plain convolutions; vmapped, i.e. grouped, convolutions) differ by about 2e-4 after two steps,
+    and EACH is about 2.6e-4 (single) and 3.0e-4 (member) away from the same steps in float64 (measured).
+    The test bounds the member's float64 distance by twice the single run's, and checks that the batches,
+    keys and step counts were the same by the float32 last layer (1e-4)."""
     rng = np.random.default_rng(0)
     train_set = {"image": rng.integers(0, 256, (16, 32, 32, 3)).astype(np.uint8),
                  "label": rng.integers(0, 10, 16).astype(np.int32)}
     model = models.create("resnet18", variant="cifar")
-    state, _ = fit(model, train_set, epochs=1, batch_size=8, seeds=[0, 1], optimizer=TX, progress=False)
-    single, _ = fit(model, train_set, epochs=1, batch_size=8, seed=1, optimizer=TX, progress=False)
-    _assert_member_equals(state, 1, single, tol=FLOAT32_DEEP_NETWORK)
+    tx = optimizer("sgd", learning_rate=0.01, momentum=0.9)
+    state, _ = fit(model, train_set, epochs=1, batch_size=8, seeds=[0, 1], optimizer=tx, progress=False)
+    single, _ = fit(model, train_set, epochs=1, batch_size=8, seed=1, optimizer=tx, progress=False)
+    member = unstack(state, 1)
+    assert int(member.step) == int(single.step) == 2
+    np.testing.assert_allclose(member.params["fc"]["kernel"], single.params["fc"]["kernel"], **FLOAT32_DEEP_NETWORK)
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        start = TrainState.create(model, tx, train_set["image"][:1], 1)
+        reference = jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                                 start)
+        reference = reference.replace(opt_state=tx.init(reference.params))
+        step = jax.jit(make_train_step())
+        with jax.numpy_dtype_promotion("standard"):  # x64's int64 argmax against the int32 labels
+            for batch in Batches(train_set, 8, seed=1, prefetch=0).epoch(0):
+                reference, _ = step(reference, {**batch, "mask": np.ones(8, bool)})
+
+        def distance(params):
+            return max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b))))
+                       for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference.params), strict=True))
+
+        assert distance(member.params) <= 2 * distance(single.params), (distance(member.params),
+                                                                        distance(single.params))
+    finally:
+        jax.config.update("jax_enable_x64", previous)
 
 
 def test_sequential_mode_equals_vmap():
@@ -284,7 +318,7 @@ def test_eight_devices_equal_one_device(tmp_path_factory, size):
     out = tmp_path_factory.getbasetemp() / "population_devices.npz"
     if not out.exists():
         env = dict(__import__("os").environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8",
-                   PYTHONPATH=f"{ROOT}:{HERE}")
+                   PYTHONPATH=f"{ROOT}:{HERE}:{HERE.parent}")
         proc = subprocess.run([sys.executable, "-c", _DEVICES_WORKER, str(out), str(HERE)], cwd=HERE, env=env,
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"worker failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
@@ -332,6 +366,7 @@ def test_traced_dropout_rate_and_label_smoothing_equal_the_float_ones(key):
     (dict(hparams={"learning_rate": 0.1}), TypeError, r"hparams\['learning_rate'\] must be a list of numbers"),
     (dict(hparams=[("learning_rate", [0.1])]), TypeError, "hparams must be a dict"),
     (dict(seeds=3), TypeError, "seeds must be a list of distinct non-negative ints"),
+    (dict(hparams={"seed": [1]}), ValueError, "hparams may not use the name .seed."),
     (dict(seeds=[]), ValueError, "seeds must be a non-empty list"),
     (dict(seeds=[0, 0]), ValueError, "seeds must be distinct"),
     (dict(seeds=[-1]), ValueError, "every seed in seeds"),
