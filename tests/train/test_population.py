@@ -307,6 +307,7 @@ _DEVICES_WORKER = textwrap.dedent("""
             for i, leaf in enumerate(state_leaves(state)):
                 out[f"{len(seeds) * 2}/{len(devices)}/{i}"] = leaf
             out[f"{len(seeds) * 2}/{len(devices)}/val_loss"] = np.asarray(history.val_loss)
+            out[f"mesh/{len(seeds) * 2}/{len(devices)}"] = np.asarray(jax.tree.leaves(state.params)[0].sharding.mesh.devices.shape)
     np.savez(sys.argv[1], **out)
 """)
 
@@ -327,6 +328,8 @@ def test_eight_devices_equal_one_device(tmp_path_factory, size):
     one = {k.split("/", 2)[2]: v for k, v in results.items() if k.startswith(f"{size}/1/")}
     eight = {k.split("/", 2)[2]: v for k, v in results.items() if k.startswith(f"{size}/8/")}
     assert one.keys() == eight.keys() and len(one) > 5
+    # ("runs", "batch"): R = 8 puts one member on each device; R = 2 splits each member's batch over 4.
+    assert results[f"mesh/{size}/8"].tolist() == ([8, 1] if size == 8 else [2, 4])
     for k in one:
         np.testing.assert_allclose(eight[k], one[k], **FLOAT32, err_msg=k)
 
