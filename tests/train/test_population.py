@@ -195,6 +195,24 @@ def test_sequential_mode_equals_vmap():
     assert hb.runs == ha.runs
 
 
+def test_padded_last_batch_and_learning_rates_per_member():
+    """drop_last=False (the last batch padded and masked) and History.learning_rate read per member."""
+    train_set = _data(N + 3, 0)
+
+    def injected(hp):
+        return optax.inject_hyperparams(optax.sgd)(learning_rate=hp["learning_rate"], momentum=0.9)
+
+    state, history = fit(MODEL, train_set, epochs=1, batch_size=BATCH, seeds=[0, 1], drop_last=False,
+                         hparams={"learning_rate": [0.05, 0.1]}, optimizer=injected, progress=False)
+    np.testing.assert_allclose(history.learning_rate[0], [0.05, 0.05, 0.1, 0.1], rtol=1e-6)
+    single, single_history = fit(MODEL, train_set, epochs=1, batch_size=BATCH, seed=1, drop_last=False,
+                                 optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9),
+                                 progress=False)
+    assert int(single.step) == N // BATCH + 1
+    _assert_member_equals(state, 3, single)
+    np.testing.assert_allclose(history.train_loss[0][3], single_history.train_loss[0], **FLOAT32)
+
+
 # ---------------------------------------------------------------------------------------------
 # divergence, early stopping, NonFiniteLossError.history
 # ---------------------------------------------------------------------------------------------
