@@ -68,7 +68,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxnets.checks import check_choice, check_int, is_int, is_real
+from jaxnets.checks import check_choice, check_int, is_real
 from jaxnets.cost import summary as cost_summary
 from jaxnets.data.batches import Batches
 from jaxnets.data.validation import check_dataset
@@ -134,7 +134,7 @@ def _check_hparams(fn: str, hparams) -> dict[str, list[float]]:
                             f"{bad[0]!r} in {list(values)}.")
         if not all(math.isfinite(float(v)) for v in values):
             raise ValueError(f"{fn}: hparams[{name!r}] must hold finite numbers, got {list(values)}.")
-        if len(set(float(v) for v in values)) != len(values):
+        if len({float(v) for v in values}) != len(values):
             raise ValueError(f"{fn}: hparams[{name!r}] holds a value twice, {list(values)}; each grid point "
                              f"must be distinct.")
         out[name] = [float(v) for v in values]
