@@ -43,19 +43,33 @@ def _beta_continued_fraction(a: float, b: float, x: float) -> float:
     return h
 
 
+def _log_gamma_ratio(a: float, b: float) -> float:
+    """log(Gamma(a + b) / Gamma(a)); for large `a` by Stirling's series, where `lgamma(a + b) - lgamma(a)`
+    would lose the digits of two nearly equal large numbers."""
+    if a < 100.0:
+        return math.lgamma(a + b) - math.lgamma(a)
+
+    def correction(z: float) -> float:  # Stirling: lgamma(z) = (z - 1/2) log z - z + log(2 pi) / 2 + this
+        return 1.0 / (12.0 * z) - 1.0 / (360.0 * z ** 3) + 1.0 / (1260.0 * z ** 5)
+
+    return b * math.log(a) + (a + b - 0.5) * math.log1p(b / a) - b + correction(a + b) - correction(a)
+
+
 def _t_tail(t: float, df: float) -> float:
     """P(T > t) for t >= 0: I_x(df / 2, 1 / 2) / 2 with x = df / (df + t^2), computed without cancellation."""
-    a, b = 0.5 * df, 0.5
-    x = df / (df + t * t)
-    if x >= 1.0:
+    if t == 0.0:
         return 0.5
-    # log of x^a (1 - x)^b / B(a, b); 1 - x = t^2 / (df + t^2) is computed directly, not as 1 - x
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x)
-                 + b * math.log(t * t / (df + t * t)))
+    a, b = 0.5 * df, 0.5
+    ratio = t * t / df
+    # log of x^a (1 - x)^b / B(a, b), with log x = -log1p(t^2 / df) and 1 - x = t^2 / (df + t^2) written
+    # directly (not as 1 - x, which would cancel)
+    log_front = (_log_gamma_ratio(a, b) - math.lgamma(b) - a * math.log1p(ratio)
+                 + b * (math.log(ratio) - math.log1p(ratio)))
+    x, one_minus_x = 1.0 / (1.0 + ratio), ratio / (1.0 + ratio)
     if x < (a + 1.0) / (a + b + 2.0):
         incomplete = math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
     else:  # the symmetry I_x(a, b) = 1 - I_{1-x}(b, a), where the fraction converges
-        incomplete = 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, t * t / (df + t * t)) / b
+        incomplete = 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, one_minus_x) / b
     return 0.5 * incomplete
 
 
