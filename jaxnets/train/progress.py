@@ -62,7 +62,7 @@ class ProgressBar:
             self._bar = None
 
 
-def population_postfix(loss, accuracy, images_per_sec: float) -> str:
+def population_postfix(loss, accuracy, images_per_sec: float | None = None) -> str:
     """The bar's text for a population: the best, median and worst member by running loss, each with its
     loss and accuracy, and the summed throughput:
     `best 0.1021 (96.9%), median 0.1534 (95.2%), worst 0.4410 (86.0%) of 15, 1.2e+04 img/s`.
@@ -72,13 +72,13 @@ def population_postfix(loss, accuracy, images_per_sec: float) -> str:
 
     Args:
       loss, accuracy: R running values each (accuracy as a fraction).
-      images_per_sec: throughput summed over the members.
+      images_per_sec: throughput summed over the members, or None to leave it out.
     Returns: one line of text.
     """
     loss, accuracy = np.asarray(loss, float).reshape(-1), np.asarray(accuracy, float).reshape(-1)
     finite = np.flatnonzero(np.isfinite(loss))
     bad = loss.size - finite.size
-    tail = (f", {bad} diverged" if bad else "") + f", {images_per_sec:.0f} img/s"
+    tail = (f", {bad} diverged" if bad else "") + ("" if images_per_sec is None else f", {images_per_sec:.0f} img/s")
     if not finite.size:
         return f"no finite loss among {loss.size} members" + tail
     order = finite[np.argsort(loss[finite], kind="stable")]  # ascending loss: best first
