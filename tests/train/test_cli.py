@@ -37,6 +37,7 @@ def test_smoke_run_in_a_subprocess(smoke_run):
         assert os.path.exists(out / name.rstrip("/"))
     config = json.loads((out / "config.json").read_text())
     assert (config["model"], config["optimizer"], config["lr"], config["subset"]) == ("lenet5", "sgd", 0.05, 200)
+    assert "seeds" not in config and "label_smoothing" not in config  # a single run's config.json as before sweeps
     assert len(json.loads((out / "history.json").read_text())["train_loss"]) == 1
 
 
