@@ -21,8 +21,8 @@ import numpy as np
 from jaxnets.checks import check_choice, check_int, check_positive_int, check_real, is_int, is_real
 from jaxnets.train.stats import estimate
 
-__all__ = ["History", "Summary", "GridPointSummary", "PairedDifference", "format_summary", "EarlyStopping", "NonFiniteLossError", "BestMetric", "MONITORS", "plot_history",
-           "write_atomic", "write_text_atomic", "write_logs", "json_float", "learning_rate_of",
+__all__ = ["History", "Summary", "GridPointSummary", "PairedDifference", "format_summary", "EarlyStopping",
+           "NonFiniteLossError", "BestMetric", "MONITORS", "plot_history", "write_atomic", "write_text_atomic", "write_logs", "json_float", "learning_rate_of",
            "remove_stale_temporaries"]
 
 MONITORS = ("val_loss", "val_error", "train_loss", "train_error")
@@ -104,8 +104,7 @@ class History:
         out["best_epoch"] = [None if b is None else int(b) for b in self.best_epoch]
         out["stopped_early"] = [bool(s) for s in self.stopped_early]
         out["runs"] = [{k: int(v) if k == "seed" else _json_value(v) for k, v in run.items()} for run in self.runs]
-        out["diverged"] = [None if d is None else {"step": int(d["step"]), "epoch": int(d["epoch"])}
-                           for d in (self.diverged or [None] * size)]
+        out["diverged"] = [_diverged_entry(d) for d in (self.diverged or [None] * size)]
         return out
 
     @classmethod
@@ -130,8 +129,7 @@ class History:
         diverged = data.get("diverged")
         history = cls(**lists, best_epoch=[None if b is None else int(b) for b in best],
                       stopped_early=[bool(s) for s in data["stopped_early"]], runs=runs,
-                      diverged=None if diverged is None else [
-                          None if d is None else {"step": int(d["step"]), "epoch": int(d["epoch"])} for d in diverged])
+                      diverged=None if diverged is None else [_diverged_entry(d) for d in diverged])
         history.population_size(fn)
         return history
 
@@ -325,7 +323,8 @@ class History:
 
         Shorter members are padded with nan. `images_per_sec[e]` is the throughput of running the members
         of epoch e one after another, `R_e / sum(1 / images_per_sec_r)`, and `wall_time[e]` the summed
-        seconds of every member up to its epoch e (or its last epoch).
+        seconds of every member up to its epoch e (or its last epoch); both are empty when a member lacks
+        them.
 
         Args:
           members: R single-run Histories.
@@ -355,13 +354,20 @@ class History:
             lists[name] = [] if not any(recorded) else [
                 [getattr(m, name)[e] if e < len(getattr(m, name)) else math.nan for m in members]
                 for e in range(epochs)]
-        ran = [[m for m in members if e < len(m)] for e in range(epochs)]
-        images = [len(ms) / math.fsum(1.0 / m.images_per_sec[e] for m in ms) for e, ms in enumerate(ran)]
-        wall = [math.fsum(m.wall_time[min(e, len(m) - 1)] for m in members if len(m)) for e in range(epochs)]
+        images, wall = [], []  # left empty when a member did not record its times (a History built by hand)
+        if all(len(m.images_per_sec) == len(m) == len(m.wall_time) for m in members):
+            ran = [[m for m in members if e < len(m)] for e in range(epochs)]
+            images = [len(ms) / math.fsum(1.0 / m.images_per_sec[e] for m in ms) for e, ms in enumerate(ran)]
+            wall = [math.fsum(m.wall_time[min(e, len(m) - 1)] for m in members if len(m)) for e in range(epochs)]
         return cls(**lists, images_per_sec=images, wall_time=wall, best_epoch=[m.best_epoch for m in members],
                    stopped_early=[bool(m.stopped_early) for m in members],
                    runs=[{k: int(v) if k == "seed" else v for k, v in run.items()} for run in runs],
-                   diverged=None if diverged is None else [None if d is None else dict(d) for d in diverged])
+                   diverged=None if diverged is None else [_diverged_entry(d) for d in diverged])
+
+
+def _diverged_entry(entry: Mapping | None) -> dict | None:
+    """A `History.diverged` entry: None, or `{"step": int, "epoch": int}`."""
+    return None if entry is None else {"step": int(entry["step"]), "epoch": int(entry["epoch"])}
 
 
 def _from_json_float(value) -> float:

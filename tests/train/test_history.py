@@ -296,6 +296,11 @@ def test_from_members_builds_a_population_from_a_loop():
     assert history.wall_time == [5.0, 6.0] and history.best_epoch == [2, 1] and history.stopped_early == [False] * 2
     assert history.member(0) == dataclasses.replace(a, images_per_sec=[100.0, 300.0], wall_time=[5.0, 6.0])
     assert history.summary(metric="train_loss")[0].n_diverged == 1
+    seeds_only = History.from_members([History(train_loss=[1.0], train_error=[0.5]),
+                                       History(train_loss=[3.0], train_error=[0.7])], [{"seed": 0}, {"seed": 1}])
+    assert seeds_only.images_per_sec == [] and seeds_only.grid == [{}]
+    assert str(seeds_only.summary(metric="train_loss")).splitlines()[1:] == [
+        "n  train_loss        95% CI               diverged", "2  2.0000 +- 1.0000  [-10.7062, 14.7062]         0"]
     with pytest.raises(ValueError, match=r"History.from_members: expected R >= 1 members with R runs"):
         History.from_members([a], [])
     with pytest.raises(ValueError, match=r"History.from_members: every run must be a dict with an int 'seed'"):
