@@ -53,10 +53,10 @@ import warnings
 from jaxnets import data as _data
 from jaxnets.train import schedules as _schedules
 from jaxnets.train.fit import EarlyStopping, History, NonFiniteLossError, evaluate, fit
-from jaxnets.train.progress import population_postfix
 from jaxnets.train.optim import OPTIMIZERS
 from jaxnets.train.parallel import AXIS_NAME, MODES
 from jaxnets.train.precision import DTYPES
+from jaxnets.train.progress import population_postfix
 
 PROG = "jaxnets-train"
 # --dataset: the library's loaders ("mnist-sample" is packaged; the others read --data-dir and return

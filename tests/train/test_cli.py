@@ -327,6 +327,32 @@ def test_member_optimizer_is_the_single_runs_optimizer_with_the_members_values(a
                for a, b in zip(two_steps(other), two_steps(built)))
 
 
+def test_member_optimizer_takes_traced_hyperparameters():
+    """Under vmap over the members' learning rates (as a population may build it) each member's updates equal the
+    optimizer built with its concrete value."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxnets.train import cli
+
+    build = cli.member_optimizer(_args("--lr", "0.01,0.1", "--weight-decay", "0,5e-4", "--epochs", "3"), 4)
+    params = {"w": jnp.array([0.5, -1.0, 2.0])}
+    grads = {"w": jnp.array([0.3, 0.2, -0.1])}
+
+    def two_updates(lr, wd):
+        tx = build({"learning_rate": lr, "weight_decay": wd})
+        state = tx.init(params)
+        _, state = tx.update(grads, state, params)
+        return tx.update(grads, state, params)[0]["w"]
+
+    lrs, wds = jnp.array([0.01, 0.1]), jnp.array([0.0, 5e-4])
+    stacked = jax.vmap(two_updates)(lrs, wds)
+    for r in range(2):
+        np.testing.assert_allclose(stacked[r], two_updates(float(lrs[r]), float(wds[r])), rtol=1e-6, atol=0)
+    assert not np.allclose(stacked[0], stacked[1])
+
+
 def _hand_population():
     runs = [{"seed": s, "learning_rate": lr} for lr in (0.01, 0.1) for s in (0, 1)]
     return History(train_loss=[[1.0, 1.2, 0.8, 0.9]], train_error=[[0.4, 0.5, 0.3, 0.35]],
