@@ -383,6 +383,40 @@ def test_sweep_epoch_line_shows_best_median_worst_member():
                     "val best 0.7000 (80.0%), median 0.7500 (74.0%), worst 1.3000 (66.0%) of 4 | 4000 img/s | 2.5 s")
 
 
+def test_sweep_run_passes_the_grid_to_fit_and_prints_the_table(tmp_path, capsys, monkeypatch):
+    """The command's plumbing with fit replaced: the keywords it gets, the line per epoch, the table, config.json."""
+    from jaxnets.train import cli
+
+    calls = []
+
+    def fake_fit(model, train, **kwargs):
+        calls.append(kwargs)
+        history = _hand_population() if "seeds" in kwargs else History(
+            train_loss=[1.0], train_error=[0.5], val_loss=[1.0], val_error=[0.25], images_per_sec=[1.0], wall_time=[1.0])
+        kwargs["on_epoch_end"](1, history)
+        return None, history
+
+    monkeypatch.setattr(cli, "fit", fake_fit)
+    out = tmp_path / "run"
+    argv = ["--epochs", "1", "--out", str(out), "--seeds", "2", "--lr", "0.01,0.1", "--label-smoothing", "0.1", *QUICK]
+    assert main(argv) == 0
+    (kwargs,) = calls
+    assert kwargs["seeds"] == [0, 1] and kwargs["hparams"] == {"learning_rate": [0.01, 0.1]}
+    assert kwargs["learning_rate"] is None and callable(kwargs["optimizer"]) and kwargs["seed"] == 0
+    assert kwargs["loss_fn"].keywords == {"label_smoothing": 0.1}  # a single value: the loss of every member
+    printed = capsys.readouterr().out
+    assert "epoch 1/1: train best 0.8000 (70.0%), median 0.9000 (65.0%), worst 1.2000 (50.0%) of 4 | val " in printed
+    assert "sweep of 4 members (2 grid points x 2 seeds)" in printed and "0.1            2  23.00 +- 3.00" in printed
+    assert "final validation accuracy" not in printed and f"run directory: {out}" in printed
+    config = json.loads((out / "config.json").read_text())
+    assert (config["seeds"], config["lr"], config["label_smoothing"]) == ([0, 1], [0.01, 0.1], 0.1)
+    calls.clear()
+    assert main(["--epochs", "1", "--out", str(tmp_path / "single"), "--lr", "0.1", *QUICK]) == 0  # a single run ...
+    assert "seeds" not in calls[0] and "hparams" not in calls[0] and "loss_fn" not in calls[0]  # ... as before
+    assert "final validation accuracy: 75.00% (15/20 held-out" in capsys.readouterr().out
+    assert calls[0]["learning_rate"] is not None and hasattr(calls[0]["optimizer"], "update")
+
+
 @pytest.mark.slow
 def test_sweep_end_to_end(tmp_path, capsys):
     """Two seeds x two learning rates, one epoch, as one population (needs the population core: fit's seeds= and
