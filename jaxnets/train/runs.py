@@ -33,7 +33,7 @@ from jaxnets.checks import check_positive_int, is_int
 from jaxnets.compile import jit
 from jaxnets.data.augment import to_float
 from jaxnets.layers.losses import cross_entropy
-from jaxnets.train.checkpoint import Checkpoints
+from jaxnets.train.checkpoint import CheckpointError, Checkpoints
 from jaxnets.train.history import History
 from jaxnets.train.precision import as_policy
 from jaxnets.train.state import TrainState
@@ -56,6 +56,8 @@ class Run:
         that epoch; `tx` is the optimizer rebuilt from the config).
       history: the `History` saved with that checkpoint (epochs 1 to `epoch`).
       image_shape: `(H, W, C)` of the images the model takes; num_classes: the number of classes.
+      forward: the compiled forward pass `predict` runs, `forward(variables, images) -> logits`
+        (`jaxnets.jit`: one program per batch shape).
     """
 
     def __init__(self, run_dir: str, config: dict, epoch: int, model, state: TrainState, history: History):
@@ -75,7 +77,7 @@ class Run:
             logits = apply_fn(variables, x, train=False)
             return logits if policy is None else policy.cast_to_output(logits)
 
-        self._forward = jit(forward)
+        self.forward = jit(forward)
 
     def __repr__(self) -> str:
         return (f"Run({self.run_dir!r}, model={self.config['model']!r}, epoch={self.epoch}, "
@@ -117,7 +119,7 @@ class Run:
             chunk = images[start:start + rows]
             if len(chunk) < rows:  # pad the last batch: the same shape, no new program
                 chunk = np.concatenate([chunk, np.zeros((rows - len(chunk),) + chunk.shape[1:], chunk.dtype)])
-            out.append(self._forward(variables, chunk))
+            out.append(self.forward(variables, chunk))
         return np.concatenate([np.asarray(x) for x in jax.device_get(out)])[:n].astype(np.float32)
 
     def evaluate(self, data, *, batch_size: int = 256) -> dict:
@@ -257,5 +259,11 @@ def load_run(run_dir: str | os.PathLike, *, epoch: str | int = "latest") -> Run:
         precision = config.get("precision", "float32")
         like = TrainState.create(model, optimizer, np.zeros((1, *config["image_shape"]), np.uint8),
                                  int(config["seed"]), precision=None if precision == "float32" else precision)
-        state, meta = checkpoints.restore(like, number)
+        try:
+            state, meta = checkpoints.restore(like, number)
+        except CheckpointError:
+            raise
+        except ValueError as error:  # the checkpoint's arrays do not fit the model the config builds
+            raise ValueError(f"{fn}: the model that {os.path.join(run_dir, 'config.json')!r} describes "
+                             f"({config['model']}) does not fit its checkpoint: {error}") from error
     return Run(run_dir, config, number, model, state, History.from_dict(meta["history"]))
