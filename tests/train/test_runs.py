@@ -10,7 +10,8 @@ import pytest
 
 from jaxnets import data
 from jaxnets.data.augment import to_float
-from jaxnets.train import CheckpointError, Run, TrainState, cli, evaluate, fit, load_run, sgd
+from jaxnets.train import (CheckpointError, Run, TrainState, cli, default_compiler_options, evaluate, fit, load_run,
+                           sgd)
 
 # 300 digits of the packaged sample (270 train / 30 validation), batch 30, one epoch: 9 steps.
 FLAGS = ["--subset", "300", "--batch-size", "30", "--epochs", "1", "--no-progress", "--optimizer", "sgd"]
@@ -70,7 +71,9 @@ def test_predict_equals_the_trained_states_logits(trained):
         got = run.predict(images, batch_size=batch_size)
         assert got.shape == (30, 10) and got.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # float32; other compiler options, batch sizes
-    assert run.predict(images, batch_size=8) is not None and run.forward._cache_size() == 2  # 8 rows, 30 rows
+    # Batches of 8 rows (the last 6 padded to 8: no new program) and of 30 rows (batch_size 30 and 256): 2 programs.
+    assert run.forward._cache_size() == 2
+    assert run.forward.compiler_options == default_compiler_options()
     assert run.predict(images[:0]).shape == (0, 10)
 
 
