@@ -313,6 +313,14 @@ def _run_record(image_shape: tuple, num_classes: int | None) -> dict:
             "image_shape": [int(d) for d in image_shape], "num_classes": num_classes}
 
 
+def _flags_of(config: dict) -> argparse.Namespace:
+    """The training flags recorded in a config.json, the defaults of `build_parser` for any it lacks."""
+    args = build_parser().parse_args([])
+    for name, value in config.items():
+        setattr(args, name, value)
+    return args
+
+
 def build_from_config(config: dict, *, image_shape: tuple, num_classes: int, steps_per_epoch: int,
                       axis_name=None) -> tuple:
     """The model and optimizer the training command builds for the flags recorded in a run's config.json.
@@ -327,9 +335,7 @@ def build_from_config(config: dict, *, image_shape: tuple, num_classes: int, ste
     Returns: `(model, optimizer)`, as `jaxnets-train` built them for the run.
     Raises: CLIError for flags that do not build (an unknown model or optimizer).
     """
-    args = build_parser().parse_args([])
-    for name, value in config.items():
-        setattr(args, name, value)
+    args = _flags_of(config)
     if args.lr is None:
         args.lr = _DEFAULT_LR.get(args.optimizer, 1e-3)
     model = _model(args, tuple(image_shape), num_classes, axis_name)
@@ -510,9 +516,7 @@ def _evaluate_command(args: argparse.Namespace) -> int:
 
     _positive_flag("--batch-size", args.batch_size)
     run = load_run(args.run_dir, epoch=args.epoch)
-    flags = build_parser().parse_args([])
-    for name, value in run.config.items():
-        setattr(flags, name, value)
+    flags = _flags_of(run.config)
     flags.dataset = args.dataset or run.config["dataset"]
     flags.data_dir, flags.download = args.data_dir, args.download
     if flags.dataset != "mnist-sample" and flags.data_dir is None:
