@@ -198,3 +198,19 @@ def test_state_is_a_train_state_that_trains_on(trained):
     got, want = step(run.state, batch)[0], step(state, batch)[0]
     for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(want.params)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_bfloat16_run_loads_and_predicts_in_its_precision(tmp_path):
+    """A --precision bfloat16 run: load_run rebuilds it in bfloat16 (parameters float32), and predict's numbers
+    are the bfloat16 evaluation step's."""
+    out = tmp_path / "run"
+    assert cli.main(["--out", str(out), "--precision", "bfloat16", *FLAGS]) == 0
+    run = load_run(out)
+    assert run.config["precision"] == "bfloat16"
+    assert {leaf.dtype for leaf in jax.tree.leaves(run.state.params)} == {np.dtype(np.float32)}
+    val = _validation()
+    result, reference = run.evaluate(val), evaluate(run.state, val, precision="bfloat16")
+    assert result["correct"] == reference["correct"] and result["loss"] == pytest.approx(reference["loss"], rel=1e-5)
+    float32 = evaluate(run.state, val)
+    assert result["loss"] != float32["loss"]  # the precision matters, and predict used the run's
