@@ -17,3 +17,5 @@ from jaxnets.train.checkpoint import CheckpointError, Checkpoints
 from jaxnets.train.evaluation import ensemble_predict, evaluate, tta_predict
 from jaxnets.train.fit import fit
 from jaxnets.train.history import EarlyStopping, History, NonFiniteLossError, plot_history
+# runs.py
+from jaxnets.train.runs import Run, load_run

@@ -6,6 +6,8 @@
     python -m jaxnets.train --out runs/lenet5-20250101-120000 --resume      # continue a run
     python -m jaxnets.train --model resnet18 --dataset cifar10 --data-dir ~/data --precision bfloat16  # GPU/TPU
     python -m jaxnets.train --seeds 5 --lr 0.01,0.05,0.1                # a sweep: 3 learning rates x 5 seeds
+    python -m jaxnets.train evaluate runs/lenet5-20250101-120000 [--epoch best] [--dataset mnist --data-dir ~/data]
+    python -m jaxnets.train predict runs/lenet5-20250101-120000 digit.png another.jpg [--top-k 3]
 
 With no flags it trains LeNet-5 on the 5,000-digit MNIST sample shipped with the package (4,500 for
 training, a stratified 500 held out for validation) with SGD (momentum 0.9, lr 0.05, cosine decay per
@@ -33,6 +35,9 @@ status 2 for bad flags or arguments (an unknown model or optimizer, a negative o
 rate, a batch larger than the training set, `--out` naming a file) and 1 for a failure while running
 (missing dataset files, an unreadable config.json, no intact checkpoint to resume from, a non-finite
 loss); `--debug` adds the traceback. Warnings print one line each, `jaxnets-train: warning: ...`.
+`evaluate RUN_DIR` prints the loss, accuracy and top-5 accuracy of a trained run (`jaxnets.train.load_run`)
+on the test set of its dataset (mnist-sample has none: the run's held-out validation split);
+`predict RUN_DIR FILE...` prints the top-k classes of image files with their probabilities.
 The choices of the flags come from the library: `models.available()`, `optim.OPTIMIZERS`,
 `precision.DTYPES`, `parallel.MODES`; the number of classes from the labels of the dataset loaded.
 """
@@ -49,6 +54,8 @@ import sys
 import time
 import traceback
 import warnings
+
+import numpy as np
 
 from jaxnets import data as _data
 from jaxnets.train import schedules as _schedules
@@ -379,7 +386,12 @@ def _augment(args: argparse.Namespace, image_shape: tuple):
     return augment.compose(*fns)
 
 
-def _config(args: argparse.Namespace, out: str) -> None:
+# The format of config.json: 2 adds "format", "jaxnets_version", "image_shape" and "num_classes" (what
+# `jaxnets.train.load_run` needs to rebuild the model); a file without "format" is format 1.
+CONFIG_FORMAT = 2
+
+
+def _config(args: argparse.Namespace, out: str, *, image_shape: tuple = (), num_classes: int | None = None) -> None:
     """Write `out/config.json`, or on --resume check that the flags match it."""
     path = os.path.join(out, "config.json")
     config = {k: v for k, v in sorted(vars(args).items()) if k not in _RESUMABLE}
@@ -406,8 +418,46 @@ def _config(args: argparse.Namespace, out: str) -> None:
         raise CLIError(f"--out {out!r} already holds a run; pass --resume to continue it or choose another --out")
     os.makedirs(out, exist_ok=True)
     with open(path, "w") as f:
-        json.dump({**written, "epochs": args.epochs}, f, indent=1)
+        json.dump({**written, "epochs": args.epochs, **_run_record(image_shape, num_classes)}, f, indent=1)
         f.write("\n")
+
+
+def _run_record(image_shape: tuple, num_classes: int | None) -> dict:
+    """The fields of config.json that are not flags: its format, the jaxnets version that wrote it, and the
+    input shape and number of classes of the dataset, which `load_run` rebuilds the model from."""
+    import jaxnets
+
+    return {"format": CONFIG_FORMAT, "jaxnets_version": jaxnets.__version__,
+            "image_shape": [int(d) for d in image_shape], "num_classes": num_classes}
+
+
+def _flags_of(config: dict) -> argparse.Namespace:
+    """The training flags recorded in a config.json, the defaults of `build_parser` for any it lacks."""
+    args = build_parser().parse_args([])
+    for name, value in config.items():
+        setattr(args, name, value)
+    return args
+
+
+def build_from_config(config: dict, *, image_shape: tuple, num_classes: int, steps_per_epoch: int,
+                      axis_name=None) -> tuple:
+    """The model and optimizer the training command builds for the flags recorded in a run's config.json.
+
+    Args:
+      config: the dict of config.json (flags missing from it, e.g. ones added in a later jaxnets, take
+        their defaults).
+      image_shape: `[H, W, C]` of the dataset's images; num_classes: the number of classes.
+      steps_per_epoch: optimizer steps per epoch (training examples // batch size), which the
+        learning-rate schedule is stepped by.
+      axis_name: the BatchNorm axis of the model (None outside `shard_map`/`pmap`).
+    Returns: `(model, optimizer)`, as `jaxnets-train` built them for the run.
+    Raises: CLIError for flags that do not build (an unknown model or optimizer).
+    """
+    args = _flags_of(config)
+    if args.lr is None:
+        args.lr = _DEFAULT_LR.get(args.optimizer, 1e-3)
+    model = _model(args, tuple(image_shape), num_classes, axis_name)
+    return model, _optimizer(args, _schedule(args, steps_per_epoch))
 
 
 def _epoch_line(epochs: int, epoch: int, history: History) -> str:
@@ -459,7 +509,7 @@ def _run(args: argparse.Namespace) -> int:
             raise CLIError(f"--devices {args.devices}: only {len(available)} device(s) are visible")
         devices = available[:args.devices]
     if main := is_main_process():
-        _config(args, out)
+        _config(args, out, image_shape=train["image"].shape[1:], num_classes=num_classes)
     image_shape = tuple(train["image"].shape[1:])
     axis_name = AXIS_NAME if args.parallel in ("shard_map", "pmap") else None
     model = _model(args, image_shape, num_classes, axis_name)
@@ -539,17 +589,126 @@ def _error(error: BaseException, debug: bool, *, unexpected: bool = False) -> No
     print(f"{PROG}: error: {what}{hint}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 success, 1 failure while running, 2 bad flags or
-    arguments, 130 interrupted). Errors are printed as one line on stderr, with the traceback only under
-    --debug; warnings as one line each."""
+# ----------------------------------------------------------------------------------------------
+# Subcommands on a trained run: evaluate, predict (jaxnets.train.load_run)
+# ----------------------------------------------------------------------------------------------
+SUBCOMMANDS = ("evaluate", "predict")
+
+
+def _epoch_flag(text: str) -> str | int:
+    """argparse type of --epoch: "latest", "best" or an epoch number >= 1."""
+    if text in ("latest", "best"):
+        return text
     try:
-        args = build_parser().parse_args(argv)
-    except CLIError as error:
-        print(f"{PROG}: error: {_one_line(error)} (see {PROG} --help)", file=sys.stderr)
-        return 2
-    except SystemExit as exit_:  # --help
-        return int(exit_.code or 0)
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'latest', 'best' or an epoch number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an epoch number >= 1, got {value}")
+    return value
+
+
+def _run_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The flags every subcommand on a run shares: RUN_DIR, --epoch, --batch-size, --debug."""
+    p = _Parser(prog=f"{PROG} {name}", description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (--out of the training command)")
+    p.add_argument("--epoch", type=_epoch_flag, default="latest", help="checkpoint to load: latest, best or a number")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error after its one-line message")
+    return p
+
+
+def build_evaluate_parser() -> argparse.ArgumentParser:
+    """The argument parser of `jaxnets-train evaluate RUN_DIR`."""
+    p = _run_parser("evaluate", "Evaluate a trained run: loss, accuracy and top-5 accuracy on the test set of its "
+                                "dataset (or of --dataset), or, for a dataset without a test set (mnist-sample), on the "
+                                "run's held-out validation split. The run's --subset and --val-fraction apply, as in "
+                                "training.")
+    p.add_argument("--dataset", default=None, choices=DATASETS, help="dataset to evaluate on (default: the run's)")
+    p.add_argument("--data-dir", default=None, help="root directory of the datasets (e.g. DIR/mnist/...)")
+    p.add_argument("--download", action="store_true", help="download missing dataset files into --data-dir")
+    return p
+
+
+def build_predict_parser() -> argparse.ArgumentParser:
+    """The argument parser of `jaxnets-train predict RUN_DIR FILE...`."""
+    p = _run_parser("predict", "Print the top-k classes of image files (decoded with Pillow, converted to the run's "
+                               "channels and resized to its image size) with their softmax probabilities.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="image files (PNG, JPEG, ... anything Pillow reads)")
+    p.add_argument("--top-k", type=int, default=5, help="classes printed per file")
+    return p
+
+
+def _read_image(path: str, shape: tuple) -> tuple:
+    """(uint8 [H, W, C] pixels of the file for a model taking `shape`, the file's size if it was resized)."""
+    from PIL import Image
+
+    height, width, channels = shape
+    if channels not in (1, 3):
+        raise RunError(f"predict: the run takes {channels}-channel images; image files give 1 (grey) or 3 (RGB)")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            size = image.size
+            if size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, np.uint8)
+    except OSError as error:  # missing file, not an image (PIL.UnidentifiedImageError), truncated data
+        raise RunError(f"predict: cannot read the image {path!r}: {_one_line(error)}") from error
+    return pixels.reshape(height, width, channels), (None if size == (width, height) else size)
+
+
+def _evaluate_command(args: argparse.Namespace) -> int:
+    from jaxnets.train.runs import load_run
+
+    _positive_flag("--batch-size", args.batch_size)
+    run = load_run(args.run_dir, epoch=args.epoch)
+    flags = _flags_of(run.config)
+    flags.dataset = args.dataset or run.config["dataset"]
+    flags.data_dir, flags.download = args.data_dir, args.download
+    if flags.dataset != "mnist-sample" and flags.data_dir is None:
+        raise CLIError(f"--dataset {flags.dataset} needs --data-dir (and --download to fetch missing files)")
+    _, val, test, _ = _load(flags)
+    split, data = ("test set", test) if test is not None else ("held-out validation split", val)
+    result = run.evaluate(data, batch_size=args.batch_size)
+    print(f"{run.run_dir}, epoch {run.epoch}, on the {split} of {flags.dataset} ({result['count']} images): "
+          f"loss {result['loss']:.4f}, accuracy {100 * result['accuracy']:.2f}% ({result['correct']}/{result['count']}), "
+          f"top-5 {100 * result['top5']:.2f}%")
+    return 0
+
+
+def _predict_command(args: argparse.Namespace) -> int:
+    from jaxnets.train.runs import load_run
+
+    _positive_flag("--batch-size", args.batch_size)
+    _positive_flag("--top-k", args.top_k)
+    run = load_run(args.run_dir, epoch=args.epoch)
+    images = []
+    for path in args.files:
+        pixels, size = _read_image(path, run.image_shape)
+        if size is not None:
+            warnings.warn(f"predict: {path} is {size[0]}x{size[1]}; resized to the run's {run.image_shape[1]}x"
+                          f"{run.image_shape[0]}")
+        images.append(pixels)
+    logits = run.predict(np.stack(images), batch_size=args.batch_size)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    k = min(args.top_k, run.num_classes)
+    for path, p in zip(args.files, probs):
+        top = np.argsort(-p, kind="stable")[:k]
+        print(f"{path}: " + ", ".join(f"{c} ({100 * p[c]:.1f}%)" for c in top))
+    return 0
+
+
+def _positive_flag(flag: str, value) -> None:
+    """CLIError unless the flag's value is > 0 (a range check argparse cannot express)."""
+    if value <= 0:
+        raise CLIError(f"{flag} must be > 0, got {value}")
+
+
+def _guarded(run, args: argparse.Namespace) -> int:
+    """`run(args)` with the command line's error handling: one-line errors (exit 2 for flags, 1 for failures
+    while running), one-line warnings, orbax's absl log quiet unless --debug."""
     absl = logging.getLogger("absl")  # orbax logs through absl, e.g. a line about every damaged epoch directory
     level = absl.level
     if not args.debug:
@@ -557,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
-            return _run(args)
+            return run(args)
         except CLIError as error:
             _error(error, args.debug)
             return 2
@@ -569,3 +728,24 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         finally:
             absl.setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 success, 1 failure while running, 2 bad flags or
+    arguments, 130 interrupted). Errors are printed as one line on stderr, with the traceback only under
+    --debug; warnings as one line each.
+
+    A first argument `evaluate` or `predict` runs that subcommand on a trained run (`jaxnets-train evaluate
+    RUN_DIR`, `jaxnets-train predict RUN_DIR FILE...`); anything else trains, with the flags of `build_parser`.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    parser = {None: build_parser, "evaluate": build_evaluate_parser, "predict": build_predict_parser}[command]()
+    try:
+        args = parser.parse_args(argv if command is None else argv[1:])
+    except CLIError as error:
+        print(f"{PROG}: error: {_one_line(error)} (see {parser.prog} --help)", file=sys.stderr)
+        return 2
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
+    return _guarded({None: _run, "evaluate": _evaluate_command, "predict": _predict_command}[command], args)

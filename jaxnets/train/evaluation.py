@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxnets.checks import check_positive_int
 from jaxnets.checks import concrete_or_none
+from jaxnets.compile import jit
 from jaxnets.data.augment import to_float
 from jaxnets.data.batches import Batches
 from jaxnets.data.validation import check_dataset
@@ -151,7 +152,9 @@ def tta_predict(apply_fn: Callable, variables, images: jax.Array, *,
       variables: the model variables (params and, where used, batch statistics).
       images: the batch, in whatever form `apply_fn` expects (e.g. [N, H, W, C]).
       transforms: non-empty sequence of functions `images -> images`, e.g. `(lambda x: x, hflip)`.
-    Returns: probabilities [N, K], rows summing to 1.
+    Returns: probabilities [N, K], rows summing to 1. The average is compiled as one program with
+      `jaxnets.jit` (jaxnets' compiler options), once per `apply_fn` and `transforms` objects and input
+      shapes: pass the same transform functions again to reuse it.
     Raises:
       ValueError: empty `transforms`. TypeError: a non-callable transform.
     """
@@ -162,9 +165,42 @@ def tta_predict(apply_fn: Callable, variables, images: jax.Array, *,
         if not callable(transform):
             raise TypeError(f"tta_predict: transforms[{i}] must be a function images -> images, got "
                             f"{type(transform).__name__}.")
-    probs = [jax.nn.softmax(apply_fn(variables, transform(images), train=False), axis=-1)
-             for transform in transforms]
+    transforms = tuple(transforms)
+    return _compiled(_tta_average, apply_fn, transforms)(apply_fn, transforms, variables, images)
+
+
+def _tta_average(apply_fn, transforms, variables, images):
+    probs = [jax.nn.softmax(apply_fn(variables, transform(images), train=False), axis=-1) for transform in transforms]
     return jnp.mean(jnp.stack(probs), axis=0)
+
+
+def _ensemble_average(apply_fns, variables, images, weights):
+    probs = jnp.stack([jax.nn.softmax(apply_fn(v, images, train=False), axis=-1)
+                       for apply_fn, v in zip(apply_fns, variables)])
+    weights = jnp.asarray(weights, probs.dtype)
+    weights = weights / jnp.sum(weights)
+    return jnp.tensordot(weights, probs, axes=1)
+
+
+# The programs of tta_predict and ensemble_predict: {(function, the user's functions): jaxnets.jit of it}.
+_PROGRAMS: dict = {}
+_MAX_PROGRAMS = 32  # each entry keeps the user's functions and their compiled programs alive
+
+
+def _compiled(fn: Callable, *static) -> Callable:
+    """`fn` compiled by `jaxnets.jit` with its leading `len(static)` arguments (the user's functions) static,
+    cached on their identity so repeated calls with the same model and transforms compile once; `fn`
+    itself, run op by op as before, when they cannot be hashed (a callable object without `__hash__`)."""
+    key = (fn, static)
+    try:
+        hash(key)
+    except TypeError:
+        return fn
+    if key not in _PROGRAMS:
+        if len(_PROGRAMS) >= _MAX_PROGRAMS:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))  # the oldest
+        _PROGRAMS[key] = jit(fn, static_argnums=tuple(range(len(static))))
+    return _PROGRAMS[key]
 
 
 def ensemble_predict(members: Sequence[tuple[Callable, object]], images: jax.Array, *,
@@ -179,7 +215,8 @@ def ensemble_predict(members: Sequence[tuple[Callable, object]], images: jax.Arr
         train=False) -> logits [N, K]` with the same K for all.
       images: the batch given to every model.
       weights: None, or one non-negative weight per member, not all zero.
-    Returns: probabilities [N, K].
+    Returns: probabilities [N, K], compiled as one program with `jaxnets.jit` (once per tuple of
+      `apply_fn`s and input shapes).
     Raises:
       ValueError: no members, `weights` of the wrong length, negative or all zero.
       TypeError: a member that is not an `(apply_fn, variables)` pair.
@@ -200,8 +237,5 @@ def ensemble_predict(members: Sequence[tuple[Callable, object]], images: jax.Arr
     if concrete is not None and (np.any(concrete < 0) or not np.any(concrete > 0)):
         raise ValueError(f"ensemble_predict: weights must be non-negative and not all zero, got "
                          f"{concrete.tolist()}.")
-    probs = jnp.stack([jax.nn.softmax(apply_fn(variables, images, train=False), axis=-1)
-                       for apply_fn, variables in members])
-    weights = jnp.asarray(weights, probs.dtype)
-    weights = weights / jnp.sum(weights)
-    return jnp.tensordot(weights, probs, axes=1)
+    apply_fns = tuple(apply_fn for apply_fn, _ in members)
+    return _compiled(_ensemble_average, apply_fns)(apply_fns, [v for _, v in members], images, weights)

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from jaxnets.train.cli import main
@@ -433,3 +434,100 @@ def test_sweep_end_to_end(tmp_path, capsys):
     history = History.from_json((out / "history.json").read_text())
     assert history.runs == [{"seed": s, "learning_rate": lr} for lr in (0.01, 0.1) for s in (0, 1)]
     assert len(history.val_error[0]) == 4 and all(0.0 <= v <= 1.0 for v in history.val_error[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Subcommands on a trained run: evaluate, predict (on a copy of the two-epoch run)
+# ------------------------------------------------------------------------------------------------
+def test_config_json_records_format_version_and_dataset(two_epochs):
+    import jaxnets
+    from jaxnets.train.cli import CONFIG_FORMAT
+
+    config = json.loads((two_epochs / "config.json").read_text())
+    assert config["format"] == CONFIG_FORMAT == 2 and config["jaxnets_version"] == jaxnets.__version__
+    assert config["image_shape"] == [28, 28, 1] and config["num_classes"] == 10
+
+
+@pytest.mark.parametrize("epoch", [[], ["--epoch", "1"], ["--epoch", "best"]])
+def test_evaluate_prints_loss_accuracy_and_top5(two_epochs, capsys, epoch):
+    from jaxnets import data
+    from jaxnets.train import load_run
+
+    capsys.readouterr()
+    assert main(["evaluate", str(two_epochs), "--batch-size", "7", *epoch]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    run = load_run(two_epochs, epoch=int(epoch[1]) if epoch[1:] == ["1"] else (epoch[1] if epoch else "latest"))
+    full = data.mnist_sample()
+    _, subset = data.split(full, 200 / len(full["label"]), seed=0)  # QUICK: --subset 200, 10% held out
+    result = run.evaluate(data.split(subset, 0.1, seed=0)[1])
+    assert out == (f"{two_epochs}, epoch {run.epoch}, on the held-out validation split of mnist-sample (20 images): "
+                   f"loss {result['loss']:.4f}, accuracy {100 * result['accuracy']:.2f}% ({result['correct']}/20), "
+                   f"top-5 {100 * result['top5']:.2f}%\n")
+
+
+def test_predict_prints_top_k_classes_of_image_files(two_epochs, tmp_path, capsys):
+    from PIL import Image
+
+    from jaxnets import data
+    from jaxnets.train import load_run
+
+    digits = data.mnist_sample()["image"][:3]
+    paths = []
+    for i, digit in enumerate(digits):
+        paths.append(str(tmp_path / f"digit{i}.png"))
+        Image.fromarray(digit[..., 0]).save(paths[-1])
+    Image.fromarray(np.repeat(digits[0], 3, axis=-1)).resize((56, 56)).save(tmp_path / "big.jpg")
+    capsys.readouterr()
+    assert main(["predict", str(two_epochs), *paths, "--top-k", "3"]) == 0
+    out, err = capsys.readouterr()
+    logits = load_run(two_epochs).predict(digits)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    lines = out.splitlines()
+    assert len(lines) == 3 and err == ""
+    for path, line, p in zip(paths, lines, probs):
+        top = np.argsort(-p)[:3]
+        assert line == f"{path}: " + ", ".join(f"{c} ({100 * p[c]:.1f}%)" for c in top)
+    # An RGB file of another size: converted to grey, resized, with a one-line warning.
+    assert main(["predict", str(two_epochs), str(tmp_path / "big.jpg")]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{tmp_path / 'big.jpg'}: ") and out.count("%") == 5
+    assert err == f"jaxnets-train: warning: predict: {tmp_path / 'big.jpg'} is 56x56; resized to the run's 28x28\n"
+
+
+@pytest.mark.parametrize("argv, status, message", [
+    (["evaluate"], 2, "the following arguments are required: RUN_DIR (see jaxnets-train evaluate --help)"),
+    (["evaluate", "{run}", "--epoch", "last"], 2, "argument --epoch: must be 'latest', 'best' or an epoch number"),
+    (["evaluate", "{run}", "--batch-size", "0"], 2, "--batch-size must be > 0, got 0"),
+    (["evaluate", "{run}", "--dataset", "cifar10"], 2, "--dataset cifar10 needs --data-dir"),
+    (["evaluate", "{run}", "--epoch", "9"], 1, "load_run: no checkpoint of epoch 9"),
+    (["evaluate", "{tmp}"], 1, "config.json' is missing"),
+    (["predict", "{run}"], 2, "the following arguments are required: FILE (see jaxnets-train predict --help)"),
+    (["predict", "{run}", "{tmp}/missing.png"], 1, "predict: cannot read the image '{tmp}/missing.png': "),
+    (["predict", "{run}", "{tmp}/text.png"], 1, "predict: cannot read the image '{tmp}/text.png': cannot identify"),
+    (["predict", "{run}", "{tmp}/text.png", "--top-k", "0"], 2, "--top-k must be > 0, got 0"),
+])
+def test_subcommand_errors_are_one_line(two_epochs, tmp_path, capsys, argv, status, message):
+    (tmp_path / "text.png").write_text("not an image")
+    fill = lambda a: a.replace("{run}", str(two_epochs)).replace("{tmp}", str(tmp_path))  # noqa: E731
+    capsys.readouterr()
+    assert main([fill(a) for a in argv]) == status
+    (line,) = _lines(capsys.readouterr().err)
+    assert line.startswith("jaxnets-train: error: ") and fill(message) in line, line
+
+
+def test_evaluate_of_a_damaged_run_names_the_checkpoint(two_epochs, tmp_path, capsys):
+    out = _copy(two_epochs, tmp_path)
+    _flip_data_file(out / "checkpoints" / "2")
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 1
+    (line,) = _lines(capsys.readouterr().err)
+    assert "the checkpoint of epoch 2, " in line and f"{os.sep}checkpoints{os.sep}2'" in line
+    assert main(["evaluate", str(out), "--epoch", "1"]) == 0  # the intact epoch still loads
+
+
+def test_subcommand_help_and_training_still_parse(capsys):
+    assert main(["evaluate", "--help"]) == 0 and "usage: jaxnets-train evaluate" in capsys.readouterr().out
+    assert main(["predict", "--help"]) == 0 and "--top-k" in capsys.readouterr().out
+    assert main(["--help"]) == 0 and "--model" in capsys.readouterr().out  # no subcommand: the training flags
