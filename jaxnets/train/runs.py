@@ -243,7 +243,7 @@ def load_run(run_dir: str | os.PathLike, *, epoch: str | int = "latest") -> Run:
     directory = os.path.join(run_dir, "checkpoints")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"{fn}: {directory!r} is missing; the run saved no checkpoint.")
-    with Checkpoints(directory, asynchronous=False) as checkpoints:
+    with Checkpoints(directory, asynchronous=False, read_only=True) as checkpoints:
         number = _epoch(fn, checkpoints, epoch if isinstance(epoch, str) else int(epoch))
         meta = checkpoints.meta(number)  # verified; says how many steps an epoch had (for the schedule)
         recorded = meta.get("run", {})
