@@ -1,8 +1,8 @@
 """`jaxnets.jit`: `jax.jit` with the compiler options jaxnets' own compiled programs use.
 
 On CPU, XLA (jaxlib 0.10) runs convolutions through YNNPACK by default, several times slower for
-convolutional networks than XLA's own; `jaxnets.train.default_compiler_options()` turns that off per
-program. `fit`, `evaluate`, `tta_predict`, `ensemble_predict` and the runs of `jaxnets.train.load_run`
+convolutional networks than XLA's own; `default_compiler_options()` (also `jaxnets.train.default_compiler_options`)
+turns that off per program. `fit`, `evaluate`, `tta_predict`, `ensemble_predict` and the runs of `jaxnets.train.load_run`
 apply those options; `jaxnets.jit` gives the same to a user's own functions:
 
     predict = jaxnets.jit(lambda variables, x: model.apply(variables, x, train=False))
@@ -16,13 +16,79 @@ that program, which JAX compiles with the outer options only.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
+from jax.sharding import SingleDeviceSharding
 
-from jaxnets.train.parallel import default_compiler_options
+__all__ = ["jit", "Jitted", "CPU_COMPILER_OPTIONS", "default_compiler_options", "options_accepted"]
 
-__all__ = ["jit", "Jitted"]
+# XLA CPU (jaxlib 0.10) runs convolutions as YNNPACK library fusions by default; its own (Eigen) convolutions
+# make the ResNet-18 training step several times faster (measured in benchmarks/README.md, "Speed work"). The value is XLA's default
+# list {INDIVIDUAL_DOT, INDIVIDUAL_CONVOLUTION, REDUCE} without INDIVIDUAL_CONVOLUTION: the compiled program is
+# identical to the one under `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`,
+# but set per program, so a library can apply it (XLA_FLAGS is read once per process).
+_YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+CPU_COMPILER_OPTIONS = {_YNN_FUSION_OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+def default_compiler_options(devices: Sequence | None = None) -> dict | None:
+    """The XLA compiler options `compile_steps` uses by default: `CPU_COMPILER_OPTIONS` when every device
+    is a CPU and the environment's `XLA_FLAGS` does not set the YNNPACK fusion option itself (the user's
+    setting wins), else None (XLA's defaults; the option does not exist on GPU/TPU). If the installed
+    jaxlib does not accept the option (`options_accepted`, probed once per process), None as well, with one
+    warning, instead of a failure at every compile.
+
+    Args:
+      devices: the devices the program runs on; default `jax.devices()`.
+    Returns: a new dict of options for `jax.jit(..., compiler_options=...)`, or None.
+    """
+    devices = jax.devices() if devices is None else devices
+    if not devices or any(d.platform != "cpu" for d in devices):
+        return None
+    if _YNN_FUSION_OPTION in os.environ.get("XLA_FLAGS", ""):
+        return None
+    if not options_accepted(CPU_COMPILER_OPTIONS, devices[0]):
+        return None
+    return dict(CPU_COMPILER_OPTIONS)
+
+
+# Which option sets this process's XLA accepts: {(device platform, sorted option items): bool}, probed once each.
+_ACCEPTED: dict[tuple, bool] = {}
+
+
+def options_accepted(options: Mapping, device=None) -> bool:
+    """Whether the installed jaxlib's XLA compiles a program with `options`, probed once per process.
+
+    An option that an older or newer jaxlib does not know (a renamed `DebugOptions` field, an enum value
+    that no longer exists) would fail every compile; `default_compiler_options` asks this instead and falls
+    back to XLA's defaults. The probe compiles a one-addition program for `device`; the first refusal of a
+    given set of options warns once (a `UserWarning` naming the options and XLA's reason), later calls
+    answer from the cache without warning.
+
+    Args:
+      options: a dict of XLA `DebugOptions` fields to values.
+      device: the device to compile for; default `jax.devices()[0]`.
+    Returns: True if a program compiles with `options`, False (after the one warning) if XLA refuses them.
+    """
+    device = jax.devices()[0] if device is None else device
+    key = (device.platform, tuple(sorted((str(k), str(v)) for k, v in options.items())))
+    if key not in _ACCEPTED:
+        probe = jax.ShapeDtypeStruct((), jnp.float32, sharding=SingleDeviceSharding(device))
+        try:
+            jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(probe).compile()
+            _ACCEPTED[key] = True
+        except jax.errors.JaxRuntimeError as error:  # INVALID_ARGUMENT: No such compile option / not a valid enum
+            _ACCEPTED[key] = False
+            reason = " ".join(str(error).split())
+            warnings.warn(f"default_compiler_options: the installed jaxlib {jax.lib.__version__} refuses the compiler "
+                          f"options {dict(options)} ({reason}); compiling with XLA's default options instead, which "
+                          f"may be slower (see jaxnets.train.CPU_COMPILER_OPTIONS).", UserWarning, stacklevel=3)
+    return _ACCEPTED[key]
+
 
 
 class Jitted:

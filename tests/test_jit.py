@@ -13,7 +13,7 @@ import pytest
 import jaxnets
 from jaxnets import layers
 from jaxnets.train import (CPU_COMPILER_OPTIONS, compile_steps, default_compiler_options, ensemble_predict,
-                           evaluation, parallel, tta_predict)
+                           evaluation, tta_predict)
 
 ON_CPU = jax.devices()[0].platform == "cpu"
 
@@ -134,7 +134,7 @@ def test_tta_and_ensemble_predict_compile_with_jaxnets_jit(monkeypatch):
 def test_unknown_compiler_option_falls_back_with_one_warning(monkeypatch):
     """A jaxlib that does not know the CPU option: XLA's defaults, one warning, every compile succeeds."""
     bogus = f"xla_cpu_no_such_option_{uuid.uuid4().hex}"  # a name no earlier probe has seen
-    monkeypatch.setattr(parallel, "CPU_COMPILER_OPTIONS", {bogus: "true"})
+    monkeypatch.setattr(jaxnets.compile, "CPU_COMPILER_OPTIONS", {bogus: "true"})
     if not ON_CPU:
         pytest.skip("the option is only set on CPU")
     with warnings.catch_warnings(record=True) as caught:
@@ -157,6 +157,6 @@ def test_unknown_compiler_option_falls_back_with_one_warning(monkeypatch):
 
 
 def test_options_accepted():
-    assert parallel.options_accepted(CPU_COMPILER_OPTIONS if ON_CPU else {})
+    assert jaxnets.compile.options_accepted(CPU_COMPILER_OPTIONS if ON_CPU else {})
     with pytest.warns(UserWarning, match="refuses the compiler options"):
-        assert not parallel.options_accepted({f"xla_no_such_option_{uuid.uuid4().hex}": "1"})
+        assert not jaxnets.compile.options_accepted({f"xla_no_such_option_{uuid.uuid4().hex}": "1"})
