@@ -83,40 +83,77 @@ def _absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
+_HORIZON_EPOCHS = 1 << 20  # a stream's length in epochs: it ends only when it is closed
+
+
 class _ReadBatch(grain.transforms.Map):
-    """Grain map from an array of example indices (-1: a padding row) to a batch of transformed examples.
+    """Grain map from a batch number `k` (counted over all epochs: epoch `k // len(loader)`, batch
+    `k % len(loader)`) to this process's rows of that batch, read and transformed.
 
-    Runs in Grain's reading threads and worker processes (it is pickled to them with the source)."""
+    Runs in Grain's reading threads and worker processes (pickled to them with the loader and its source)."""
 
-    def __init__(self, source, transforms: tuple, seed: int, epoch: int, spec: dict, masked: bool):
-        self.source, self.transforms, self.seed, self.epoch = source, transforms, seed, epoch
-        self.spec, self.masked = spec, masked
+    def __init__(self, loader: Loader):
+        self.loader = loader
+        self._table = (None, None)  # (epoch, its index table): computed once per epoch, swapped atomically
 
-    def example(self, index: int) -> dict:
-        element = self.source[index]
+    def __getstate__(self) -> dict:
+        return {"loader": self.loader}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["loader"])
+
+    def example(self, epoch: int, index: int) -> dict:
+        loader = self.loader
+        element = loader.source[index]
         if not isinstance(element, Mapping) or "image" not in element or "label" not in element:
             raise TypeError(f"Loader: source[{index}] must be a dict with 'image' [H, W, C] and 'label', got "
                             f"{type(element).__name__}.")
-        rng = np.random.default_rng([self.seed, self.epoch, index])  # per example: independent of workers
-        return apply_transforms(element, self.transforms, rng)
+        rng = np.random.default_rng([loader.seed, epoch, index])  # per example: independent of workers
+        return apply_transforms(element, loader.transforms, rng)
 
-    def map(self, indices: np.ndarray) -> dict:
-        batch = {key: np.zeros((len(indices),) + shape, dtype) for key, (shape, dtype) in self.spec.items()}
+    def map(self, k: int) -> dict:
+        loader = self.loader
+        epoch, b = divmod(int(k), len(loader))
+        table = self._table  # one read: threads may replace it meanwhile
+        if table[0] != epoch:
+            table = self._table = (epoch, loader.local_indices(epoch))
+        indices = table[1][b]
+        batch = {key: np.zeros((len(indices),) + shape, dtype) for key, (shape, dtype) in loader.spec.items()}
         for row, index in enumerate(indices):
             if index < 0:
                 continue  # a padding row stays zero (and is masked out)
-            element = self.example(int(index))
-            for key in self.spec:
+            element = self.example(epoch, int(index))
+            for key, (shape, _) in loader.spec.items():
                 value = np.asarray(element[key])
-                if value.shape != self.spec[key][0]:
+                if value.shape != shape:
                     raise ValueError(f"Loader: example {int(index)} has {key} of shape {value.shape}, but example "
-                                     f"0's is {self.spec[key][0]}; every example of a batch must have the same "
-                                     f"shape: add transforms that fix it (e.g. transforms.Resize and "
-                                     f"transforms.CenterCrop, or transforms.RandomResizedCrop).")
+                                     f"0's is {shape}; every example of a batch must have the same shape: add "
+                                     f"transforms that fix it (e.g. transforms.Resize and transforms.CenterCrop, "
+                                     f"or transforms.RandomResizedCrop).")
                 batch[key][row] = value
-        if self.masked:
+        if loader.pad_last:
             batch["mask"] = indices >= 0
         return batch
+
+
+class _Stream:
+    """A running Grain iterator over a loader's batches from `(epoch, start)` on, through the following
+    epochs: its threads and worker processes keep reading ahead across the end of an epoch."""
+
+    def __init__(self, loader: Loader, epoch: int, start: int):
+        self.steps, self.position = len(loader), (epoch, start)
+        self.iterator = iter(loader.dataset(epoch, start=start))
+
+    def next(self) -> dict:
+        batch = next(self.iterator)
+        epoch, b = self.position
+        self.position = (epoch + 1, 0) if b + 1 == self.steps else (epoch, b + 1)
+        return batch
+
+    def close(self) -> None:
+        close = getattr(self.iterator, "close", None)  # stops the worker processes
+        if close is not None:
+            close()
 
 
 class Loader(Batches):
@@ -145,7 +182,8 @@ class Loader(Batches):
         drop_last=False, pad_last=True)`.
       worker_count: Grain worker processes (0: read in this process). Each process works on whole
         batches, batch `i` in worker `i % worker_count`; the batches are the same for any count.
-        Workers start (a fresh Python that imports jaxnets) with each epoch.
+        Workers start (a fresh Python that imports jaxnets) when reading starts, and keep running from one
+        epoch into the next (see `epoch`); `close()` stops them.
       read_threads: threads reading batches in each process (`grain.ReadOptions.num_threads`); up to
         `max(read_threads, prefetch)` batches are read ahead.
       prefetch: batches buffered per worker process (and at least this many read ahead).
@@ -212,6 +250,7 @@ class Loader(Batches):
         self.spec["label"] = ((), np.dtype(np.int32))
         self.next_epoch = 0
         self._rows = self._rows_of_process()
+        self._stream: _Stream | None = None
 
     def _labels(self, fn: str, labels) -> np.ndarray:
         if labels is None:
@@ -252,16 +291,18 @@ class Loader(Batches):
         return padded.reshape(steps, self.batch_size)[:, self._rows]
 
     def dataset(self, epoch: int, *, start: int = 0) -> grain.IterDataset:
-        """The Grain dataset of this process's batches of epoch `epoch`, from its batch `start` on.
+        """The Grain dataset of this process's batches from batch `start` of epoch `epoch` on, through the
+        following epochs (without end: batch `k` of it is batch `(start + k) % len(self)` of epoch
+        `epoch + (start + k) // len(self)`).
 
-        `MapDataset.source(batch indices).map(read and transform)[start:]`, then `.to_iter_dataset(
-        ReadOptions(read_threads, max(read_threads, prefetch)))` and, with workers, `.mp_prefetch(MultiprocessingOptions(
+        `MapDataset.range(first, ...).map(read and transform)`, then `.to_iter_dataset(ReadOptions(
+        read_threads, max(read_threads, prefetch)))` and, with workers, `.mp_prefetch(MultiprocessingOptions(
         worker_count, prefetch))`. Raises ValueError for `start` outside `[0, len(self)]`.
         """
         epoch = check_int("Loader.dataset", "epoch", epoch, minimum=0)
         start = check_int("Loader.dataset", "start", start, minimum=0, maximum=len(self))
-        read = _ReadBatch(self.source, self.transforms, self.seed, epoch, self.spec, masked=self.pad_last)
-        batches = grain.MapDataset.source(list(self.local_indices(epoch))).map(read)[start:]
+        first = epoch * len(self) + start
+        batches = grain.MapDataset.range(first, (epoch + _HORIZON_EPOCHS) * len(self)).map(_ReadBatch(self))
         # Grain keeps `prefetch_buffer_size` batches in flight: at least one per thread, or threads idle.
         out = batches.to_iter_dataset(grain.ReadOptions(num_threads=self.read_threads,
                                                         prefetch_buffer_size=max(self.read_threads, self.prefetch)))
@@ -272,20 +313,39 @@ class Loader(Batches):
         return out
 
     def _read_epoch(self, epoch: int, start: int) -> Iterator[dict]:
-        iterator = iter(self.dataset(epoch, start=start))
+        if self._stream is None or self._stream.position != (epoch, start):
+            self.close()
+            self._stream = _Stream(self, epoch, start)
         try:
-            for batch in iterator:
-                yield self._place(batch, self.batch_size)
-        finally:
-            close = getattr(iterator, "close", None)  # stops the worker processes
-            if close is not None:
-                close()
+            for _ in range(start, len(self)):
+                yield self._place(self._stream.next(), self.batch_size)
+        except Exception:
+            self.close()  # an error (a file that fails to decode, ...): the next epoch starts a new stream
+            raise
 
     def epoch(self, epoch: int, *, start: int = 0) -> EpochIterator:
-        """An iterator over the batches of epoch `epoch` from its batch `start` (0-based) on; closing it (or
-        leaving its `with` block) stops Grain's threads and workers. See the class docstring for the batches."""
+        """An iterator over the batches of epoch `epoch` from its batch `start` (0-based) on.
+
+        The Loader keeps one Grain iterator (threads, worker processes) running from epoch to epoch: after
+        the last batch of epoch `e`, the batches of epoch `e + 1` are already being read, and
+        `epoch(e + 1)` continues there. Asking for another position (an earlier epoch, a batch other than
+        where the running one stands) closes it and starts a new one there (worker processes start again).
+        See the class docstring for the batches.
+        """
         self.dataset(epoch, start=start)  # validate the arguments now
         return EpochIterator(self._read_epoch(epoch, start), 0, name=f"jaxnets-Loader-epoch{epoch}")
+
+    def close(self) -> None:
+        """Stop the running Grain iterator (its threads and worker processes), if any."""
+        stream, self._stream = getattr(self, "_stream", None), None
+        if stream is not None:
+            stream.close()
+
+    def __getstate__(self) -> dict:  # what the worker processes get: no running stream, no sharding
+        return {**self.__dict__, "_stream": None, "sharding": None}
+
+    def __del__(self):
+        self.close()
 
     def __repr__(self) -> str:
         return (f"Loader({self.source!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, seed={self.seed}, "

@@ -92,6 +92,9 @@ def _sample_input(data, batches: Batches):
     """One example `[1, H, W, C]`, for `TrainState.create` (only its shape and dtype are used)."""
     if isinstance(data, Mapping):
         return np.asarray(data["image"][:1])
+    if isinstance(batches, Loader):  # shape and dtype known without reading (which would restart its workers)
+        image = batches.arrays["image"]
+        return np.zeros((1,) + tuple(image.shape[1:]), image.dtype)
     with batches.epoch(0) as it:
         image = next(it)["image"]
     if isinstance(image, jax.Array) and not image.is_fully_addressable:

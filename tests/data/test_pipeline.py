@@ -106,6 +106,23 @@ def test_worker_process_gives_the_same_batches(source):
     in_process = data.Loader(source, 8, seed=2, transforms=transforms, drop_last=False)
     worker = data.Loader(source, 8, seed=2, transforms=transforms, drop_last=False, worker_count=1)
     _assert_same(_epoch(worker, 1), _epoch(in_process, 1))
+    stream = worker._stream
+    _assert_same(_epoch(worker, 2), _epoch(in_process, 2))
+    assert worker._stream is stream  # epoch 2 continued the running worker: no second start
+    worker.close()
+    assert worker._stream is None
+
+
+def test_the_running_stream_continues_into_the_next_epoch_or_restarts(source):
+    loader = data.Loader(source, 8, seed=2, transforms=[RandomHorizontalFlip()])
+    fresh = data.Loader(source, 8, seed=2, transforms=[RandomHorizontalFlip()])
+    first = _epoch(loader, 0)
+    stream = loader._stream
+    assert stream.position == (1, 0)
+    _assert_same(_epoch(loader, 1), _epoch(fresh, 1))
+    assert loader._stream is stream
+    _assert_same(_epoch(loader, 0), first)  # an earlier epoch: a new stream, the same batches
+    assert loader._stream is not stream
 
 
 def test_simulated_processes_read_their_rows(source):
