@@ -18,6 +18,10 @@ Grain's worker processes. The guarantees of `Batches` hold:
   `(e, k)` is the iterator's whole position, which `fit(..., checkpoint_every=...)` saves with its
   checkpoints so that a run resumed mid-epoch ends bit for bit as an uninterrupted one.
 
+One Grain iterator (its threads and worker processes) runs from epoch to epoch, so the next epoch's first
+batches are read while the current one ends and worker processes start once (Grain spawns them: each is
+a fresh Python importing grain, jax and jaxnets, seconds on a busy machine), not once per epoch.
+
     source = data.ImageFolder("imagenet/train", rgb=True)
     loader = data.Loader(source, 256, transforms=data.transforms.imagenet_train(224), worker_count=8)
     state, history = train.fit(model, loader, epochs=90, optimizer=tx, checkpoint_every=1000, ...)
