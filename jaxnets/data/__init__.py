@@ -29,14 +29,14 @@ from jaxnets.data.datasets import (
 )
 from jaxnets.data.validation import check_arrays, check_dataset
 from jaxnets.data import transforms
-from jaxnets.data.pipeline import Loader, is_source
+from jaxnets.data.pipeline import Loader, example_rng, is_source
 from jaxnets.data.sources import ArrayRecordSource, ArraySource, ImageFolder, TFDSSource
 
 __all__ = [
     "augment", "Batches", "EpochIterator", "mnist_sample", "load_mnist", "load_fashion_mnist", "load_cifar10",
     "load_cifar100", "split", "random_crop", "random_flip", "random_translate", "hflip", "normalize", "to_float",
     "compose", "deterministic", "shuffle", "steps_per_epoch", "check_dataset",
-    "check_arrays", "transforms", "Loader", "is_source", "ImageFolder", "ArraySource", "ArrayRecordSource",
+    "check_arrays", "transforms", "Loader", "is_source", "example_rng", "ImageFolder", "ArraySource", "ArrayRecordSource",
     "TFDSSource",
 ]
 

@@ -10,8 +10,8 @@ Grain's worker processes. The guarantees of `Batches` hold:
 - the order of epoch `e` is `numpy.random.default_rng([seed, e]).permutation(N)`, the same as
   `Batches(arrays, ...)` over the same examples (an `ArraySource` gives bit for bit the batches of
   `Batches` over its arrays), and each example's random transforms draw from
-  `numpy.random.default_rng([seed, e, index])`: the batches depend on `(seed, e)` only, not on the
-  number of workers, threads or processes;
+  `example_rng(seed, e, index)`: the batches depend on `(seed, e)` only, not on the number of workers,
+  threads or processes;
 - process `p` of `P` (`jax.process_index()`, `jax.process_count()`) reads only its rows of every
   global batch, rows `[p * B/P, (p + 1) * B/P)` (or those its devices hold under a sharding);
 - `epoch(e, start=k)` starts epoch `e` at its batch `k` without reading the `k` batches before it:
@@ -31,6 +31,7 @@ PyTorch: `torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, num_wor
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import grain
@@ -41,7 +42,35 @@ from jax.sharding import Sharding
 from jaxnets.checks import check_bool, check_int, check_positive_int
 from jaxnets.data.batches import Batches, EpochIterator
 
-__all__ = ["Loader", "is_source", "apply_transforms"]
+__all__ = ["Loader", "is_source", "apply_transforms", "example_rng"]
+
+_THREAD = threading.local()  # each reading thread's Philox generator, re-keyed per example by example_rng
+
+
+def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of the random transforms of example `index` in epoch `epoch`: numpy's counter-based
+    Philox with key `(seed, epoch)` and counter `(0, 0, index, 0)`.
+
+    Each example gets its own stream (2**128 draws apart), a function of `(seed, epoch, index)` only, so
+    the augmentation does not depend on the example's position, the batch, the worker or the process.
+    Re-keying this thread's one generator costs a few microseconds, where building a new one
+    (`default_rng([seed, epoch, index])`, through a SeedSequence) costs tens: a share of the time of
+    decoding a small image. The generator is reused by the next call in the same thread: draw from it
+    before asking for the next example's.
+
+    Args: seed, epoch, index: non-negative ints below 2**64.
+    Returns: a `numpy.random.Generator`.
+    """
+    cached = getattr(_THREAD, "philox", None)
+    if cached is None:
+        bit_generator = np.random.Philox(key=0)
+        cached = _THREAD.philox = (bit_generator, np.random.Generator(bit_generator), bit_generator.state)
+    bit_generator, generator, state = cached
+    state["state"]["key"][:] = (seed, epoch)
+    state["state"]["counter"][:] = (0, 0, index, 0)
+    state.update(buffer_pos=4, has_uint32=0, uinteger=0)  # nothing buffered from the previous example
+    bit_generator.state = state
+    return generator
 
 
 def is_source(data) -> bool:
@@ -112,8 +141,7 @@ class _ReadBatch(grain.transforms.Map):
         if not isinstance(element, Mapping) or "image" not in element or "label" not in element:
             raise TypeError(f"Loader: source[{index}] must be a dict with 'image' [H, W, C] and 'label', got "
                             f"{type(element).__name__}.")
-        rng = np.random.default_rng([loader.seed, epoch, index])  # per example: independent of workers
-        return apply_transforms(element, loader.transforms, rng)
+        return apply_transforms(element, loader.transforms, example_rng(loader.seed, epoch, index))
 
     def map(self, k: int) -> dict:
         loader = self.loader
@@ -244,7 +272,7 @@ class Loader(Batches):
             raise ValueError(f"{fn}: batch_size must be divisible by process_count={self.process_count} (it is the "
                              f"global batch, split evenly between processes), got {self.batch_size}.")
         self.labels = self._labels(fn, labels)
-        first = apply_transforms(source[0], self.transforms, np.random.default_rng([self.seed, 0, 0]))
+        first = apply_transforms(source[0], self.transforms, example_rng(self.seed, 0, 0))
         if not isinstance(first, Mapping) or "image" not in first or "label" not in first:
             raise TypeError(f"{fn}: source[0] (after the transforms) must be a dict with 'image' [H, W, C] and "
                             f"'label', got {type(first).__name__}.")

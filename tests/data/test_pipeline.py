@@ -82,6 +82,24 @@ def test_order_is_a_function_of_seed_and_epoch(source):
         np.testing.assert_array_equal(by_index[i], flat[i])
 
 
+def test_example_rng_is_a_function_of_seed_epoch_and_index():
+    from concurrent.futures import ThreadPoolExecutor
+
+    draws = lambda *key: data.example_rng(*key).random(6)  # noqa: E731
+    reference = draws(3, 1, 12)
+    draws(3, 1, 13)  # another example in between: the re-keyed generator forgets it
+    np.testing.assert_array_equal(draws(3, 1, 12), reference)
+    for other in ((3, 1, 13), (3, 2, 12), (4, 1, 12)):
+        assert not np.array_equal(draws(*other), reference), other
+    # Philox with key (seed, epoch) and counter (0, 0, index, 0): numpy's own generator built from scratch.
+    expected = np.random.Generator(np.random.Philox(key=(3, 1), counter=(0, 0, 12, 0))).random(6)
+    np.testing.assert_array_equal(reference, expected)
+    with ThreadPoolExecutor(4) as pool:  # one generator per thread
+        results = list(pool.map(lambda i: draws(3, 1, i % 3), range(60)))
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result, draws(3, 1, i % 3))
+
+
 def test_start_seeks_without_reading_earlier_batches(npy, source):
     read = []
 
