@@ -44,6 +44,7 @@ def main(process_id: int, num_processes: int, port: int, data_dir: str, out_dir:
             batches = list(it)
         out[f"image{epoch}"] = np.stack([b["image"] for b in batches])
         out[f"label{epoch}"] = np.stack([b["label"] for b in batches])
+    loader.close()  # stops the threads reading epoch 2 ahead
     out["read"] = np.array(source.read)
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
     sharded = data.Loader(source, BATCH, seed=SEED, sharding=NamedSharding(mesh, PartitionSpec("batch")))

@@ -241,12 +241,11 @@ def test_two_jax_processes_each_read_only_their_shard(npy, source, tmp_path):
             np.testing.assert_array_equal(result[f"image{epoch}"], np.stack([b["image"][rows] for b in whole]))
             np.testing.assert_array_equal(result[f"label{epoch}"], np.stack([b["label"][rows] for b in whole]))
     for p, result in enumerate(results):
-        # Every example of this process's rows, and nothing else (besides example 0, read once at construction
-        # for the shapes), in both epochs.
-        mine = set()
-        for epoch in (0, 1):
-            mine |= set(single.local_indices(epoch)[:, 4 * p:4 * (p + 1)].ravel().tolist())
+        # Every example of this process's rows of epochs 0 and 1, and nothing else (besides example 0, read
+        # once at construction for the shapes, and the first batches of epoch 2, read ahead by the running
+        # stream: of this process's rows too).
+        rows = [set(single.local_indices(epoch)[:, 4 * p:4 * (p + 1)].ravel().tolist()) for epoch in (0, 1, 2)]
         read = result["read"].tolist()
-        assert read[0] == 0 and set(read[1:]) == mine
-        assert len(read) - 1 == 2 * len(single) * 4  # each of its rows once per epoch
+        assert read[0] == 0 and rows[0] | rows[1] <= set(read[1:]) <= rows[0] | rows[1] | rows[2]
+        assert len(read) - 1 >= 2 * len(single) * 4  # each of its rows once per epoch, then epoch 2's
         np.testing.assert_array_equal(result["sharded_label"], _epoch(single, 0)[0]["label"][4 * p:4 * (p + 1)])
