@@ -2,6 +2,7 @@
 Loader: the same numbers as the in-memory path, and `checkpoint_every`'s mid-epoch resume, bit for bit."""
 import os
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -51,12 +52,20 @@ def _folder(root, arrays) -> dict:
 
 
 class Crashing(data.ArraySource):
-    """An ArraySource that raises when one of the indices in `fail` is read: a run killed mid-epoch."""
-    fail: frozenset = frozenset()
+    """An ArraySource that raises the second time example `fail` is read: a run killed in its second epoch
+    (each epoch reads each example once; the Loader's threads read ahead, so the first epoch's end cannot be
+    the trigger)."""
+
+    def __init__(self, *args, fail: int | None = None):
+        super().__init__(*args)
+        self.fail, self.reads, self.lock = fail, 0, threading.Lock()
 
     def __getitem__(self, index):
-        if int(index) in self.fail:
-            raise RuntimeError(f"simulated crash reading example {index}")
+        if int(index) == self.fail:
+            with self.lock:
+                self.reads += 1
+                if self.reads == 2:
+                    raise RuntimeError(f"simulated crash reading example {index}")
         return super().__getitem__(index)
 
 
@@ -98,20 +107,17 @@ def test_predictions_on_a_source_equal_those_on_arrays(npy, uninterrupted):
 
 
 def test_mid_epoch_resume_after_a_crash_is_bitwise(npy, tmp_path, uninterrupted):
-    """Checkpoints every 4 steps; the run dies reading batch 5 of epoch 2 (after step 10, the checkpoint of
-    step 8 is saved); the resumed run continues at epoch 2, batch 3 and ends with the uninterrupted state."""
+    """Checkpoints every 4 steps; the run dies at batch 5 of epoch 2 (after step 10; the checkpoint of step 8
+    is saved); the resumed run continues at epoch 2, batch 3 and ends with the uninterrupted state."""
     reference, reference_history = uninterrupted
-    source = Crashing(npy / "x.npy", npy / "y.npy")
-    crash_batch = data.Loader(source, BATCH, seed=SEED).order(1)[4 * BATCH:5 * BATCH]
-
-    def arm(epoch, history):  # after epoch 1: the reads of epoch 2's fifth batch fail
-        source.fail = frozenset(crash_batch.tolist())
-
+    loader = data.Loader(data.ArraySource(npy / "x.npy", npy / "y.npy"), BATCH, seed=SEED)
+    # An example of epoch 2's fifth batch that epoch 1 reads too (48 of the 50 examples are used per epoch).
+    fail = next(i for i in loader.order(1)[4 * BATCH:5 * BATCH].tolist() if i in loader.order(0)[:6 * BATCH] and i)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _fit(source, checkpoint_dir=tmp_path, checkpoint_every=4, on_epoch_end=arm)
+        _fit(Crashing(npy / "x.npy", npy / "y.npy", fail=fail), checkpoint_dir=tmp_path, checkpoint_every=4)
     assert Checkpoints(tmp_path).epochs() == [1]
     assert Checkpoints(tmp_path / "mid_epoch").epochs() == [8]  # keep=1: step 4's was replaced
-    resumed = Crashing(npy / "x.npy", npy / "y.npy")
+    resumed = data.ArraySource(npy / "x.npy", npy / "y.npy")
     state, history = _fit(resumed, checkpoint_dir=tmp_path, checkpoint_every=4, resume=True)
     assert int(state.step) == 12
     assert_bitwise_equal(reference, state)
