@@ -394,7 +394,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         layers then synchronise their statistics).
       train_data: `{"image": [N, H, W, C], "label": [N]}` (numpy; uint8 or float images), a
         `jaxnets.data.Batches` (or `jaxnets.data.Loader`), or a source (`jaxnets.data.ImageFolder(root)`,
-        `ArraySource`, a `grain.MapDataset`), read as `Loader(source, batch_size, seed=seed)`. A dict is batched as `Batches(train_data, batch_size, seed=seed)`:
+        `ArraySource`, a `grain.MapDataset`), read as `Loader(source, batch_size, seed=seed, drop_last=drop_last)`
+        (no transforms: its images must share one size; build a `Loader` for transforms and workers). A dict is batched as `Batches(train_data, batch_size, seed=seed)`:
         shuffled every epoch, the incomplete last batch dropped (see `drop_last`). Both datasets are
         checked before anything is compiled (`jaxnets.data.check_dataset`, then against the model: its
         input layout and size, labels in `[0, num_classes)`).
