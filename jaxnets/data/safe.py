@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from jaxnets.checks import check_int
@@ -215,6 +216,29 @@ def _tar_kind(member: tarfile.TarInfo) -> str:
     return "a device, fifo or other special file"
 
 
+def _extract(archive: Path, dest: Path, entries: list[tuple[str, bool, str | None, Callable]]) -> list[Path]:
+    """Write the archive's `entries`, `(name, is_dir, refusal or None, open)`, below `dest`; every entry is
+    checked (its refusal, its path) before anything is written. Returns the regular files written."""
+    dest.mkdir(parents=True, exist_ok=True)
+    dest = dest.resolve()
+    targets = []
+    for name, _, refused, _ in entries:
+        if refused is not None:
+            raise ValueError(f"{archive}: refusing to extract: member {name!r} is {refused}.")
+        targets.append(_safe_target(archive, dest, name))
+    written = []
+    for (_, is_dir, _, open_member), target in zip(entries, targets):
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open_member() as source, open(target, "wb") as out:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+        written.append(target)
+    return written
+
+
 def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
     """Extract a (possibly compressed) tar archive into `dest`, refusing anything unsafe.
 
@@ -227,33 +251,18 @@ def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Pat
       ValueError: naming the archive and the member, for a link, special file or escaping path; naming
         the archive, if it is truncated or corrupt.
     """
-    archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    dest = dest.resolve()
-    written = []
+    def refusal(member: tarfile.TarInfo) -> str | None:
+        if member.isfile() or member.isdir():
+            return None
+        return f"{_tar_kind(member)}; links and special files are not allowed"
+
     try:
         with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            targets = []
-            for member in members:
-                if not (member.isfile() or member.isdir()):
-                    raise ValueError(f"{archive}: refusing to extract: member {member.name!r} is "
-                                     f"{_tar_kind(member)}; links and special files are not allowed.")
-                targets.append(_safe_target(archive, dest, member.name))
-            for member, target in zip(members, targets):
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                source = tar.extractfile(member)
-                with source, open(target, "wb") as out:
-                    while chunk := source.read(1 << 20):
-                        out.write(chunk)
-                written.append(target)
+            entries = [(m.name, m.isdir(), refusal(m), lambda m=m: tar.extractfile(m)) for m in tar.getmembers()]
+            return _extract(Path(archive), Path(dest), entries)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
         raise ValueError(f"{archive}: not a valid tar archive: truncated or corrupt "
                          f"({type(error).__name__}: {error}); delete it and download it again.") from error
-    return written
 
 
 def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
@@ -266,33 +275,19 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Pat
       ValueError: naming the archive and the member, for a link or escaping path; naming the archive,
         if it is truncated or corrupt.
     """
-    archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    dest = dest.resolve()
-    written = []
+    def refusal(info: zipfile.ZipInfo) -> str | None:
+        mode = info.external_attr >> 16  # Unix st_mode, when the zip was made on Unix
+        if stat.S_IFMT(mode) in (0, stat.S_IFREG, stat.S_IFDIR):
+            return None
+        return f"a link or special file (mode {oct(mode)}); links are not allowed"
+
     try:
         with zipfile.ZipFile(archive) as zf:
-            infos = zf.infolist()
-            targets = []
-            for info in infos:
-                mode = info.external_attr >> 16  # Unix st_mode, when the zip was made on Unix
-                if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-                    raise ValueError(f"{archive}: refusing to extract: member {info.filename!r} is a link or "
-                                     f"special file (mode {oct(mode)}); links are not allowed.")
-                targets.append(_safe_target(archive, dest, info.filename))
-            for info, target in zip(infos, targets):
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as source, open(target, "wb") as out:
-                    while chunk := source.read(1 << 20):
-                        out.write(chunk)
-                written.append(target)
+            entries = [(i.filename, i.is_dir(), refusal(i), lambda i=i: zf.open(i)) for i in zf.infolist()]
+            return _extract(Path(archive), Path(dest), entries)
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
         raise ValueError(f"{archive}: not a valid zip archive: truncated or corrupt "
                          f"({type(error).__name__}: {error}); delete it and download it again.") from error
-    return written
 
 
 def gunzip(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:

@@ -60,6 +60,24 @@ def _is_floating(dtype) -> bool:
     return bool(jnp.issubdtype(dtype, jnp.floating))
 
 
+def check_image_label_keys(fn: str, name: str, data, *, alternative: str | None = None,
+                           optional: str | None = None) -> None:
+    """TypeError unless `data` is a dict, ValueError unless it has "image" and "label" entries.
+
+    `alternative` names another accepted type and `optional` an optional key, both for the message
+    (e.g. `alternative="a jaxnets.data.Batches"`, `optional="'mask' [N]"`).
+    """
+    expected = "a dict with 'image' [N, H, W, C] and 'label' [N]"
+    expected += f" (and optionally {optional})" if optional else ""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{fn}: {name} must be {expected}" + (f" or {alternative}" if alternative else "")
+                        + f", got {type(data).__name__}.")
+    missing = [key for key in ("image", "label") if key not in data]
+    if missing:
+        raise ValueError(f"{fn}: {name} must be {expected}, got the keys {sorted(map(str, data))} (missing "
+                         f"{missing}).")
+
+
 def check_dataset(fn: str, name: str, data, *, image_shape: Sequence[int] | None = None,
                   num_classes: int | None = None, allow_empty: bool = False) -> int:
     """Check a dataset split on the host before training or evaluating on it; return its size N.
@@ -99,13 +117,7 @@ def check_dataset(fn: str, name: str, data, *, image_shape: Sequence[int] | None
 
     if isinstance(data, Batches):
         data = data.arrays
-    if not isinstance(data, Mapping):
-        raise TypeError(f"{fn}: {name} must be a dict {{'image': [N, H, W, C], 'label': [N]}} or a "
-                        f"jaxnets.data.Batches, got {type(data).__name__}.")
-    missing = [key for key in ("image", "label") if key not in data]
-    if missing:
-        raise ValueError(f"{fn}: {name} must be a dict with 'image' [N, H, W, C] and 'label' [N], got the keys "
-                         f"{sorted(map(str, data))} (missing {missing}).")
+    check_image_label_keys(fn, name, data, alternative="a jaxnets.data.Batches")
     allow_empty = check_bool(fn, "allow_empty", allow_empty)
     if num_classes is not None:
         num_classes = check_positive_int(fn, "num_classes", num_classes)

@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Sequence
 
@@ -14,6 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxnets.checks import as_tuple, check_array, check_bool, check_float_input, check_int, is_int, spatial_layout
+from jaxnets.layers.switch import Switch
 
 Padding = int | str | Sequence[int] | Sequence[tuple[int, int]]
 
@@ -210,7 +210,7 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     spec = lay.name
     kspec = spec[1:-1] + "IO" if lay.channels_last else "OI" + spec[2:]
     x, kernel = x.astype(dtype), kernel.astype(dtype)
-    if _EXPLICIT_PADDING and _input_smaller_than_kernel(sizes, k_spatial, dilation):
+    if _EXPLICIT_PADDING.enabled and _input_smaller_than_kernel(sizes, k_spatial, dilation):
         y = _conv_explicit_padding(x, kernel, stride, pads, dilation, groups, (spec, kspec, spec))
     else:
         y = lax.conv_general_dilated(x, kernel, window_strides=stride, padding=pads, rhs_dilation=dilation,
@@ -233,22 +233,15 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
 # the conv with padding 0; the data gradient, a conv of the equally small cotangent, gets the same
 # treatment in a custom JVP (`_conv_explicit_padding`). Switched only through `explicit_padding` (the tests and
 # benchmarks compare against the plain conv); it is not a user option.
-_EXPLICIT_PADDING = True
+_EXPLICIT_PADDING = Switch("explicit_padding")
 
 
-@contextlib.contextmanager
 def explicit_padding(enabled: bool):
     """Within the block, `conv` on inputs smaller than the kernel materialises the padding (True, the
     default) or runs the plain `lax.conv_general_dilated` (False). Read at TRACE time: a function jitted
     inside the block keeps the choice. For tests and benchmarks (same numbers, other XLA kernels).
     """
-    global _EXPLICIT_PADDING
-    enabled, previous = check_bool("explicit_padding", "enabled", enabled), _EXPLICIT_PADDING
-    _EXPLICIT_PADDING = enabled
-    try:
-        yield
-    finally:
-        _EXPLICIT_PADDING = previous
+    return _EXPLICIT_PADDING.set(enabled)
 
 
 def _input_smaller_than_kernel(sizes: Sequence[int], kernel: Sequence[int], dilation: Sequence[int]) -> bool:

@@ -255,6 +255,14 @@ def nll_loss(log_probs: jax.Array, labels: jax.Array, *, weights: jax.Array | No
     return _reduce(loss, reduction, denominator=weight_sum)
 
 
+def _regression_inputs(fn: str, pred, target, reduction: str) -> tuple[jax.Array, jax.Array]:
+    """The checks every regression loss makes: the reduction, two arrays of one shape, a floating pair."""
+    _check_reduction(fn, reduction)
+    pred, target = _arrays(fn, pred=pred, target=target)
+    _check_same_shape(fn, "pred", pred, "target", target)
+    return _floating_pair(fn, "pred", pred, "target", target)
+
+
 def mse_loss(pred: jax.Array, target: jax.Array, *, reduction: str = "mean") -> jax.Array:
     """Squared error `(pred - target)^2`, element-wise, then reduced.
 
@@ -265,10 +273,7 @@ def mse_loss(pred: jax.Array, target: jax.Array, *, reduction: str = "mean") -> 
     PyTorch: `torch.nn.functional.mse_loss`.
     """
     fn = "mse_loss"
-    _check_reduction(fn, reduction)
-    pred, target = _arrays(fn, pred=pred, target=target)
-    _check_same_shape(fn, "pred", pred, "target", target)
-    pred, target = _floating_pair(fn, "pred", pred, "target", target)
+    pred, target = _regression_inputs(fn, pred, target, reduction)
     return _reduce(jnp.square(pred - target), reduction)
 
 
@@ -287,10 +292,7 @@ def l1_loss(pred: jax.Array, target: jax.Array, *, reduction: str = "mean") -> j
     PyTorch: `torch.nn.functional.l1_loss`.
     """
     fn = "l1_loss"
-    _check_reduction(fn, reduction)
-    pred, target = _arrays(fn, pred=pred, target=target)
-    _check_same_shape(fn, "pred", pred, "target", target)
-    pred, target = _floating_pair(fn, "pred", pred, "target", target)
+    pred, target = _regression_inputs(fn, pred, target, reduction)
     return _reduce(_abs(pred - target), reduction)
 
 
@@ -306,10 +308,7 @@ def smooth_l1_loss(pred: jax.Array, target: jax.Array, *, beta: float = 1.0, red
     PyTorch: `torch.nn.functional.smooth_l1_loss` (`huber_loss` is `beta *` this loss).
     """
     fn = "smooth_l1_loss"
-    _check_reduction(fn, reduction)
-    pred, target = _arrays(fn, pred=pred, target=target)
-    _check_same_shape(fn, "pred", pred, "target", target)
-    pred, target = _floating_pair(fn, "pred", pred, "target", target)
+    pred, target = _regression_inputs(fn, pred, target, reduction)
     beta = check_real(fn, "beta", beta, minimum=0.0)
     d = _abs(pred - target)
     if beta == 0:

@@ -8,7 +8,6 @@ PyTorch equivalents: `torch.nn.BatchNorm1d/2d/3d` (and `SyncBatchNorm` for `axis
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ import jax.numpy as jnp
 from jaxnets.checks import (at_least_float32, check_array, check_bool, check_floating,
                             check_positive_int, check_real, is_channels_last, is_int, kernel_is_channels_last,
                             renamed_keyword, spatial_layout)
+from jaxnets.layers.switch import Switch
 
 __all__ = [
     "batch_norm",
@@ -229,7 +229,7 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
     if axis_name is None and math.prod(x.shape[a] for a in axes) == 1:
         raise ValueError(f"{fn}: expected more than 1 value per channel when training, got x of shape "
                          f"{tuple(x.shape)}; use a larger batch or train=False.")
-    if _FAST_TRAIN_PATH and mask is None and axis_name is None:
+    if _FAST_TRAIN_PATH.enabled and mask is None and axis_name is None:
         y, mean, var = _batch_norm_train(x, params["scale"], params["bias"], eps, axes)
         count = jnp.asarray(math.prod(x.shape[a] for a in axes), sdt)
     else:
@@ -250,23 +250,16 @@ def batch_norm(x: jax.Array, params: Mapping, state: Mapping, *, train: bool, mo
 # The training path of `batch_norm` with a hand-written derivative (used when mask is None and axis_name is
 # None; the masked and the synchronised paths go through autodiff of `masked_moments`). Switched only through
 # `closed_form_derivative` (tests and benchmarks compare the two paths); it is not a user option.
-_FAST_TRAIN_PATH = True
+_FAST_TRAIN_PATH = Switch("closed_form_derivative")
 
 
-@contextlib.contextmanager
 def closed_form_derivative(enabled: bool):
     """Within the block, training-mode `batch_norm` uses (True, the default) or bypasses (False: autodiff of
     the plain two-pass forward) its closed-form derivative. Read at TRACE time: a function jitted inside
     the block keeps the choice. For tests and benchmarks that compare the two paths (same forward; the
     gradients agree to float32 rounding).
     """
-    global _FAST_TRAIN_PATH
-    enabled, previous = check_bool("closed_form_derivative", "enabled", enabled), _FAST_TRAIN_PATH
-    _FAST_TRAIN_PATH = enabled
-    try:
-        yield
-    finally:
-        _FAST_TRAIN_PATH = previous
+    return _FAST_TRAIN_PATH.set(enabled)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))

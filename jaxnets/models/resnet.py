@@ -17,7 +17,6 @@ Submodule names are torchvision's with "." -> "_": "conv1", "bn1", "layer1_0" ("
 torchvision `state_dict` unchanged.
 """
 from collections.abc import Sequence
-from functools import partial
 
 import flax.linen as nn
 
@@ -67,12 +66,23 @@ class SqueezeExcitation(nn.Module):
 
 
 
-def _block_batch_norm(block, name: str, last: bool = False) -> jnn.BatchNorm:
-    """A block's BatchNorm; with `zero_init_residual` (v1/v1.5) the block's last one starts with scale 0."""
-    zero = last and block.zero_init_residual and block.version != "v2"
-    return jnn.BatchNorm(axis_name=block.axis_name, scale_init=init.zeros if zero else init.ones, name=name)
+class _ResidualBlock(nn.Module):
+    """The options every residual block shares; `BasicBlock` and `Bottleneck` add their own."""
 
-class BasicBlock(nn.Module):
+    planes: int
+    stride: int = 1
+    downsample: bool = False
+    version: str = "v1.5"
+    zero_init_residual: bool = False
+    se_reduction: int | None = None
+    axis_name: str | None = None
+
+    def batch_norm(self, name: str, last: bool = False) -> jnn.BatchNorm:
+        """A BatchNorm of the block; with `zero_init_residual` (v1/v1.5) the last one starts with scale 0."""
+        zero = last and self.zero_init_residual and self.version != "v2"
+        return jnn.BatchNorm(axis_name=self.axis_name, scale_init=init.zeros if zero else init.ones, name=name)
+
+class BasicBlock(_ResidualBlock):
     """Two 3x3 convs (ResNet-18/34). v1 and v1.5 are the SAME block (the stride is on the first 3x3).
 
     v1/v1.5 (post-activation): `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
@@ -88,19 +98,11 @@ class BasicBlock(nn.Module):
     PyTorch: `torchvision.models.resnet.BasicBlock` (v1/v1.5).
     """
 
-    planes: int
-    stride: int = 1
-    downsample: bool = False
-    version: str = "v1.5"
-    zero_init_residual: bool = False
-    se_reduction: int | None = None
-    axis_name: str | None = None
-
     expansion = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
-        bn = partial(_block_batch_norm, self)
+        bn = self.batch_norm
 
         zero_conv = self.zero_init_residual and self.version == "v2"
         if self.version == "v2":
@@ -122,7 +124,7 @@ class BasicBlock(nn.Module):
         return y + shortcut if self.version == "v2" else jnn.ReLU()(y + shortcut)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand to `4 * planes` (ResNet-50/101/152, ResNeXt).
 
     Inner width `int(planes * width_per_group / 64) * groups` (torchvision's formula; `planes` for ResNet).
@@ -137,21 +139,14 @@ class Bottleneck(nn.Module):
     PyTorch: `torchvision.models.resnet.Bottleneck` (v1.5).
     """
 
-    planes: int
-    stride: int = 1
-    downsample: bool = False
-    version: str = "v1.5"
-    zero_init_residual: bool = False
     groups: int = 1
     width_per_group: int = 64
-    se_reduction: int | None = None
-    axis_name: str | None = None
 
     expansion = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
-        bn = partial(_block_batch_norm, self)
+        bn = self.batch_norm
 
         width = int(self.planes * (self.width_per_group / 64.0)) * self.groups
         out = self.planes * self.expansion

@@ -16,6 +16,11 @@ from jaxnets.layers.normalization import (batch_norm, group_norm, init_batch_nor
 Initializer = Callable[..., jax.Array]
 
 
+def _affine_params(module: nn.Module, initial: dict) -> dict:
+    """The module's "scale" and "bias" parameters, initialised to `initial` (a `layers.init_*_norm` dict)."""
+    return {name: module.param(name, lambda key, value=value: value) for name, value in initial.items()}
+
+
 def _channels(fn: str, x: jax.Array, layout: str) -> int:
     """Channel count of `x`: the last axis for [N, C] and channels-last inputs, axis 1 otherwise."""
     channels_last = is_channels_last(fn, layout)
@@ -99,8 +104,7 @@ class LayerNorm(nn.Module):
         if x.ndim < 1:
             raise ValueError(f"LayerNorm: expected an input of shape [..., D], got a scalar of shape {tuple(x.shape)}.")
         d = x.shape[-1]
-        params = {"scale": self.param("scale", lambda key: init_layer_norm(d)["scale"]),
-                  "bias": self.param("bias", lambda key: init_layer_norm(d)["bias"])}
+        params = _affine_params(self, init_layer_norm(d))
         return layer_norm(x, params, eps=self.eps)
 
 
@@ -120,8 +124,7 @@ class GroupNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = _channels("GroupNorm", x, self.layout)
-        params = {"scale": self.param("scale", lambda key: init_group_norm(c)["scale"]),
-                  "bias": self.param("bias", lambda key: init_group_norm(c)["bias"])}
+        params = _affine_params(self, init_group_norm(c))
         return group_norm(x, params, groups=self.groups, eps=self.eps, layout=self.layout)
 
 
@@ -139,6 +142,5 @@ class InstanceNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = _channels("InstanceNorm", x, self.layout)
-        params = {"scale": self.param("scale", lambda key: init_instance_norm(c)["scale"]),
-                  "bias": self.param("bias", lambda key: init_instance_norm(c)["bias"])}
+        params = _affine_params(self, init_instance_norm(c))
         return instance_norm(x, params, eps=self.eps, layout=self.layout)

@@ -19,3 +19,5 @@ from jaxnets.train.fit import fit
 from jaxnets.train.history import EarlyStopping, History, NonFiniteLossError, plot_history
 # population.py: fit(seeds=, hparams=) trains a population; its stacked state and members
 from jaxnets.train.population import POPULATION_MODES, PopulationOptimizer, population_members, unstack
+# runs.py
+from jaxnets.train.runs import Run, load_run

@@ -12,6 +12,7 @@ import numpy as np
 from jaxnets.checks import at_least_float32, is_channels_last
 from jaxnets.data.augment import to_float
 from jaxnets.data.batches import Batches
+from jaxnets.data.pipeline import Loader, is_source
 from jaxnets.layers.normalization import masked_moments
 from jaxnets.nn import BatchNorm
 from jaxnets.train.state import TrainState
@@ -90,9 +91,10 @@ def recompute_batch_stats(state: TrainState, data, *, batch_size: int = 256,
 
     Args:
       state: a `TrainState` (one copy of every array, as `fit` returns).
-      data: `{"image": [N, H, W, C], "label": [N]}` (labels are ignored), or a `Batches`, used as given
-        (create it with `shuffle=False, drop_last=False` so that every example counts once).
-      batch_size: examples per forward pass (for a dict `data`).
+      data: `{"image": [N, H, W, C], "label": [N]}` (labels are ignored), a source
+        (`jaxnets.data.ImageFolder`, `ArraySource`, ...; read in stored order) or a `Batches`/`Loader`,
+        used as given (create it with `shuffle=False, drop_last=False` so that every example counts once).
+      batch_size: examples per forward pass (for a dict or a source).
       preprocess: images -> float model inputs; default `data.augment.to_float`, as in training.
     Returns: `state` with new `batch_stats` (float32); everything else unchanged. A model without
       BatchNorm gets `state` back.
@@ -107,11 +109,13 @@ def recompute_batch_stats(state: TrainState, data, *, batch_size: int = 256,
     if not state.batch_stats:
         return state
     preprocess = to_float if preprocess is None else preprocess
+    if is_source(data):  # ImageFolder, ArraySource, ...: read in stored order, the last batch padded and masked
+        data = Loader(data, min(int(batch_size), len(data)), shuffle=False, drop_last=False)
     if isinstance(data, Batches):
         batches = data
     else:
         if not isinstance(data, Mapping) or "image" not in data:
-            raise TypeError(f"{fn}: data must be a dict with 'image' [N, H, W, C] or a Batches, got "
+            raise TypeError(f"{fn}: data must be a dict with 'image' [N, H, W, C], a Batches or a source, got "
                             f"{type(data).__name__}.")
         images = np.asarray(data["image"])
         batches = Batches({"image": images}, min(int(batch_size), len(images)), shuffle=False, drop_last=False)
@@ -143,7 +147,8 @@ def recompute_batch_stats(state: TrainState, data, *, batch_size: int = 256,
         for batch in batches.epoch(0):
             images = np.asarray(batch["image"])
             n = len(images)
-            mask = np.arange(size) < n
+            # A Loader pads its last batch itself and says which rows are real; a Batches gives it short.
+            mask = np.asarray(batch["mask"], bool) if "mask" in batch else np.arange(size) < n
             if n < size:  # pad the last batch to the full size (masked), so it compiles once
                 images = np.concatenate([images, np.zeros((size - n,) + images.shape[1:], images.dtype)])
             parts.extend(compute(variables, images, mask))

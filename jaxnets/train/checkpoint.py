@@ -174,30 +174,37 @@ class Checkpoints:
       directory: the run's checkpoint directory (created if missing). Epoch `e` is saved in `directory/e`.
       keep: number of most recent epochs kept (>= 1); the best epoch is kept in addition.
       asynchronous: write files in a background thread (True) or before `save` returns.
+      read_only: only read (`restore`, `epochs`, ...): the directory is not created, `save` raises, and
+        the temporary directories of unfinished saves are left alone, so a run can be loaded while
+        another process is still writing it.
 
     Raises:
-      TypeError: `directory` not a str or path; `keep` not an int; `asynchronous` not a bool.
+      TypeError: `directory` not a str or path; `keep` not an int; `asynchronous`/`read_only` not a bool.
       ValueError: `keep < 1`; `directory` exists and is not a directory.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, keep: int = 3, asynchronous: bool = True):
+    def __init__(self, directory: str | os.PathLike, *, keep: int = 3, asynchronous: bool = True,
+                 read_only: bool = False):
         fn = "Checkpoints"
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"{fn}: directory must be a str or os.PathLike, got {type(directory).__name__} "
                             f"{directory!r}.")
         keep = check_int(fn, "keep", keep, minimum=1)
         asynchronous = check_bool(fn, "asynchronous", asynchronous)
+        read_only = check_bool(fn, "read_only", read_only)
         path = os.path.abspath(os.fspath(directory))
         if os.path.exists(path) and not os.path.isdir(path):
             raise ValueError(f"{fn}: directory {path!r} exists and is not a directory.")
-        self.directory, self.keep = path, keep
+        self.directory, self.keep, self.read_only = path, keep, read_only
         self._warned_unverified = False
         policy = AnyPreservationPolicy([
             LatestN(n=keep),
             BestN(get_metric_fn=_best_rank, reverse=False, n=1, keep_checkpoints_without_metrics=False)])
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy, best_fn=_best_rank, best_mode="max", create=True,
-            cleanup_tmp_directories=True,  # remove the temporary directories of saves that crashed
+            preservation_policy=policy, best_fn=_best_rank, best_mode="max", create=not read_only,
+            # A writer removes the temporary directories of saves that crashed; a reader must not (they may
+            # belong to a save still running in another process).
+            cleanup_tmp_directories=not read_only, read_only=read_only,
             enable_async_checkpointing=asynchronous)
         self._manager = ocp.CheckpointManager(path, options=options, item_names=_ITEMS)
 
@@ -236,8 +243,11 @@ class Checkpoints:
           TypeError: `epoch` or `best_rank` not an int; `state` not a TrainState; `meta` not a dict or
             not JSON-serialisable.
           ValueError: `epoch < 1` or already saved; `meta["epoch"]` differs from `epoch`; `meta` uses the
-            reserved key CHECKSUM_KEY.
+            reserved key CHECKSUM_KEY; the checkpoints were opened with `read_only=True`.
         """
+        if self.read_only:
+            raise ValueError(f"Checkpoints.save: {self.directory!r} was opened with read_only=True; open it "
+                             f"with Checkpoints(directory) to write.")
         fn = "Checkpoints.save"
         epoch = check_int(fn, "epoch", epoch, minimum=1)
         best_rank = check_int(fn, "best_rank", best_rank)

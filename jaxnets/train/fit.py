@@ -32,6 +32,7 @@ error are the sums over the batches as they ran (no second pass over the trainin
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import time
@@ -45,13 +46,15 @@ import optax
 
 from jaxnets.checks import check_bool, check_int, check_positive_int
 from jaxnets.data.batches import Batches
+from jaxnets.data.pipeline import Loader
 from jaxnets.layers.losses import cross_entropy
 from jaxnets.train.batch_stats import recompute_batch_stats
 from jaxnets.train.checkpoint import Checkpoints, snapshot
 from jaxnets.train.compile_cache import cached_compile_steps
 from jaxnets.train.distributed import is_main_process
 from jaxnets.data.validation import check_dataset
-from jaxnets.train.evaluation import as_batches, check_model_data, eval_sums, evaluate, metric_sums
+from jaxnets.train.evaluation import (as_batches, check_model_data, eval_sums, evaluate, metric_sums,
+                                     sources_as_batches)
 from jaxnets.train.history import (MONITORS, BestMetric, EarlyStopping, History, NonFiniteLossError, learning_rate_of,
                                    plot_history, write_logs)
 from jaxnets.train.parallel import CompiledSteps
@@ -89,6 +92,9 @@ def sample_input(data, batches: Batches):
     """One example `[1, H, W, C]`, for `TrainState.create` (only its shape and dtype are used)."""
     if isinstance(data, Mapping):
         return np.asarray(data["image"][:1])
+    if isinstance(batches, Loader):  # shape and dtype known without reading (which would restart its workers)
+        image = batches.arrays["image"]
+        return np.zeros((1,) + tuple(image.shape[1:]), image.dtype)
     with batches.epoch(0) as it:
         image = next(it)["image"]
     if isinstance(image, jax.Array) and not image.is_fully_addressable:
@@ -119,6 +125,13 @@ def check_same_run(fn: str, directory: str, saved: dict, run: dict) -> None:
                          f"{{setting: (saved, now)}} = {changed}.")
 
 
+def _same_run(fn: str, directory: str, run: dict) -> Callable[[dict], None]:
+    """A check of a checkpoint's meta: ValueError unless it was saved by a run with the settings `run`."""
+    def same_run(meta: dict) -> None:  # checked before the arrays, whose tree may differ (loss_scale)
+        check_same_run(fn, directory, meta["run"], run)
+    return same_run
+
+
 def _resume(fn: str, checkpoints: Checkpoints | None, fresh: TrainState, run: dict, *, resume: bool,
             best: BestMetric, early_stopping: EarlyStopping | None, plateau: ReduceLROnPlateau | None
             ) -> tuple[TrainState, History, int, TrainState | None]:
@@ -130,11 +143,8 @@ def _resume(fn: str, checkpoints: Checkpoints | None, fresh: TrainState, run: di
         raise ValueError(f"{fn}: checkpoint_dir {checkpoints.directory!r} already holds checkpoints (epochs "
                          f"{checkpoints.epochs()}); pass resume=True to continue that run, or use a new "
                          f"directory.")
-    def same_run(meta: dict) -> None:  # checked before the arrays, whose tree may differ (loss_scale)
-        check_same_run(fn, checkpoints.directory, meta["run"], run)
-
     # The newest intact epoch: a damaged newer one is skipped with a warning (and set aside as <epoch>.corrupt).
-    state, meta, _ = checkpoints.restore_latest_intact(fresh, check_meta=same_run)
+    state, meta, _ = checkpoints.restore_latest_intact(fresh, check_meta=_same_run(fn, checkpoints.directory, run))
     history, start = History.from_dict(meta["history"]), int(meta["epoch"])
     best.load(meta["best"])
     if plateau is not None and "plateau" in meta:
@@ -145,15 +155,95 @@ def _resume(fn: str, checkpoints: Checkpoints | None, fresh: TrainState, run: di
     return state, history, start, best_state
 
 
+# Mid-epoch checkpoints (`checkpoint_every`): saved under checkpoint_dir/mid_epoch, keyed by the global step.
+MID_EPOCH_DIR = "mid_epoch"
+
+
+def _check_checkpoint_every(fn: str, checkpoint_every, checkpoint_dir) -> None:
+    if checkpoint_every is None:
+        return
+    check_positive_int(fn, "checkpoint_every", checkpoint_every)
+    if checkpoint_dir is None:
+        raise ValueError(f"{fn}: checkpoint_every={checkpoint_every} needs checkpoint_dir (where the mid-epoch "
+                         f"checkpoints are saved).")
+
+
+def _mid_epoch_checkpoints(checkpoint_dir, checkpoint_every: int | None) -> Checkpoints | None:
+    """The store of mid-epoch checkpoints, `Checkpoints(checkpoint_dir/mid_epoch, keep=1)`, or None."""
+    if checkpoint_every is None:
+        return None
+    return Checkpoints(os.path.join(os.fspath(checkpoint_dir), MID_EPOCH_DIR), keep=1)
+
+
+def _resume_mid_epoch(fn: str, mid: Checkpoints | None, checkpoints: Checkpoints | None, fresh: TrainState,
+                      run: dict, resumed: tuple, *, resume: bool, best: BestMetric,
+                      early_stopping: EarlyStopping | None, plateau: ReduceLROnPlateau | None) -> tuple:
+    """`(state, history, epoch, first batch, the epoch's metrics so far, best state)`: `resumed` (what
+    `_resume` returned, from batch 0) unless a mid-epoch checkpoint newer than it exists; then that one,
+    with its position `(epoch, batch)` in the data and the per-step metrics of the batches before it."""
+    state, history, start, best_state = resumed
+    if mid is None or mid.latest() is None or mid.latest() <= int(state.step):
+        return state, history, start, 0, [], best_state
+    if not resume:
+        raise ValueError(f"{fn}: checkpoint_dir holds mid-epoch checkpoints in {mid.directory!r} (steps "
+                         f"{mid.epochs()}); pass resume=True to continue that run, or use a new directory.")
+    restored, meta, _ = mid.restore_latest_intact(fresh, check_meta=_same_run(fn, mid.directory, run))
+    if int(restored.step) <= int(state.step):  # the newer ones were damaged: the epoch checkpoint is newer
+        return state, history, start, 0, [], best_state
+    best.load(meta["best"])
+    if plateau is not None and "plateau" in meta:
+        plateau.load_state_dict(meta["plateau"])
+    if early_stopping is not None and best.epoch is not None:
+        best_state = checkpoints.restore(fresh, best.epoch)[0]
+    position = meta["position"]
+    return (restored, History.from_dict(meta["history"]), int(position["epoch"]), int(position["batch"]),
+            meta["metrics"], best_state)
+
+
+def _mid_epoch_saver(mid: Checkpoints | None, every: int | None, steps: CompiledSteps, *, epoch: int,
+                     first_step: int, num_batches: int, history: History, best: BestMetric, run: dict,
+                     extra: dict) -> Callable | None:
+    """`on_step(done, placed state, fetch)` for `_train_epoch`: after the epoch's batch `done` (1-based), when
+    the global step `first_step + done` is a multiple of `every` and the epoch is not over (its end has its own
+    checkpoint), save the state with the data position `(epoch, done)` and the fetched per-step metrics."""
+    if mid is None:
+        return None
+
+    def on_step(done: int, placed: TrainState, fetch: Callable[[], list[dict]]) -> None:
+        step = first_step + done
+        if step % every or done >= num_batches:
+            return
+        host = [{k: np.asarray(v).tolist() for k, v in m.items()} for m in fetch()]
+        if not all(math.isfinite(m["loss"]) for m in host):
+            return  # the epoch's own check reports it
+        mid.save(step, steps.get_state(placed), best_rank=-1,
+                 meta={"epoch": step, "position": {"epoch": epoch, "batch": done}, "metrics": host,
+                       "history": history.to_dict(), "best": best.to_dict(), "run": run, **extra})
+    return on_step
+
+
+@contextlib.contextmanager
+def _epoch_from(batches: Batches, epoch: int, start: int):
+    """The batches of epoch `epoch` from its batch `start` on: a `Loader` seeks there (nothing before it is
+    read), a `Batches` skips the first `start` batches."""
+    if isinstance(batches, Loader):
+        with batches.epoch(epoch, start=start) as it:
+            yield it
+    else:
+        with batches.epoch(epoch) as it:
+            yield itertools.islice(it, start, None)
+
+
 def _train_epoch(steps: CompiledSteps, state: TrainState, batches: Batches, epoch: int, bar: ProgressBar,
-                 pad_to: int | None, *, stop_on_non_finite: bool = True
-                 ) -> tuple[TrainState, list[dict], float, int | None]:
+                 pad_to: int | None, *, stop_on_non_finite: bool = True, first_batch: int = 0, prior: Sequence = (),
+                 on_step: Callable | None = None) -> tuple[TrainState, list[dict], float, int | None]:
     """Run one epoch (batches placed by `put_batch(batch, global_batch_size=pad_to)`). Returns `(state,
     per-step host metrics, seconds, index of the first non-finite loss or None)`; stops early at a
     non-finite loss seen while refreshing, unless `stop_on_non_finite` is False (a loss scaler skips
-    those steps)."""
-    pending: list[dict] = []  # per-step metric sums, device scalars
-    host: list[dict] = []     # the same, fetched, for steps 0 .. len(host) - 1
+    those steps). A resumed epoch starts at batch `first_batch`, with `prior` the host metrics of the batches
+    before it; `on_step(done, state, fetch)` runs after every step (`fetch()` returns all host metrics)."""
+    pending: list[dict] = list(prior)  # per-step metric sums, device scalars
+    host: list[dict] = list(prior)     # the same, fetched, for steps 0 .. len(host) - 1
     start = last = time.perf_counter()
 
     def fetch(upto: int) -> int | None:
@@ -164,10 +254,16 @@ def _train_epoch(steps: CompiledSteps, state: TrainState, batches: Batches, epoc
                    images_per_sec=count / max(time.perf_counter() - start, 1e-9))
         return bad
 
-    with batches.epoch(epoch) as it:
-        for i, batch in enumerate(it):
+    def fetch_all() -> list[dict]:
+        fetch(len(pending))
+        return host
+
+    with _epoch_from(batches, epoch, first_batch) as it:
+        for i, batch in enumerate(it, first_batch):
             state, metrics = steps.train(state, steps.put_batch(batch, global_batch_size=pad_to))
             pending.append(metrics)
+            if on_step is not None:
+                on_step(i + 1, state, fetch_all)
             now = time.perf_counter()
             if i >= 1 and now - last >= _REFRESH_SECONDS:
                 last = now
@@ -197,9 +293,11 @@ def _non_finite(fn: str, host: list[dict], bad: int, step: int, epoch: int, num_
 
 def _train_and_validate(fn: str, steps: CompiledSteps, placed: TrainState, step: int, epoch: int, *,
                         train_batches: Batches, val_batches: Batches | None, pad_to: int | None, history: History,
-                        checkpoints: Checkpoints | None, bar: ProgressBar) -> tuple[TrainState, int]:
-    """Train epoch `epoch` (0-based) from update `step`, then validate; append the epoch's training and
-    validation metrics to `history`. Returns `(placed state, step after the epoch)`.
+                        checkpoints: Checkpoints | None, bar: ProgressBar, first_batch: int = 0, prior: Sequence = (),
+                        on_step: Callable | None = None) -> tuple[TrainState, int]:
+    """Train epoch `epoch` (0-based) from update `step` (the epoch's first; a resumed epoch runs from its batch
+    `first_batch`, see `_train_epoch`), then validate; append the epoch's training and validation metrics to
+    `history`. Returns `(placed state, step after the epoch)`.
     Raises NonFiniteLossError for a non-finite loss (or non-finite parameters after the epoch)."""
     summary = None
     # With a loss scaler (float16) a non-finite loss is the scaler's business: it skips that update, as
@@ -207,7 +305,8 @@ def _train_and_validate(fn: str, steps: CompiledSteps, placed: TrainState, step:
     scaled = steps.get_state(placed).loss_scale is not None
     try:
         placed, host, seconds, bad = _train_epoch(steps, placed, train_batches, epoch, bar, pad_to,
-                                                  stop_on_non_finite=not scaled)
+                                                  stop_on_non_finite=not scaled, first_batch=first_batch, prior=prior,
+                                                  on_step=on_step)
         finite = [m for m in host if np.isfinite(m["loss"])]
         if scaled:
             bad = 0 if not finite else None
@@ -286,7 +385,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         log_dir: str | os.PathLike | None = None,
         on_epoch_end: Callable[[int, History], None] | None = None,
         precision=None, compiler_options="auto", initial_variables=None,
-        drop_last: bool = True, plateau: ReduceLROnPlateau | None = None, seeds: Sequence[int] | None = None,
+        drop_last: bool = True, plateau: ReduceLROnPlateau | None = None,
+        checkpoint_every: int | None = None, seeds: Sequence[int] | None = None,
         hparams: Mapping[str, Sequence[float]] | None = None, population: str = "vmap"
         ) -> tuple[TrainState, History]:
     """Train `model` for `epochs` epochs; return the final state and the per-epoch `History`.
@@ -300,8 +400,10 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         your own needs the `mask` keyword only if it has BatchNorm and its training batches get padded
         rows); for `parallel="shard_map"`/`"pmap"` create it with `axis_name="batch"` (its BatchNorm
         layers then synchronise their statistics).
-      train_data: `{"image": [N, H, W, C], "label": [N]}` (numpy; uint8 or float images) or a
-        `jaxnets.data.Batches`. A dict is batched as `Batches(train_data, batch_size, seed=seed)`:
+      train_data: `{"image": [N, H, W, C], "label": [N]}` (numpy; uint8 or float images), a
+        `jaxnets.data.Batches` (or `jaxnets.data.Loader`), or a source (`jaxnets.data.ImageFolder(root)`,
+        `ArraySource`, a `grain.MapDataset`), read as `Loader(source, batch_size, seed=seed, drop_last=drop_last)`
+        (no transforms: its images must share one size; build a `Loader` for transforms and workers). A dict is batched as `Batches(train_data, batch_size, seed=seed)`:
         shuffled every epoch, the incomplete last batch dropped (see `drop_last`). Both datasets are
         checked before anything is compiled (`jaxnets.data.check_dataset`, then against the model: its
         input layout and size, labels in `[0, num_classes)`).
@@ -355,6 +457,11 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         `train_loss`); `optimizer` must end with `plateau.transform()`. Its new rate is written into the
         optimizer state (no recompilation), recorded in `History.learning_rate`, and its counters are
         checkpointed with the run.
+      checkpoint_every: None, or also save a checkpoint every `checkpoint_every` optimizer steps inside the
+        epochs (needs `checkpoint_dir`; kept in `checkpoint_dir/mid_epoch`, the latest one only), with the
+        data position (epoch, batch) and the epoch's metrics so far: `resume=True` continues from the
+        newest checkpoint, mid-epoch or not, at that batch (a `Loader` seeks there; a `Batches` skips the
+        batches before it), and the run ends bit for bit as an uninterrupted one.
       seeds, hparams: train a POPULATION (`jaxnets.train.population`): every combination of a seed in
         `seeds` (a list of distinct non-negative ints; default `[seed]`) and a grid point of `hparams` (a
         dict of hyperparameter name -> list of values; the grid is the cartesian product in the dict's
@@ -411,16 +518,22 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
             checkpoint_dir=checkpoint_dir, keep=keep, resume=resume, progress=progress, parallel=parallel,
             devices=devices, log_dir=log_dir, on_epoch_end=on_epoch_end, precision=precision,
             compiler_options=compiler_options, initial_variables=initial_variables, drop_last=drop_last,
-            plateau=plateau)
+            plateau=plateau, checkpoint_every=checkpoint_every)
     if population != "vmap":
         raise ValueError(f"{fn}: population={population!r} applies to a population only (pass seeds= or hparams=).")
     seed = 0 if seed is None else seed
     check_fit_arguments(fn, epochs=epochs, optimizer=optimizer, seed=seed, early_stopping=early_stopping,
                      val_data=val_data, resume=resume, checkpoint_dir=checkpoint_dir)
     check_bool(fn, "drop_last", drop_last)
+    _check_checkpoint_every(fn, checkpoint_every, checkpoint_dir)
     if plateau is not None and not isinstance(plateau, ReduceLROnPlateau):
         raise TypeError(f"{fn}: plateau must be a jaxnets.train.ReduceLROnPlateau or None, got "
                         f"{type(plateau).__name__}.")
+    given_batches = isinstance(train_data, Batches)
+    train_data = sources_as_batches(fn, "train_data", train_data, batch_size, train=True, seed=seed,
+                                    drop_last=drop_last)
+    val_data = sources_as_batches(fn, "val_data", val_data, getattr(train_data, "batch_size", batch_size),
+                                  train=False, seed=seed)
     check_dataset(fn, "train_data", train_data)
     if val_data is not None:
         check_dataset(fn, "val_data", val_data)
@@ -442,7 +555,7 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
            "monitor": monitor}
     if policy is not None and not policy.is_float32:
         run["precision"] = str(policy)  # only then, so a float32 run resumes from checkpoints without the key
-    if not drop_last and not isinstance(train_data, Batches):
+    if not drop_last and not given_batches:
         run["drop_last"] = False  # only then, so a drop_last run resumes from checkpoints without the key
     sample = sample_input(train_data, train_batches)
     check_not_channels_first(fn, model, sample.shape)
@@ -456,19 +569,31 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
     best = BestMetric(early_stopping.min_delta if early_stopping else 0.0)
 
     checkpoints = None if checkpoint_dir is None else Checkpoints(checkpoint_dir, keep=keep)
-    with contextlib.nullcontext() if checkpoints is None else checkpoints:  # closing waits for the last save
-        state, history, start, best_state = _resume(fn, checkpoints, fresh, run, resume=resume, best=best,
-                                                    early_stopping=early_stopping, plateau=plateau)
-        step, placed = int(state.step), steps.put_state(state)
+    mid = _mid_epoch_checkpoints(checkpoint_dir, checkpoint_every)
+    with contextlib.ExitStack() as stack:  # closing waits for the last save
+        for store in (checkpoints, mid):
+            if store is not None:
+                stack.enter_context(store)
+        resumed = _resume(fn, checkpoints, fresh, run, resume=resume, best=best, early_stopping=early_stopping,
+                          plateau=plateau)
+        state, history, start, first_batch, prior, best_state = _resume_mid_epoch(
+            fn, mid, checkpoints, fresh, run, resumed, resume=resume, best=best, early_stopping=early_stopping,
+            plateau=plateau)
+        step, placed = int(state.step) - first_batch, steps.put_state(state)
         for epoch in range(start, epochs):
             if _patience_spent(early_stopping, best):
                 break  # a resumed run that had already stopped
             history.stopped_early = False  # resumed with other (or no) early stopping: the run goes on
             started = time.perf_counter()
             bar = ProgressBar(len(train_batches), epoch=epoch + 1, epochs=epochs, enabled=show)
+            on_step = _mid_epoch_saver(mid, checkpoint_every, steps, epoch=epoch, first_step=step,
+                                       num_batches=len(train_batches), history=history, best=best, run=run,
+                                       extra={} if plateau is None else {"plateau": plateau.state_dict()})
             placed, step = _train_and_validate(fn, steps, placed, step, epoch, train_batches=train_batches,
                                                val_batches=val_batches, pad_to=pad_to, history=history,
-                                               checkpoints=checkpoints, bar=bar)
+                                               checkpoints=checkpoints, bar=bar, first_batch=first_batch, prior=prior,
+                                               on_step=on_step)
+            first_batch, prior = 0, []
             rate = learning_rate_of(learning_rate, steps.get_state(placed).opt_state, step - 1)
             if plateau is not None and rate is not None:
                 rate *= plateau.scale  # the epoch ran at the plateau's current rate

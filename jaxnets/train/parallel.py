@@ -37,7 +37,6 @@ Typical use (the fit loop's):
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
@@ -45,38 +44,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
+from jaxnets.compile import CPU_COMPILER_OPTIONS, default_compiler_options, options_accepted  # noqa: F401 (re-exported)
 from jaxnets.layers.losses import cross_entropy
 from jaxnets.train.state import TrainState
 from jaxnets.train.steps import make_eval_step, make_train_step
 
 MODES = ("none", "sharded", "shard_map", "pmap")
 AXIS_NAME = "batch"
-
-# XLA CPU (jaxlib 0.10) runs convolutions as YNNPACK library fusions by default; its own (Eigen) convolutions
-# make the ResNet-18 training step several times faster (measured in benchmarks/README.md, "Speed work"). The value is XLA's default
-# list {INDIVIDUAL_DOT, INDIVIDUAL_CONVOLUTION, REDUCE} without INDIVIDUAL_CONVOLUTION: the compiled program is
-# identical to the one under `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`,
-# but set per program, so a library can apply it (XLA_FLAGS is read once per process).
-_YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
-CPU_COMPILER_OPTIONS = {_YNN_FUSION_OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
-
-
-def default_compiler_options(devices: Sequence | None = None) -> dict | None:
-    """The XLA compiler options `compile_steps` uses by default: `CPU_COMPILER_OPTIONS` when every device
-    is a CPU and the environment's `XLA_FLAGS` does not set the YNNPACK fusion option itself (the user's
-    setting wins), else None (XLA's defaults; the option does not exist on GPU/TPU).
-
-    Args:
-      devices: the devices the program runs on; default `jax.devices()`.
-    Returns: a new dict of options for `jax.jit(..., compiler_options=...)`, or None.
-    """
-    devices = jax.devices() if devices is None else devices
-    if not devices or any(d.platform != "cpu" for d in devices):
-        return None
-    if _YNN_FUSION_OPTION in os.environ.get("XLA_FLAGS", ""):
-        return None
-    return dict(CPU_COMPILER_OPTIONS)
-
 
 class CompiledSteps:
     """Training and evaluation steps compiled for one data-parallel mode (see the module docstring).

@@ -75,7 +75,7 @@ from jaxnets.data.validation import check_dataset
 from jaxnets.nn.sequential import accepts_keyword
 from jaxnets.train.checkpoint import Checkpoints
 from jaxnets.train.distributed import is_main_process
-from jaxnets.train.evaluation import as_batches, check_model_data, with_mask
+from jaxnets.train.evaluation import as_batches, check_model_data, sources_as_batches, with_mask
 from jaxnets.train.fit import check_fit_arguments, check_not_channels_first, check_same_run, sample_input
 from jaxnets.train.history import BestMetric, History, NonFiniteLossError, learning_rate_of, write_logs
 from jaxnets.train.parallel import default_compiler_options
@@ -516,6 +516,10 @@ def _mesh(fn: str, parallel: str, devices, size: int) -> Mesh:
 
 def _member_batches(fn: str, train_data, batch_size, seeds: list[int], drop_last: bool) -> dict[int, Batches]:
     """One `Batches` per distinct seed (a given `Batches` is re-created with each seed and its options)."""
+    if not isinstance(train_data, Mapping) and type(train_data) is not Batches:  # a source, a Loader, ...
+        raise TypeError(f"{fn}: a population takes train_data as a dict {{'image': [N, H, W, C], 'label': [N]}} or a "
+                        f"jaxnets.data.Batches, got {type(train_data).__name__}; the population's batches are drawn "
+                        f"per seed from arrays in memory.")
     if isinstance(train_data, Batches):
         if train_data.sharding is not None:
             raise ValueError(f"{fn}: a population places its batches itself; pass train_data as a dict or a "
@@ -538,7 +542,7 @@ def fit_population(model: nn.Module, train_data, *, seeds, hparams, population: 
                    batch_size, optimizer, seed, loss_fn: Callable, augment, preprocess, learning_rate,
                    early_stopping, checkpoint_dir, keep: int, resume: bool, progress: bool, parallel: str, devices,
                    log_dir, on_epoch_end, precision, compiler_options, initial_variables, drop_last: bool,
-                   plateau) -> tuple[TrainState, History]:
+                   plateau, checkpoint_every=None) -> tuple[TrainState, History]:
     """`fit` for a population (called by `fit` when `seeds` or `hparams` is given; arguments as `fit`'s).
 
     Returns: `(state, history)`: the stacked state (array leaves `[R, ...]`; with early stopping each
@@ -561,6 +565,9 @@ def fit_population(model: nn.Module, train_data, *, seeds, hparams, population: 
     if plateau is not None:
         raise ValueError(f"{fn}: plateau= is not supported for a population (one learning-rate schedule per "
                          f"member); sweep the learning rate instead, or train the runs one by one.")
+    if checkpoint_every is not None:
+        raise ValueError(f"{fn}: checkpoint_every= (mid-epoch checkpoints) is not supported for a population; "
+                         f"a population is checkpointed after every epoch (checkpoint_dir=).")
     if jax.process_count() > 1:
         raise ValueError(f"{fn}: a population runs in one process; got {jax.process_count()} processes.")
     policy = None if precision is None else as_policy(fn, precision)
@@ -570,12 +577,13 @@ def fit_population(model: nn.Module, train_data, *, seeds, hparams, population: 
     tx0 = _check_optimizer(fn, optimizer, members, names)
     check_fit_arguments(fn, epochs=epochs, optimizer=tx0, seed=seeds[0], early_stopping=early_stopping,
                         val_data=val_data, resume=resume, checkpoint_dir=checkpoint_dir)
-    check_dataset(fn, "train_data", train_data)
-    if val_data is not None:
-        check_dataset(fn, "val_data", val_data)
     distinct = list(dict.fromkeys(seeds))
     train_batches = _member_batches(fn, train_data, batch_size, distinct, drop_last)
     first = train_batches[distinct[0]]
+    check_dataset(fn, "train_data", train_data)
+    val_data = sources_as_batches(fn, "val_data", val_data, first.batch_size, train=False, seed=seeds[0])
+    if val_data is not None:
+        check_dataset(fn, "val_data", val_data)
     val_batches = None if val_data is None else as_batches(fn, "val_data", val_data, first.batch_size, train=False,
                                                            seed=seeds[0])
     epochs = int(epochs)
@@ -697,11 +705,10 @@ def _epoch(fn: str, engine: _Population, epoch: int, *, epochs: int, train_batch
 
     def fetch(upto: int) -> None:
         host.extend(_cat(m) for m in jax.device_get(pending[len(host):upto]))
-        count = sum(int(m["count"].sum()) for m in host)
-        loss = math.fsum(float(m["loss"].sum()) for m in host)
-        correct = sum(int(m["correct"].sum()) for m in host)
-        bar.update(len(host), loss=loss / max(count, 1), accuracy=correct / max(count, 1),
-                   images_per_sec=count / max(time.perf_counter() - start, 1e-9))
+        sums = {k: np.sum([m[k] for m in host], axis=0, dtype=np.float64) for k in ("loss", "correct", "count")}
+        count = np.where(sums["count"] > 0, sums["count"], np.nan)  # a member with no finite step: nan, left out
+        bar.update(len(host), loss=sums["loss"] / count, accuracy=sums["correct"] / count,
+                   images_per_sec=float(sums["count"].sum()) / max(time.perf_counter() - start, 1e-9))
 
     summary = None
     try:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from jaxnets.checks import at_least_float32
 from jaxnets.data.augment import to_float
+from jaxnets.data.validation import check_image_label_keys
 from jaxnets.layers.losses import cross_entropy
 from jaxnets.nn import BatchNorm
 from jaxnets.nn.sequential import accepts_keyword
@@ -34,13 +35,7 @@ Metrics = dict[str, jax.Array]
 
 def _unpack(fn: str, batch) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """Check a batch dict and return `(images, labels, mask)`; shapes are static, so this runs at trace time."""
-    if not isinstance(batch, Mapping):
-        raise TypeError(f"{fn}: batch must be a dict with 'image' and 'label' (and optionally 'mask'), "
-                        f"got {type(batch).__name__}.")
-    missing = [k for k in ("image", "label") if k not in batch]
-    if missing:
-        raise ValueError(f"{fn}: batch is missing {missing}; expected keys 'image' [N, H, W, C], 'label' [N] "
-                         f"and optionally 'mask' [N], got {sorted(batch)}.")
+    check_image_label_keys(fn, "batch", batch, optional="'mask' [N]")
     images, labels, mask = jnp.asarray(batch["image"]), jnp.asarray(batch["label"]), batch.get("mask")
     n = images.shape[0] if images.ndim else None
     if n is None or labels.shape != (n,):

@@ -43,7 +43,7 @@ def test_reads_shapes_and_label_extremes_only():
 
 
 @pytest.mark.parametrize("bad,error,message", [
-    ([1, 2], TypeError, "fit: train_data must be a dict {'image': [N, H, W, C], 'label': [N]} or a "
+    ([1, 2], TypeError, "fit: train_data must be a dict with 'image' [N, H, W, C] and 'label' [N] or a "
                         "jaxnets.data.Batches, got list."),
     ({"image": np.zeros((2, 28, 28, 1))}, ValueError, "fit: train_data must be a dict with 'image' [N, H, W, C] and "
                                                       "'label' [N], got the keys ['image'] (missing ['label'])."),

@@ -73,6 +73,20 @@ def test_recompute_batch_stats_nchw_and_batches_equal_the_dict_form(rng):
     assert_bitwise_equal(again, new)
 
 
+def test_recompute_batch_stats_reads_a_source(rng, tmp_path):
+    """A source (here `.npy` memory maps) gives the statistics of the same images as a dict."""
+    from jaxnets.data import ArraySource
+
+    model = jnn.Sequential([jnn.Conv(3, 3), jnn.BatchNorm(), jnn.Flatten(), jnn.Dense(2)])
+    x = (rng.random((13, 6, 6, 1)) * 255).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.zeros(13, np.int32))
+    state = TrainState.create(model, optax.sgd(0.1), x[:1], 0)
+    from_dict = recompute_batch_stats(state, {"image": x}, batch_size=5)
+    from_source = recompute_batch_stats(state, ArraySource(tmp_path / "x.npy", tmp_path / "y.npy"), batch_size=5)
+    assert_bitwise_equal(from_source, from_dict)
+
+
 class FlaxBatchNormNet(nn.Module):
     @nn.compact
     def __call__(self, x, *, train):
@@ -90,6 +104,6 @@ def test_recompute_batch_stats_errors(rng):
     with pytest.raises(ValueError, match=r"recompute_batch_stats: BatchNorm 'layers_1' sees 1 value\(s\) per "
                                          r"channel over the data; at least 2 are needed"):
         recompute_batch_stats(state, {"image": x[:1]})
-    with pytest.raises(TypeError, match=r"recompute_batch_stats: data must be a dict with 'image' \[N, H, W, C\] "
-                                        r"or a Batches, got list"):
+    with pytest.raises(TypeError, match=r"recompute_batch_stats: data must be a dict with 'image' \[N, H, W, C\], "
+                                        r"a Batches or a source, got list"):
         recompute_batch_stats(state, [x])

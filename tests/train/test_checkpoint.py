@@ -54,6 +54,24 @@ def test_round_trip_is_bitwise(tmp_path):
     assert restored.apply_fn is not None and restored.tx is TX
 
 
+def test_read_only_leaves_unfinished_saves_alone(tmp_path):
+    """A reader (load_run, `jaxnets-train evaluate`) must not delete another process's save in progress."""
+    saved = _perturbed(_state(0), 1)
+    with Checkpoints(tmp_path / "ck") as ck:
+        ck.save(1, saved, meta={"epoch": 1}, best_rank=1)
+    in_progress = tmp_path / "ck" / "2.orbax-checkpoint-tmp-1234"
+    in_progress.mkdir()
+    reader = Checkpoints(tmp_path / "ck", read_only=True)
+    assert_bitwise_equal(saved, reader.restore(_state(5))[0])
+    assert in_progress.is_dir() and reader.epochs() == [1]
+    with pytest.raises(ValueError, match=r"Checkpoints.save: .* was opened with read_only=True"):
+        reader.save(2, saved, meta={"epoch": 2}, best_rank=2)
+    Checkpoints(tmp_path / "ck")  # a writer cleans up what a crashed save left
+    assert not in_progress.exists()
+    with pytest.raises(TypeError, match="Checkpoints: read_only must be a Python bool"):
+        Checkpoints(tmp_path / "ck", read_only=1)
+
+
 def test_keeps_last_n_plus_best(tmp_path):
     ck = Checkpoints(tmp_path, keep=2)
     state = _state(0)

@@ -262,8 +262,8 @@ def test_eval_step():
 
 @pytest.mark.parametrize("make", [make_train_step, make_eval_step])
 @pytest.mark.parametrize("bad, error, message", [
-    ([1, 2], TypeError, r"batch must be a dict with 'image' and 'label'"),
-    ({"image": np.zeros((2,) + SHAPE, np.uint8)}, ValueError, r"batch is missing \['label'\]"),
+    ([1, 2], TypeError, r"batch must be a dict with 'image' \[N, H, W, C\] and 'label' \[N\] \(and optionally 'mask' \[N\]\), got list"),
+    ({"image": np.zeros((2,) + SHAPE, np.uint8)}, ValueError, r"batch must be a dict .*got the keys \['image'\] \(missing \['label'\]\)"),
     ({"image": np.zeros((2,) + SHAPE, np.uint8), "label": np.zeros(3, np.int32)}, ValueError,
      r"batch\['label'\] must have shape \[N\] = \(2,\)"),
     ({"image": np.zeros((2,) + SHAPE, np.uint8), "label": np.zeros(2, np.float32)}, TypeError,
