@@ -36,6 +36,7 @@ import jaxnets.nn as jnn
 from jaxnets import layers, models
 from jaxnets.models.googlenet import BasicConv2d, Inception, InceptionAux
 from jaxnets.models.resnet import ResNet
+from jaxnets.models.vgg import VGG
 
 KEY = jax.random.key(0)
 
@@ -124,7 +125,7 @@ FAST_MODELS = ("mlp", "lenet5")  # their cheap checks run in the fast loop; ever
 # from exactly these blocks (BasicBlock, Bottleneck with groups, SE, the VGG stack), so the matrix covers
 # every module code path; each deeper member's jit + grad step runs in tests/models/test_registry_basic.py.
 # Every model's forward compiles once per check, so all 22 would cost tens of minutes of XLA compilation.
-MODEL_NAMES = ("mlp", "lenet5", "alexnet", "nin", "vgg11_bn", "resnet18")  # vgg11_bn: the vgg stack, BN too
+MODEL_NAMES = ("mlp", "lenet5", "alexnet", "nin", "resnet18")
 
 
 class InceptionNet(flax_nn.Module):
@@ -153,6 +154,9 @@ BLOCK_MODELS = {
     "se_resnet_basic": ("se_resnet", lambda: ResNet(stage_sizes=(1, 1, 1, 1), se_reduction=16, variant="cifar",
                                                     num_classes=3)),
     "googlenet_blocks": ("googlenet", InceptionNet),
+    # VGG-11's stack (8 convs, 5 pools, BN) at 1/16 of its widths: vgg11_bn's code paths, a fraction of its cost.
+    "vgg_stack": ("vgg", lambda: VGG(config=(4, "M", 8, "M", 16, 16, "M", 32, 32, "M", 32, 32, "M"),
+                                     batch_norm=True, variant="cifar", num_classes=3)),
 }
 
 
@@ -161,7 +165,7 @@ def _model_case(name: str) -> Case:
     variant = "mnist" if name in ("mlp", "lenet5") else "cifar"
     # The smallest input each model takes (the checks' cost grows with it): VGG's five pools need 32x32,
     # AlexNet's 16x16; the fully convolutional nets with global pooling run at 8x8.
-    size = 28 if variant == "mnist" else {"vgg11_bn": 32, "alexnet": 16}.get(name, 8)
+    size = 28 if variant == "mnist" else {"vgg_stack": 32, "alexnet": 16}.get(name, 8)
     shape = (2, size, size, 1 if variant == "mnist" else 3)
     model = BLOCK_MODELS[name][1]() if name in BLOCK_MODELS else models.create(name, variant=variant, num_classes=3)
     x = _normal(30, shape)

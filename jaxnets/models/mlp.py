@@ -14,7 +14,7 @@ class MLP(nn.Module):
     """Flatten -> [Dense -> (BatchNorm) -> activation -> (Dropout)] per hidden layer -> Dense.
 
     The first `batch_norm_layers` hidden layers are Dense (no bias: BN's shift subsumes it) -> BN ->
-    activation; the remaining ones Dense -> activation; dropout (if `dropout > 0`) after every hidden
+    activation; the remaining ones Dense -> activation; dropout (the identity at `dropout=0`) after every hidden
     activation; then the output Dense. Input: any `[N, ...]` float array, flattened in PyTorch's
     (C, H, W) order.
 
@@ -40,8 +40,7 @@ class MLP(nn.Module):
             if with_bn:
                 x = jnn.BatchNorm(axis_name=self.axis_name, name=f"bn_{i}")(x, train=train, mask=mask)
             x = jnn.Activation(self.activation)(x)
-            if self.dropout > 0:
-                x = jnn.Dropout(self.dropout)(x, train=train)
+            x = jnn.Dropout(self.dropout)(x, train=train)  # rate 0: the identity, no key drawn
         return jnn.Dense(self.num_classes, name="head")(x)
 
 

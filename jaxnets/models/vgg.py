@@ -36,6 +36,9 @@ class VGG(nn.Module):
     "no bias before BN" rule, made for parity with torchvision's vgg*_bn parameter counts and weights; the
     bias is redundant under BN's shift).
 
+    `config` replaces the configuration of `depth` by a stack of your own, e.g. `(8, "M", 16, "M")`
+    (torchvision: `VGG(make_layers(cfg))`).
+
     Initialisation (torchvision's VGG): conv kernels He normal with fan_out (`kaiming_normal_(mode="fan_out",
     nonlinearity="relu")`), conv biases 0; BN scale 1, shift 0; Dense kernels normal(0, 0.01), biases 0.
     """
@@ -46,6 +49,16 @@ class VGG(nn.Module):
     num_classes: int = 1000
     dropout: float = 0.5
     axis_name: str | None = None
+    config: tuple[int | str, ...] | None = None  # a stack of your own (channels per conv, "M" a pool); None: depth's
+
+    def stack(self) -> tuple[int | str, ...]:
+        """The conv stack: `config`, or torchvision's configuration of `depth` (`CONFIGS`)."""
+        if self.config is None:
+            return CONFIGS[self.depth]
+        if not self.config or not all(v == "M" or (is_int(v) and v >= 1) for v in self.config):
+            raise ValueError(f"VGG: config must be a non-empty sequence of conv widths (ints >= 1) and 'M' (a max "
+                             f"pool), got {self.config!r}.")
+        return tuple(self.config)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
@@ -53,7 +66,7 @@ class VGG(nn.Module):
         conv_init = init.he_normal(mode="fan_out", nonlinearity="relu")
         dense = dict(kernel_init=init.normal(std=0.01), bias_init=init.zeros)
         i = 0
-        for v in CONFIGS[self.depth]:
+        for v in self.stack():
             if v == "M":
                 x = jnn.MaxPool(2, stride=2, name=f"features_{i}")(x)
                 i += 1

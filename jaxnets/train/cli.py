@@ -304,6 +304,8 @@ def _fit_options(args: argparse.Namespace, tx, learning_rate, steps_per_epoch: i
     if seeds is None and hparams is None:
         return options
     options.update(seeds=seeds, hparams=hparams)
+    if seeds is not None:
+        del options["seed"]  # the population's seeds replace the single run's
     if hparams is not None:
         options["optimizer"] = member_optimizer(args, steps_per_epoch)
     return options

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import flax.linen as flax_nn
+import flax.linen as flax_linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -422,6 +423,21 @@ def test_dropout_rate_needs_a_model_with_a_traced_dropout_attribute():
     with pytest.raises(ValueError, match="hparams has 'dropout_rate' but the model Sequential has no 'dropout'"):
         fit(jnn.Sequential([jnn.Dense(CLASSES)]), TRAIN, epochs=1, batch_size=BATCH, optimizer=TX,
             hparams={"dropout_rate": [0.1]}, progress=False)
-    mlp = models.create("mlp", hidden=(8,), dropout=0.1, num_classes=CLASSES)
-    with pytest.raises(ValueError, match="the model MLP cannot take a traced dropout"):
-        fit(mlp, TRAIN, epochs=1, batch_size=BATCH, optimizer=TX, hparams={"dropout_rate": [0.1]}, progress=False)
+
+    class PythonBranch(flax_linen.Module):  # decides on its rate in Python: a traced rate cannot do that
+        dropout: float = 0.1
+
+        @flax_linen.compact
+        def __call__(self, x, *, train, mask=None):
+            x = jnn.Flatten()(x)
+            if self.dropout > 0:
+                x = jnn.Dropout(self.dropout)(x, train=train)
+            return jnn.Dense(CLASSES)(x)
+
+    with pytest.raises(ValueError, match="the model PythonBranch cannot take a traced dropout"):
+        fit(PythonBranch(), TRAIN, epochs=1, batch_size=BATCH, optimizer=TX, hparams={"dropout_rate": [0.1]},
+            progress=False)
+    mlp = models.create("mlp", hidden=(8,), num_classes=CLASSES)  # the registry's MLP sweeps its rate
+    _, history = fit(mlp, TRAIN, epochs=1, batch_size=BATCH, optimizer=TX, hparams={"dropout_rate": [0.0, 0.5]},
+                     progress=False)
+    assert history.train_loss[0][0] != history.train_loss[0][1]
