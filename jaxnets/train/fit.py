@@ -60,6 +60,7 @@ from jaxnets.train.precision import all_finite, as_policy
 from jaxnets.train.progress import ProgressBar, progress_enabled
 from jaxnets.train.state import TrainState
 from jaxnets.train.steps import model_takes_mask
+from jaxnets.train.tensorboard import TensorBoardLog, check_tensorboard
 
 __all__ = ["fit", "evaluate", "History", "EarlyStopping", "NonFiniteLossError", "recompute_batch_stats",
            "plot_history", "MONITORS"]
@@ -141,18 +142,21 @@ def _resume(fn: str, checkpoints: Checkpoints | None, fresh: TrainState, run: di
 
 
 def _train_epoch(steps: CompiledSteps, state: TrainState, batches: Batches, epoch: int, bar: ProgressBar,
-                 pad_to: int | None, *, stop_on_non_finite: bool = True
-                 ) -> tuple[TrainState, list[dict], float, int | None]:
+                 pad_to: int | None, *, stop_on_non_finite: bool = True, tensorboard: TensorBoardLog | None = None,
+                 first_step: int = 0) -> tuple[TrainState, list[dict], float, int | None]:
     """Run one epoch (batches placed by `put_batch(batch, global_batch_size=pad_to)`). Returns `(state,
     per-step host metrics, seconds, index of the first non-finite loss or None)`; stops early at a
     non-finite loss seen while refreshing, unless `stop_on_non_finite` is False (a loss scaler skips
-    those steps)."""
+    those steps). Each refresh also logs the newly fetched steps to `tensorboard` (the epoch's first
+    update is number `first_step`)."""
     pending: list[dict] = []  # per-step metric sums, device scalars
     host: list[dict] = []     # the same, fetched, for steps 0 .. len(host) - 1
     start = last = time.perf_counter()
 
     def fetch(upto: int) -> int | None:
-        host.extend(jax.device_get(pending[len(host):upto]))
+        done = len(host)
+        host.extend(jax.device_get(pending[done:upto]))
+        _log_steps(tensorboard, host[done:], first_step + len(host))
         bad = next((i for i, m in enumerate(host) if not np.isfinite(m["loss"])), None)
         loss, correct, count = metric_sums([m for m in host if np.isfinite(m["loss"])])
         bar.update(len(host), loss=loss / max(count, 1), accuracy=correct / max(count, 1),
@@ -174,6 +178,12 @@ def _train_epoch(steps: CompiledSteps, state: TrainState, batches: Batches, epoc
     return state, host, time.perf_counter() - start, bad
 
 
+def _log_steps(tensorboard: TensorBoardLog | None, fetched: list[dict], last_step: int) -> None:
+    """TensorBoard's per-step point from the metrics a refresh just fetched (no further device transfer)."""
+    if tensorboard is not None and fetched:
+        tensorboard.steps(fetched, last_step)
+
+
 def _non_finite(fn: str, host: list[dict], bad: int, step: int, epoch: int, num_batches: int,
                 checkpoints: Checkpoints | None) -> NonFiniteLossError:
     """The error for a non-finite loss at the epoch's step `bad` (0-based; `step` = the epoch's first step)."""
@@ -192,7 +202,8 @@ def _non_finite(fn: str, host: list[dict], bad: int, step: int, epoch: int, num_
 
 def _train_and_validate(fn: str, steps: CompiledSteps, placed: TrainState, step: int, epoch: int, *,
                         train_batches: Batches, val_batches: Batches | None, pad_to: int | None, history: History,
-                        checkpoints: Checkpoints | None, bar: ProgressBar) -> tuple[TrainState, int]:
+                        checkpoints: Checkpoints | None, bar: ProgressBar,
+                        tensorboard: TensorBoardLog | None = None) -> tuple[TrainState, int]:
     """Train epoch `epoch` (0-based) from update `step`, then validate; append the epoch's training and
     validation metrics to `history`. Returns `(placed state, step after the epoch)`.
     Raises NonFiniteLossError for a non-finite loss (or non-finite parameters after the epoch)."""
@@ -202,7 +213,8 @@ def _train_and_validate(fn: str, steps: CompiledSteps, placed: TrainState, step:
     scaled = steps.get_state(placed).loss_scale is not None
     try:
         placed, host, seconds, bad = _train_epoch(steps, placed, train_batches, epoch, bar, pad_to,
-                                                  stop_on_non_finite=not scaled)
+                                                  stop_on_non_finite=not scaled, tensorboard=tensorboard,
+                                                  first_step=step)
         finite = [m for m in host if np.isfinite(m["loss"])]
         if scaled:
             bad = 0 if not finite else None
@@ -280,7 +292,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         log_dir: str | os.PathLike | None = None,
         on_epoch_end: Callable[[int, History], None] | None = None,
         precision=None, compiler_options="auto", initial_variables=None,
-        drop_last: bool = True, plateau: ReduceLROnPlateau | None = None) -> tuple[TrainState, History]:
+        drop_last: bool = True, plateau: ReduceLROnPlateau | None = None,
+        tensorboard: bool | None = None) -> tuple[TrainState, History]:
     """Train `model` for `epochs` epochs; return the final state and the per-epoch `History`.
 
     Each epoch visits the training data in an order fixed by `(seed, epoch)` (`Batches.epoch`), runs
@@ -321,8 +334,13 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
       parallel: "auto", "none", "sharded", "shard_map" or "pmap" (`compile_steps`); `devices`: the
         devices to use (default all); `compiler_options`: XLA options, as in `compile_steps` ("auto": on
         CPU, XLA's own convolutions instead of YNNPACK's; None: XLA's defaults).
-      log_dir: where `history.json` and `curves.png` are written after every epoch (process 0 only);
+      log_dir: where `history.json` and `curves.png` are written after every epoch (process 0 only), and
+        the TensorBoard event files (`jaxnets.train.tensorboard`: the training loss and error about twice
+        a second, the gradient, parameter and update norms, every epoch's metrics);
         default `checkpoint_dir`; None and no `checkpoint_dir`: nothing is written.
+      tensorboard: None (default): write TensorBoard event files into `log_dir` when tensorboardX is
+        installed (`pip install 'jaxnets[tensorboard]'`), and train without them when it is not; True:
+        write them (ImportError without tensorboardX, ValueError without a `log_dir`); False: never.
       on_epoch_end: called as `on_epoch_end(epoch, history)` after each epoch (1-based `epoch`), on
         every process (e.g. to print a line per epoch).
       precision: None (float32), a dtype name ("bfloat16", "float16") or a `jaxnets.train.Policy`
@@ -390,6 +408,7 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
     log_dir = os.fspath(log_dir) if log_dir is not None else (
         os.fspath(checkpoint_dir) if checkpoint_dir is not None else None)
     main = is_main_process()  # process 0 writes the logs and shows progress
+    write_tensorboard = check_tensorboard(fn, tensorboard, log_dir) and main
     show = progress_enabled(progress) and main
     policy = None if precision is None else as_policy(fn, precision)
     steps = cached_compile_steps(parallel, loss_fn=loss_fn, preprocess=preprocess, augment=augment, devices=devices,
@@ -413,10 +432,13 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
     best = BestMetric(early_stopping.min_delta if early_stopping else 0.0)
 
     checkpoints = None if checkpoint_dir is None else Checkpoints(checkpoint_dir, keep=keep)
-    with contextlib.nullcontext() if checkpoints is None else checkpoints:  # closing waits for the last save
+    # Closing waits for the last checkpoint save; `logs` closes the TensorBoard file, also after an error.
+    with contextlib.nullcontext() if checkpoints is None else checkpoints, contextlib.ExitStack() as logs:
         state, history, start, best_state = _resume(fn, checkpoints, fresh, run, resume=resume, best=best,
                                                     early_stopping=early_stopping, plateau=plateau)
         step, placed = int(state.step), steps.put_state(state)
+        # A resumed run hides what an interrupted one logged past its checkpoint (TensorBoard's purge_step).
+        board = logs.enter_context(TensorBoardLog(log_dir, purge_step=step)) if write_tensorboard else None
         for epoch in range(start, epochs):
             if _patience_spent(early_stopping, best):
                 break  # a resumed run that had already stopped
@@ -425,7 +447,7 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
             bar = ProgressBar(len(train_batches), epoch=epoch + 1, epochs=epochs, enabled=show)
             placed, step = _train_and_validate(fn, steps, placed, step, epoch, train_batches=train_batches,
                                                val_batches=val_batches, pad_to=pad_to, history=history,
-                                               checkpoints=checkpoints, bar=bar)
+                                               checkpoints=checkpoints, bar=bar, tensorboard=board)
             rate = learning_rate_of(learning_rate, steps.get_state(placed).opt_state, step - 1)
             if plateau is not None and rate is not None:
                 rate *= plateau.scale  # the epoch ran at the plateau's current rate
@@ -434,6 +456,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
             if plateau is not None:  # torch: scheduler.step(metric) after the epoch; the next epoch uses the rate
                 plateau.step(getattr(history, monitor)[-1])
                 placed = placed.replace(opt_state=plateau.apply(placed.opt_state))
+            if board is not None:
+                board.epoch(history, step)
             if improved and early_stopping is not None:
                 best_state = snapshot(steps.get_state(placed))
             _save_epoch(checkpoints, epoch, steps.get_state(placed), history=history, best=best, improved=improved,

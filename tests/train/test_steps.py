@@ -241,7 +241,8 @@ def test_all_padding_batch_changes_nothing():
     b = dict(batch(6), mask=np.zeros(6, bool))
     new, metrics = TRAIN(state, b)
     assert leaves_equal(new.params, state.params) and leaves_equal(new.batch_stats, state.batch_stats)
-    assert {k: float(v) for k, v in metrics.items()} == {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    assert {k: float(metrics[k]) for k in ("loss", "correct", "count")} == {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    assert float(metrics["grad_norm"]) == 0.0 and float(metrics["update_norm"]) == 0.0
 
 
 # ---- the evaluation step ----
