@@ -17,7 +17,7 @@ the curves overlay and a resumed run continues its own lines:
   `epoch/learning_rate` (when known), `epoch/images_per_sec` (the `History` values of that epoch).
 
 A resumed run opens its writer with `purge_step` = the step it resumes from: TensorBoard then hides
-what an interrupted run had logged beyond its last checkpoint, so every curve has one value per step.
+what an interrupted run had logged after its last checkpoint, so every curve has one value per step.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class TensorBoardLog:
       log_dir: the directory of the event files (created if needed); `tensorboard --logdir` on it or a
         parent shows the run.
       purge_step: the step a resumed run continues from (0 for a fresh run): events an earlier writer
-        logged at this step or later are hidden by TensorBoard.
+        logged AFTER this step are hidden by TensorBoard (those at it are the checkpointed epoch's end).
     Raises: ImportError naming the install command when tensorboardX is not installed; TypeError /
       ValueError for a bad `purge_step`.
 
@@ -70,7 +70,8 @@ class TensorBoardLog:
                               f"installed; {_INSTALL}.") from error
         self.log_dir = os.fspath(log_dir)
         os.makedirs(self.log_dir, exist_ok=True)
-        self._writer = SummaryWriter(self.log_dir, purge_step=int(purge_step) or None)
+        # TensorBoard drops the earlier events at steps >= the writer's purge_step (a SessionLog START there).
+        self._writer = SummaryWriter(self.log_dir, purge_step=int(purge_step) + 1 if purge_step else None)
 
     def __enter__(self) -> TensorBoardLog:
         return self
