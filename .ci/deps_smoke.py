@@ -5,7 +5,8 @@
 It imports every jaxnets subpackage, prints the versions it found, then on 1,000 MNIST-sample digits:
 trains LeNet-5 (convolutions, BatchNorm-free) and an MLP with BatchNorm and dropout for one epoch with
 a checkpoint, resumes each to two epochs and checks that the result is bitwise the uninterrupted
-two-epoch run (params and optimizer state), evaluates, and restores a checkpoint by hand. With
+two-epoch run (params and optimizer state), evaluates, and restores a checkpoint by hand; then runs one
+step of every data-parallel mode ("sharded", "shard_map", "pmap") on 2 simulated CPU devices. With
 tensorboardX installed it also checks that `fit(log_dir=...)` writes event files. Any failure raises:
 the exit status is non-zero (Python's, for an uncaught exception). It is not a pytest module (pytest
 collects tests/ only), so it runs under any pytest or none.
@@ -22,7 +23,10 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+# Two simulated CPU devices, set before jax is imported: the data-parallel modes run too (the fits use "none").
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip()
+
+import numpy as np  # noqa: E402
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "orbax-checkpoint", "numpy", "grain", "tensorboardX")
 
@@ -53,7 +57,7 @@ def _run(model_name: str, model_kwargs: dict, train_set, test_set, root: str, op
     from jaxnets import models, train
 
     tx = train.optimizer("adam", learning_rate=1e-3)
-    common = dict(batch_size=100, optimizer=tx, seed=0, progress=False, compiler_options=options)
+    common = dict(batch_size=100, optimizer=tx, seed=0, progress=False, compiler_options=options, parallel="none")
     full, history_full = train.fit(models.create(model_name, **model_kwargs), train_set, epochs=2,
                                    val_data=test_set, **common)
     directory = os.path.join(root, model_name)
@@ -82,6 +86,27 @@ def _run(model_name: str, model_kwargs: dict, train_set, test_set, root: str, op
           f"checkpoint epoch {meta['epoch']} restored")
 
 
+def _parallel(train_set, options) -> None:
+    """One training step of every data-parallel mode on the 2 devices: the same loss and norms as one device."""
+    import jax
+    from jaxnets import models, train
+
+    batch = {k: v[:64] for k, v in train_set.items()}
+    results = {}
+    for mode in train.MODES:
+        steps = train.compile_steps(mode, devices=jax.devices()[:1] if mode == "none" else jax.devices(),
+                                    compiler_options=None if mode == "pmap" else options)
+        model = models.create("mlp", batch_norm_layers=1, axis_name=steps.axis_name)
+        state = train.TrainState.create(model, train.optimizer("sgd", learning_rate=0.1), batch["image"][:1], 0)
+        _, metrics = steps.train(steps.put_state(state), steps.put_batch(batch))
+        results[mode] = np.array([float(metrics[k]) for k in ("loss", "count", "grad_norm")])
+    for mode, got in results.items():
+        if not np.allclose(got, results["none"], rtol=1e-5):
+            raise AssertionError(f"deps_smoke: mode {mode!r} gave (loss, count, grad_norm) {got}, one device "
+                                 f"{results['none']}.")
+    print(f"deps_smoke: {', '.join(results)} agree on {jax.device_count()} devices")
+
+
 def _tensorboard(train_set, root: str, options) -> None:
     try:
         import tensorboardX  # noqa: F401
@@ -91,7 +116,8 @@ def _tensorboard(train_set, root: str, options) -> None:
     from jaxnets import models, train
     log_dir = os.path.join(root, "tb")
     train.fit(models.create("mlp"), train_set, epochs=1, batch_size=100, seed=0, progress=False,
-              optimizer=train.optimizer("sgd", learning_rate=0.1), log_dir=log_dir, compiler_options=options)
+              optimizer=train.optimizer("sgd", learning_rate=0.1), log_dir=log_dir, compiler_options=options,
+              parallel="none")
     events = [name for name in os.listdir(log_dir) if name.startswith("events.out.tfevents")]
     if not events:
         raise AssertionError(f"deps_smoke: fit(log_dir=...) wrote no event file in {os.listdir(log_dir)}.")
@@ -115,6 +141,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as root:
         _run("lenet5", {}, train_set, test_set, root, options)
         _run("mlp", {"batch_norm_layers": 1, "dropout": 0.1}, train_set, test_set, root, options)
+        _parallel(train_set, options)
         _tensorboard(train_set, root, options)
     print(f"deps_smoke: OK, jaxnets {getattr(jaxnets, '__version__', '?')}, {time.perf_counter() - started:.1f} s")
     return 0
