@@ -63,6 +63,7 @@ from jaxnets.train.precision import all_finite, as_policy
 from jaxnets.train.progress import ProgressBar, progress_enabled
 from jaxnets.train.state import TrainState
 from jaxnets.train.steps import model_takes_mask
+from jaxnets.train.tensorboard import TensorBoardLog, check_tensorboard
 
 __all__ = ["fit", "evaluate", "History", "EarlyStopping", "NonFiniteLossError", "recompute_batch_stats",
            "plot_history", "MONITORS"]
@@ -236,18 +237,23 @@ def _epoch_from(batches: Batches, epoch: int, start: int):
 
 def _train_epoch(steps: CompiledSteps, state: TrainState, batches: Batches, epoch: int, bar: ProgressBar,
                  pad_to: int | None, *, stop_on_non_finite: bool = True, first_batch: int = 0, prior: Sequence = (),
-                 on_step: Callable | None = None) -> tuple[TrainState, list[dict], float, int | None]:
+                 on_step: Callable | None = None, tensorboard: TensorBoardLog | None = None, first_step: int = 0
+                 ) -> tuple[TrainState, list[dict], float, int | None]:
     """Run one epoch (batches placed by `put_batch(batch, global_batch_size=pad_to)`). Returns `(state,
     per-step host metrics, seconds, index of the first non-finite loss or None)`; stops early at a
     non-finite loss seen while refreshing, unless `stop_on_non_finite` is False (a loss scaler skips
     those steps). A resumed epoch starts at batch `first_batch`, with `prior` the host metrics of the batches
-    before it; `on_step(done, state, fetch)` runs after every step (`fetch()` returns all host metrics)."""
+    before it; `on_step(done, state, fetch)` runs after every step (`fetch()` returns all host metrics).
+    Each refresh also logs the newly fetched steps to `tensorboard` (the epoch's first update is number
+    `first_step`)."""
     pending: list[dict] = list(prior)  # per-step metric sums, device scalars
     host: list[dict] = list(prior)     # the same, fetched, for steps 0 .. len(host) - 1
     start = last = time.perf_counter()
 
     def fetch(upto: int) -> int | None:
-        host.extend(jax.device_get(pending[len(host):upto]))
+        done = len(host)
+        host.extend(jax.device_get(pending[done:upto]))
+        _log_steps(tensorboard, host[done:], first_step + len(host))
         bad = next((i for i, m in enumerate(host) if not np.isfinite(m["loss"])), None)
         loss, correct, count = metric_sums([m for m in host if np.isfinite(m["loss"])])
         bar.update(len(host), loss=loss / max(count, 1), accuracy=correct / max(count, 1),
@@ -275,6 +281,12 @@ def _train_epoch(steps: CompiledSteps, state: TrainState, batches: Batches, epoc
     return state, host, time.perf_counter() - start, bad
 
 
+def _log_steps(tensorboard: TensorBoardLog | None, fetched: list[dict], last_step: int) -> None:
+    """TensorBoard's per-step point from the metrics a refresh just fetched (no further device transfer)."""
+    if tensorboard is not None and fetched:
+        tensorboard.steps(fetched, last_step)
+
+
 def _non_finite(fn: str, host: list[dict], bad: int, step: int, epoch: int, num_batches: int,
                 checkpoints: Checkpoints | None, history: History) -> NonFiniteLossError:
     """The error for a non-finite loss at the epoch's step `bad` (0-based; `step` = the epoch's first step)."""
@@ -294,7 +306,8 @@ def _non_finite(fn: str, host: list[dict], bad: int, step: int, epoch: int, num_
 def _train_and_validate(fn: str, steps: CompiledSteps, placed: TrainState, step: int, epoch: int, *,
                         train_batches: Batches, val_batches: Batches | None, pad_to: int | None, history: History,
                         checkpoints: Checkpoints | None, bar: ProgressBar, first_batch: int = 0, prior: Sequence = (),
-                        on_step: Callable | None = None) -> tuple[TrainState, int]:
+                        on_step: Callable | None = None, tensorboard: TensorBoardLog | None = None
+                        ) -> tuple[TrainState, int]:
     """Train epoch `epoch` (0-based) from update `step` (the epoch's first; a resumed epoch runs from its batch
     `first_batch`, see `_train_epoch`), then validate; append the epoch's training and validation metrics to
     `history`. Returns `(placed state, step after the epoch)`.
@@ -306,7 +319,7 @@ def _train_and_validate(fn: str, steps: CompiledSteps, placed: TrainState, step:
     try:
         placed, host, seconds, bad = _train_epoch(steps, placed, train_batches, epoch, bar, pad_to,
                                                   stop_on_non_finite=not scaled, first_batch=first_batch, prior=prior,
-                                                  on_step=on_step)
+                                                  on_step=on_step, tensorboard=tensorboard, first_step=step)
         finite = [m for m in host if np.isfinite(m["loss"])]
         if scaled:
             bad = 0 if not finite else None
@@ -387,8 +400,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         precision=None, compiler_options="auto", initial_variables=None,
         drop_last: bool = True, plateau: ReduceLROnPlateau | None = None,
         checkpoint_every: int | None = None, seeds: Sequence[int] | None = None,
-        hparams: Mapping[str, Sequence[float]] | None = None, population: str = "vmap"
-        ) -> tuple[TrainState, History]:
+        hparams: Mapping[str, Sequence[float]] | None = None, population: str = "vmap",
+        tensorboard: bool | None = None) -> tuple[TrainState, History]:
     """Train `model` for `epochs` epochs; return the final state and the per-epoch `History`.
 
     Each epoch visits the training data in an order fixed by `(seed, epoch)` (`Batches.epoch`), runs
@@ -434,8 +447,13 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
       parallel: "auto", "none", "sharded", "shard_map" or "pmap" (`compile_steps`); `devices`: the
         devices to use (default all); `compiler_options`: XLA options, as in `compile_steps` ("auto": on
         CPU, XLA's own convolutions instead of YNNPACK's; None: XLA's defaults).
-      log_dir: where `history.json` and `curves.png` are written after every epoch (process 0 only);
+      log_dir: where `history.json` and `curves.png` are written after every epoch (process 0 only), and
+        the TensorBoard event files (`jaxnets.train.tensorboard`: the training loss and error about twice
+        a second, the gradient, parameter and update norms, every epoch's metrics);
         default `checkpoint_dir`; None and no `checkpoint_dir`: nothing is written.
+      tensorboard: None (default): write TensorBoard event files into `log_dir` when tensorboardX is
+        installed (`pip install 'jaxnets[tensorboard]'`), and train without them when it is not; True:
+        write them (ImportError without tensorboardX, ValueError without a `log_dir`); False: never.
       on_epoch_end: called as `on_epoch_end(epoch, history)` after each epoch (1-based `epoch`), on
         every process (e.g. to print a line per epoch).
       precision: None (float32), a dtype name ("bfloat16", "float16") or a `jaxnets.train.Policy`
@@ -511,6 +529,10 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
     if seeds is not None or hparams is not None:
         from jaxnets.train.population import fit_population  # population.py builds on this module's helpers
 
+        if tensorboard is not None and check_bool(fn, "tensorboard", tensorboard):
+            raise ValueError(f"{fn}: tensorboard=True is not supported for a population (seeds=/hparams=); its "
+                             f"history.json and curves.png hold every member. Pass tensorboard=None or False.")
+
         return fit_population(
             model, train_data, seeds=seeds, hparams=hparams, population=population, val_data=val_data,
             epochs=epochs, batch_size=batch_size, optimizer=optimizer, seed=seed, loss_fn=loss_fn, augment=augment,
@@ -546,6 +568,7 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
     log_dir = os.fspath(log_dir) if log_dir is not None else (
         os.fspath(checkpoint_dir) if checkpoint_dir is not None else None)
     main = is_main_process()  # process 0 writes the logs and shows progress
+    write_tensorboard = check_tensorboard(fn, tensorboard, log_dir) and main
     show = progress_enabled(progress) and main
     policy = None if precision is None else as_policy(fn, precision)
     steps = cached_compile_steps(parallel, loss_fn=loss_fn, preprocess=preprocess, augment=augment, devices=devices,
@@ -570,7 +593,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
 
     checkpoints = None if checkpoint_dir is None else Checkpoints(checkpoint_dir, keep=keep)
     mid = _mid_epoch_checkpoints(checkpoint_dir, checkpoint_every)
-    with contextlib.ExitStack() as stack:  # closing waits for the last save
+    # Closing waits for the last checkpoint save; `logs` closes the TensorBoard file, also after an error.
+    with contextlib.ExitStack() as stack:
         for store in (checkpoints, mid):
             if store is not None:
                 stack.enter_context(store)
@@ -580,6 +604,9 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
             fn, mid, checkpoints, fresh, run, resumed, resume=resume, best=best, early_stopping=early_stopping,
             plateau=plateau)
         step, placed = int(state.step) - first_batch, steps.put_state(state)
+        # A resumed run hides what an interrupted one logged past its checkpoint (TensorBoard's purge_step).
+        board = (stack.enter_context(TensorBoardLog(log_dir, purge_step=int(state.step))) if write_tensorboard
+                 else None)
         for epoch in range(start, epochs):
             if _patience_spent(early_stopping, best):
                 break  # a resumed run that had already stopped
@@ -592,7 +619,7 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
             placed, step = _train_and_validate(fn, steps, placed, step, epoch, train_batches=train_batches,
                                                val_batches=val_batches, pad_to=pad_to, history=history,
                                                checkpoints=checkpoints, bar=bar, first_batch=first_batch, prior=prior,
-                                               on_step=on_step)
+                                               on_step=on_step, tensorboard=board)
             first_batch, prior = 0, []
             rate = learning_rate_of(learning_rate, steps.get_state(placed).opt_state, step - 1)
             if plateau is not None and rate is not None:
@@ -602,6 +629,8 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
             if plateau is not None:  # torch: scheduler.step(metric) after the epoch; the next epoch uses the rate
                 plateau.step(getattr(history, monitor)[-1])
                 placed = placed.replace(opt_state=plateau.apply(placed.opt_state))
+            if board is not None:
+                board.epoch(history, step)
             if improved and early_stopping is not None:
                 best_state = snapshot(steps.get_state(placed))
             _save_epoch(checkpoints, epoch, steps.get_state(placed), history=history, best=best, improved=improved,

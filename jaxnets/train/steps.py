@@ -11,6 +11,13 @@ gradient, the metrics or the BatchNorm statistics.
 Metrics are SUMS over the valid rows, `{"loss": sum of per-example losses (float32, or float64 for float64
 losses), "correct": number of top-1 hits (int32), "count": number of valid rows (int32)}`, so epoch means and cross-device or
 cross-host reductions are exact: the mean loss is `loss / count`, the accuracy `correct / count`.
+
+The training step adds three global L2 norms of THIS step (not sums: each is the value at that step,
+the same on every device, never summed over devices or steps), in float32 (float64 for float64 parameters):
+`{"grad_norm": ||g||, "param_norm": ||params after the update||, "update_norm": ||params after - params
+before||}`, where `g` is the gradient of the step's mean loss (global under `axis_name`; unscaled under
+float16 loss scaling) and `||t|| = sqrt(sum of squares of every leaf of t)` (`optax.global_norm`). A
+skipped float16 update has `update_norm` 0. PyTorch: `torch.nn.utils.clip_grad_norm_`'s returned total norm.
 """
 from __future__ import annotations
 
@@ -75,13 +82,31 @@ def _sums(losses: jax.Array, logits: jax.Array, labels: jax.Array, mask: jax.Arr
           axis_name) -> Metrics:
     """The metric sums over the valid rows, summed over `axis_name` when given."""
     # Top-1 hit: the same rule as `layers.accuracy(k=1)` (argmax; among equal logits the lower index wins).
-    hits = jnp.argmax(logits, axis=-1) == labels
+    hits = jnp.argmax(logits, axis=-1).astype(labels.dtype) == labels  # argmax is int64 under x64
     if mask is not None:
         losses, hits = jnp.where(mask, losses, 0), hits & mask
     count = labels.shape[0] if mask is None else jnp.sum(mask, dtype=jnp.int32)
     metrics = {"loss": jnp.sum(losses, dtype=at_least_float32(losses.dtype)), "correct": jnp.sum(hits, dtype=jnp.int32),
                "count": jnp.asarray(count, jnp.int32)}
     return metrics if axis_name is None else jax.lax.psum(metrics, axis_name)
+
+
+NORM_METRICS = ("grad_norm", "param_norm", "update_norm")
+
+
+def _global_norm(tree) -> jax.Array:
+    """`sqrt(sum of squares over every floating leaf)` in at least float32 (`optax.global_norm`'s value)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    # float64 when any leaf is float64, else float32 (bfloat16/float16 squares would overflow or round).
+    dtype = jnp.float64 if any(x.dtype == jnp.float64 for x in leaves) else jnp.float32
+    return jnp.sqrt(sum((jnp.sum(jnp.square(x.astype(dtype))) for x in leaves), jnp.zeros((), dtype)))
+
+
+def _norms(grads, params, new_params) -> Metrics:
+    """The step's global norms (`NORM_METRICS`, see the module docstring); `grads` already global."""
+    update = jax.tree.map(lambda new, old: new - old, new_params, params)
+    return {"grad_norm": _global_norm(grads), "param_norm": _global_norm(new_params),
+            "update_norm": _global_norm(update)}
 
 
 def _module_path(module: nn.Module) -> str:
@@ -224,7 +249,7 @@ def make_train_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable |
       precision: None (float32: nothing is cast, the step is bitwise the float32 one), a dtype name
         ("bfloat16", "float16") or a `precision.Policy`.
     Returns: `train_step(state, batch) -> (new_state, metrics)`; metrics as in the module docstring
-      (global sums under `axis_name`).
+      (global sums under `axis_name`), `{"loss", "correct", "count", "grad_norm", "param_norm", "update_norm"}`.
     Raises (at trace time): ValueError/TypeError for a malformed batch, a `loss_fn` that does not return
       `[N]` losses, a BatchNorm whose `axis_name` is not the step's, or a state that does not fit the
       precision (parameters not in its `param_dtype`; float16 without `state.loss_scale`); TypeError
@@ -285,7 +310,9 @@ def make_train_step(loss_fn: Callable = cross_entropy, *, preprocess: Callable |
         new_state = state.apply_gradients(grads, batch_stats=updates["batch_stats"] if has_stats else None)
         if loss_scale is not None:
             new_state = _apply_unless_skipped(state, new_state, all_finite(grads))
-        return new_state, _sums(losses, logits, labels, mask, axis_name)
+        # The norms come after the psums: they are already global, the same on every device (not summed again).
+        return new_state, {**_sums(losses, logits, labels, mask, axis_name),
+                           **_norms(grads, state.params, new_state.params)}
 
     return train_step
 

@@ -241,7 +241,8 @@ def test_all_padding_batch_changes_nothing():
     b = dict(batch(6), mask=np.zeros(6, bool))
     new, metrics = TRAIN(state, b)
     assert leaves_equal(new.params, state.params) and leaves_equal(new.batch_stats, state.batch_stats)
-    assert {k: float(v) for k, v in metrics.items()} == {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    assert {k: float(metrics[k]) for k in ("loss", "correct", "count")} == {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    assert float(metrics["grad_norm"]) == 0.0 and float(metrics["update_norm"]) == 0.0
 
 
 # ---- the evaluation step ----
@@ -376,3 +377,98 @@ def test_sequential_passes_the_mask_to_batch_norm():
     got, _ = TRAIN(state, _pad(b, 2))
     assert_trees_close(got.batch_stats, want.batch_stats, rtol=1e-6, atol=1e-6)
     assert_trees_close(got.params, want.params, rtol=1e-6, atol=1e-6)
+
+
+# ---- the global norms the training step returns ----
+
+def hand_norms(state, b, lr=0.1):
+    """(grad norm, param norm after, update norm) by hand: jax.grad of the mean loss, optax.global_norm,
+    one plain SGD step (TX's first step: the momentum buffer starts at 0)."""
+    x = jnp.asarray(b["image"], jnp.float32) / 255.0
+
+    def loss(params):
+        logits, _ = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=True,
+                                   mutable=["batch_stats"])
+        return cross_entropy(logits, b["label"])
+
+    grads = jax.grad(loss)(state.params)
+    new_params = jax.tree.map(lambda p, g: p - lr * g, state.params, grads)
+    update = jax.tree.map(lambda p, g: -lr * g, state.params, grads)
+    return tuple(float(optax.tree.norm(t)) for t in (grads, new_params, update))
+
+
+def test_train_step_returns_the_global_norms():
+    state, b = new_state(), batch(6)
+    new, metrics = TRAIN(state, b)
+    grad, param, update = hand_norms(state, b)
+    np.testing.assert_allclose([float(metrics[k]) for k in ("grad_norm", "param_norm", "update_norm")],
+                               [grad, param, update], rtol=1e-5)
+    assert grad > 0 and update > 0
+    np.testing.assert_allclose(float(metrics["param_norm"]), float(optax.tree.norm(new.params)), rtol=1e-6)
+    assert all(metrics[k].dtype == jnp.float32 and metrics[k].shape == () for k in ("grad_norm", "param_norm"))
+
+
+def test_norms_are_those_of_the_valid_rows():
+    """Padded rows change nothing: the norms of a padded batch are those of its valid rows."""
+    state, b = new_state(), batch(4)
+    _, want = TRAIN(state, b)
+    _, got = TRAIN(state, _pad(b, 2))
+    for k in ("grad_norm", "param_norm", "update_norm"):
+        np.testing.assert_allclose(float(got[k]), float(want[k]), rtol=1e-5, err_msg=k)
+
+
+def test_norms_in_float64(x64):
+    state = TrainState.create(NET_NO_BN, TX, np.zeros((1,) + SHAPE, np.float64), 0)
+    params = jax.tree.map(lambda p: p.astype(jnp.float64), state.params)  # jnn layers create float32 params
+    state = state.replace(params=params, opt_state=TX.init(params))
+    _, metrics = make_train_step()(state, {"image": np.random.default_rng(0).random((4,) + SHAPE),
+                                           "label": np.arange(4)})  # int64 under x64
+    assert all(metrics[k].dtype == jnp.float64 for k in ("grad_norm", "param_norm", "update_norm"))
+
+
+def test_norms_under_vmap_of_the_step():
+    """A population of states stepped by `jax.vmap` gets one norm per member, each that member's."""
+    states = [new_state(seed=s) for s in (0, 1)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    b = batch(6)
+    _, metrics = jax.vmap(make_train_step(), in_axes=(0, None))(stacked, b)
+    for i, state in enumerate(states):
+        np.testing.assert_allclose(float(metrics["grad_norm"][i]), hand_norms(state, b)[0], rtol=1e-5)
+
+
+def norms_in_modes(out: str) -> None:
+    """Subprocess body (2 simulated CPU devices): one step of every data-parallel mode from the same state
+    on the same 8 rows, its norms and the hand computation, saved to `out` (.npz)."""
+    from jaxnets.train.parallel import MODES, compile_steps
+
+    jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
+    b, results = batch(8), {}
+    results["hand"] = np.array(hand_norms(new_state(), b))
+    for mode in MODES:
+        steps = compile_steps(mode, devices=jax.devices()[:1] if mode == "none" else jax.devices())
+        state = steps.put_state(new_state(_tiny.SmallNet(axis_name=steps.axis_name)))
+        _, metrics = steps.train(state, steps.put_batch(b))
+        results[mode] = np.array([float(metrics[k]) for k in ("grad_norm", "param_norm", "update_norm")])
+    np.savez(out, **results)
+
+
+@pytest.mark.slow
+def test_norms_in_every_parallel_mode(tmp_path):
+    """Each mode's norms equal the hand computation: global, not summed over the 2 devices."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here, out = Path(__file__).parent, tmp_path / "norms.npz"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=os.pathsep.join(p for p in (str(here.parent.parent), str(here.parent),
+                                                      os.environ.get("PYTHONPATH")) if p))
+    code = f"import test_steps; test_steps.norms_in_modes({str(out)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    with np.load(out) as results:
+        assert set(results) == {"hand", "none", "sharded", "shard_map", "pmap"}
+        for mode in ("none", "sharded", "shard_map", "pmap"):
+            np.testing.assert_allclose(results[mode], results["hand"], rtol=1e-5, err_msg=mode)
