@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 
 from jaxnets.checks import check_int
@@ -71,7 +72,10 @@ class TensorBoardLog:
         self.log_dir = os.fspath(log_dir)
         os.makedirs(self.log_dir, exist_ok=True)
         # TensorBoard drops the earlier events at steps >= the writer's purge_step (a SessionLog START there).
-        self._writer = SummaryWriter(self.log_dir, purge_step=int(purge_step) + 1 if purge_step else None)
+        # tensorboardX names the file by the whole second: a second writer within that second (a quick resume)
+        # would overwrite the first file. The nanosecond suffix keeps both, in the order TensorBoard reads them.
+        self._writer = SummaryWriter(self.log_dir, purge_step=int(purge_step) + 1 if purge_step else None,
+                                     filename_suffix=f".{time.time_ns():020d}")
 
     def __enter__(self) -> TensorBoardLog:
         return self

@@ -187,3 +187,14 @@ def test_cli_writes_event_files(tmp_path):
     scalars = read_records(out)
     assert {"train/loss", "norm/grad", "epoch/val_loss"} <= set(scalars)
     assert len(scalars["epoch/val_loss"]) == 1
+
+
+def test_two_writers_in_one_second_keep_both_files(tmp_path):
+    """tensorboardX names files by the second; a resume within it must not overwrite the first run's file."""
+    from jaxnets.train.tensorboard import TensorBoardLog
+
+    for purge_step in (0, 3):
+        with TensorBoardLog(tmp_path, purge_step=purge_step):
+            pass
+    names = sorted(n for n in os.listdir(tmp_path) if n.startswith("events.out.tfevents"))
+    assert len(names) == 2 and names[0] < names[1]
