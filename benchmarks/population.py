@@ -25,8 +25,9 @@ stem) on random uint8 32x32x3 images (B = 32). Learning rate 0.01, momentum 0.9.
 `--layers`: each LeNet-5 convolution alone at R = 8, batch 128 per member: forward, data gradient (conv2
 only: conv1's input needs none) and weight gradient, as separate jitted programs, by formulation:
 "grouped" (JAX's rule), "loop" (one conv per member), "taps" (sum over kernel taps), "auto" (this
-library's choice), and "single x R" (one member's conv, timed and multiplied by R). Also the pooling,
-dense layers and optimizer update: the whole population step minus its convolutions, by difference.
+library's choice), and "single x R" (one member's conv, timed and multiplied by R). Also
+LeNet-5's other layers (ReLU + max-pool, the dense classifier), forward and backward: the population
+(`vmap` of one member's gradient) against one member's gradient called R times.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ import numpy as np
 
 from benchmarks.run import machine
 from jaxnets import data, models
-from jaxnets.layers import conv
+from jaxnets.layers import conv, linear, max_pool
 from jaxnets.layers.population import member_convolutions
 from jaxnets.train import TrainState, default_compiler_options, optimizer
 from jaxnets.train.steps import make_train_step
@@ -174,19 +175,24 @@ LENET_CONVS = (("conv1 1->6 5x5 pad 2", (28, 28, 1), (5, 5, 1, 6), 2),
 
 
 def _conv_parts(x, k, pad, mode, options, members_axis: bool) -> dict:
-    def f(x, k):
+    """`{part: run_once}` for the forward pass, data gradient and weight gradient of one convolution; with
+    `members_axis`, each part is `jax.vmap` of the single member's part (vmap outermost, as in a
+    population's training step, so the gradients reach the data- and weight-gradient batching rules)."""
+    def forward(x, k):
         return conv(x, k, padding=pad)
 
-    if members_axis:
-        f = jax.vmap(f)
-    with member_convolutions(mode):
-        y = jax.eval_shape(f, x, k)
-        dy = jnp.ones(y.shape, y.dtype)
-        parts = {"forward": jax.jit(f, compiler_options=options).lower(x, k).compile(),
-                 "data gradient": jax.jit(lambda x, k, g: jax.vjp(lambda x_: f(x_, k), x)[1](g)[0],
-                                          compiler_options=options).lower(x, k, dy).compile(),
-                 "weight gradient": jax.jit(lambda x, k, g: jax.vjp(lambda k_: f(x, k_), k)[1](g)[0],
-                                            compiler_options=options).lower(x, k, dy).compile()}
+    def data_gradient(x, k, g):
+        return jax.vjp(lambda x_: forward(x_, k), x)[1](g)[0]
+
+    def weight_gradient(x, k, g):
+        return jax.vjp(lambda k_: forward(x, k_), k)[1](g)[0]
+
+    fns = {"forward": forward, "data gradient": data_gradient, "weight gradient": weight_gradient}
+    y = jax.eval_shape(jax.vmap(forward) if members_axis else forward, x, k)
+    dy = jnp.ones(y.shape, y.dtype)
+    with member_convolutions(mode):  # read at trace time: compile inside the block
+        parts = {name: jax.jit(jax.vmap(fn) if members_axis else fn, compiler_options=options).lower(
+            *((x, k) if name == "forward" else (x, k, dy))).compile() for name, fn in fns.items()}
     return {name: (lambda p=p, a=((x, k) if name == "forward" else (x, k, dy)): p(*a).block_until_ready())
             for name, p in parts.items()}
 
@@ -216,7 +222,54 @@ def measure_layers(members: int, batch: int, *, repeats: int, options) -> dict:
                 rows.append({"conv": name, "variant": v, "part": p, "median_ms": 1e3 * statistics.median(times[v][p]),
                              "ms": [1e3 * t for t in times[v][p]]})
         print(f"[layers] {name} done, load {loads[-1]:.1f}", flush=True)
+    rows += _other_layers(members, batch, repeats=repeats, options=options)
     return {"members": members, "batch_per_member": batch, "rows": rows, "loadavg_1m": _load()}
+
+
+def _relu_pool(x):
+    return max_pool(jax.nn.relu(x), 2)
+
+
+def _dense_stack(x, w):  # LeNet-5's classifier, one packed weight [400, 120 + 84 + 10]
+    h = jax.nn.relu(linear(x, w[:, :120]))
+    return linear(jax.nn.relu(linear(h, w[:120, 120:204])), w[:84, 204:214])
+
+
+# (name, function of (x, w) whose sum of squares is differentiated, x shape, w shape); pooling gets w = 1.
+LENET_OTHERS = (("relu + max_pool 2 on 28x28x6", lambda x, w: _relu_pool(x * w), (28, 28, 6), (6,)),
+                ("relu + max_pool 2 on 10x10x16", lambda x, w: _relu_pool(x * w), (10, 10, 16), (16,)),
+                ("dense 400-120-84-10", _dense_stack, (400,), (400, 214)))
+
+
+def _other_layers(members: int, batch: int, *, repeats: int, options) -> list[dict]:
+    """LeNet-5's other layers, forward and backward (gradient of the sum of squares with respect to x and w):
+    the population (`vmap` of the member's gradient) against the member's gradient called R times."""
+    rows = []
+    for name, fn, x_shape, w_shape in LENET_OTHERS:
+        keys = jax.random.split(jax.random.key(1), 2)
+        x = jax.random.normal(keys[0], (members, batch, *x_shape))
+        w = jax.random.normal(keys[1], (members, *w_shape)) * 0.1 + (1.0 if len(w_shape) == 1 else 0.0)
+        grad = jax.grad(lambda x, w: jnp.sum(fn(x, w) ** 2), argnums=(0, 1))
+        pop = jax.jit(jax.vmap(grad), compiler_options=options)
+        one = jax.jit(grad, compiler_options=options)
+
+        def sequential():
+            for r in range(members):
+                out = one(x[r], w[r])
+            jax.block_until_ready(out)
+
+        variants = {"auto": lambda: jax.block_until_ready(pop(x, w)), "single x R": sequential}
+        for f in variants.values():
+            f()
+        times = {v: [] for v in variants}
+        for _ in range(repeats):
+            for v, f in variants.items():
+                times[v].append(_time(f, 3))
+        for v in variants:
+            rows.append({"conv": name, "variant": v, "part": "forward + backward",
+                         "median_ms": 1e3 * statistics.median(times[v]), "ms": [1e3 * t for t in times[v]]})
+        print(f"[layers] {name} done, load {_load():.1f}", flush=True)
+    return rows
 
 
 def _print_layers(result: dict) -> None:
@@ -226,8 +279,8 @@ def _print_layers(result: dict) -> None:
     print(f"| conv | part | " + " | ".join(variants) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in variants) + " |")
     for conv_name, part in dict.fromkeys((r["conv"], r["part"]) for r in rows):
-        cells = [next(f"{r['median_ms']:,.1f}" for r in rows if (r["conv"], r["part"], r["variant"]) ==
-                      (conv_name, part, v)) for v in variants]
+        cells = [next((f"{r['median_ms']:,.1f}" for r in rows if (r["conv"], r["part"], r["variant"]) ==
+                       (conv_name, part, v)), "") for v in variants]
         print(f"| {conv_name} | {part} | " + " | ".join(cells) + " |")
 
 

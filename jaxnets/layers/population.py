@@ -16,9 +16,11 @@ data gradient, weight gradient) in the formulation chosen for it:
              loop; used where the input has few channels (a first layer: LeNet-5's 1 -> 6 convolution);
   "grouped": JAX's own batching rule (the grouped convolution).
 
-`member_convolutions(mode)` forces one formulation for tests and benchmarks; the default "auto" takes
-"taps" for the forward pass of a channels-last convolution with `groups=1` and at most
-`TAPS_MAX_INPUT_CHANNELS` input channels, and "loop" for everything else. Under `vmap` over the input
+`member_convolutions(mode)` forces one formulation for tests and benchmarks; the default "auto" takes,
+when JAX's default backend is the CPU, "taps" for the forward pass of a channels-last convolution with
+`groups=1` and at most `TAPS_MAX_INPUT_CHANNELS` input channels and "loop" for everything else; on GPU and
+TPU it keeps "grouped" (their compilers run grouped convolutions natively, and R small convolutions would
+leave most of the chip idle; not measured here). Under `vmap` over the input
 alone (a batch of inputs, one model) or the kernel alone, JAX's own rule runs (it folds the mapped axis
 into the batch or the output channels: one ungrouped convolution).
 
@@ -172,6 +174,8 @@ def _taps_applies(prim, params, kernel_shape) -> bool:
 def _formulation(prim, params, kernel_shape) -> str:
     taps = _taps_applies(prim, params, kernel_shape)
     if _MODE == "auto":
+        if jax.default_backend() != "cpu":
+            return "grouped"  # GPU and TPU run grouped convolutions natively (cuDNN, the TPU's convolution units)
         return "taps" if taps and kernel_shape[-2] <= TAPS_MAX_INPUT_CHANNELS else "loop"
     return "loop" if _MODE == "taps" and not taps else _MODE
 
@@ -202,12 +206,14 @@ def _by_taps(x, kernel, *, strides, padding, dilation, dimension_numbers, groups
 def _batch_rule(prim, args, dims, **params):
     a, b = args
     da, db = dims
-    if da is None or db is None or _MODE == "grouped":
-        # One side mapped: JAX's rule folds the axis into the batch or the feature dimension (one conv).
-        out = jax.vmap(functools.partial(_PLAIN[prim], **params), in_axes=(da, db))(a, b)
-        return out, 0
+    # b: the kernel of the forward pass, the only part with a taps formulation
+    how = "grouped" if da is None or db is None else _formulation(prim, params, b.shape[:db] + b.shape[db + 1:])
+    if how == "grouped":
+        # JAX's own rule: with one side mapped it folds the axis into the batch or the feature dimension
+        # (one ungrouped convolution); with both, a grouped convolution.
+        return jax.vmap(functools.partial(_PLAIN[prim], **params), in_axes=(da, db))(a, b), 0
     a, b = jnp.moveaxis(a, da, 0), jnp.moveaxis(b, db, 0)
-    if _formulation(prim, params, b.shape[1:]) == "taps":  # b: the kernel where taps applies (forward)
+    if how == "taps":
         return _by_taps(a, b, **params), 0
     return jnp.stack([prim.bind(a[i], b[i], **params) for i in range(a.shape[0])]), 0
 
