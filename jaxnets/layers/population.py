@@ -82,8 +82,15 @@ def conv_general(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int], pad
       dimension_numbers: `(lhs_spec, rhs_spec, out_spec)` strings, e.g. `("NHWC", "HWIO", "NHWC")`.
       groups: the feature group count.
     Returns: the convolution, as `lax.conv_general_dilated` computes it. The arguments are not checked
-      here: `layers.conv` checks them and is the function to call.
+      here: `layers.conv` checks them and is the function to call. Inside `jax.shard_map` with
+      `check_vma=True` (operands that vary over manual mesh axes) this is plain `lax.conv_general_dilated`:
+      a population there gets JAX's grouped convolutions.
     """
+    if any(jax.typeof(a).manual_axis_type.varying for a in (x, kernel)):
+        # Inside jax.shard_map with check_vma=True: JAX's own convolution (these primitives do not track the
+        # mesh axes their operands vary over).
+        return _forward(x, kernel, strides=tuple(strides), padding=tuple(padding), dilation=tuple(dilation),
+                        dimension_numbers=tuple(dimension_numbers), groups=groups)
     return conv_forward_p.bind(x, kernel, **_params(strides, padding, dilation, dimension_numbers, groups))
 
 

@@ -163,3 +163,21 @@ def test_member_convolutions_rejects_bad_modes():
         with member_convolutions(1):
             pass
 
+
+
+@pytest.mark.parametrize("check_vma", (True, False))
+def test_conv_inside_shard_map_equals_lax(check_vma):
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    mesh = jax.make_mesh((1,), ("b",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
+    x, k, _, _, kw = _members(CASES[1], jnp.float32)
+    x, k = jax.device_put(x[0], NamedSharding(mesh, P("b"))), jax.device_put(k[0], NamedSharding(mesh, P()))
+
+    def grads(fn):
+        def body(x, k):
+            gx, gk = jax.grad(lambda x, k: jnp.sum(fn(x, k) ** 2), argnums=(0, 1))(x, k)
+            return gx, jax.lax.psum(gk, "b")
+        return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P("b"), P()), out_specs=(P("b"), P()),
+                                     check_vma=check_vma))(x, k)
+
+    for got, want in zip(grads(lambda x, k: conv(x, k, **kw)), grads(_plain)):
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
