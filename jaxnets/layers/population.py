@@ -28,7 +28,10 @@ The three parts are primitives of their own (`conv_forward`, `conv_data_gradient
 `conv_weight_gradient`), each bilinear and each the transpose of the others: the derivative of any of
 them is a sum of the three, so `grad`, `jvp`, `jacfwd`, `hessian` and `vmap` compose in any order and a
 vmapped gradient reaches these rules. Their lowering is the plain `lax` computation: outside `vmap`
-the compiled program is exactly `lax.conv_general_dilated`'s and its autodiff transposes.
+the compiled program is exactly `lax.conv_general_dilated`'s and its autodiff transposes. With `vmap`
+outermost (`jax.vmap(train_step)`) every part gets its rule; under `jax.grad(jax.vmap(f))` the batched
+forward pass is differentiated by JAX, so a "taps" forward pass gets JAX's derivative of its sum over
+taps (correct, but its weight gradient is slower than "loop").
 """
 from __future__ import annotations
 
@@ -46,9 +49,8 @@ from jax.interpreters import ad, batching, mlir
 from jaxnets.checks import check_choice
 
 MODES = ("auto", "loop", "taps", "grouped")
-# "auto" computes the forward pass by taps up to this many input channels (measured: LeNet-5's first
-# convolution, 1 channel, 8x faster by taps than one convolution per member; its second, 6 channels,
-# faster as convolutions).
+# "auto" computes the forward pass by taps up to this many input channels: by measurement (benchmarks/README.md,
+# "Populations") taps win for LeNet-5's 1-channel first layer and lose for its 6-channel second one.
 TAPS_MAX_INPUT_CHANNELS = 3
 _MODE = "auto"
 
