@@ -249,16 +249,16 @@ def _other_layers(members: int, batch: int, *, repeats: int, options) -> list[di
         keys = jax.random.split(jax.random.key(1), 2)
         x = jax.random.normal(keys[0], (members, batch, *x_shape))
         w = jax.random.normal(keys[1], (members, *w_shape)) * 0.1 + (1.0 if len(w_shape) == 1 else 0.0)
-        grad = jax.grad(lambda x, w: jnp.sum(fn(x, w) ** 2), argnums=(0, 1))
+        grad = jax.grad(lambda x, w, fn=fn: jnp.sum(fn(x, w) ** 2), argnums=(0, 1))
         pop = jax.jit(jax.vmap(grad), compiler_options=options)
         one = jax.jit(grad, compiler_options=options)
 
-        def sequential():
+        def sequential(one=one, x=x, w=w):
             for r in range(members):
                 out = one(x[r], w[r])
             jax.block_until_ready(out)
 
-        variants = {"auto": lambda: jax.block_until_ready(pop(x, w)), "single x R": sequential}
+        variants = {"auto": lambda pop=pop, x=x, w=w: jax.block_until_ready(pop(x, w)), "single x R": sequential}
         for f in variants.values():
             f()
         times = {v: [] for v in variants}
@@ -276,7 +276,7 @@ def _print_layers(result: dict) -> None:
     rows = result["rows"]
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     print(f"\nLeNet-5 convolutions, R = {result['members']}, batch {result['batch_per_member']} per member, ms (median)")
-    print(f"| conv | part | " + " | ".join(variants) + " |")
+    print("| conv | part | " + " | ".join(variants) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in variants) + " |")
     for conv_name, part in dict.fromkeys((r["conv"], r["part"]) for r in rows):
         cells = [next((f"{r['median_ms']:,.1f}" for r in rows if (r["conv"], r["part"], r["variant"]) ==
@@ -290,7 +290,9 @@ def _print_population(results: list[dict]) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         ips = r["images_per_s"]
-        cell = lambda k: f"{ips[k]:,.0f}" if k in ips else ""  # noqa: E731
+
+        def cell(k, ips=ips):
+            return f"{ips[k]:,.0f}" if k in ips else ""
         loads = r["loadavg_1m"]
         print(f"| {r['model']} | {r['members']} | {r['batch_per_member']} | {cell('population')} | "
               f"{cell('sequential')} | {cell('torch')} | {cell('grouped')} | {r['population_over_sequential']:.2f} | "

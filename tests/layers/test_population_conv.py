@@ -116,8 +116,8 @@ def test_population_gradient_has_no_grouped_convolution():
 
 @pytest.mark.parametrize("mode", ("auto", "loop"))
 def test_forward_mode_and_second_order_through_a_population(mode):
-    x, k, b, cot_key, kw = _members(CASES[0], jnp.float32)
-    loss = lambda x, k: _loss(kw, cot_key)(x, k, None)[0]  # noqa: E731
+    x, k, _, cot_key, kw = _members(CASES[0], jnp.float32)
+    loss = lambda x, k: _loss(kw, cot_key)(x, k, None)[0]
     t = jax.random.normal(jax.random.key(7), k.shape[1:])
 
     def per_member(x, k):  # jvp of the kernel gradient along t: a Hessian-vector product
@@ -156,18 +156,17 @@ def test_vmapped_linear_is_one_batched_matmul():
 
 
 def test_member_convolutions_rejects_bad_modes():
-    with pytest.raises(ValueError, match="member_convolutions: unknown mode .fast."):
-        with member_convolutions("fast"):
-            pass
-    with pytest.raises(TypeError, match="member_convolutions: mode must be a string"):
-        with member_convolutions(1):
-            pass
+    with pytest.raises(ValueError, match="member_convolutions: unknown mode .fast."), member_convolutions("fast"):
+        pass
+    with pytest.raises(TypeError, match="member_convolutions: mode must be a string"), member_convolutions(1):
+        pass
 
 
 
 @pytest.mark.parametrize("check_vma", (True, False))
 def test_conv_inside_shard_map_equals_lax(check_vma):
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
     mesh = jax.make_mesh((1,), ("b",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
     x, k, _, _, kw = _members(CASES[1], jnp.float32)
     x, k = jax.device_put(x[0], NamedSharding(mesh, P("b"))), jax.device_put(k[0], NamedSharding(mesh, P()))
