@@ -14,6 +14,7 @@ from jax import lax
 
 from jaxnets.checks import as_tuple, check_array, check_bool, check_float_input, check_int, is_int, spatial_layout
 from jaxnets.layers.switch import Switch
+from jaxnets.layers.population import conv_general
 
 Padding = int | str | Sequence[int] | Sequence[tuple[int, int]]
 
@@ -213,8 +214,9 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     if _EXPLICIT_PADDING.enabled and _input_smaller_than_kernel(sizes, k_spatial, dilation):
         y = _conv_explicit_padding(x, kernel, stride, pads, dilation, groups, (spec, kspec, spec))
     else:
-        y = lax.conv_general_dilated(x, kernel, window_strides=stride, padding=pads, rhs_dilation=dilation,
-                                     dimension_numbers=(spec, kspec, spec), feature_group_count=groups)
+        # lax.conv_general_dilated, with batching rules for a population (a vmapped kernel): layers.population
+        y = conv_general(x, kernel, strides=stride, padding=pads, dilation=dilation,
+                         dimension_numbers=(spec, kspec, spec), groups=groups)
     if bias is not None:
         shape = [1] * y.ndim
         shape[lay.channel_axis] = c_out
