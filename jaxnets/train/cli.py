@@ -64,6 +64,7 @@ from jaxnets.train.optim import OPTIMIZERS
 from jaxnets.train.parallel import AXIS_NAME, MODES
 from jaxnets.train.precision import DTYPES
 from jaxnets.train.progress import population_postfix
+from jaxnets.train.runs import load_run, read_config_file
 
 PROG = "jaxnets-train"
 # --dataset: the library's loaders ("mnist-sample" is packaged; the others read --data-dir and return
@@ -404,12 +405,9 @@ def _config(args: argparse.Namespace, out: str, *, image_shape: tuple = (), num_
             raise CLIError(f"--resume: {out!r} holds no checkpoints/ directory; is it a run directory?")
         if os.path.exists(path):
             try:
-                with open(path) as f:
-                    saved = json.load(f)
-            except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
-                raise RunError(f"--resume: cannot read the run's flags from {path!r}: {_one_line(error)}") from error
-            if not isinstance(saved, dict):
-                raise RunError(f"--resume: {path!r} holds a {type(saved).__name__}, not the run's flags (a dict)")
+                saved = read_config_file("--resume", path)
+            except ValueError as error:
+                raise RunError(str(error).rstrip(".")) from error
             saved = {k: v for k, v in saved.items() if k not in _RESUMABLE}
             changed = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
             if changed:
@@ -661,7 +659,6 @@ def _read_image(path: str, shape: tuple) -> tuple:
 
 
 def _evaluate_command(args: argparse.Namespace) -> int:
-    from jaxnets.train.runs import load_run
 
     _positive_flag("--batch-size", args.batch_size)
     run = load_run(args.run_dir, epoch=args.epoch)
@@ -680,7 +677,6 @@ def _evaluate_command(args: argparse.Namespace) -> int:
 
 
 def _predict_command(args: argparse.Namespace) -> int:
-    from jaxnets.train.runs import load_run
 
     _positive_flag("--batch-size", args.batch_size)
     _positive_flag("--top-k", args.top_k)

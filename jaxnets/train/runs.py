@@ -156,6 +156,21 @@ class Run:
                 "correct": correct, "count": count}
 
 
+def read_config_file(fn: str, path: str) -> dict:
+    """The JSON object in a run's config.json at `path` (the flags of `jaxnets-train`).
+
+    Raises: ValueError naming `fn` and the file: unreadable, not JSON (or not UTF-8), not a JSON object.
+    """
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
+        raise ValueError(f"{fn}: cannot read {path!r}: {' '.join(str(error).split())}.") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{fn}: {path!r} holds a {type(config).__name__}, not the run's flags (a dict).")
+    return config
+
+
 def _read_config(fn: str, run_dir: str) -> dict:
     """config.json of `run_dir`, checked to hold what `load_run` needs (format 2 or later)."""
     from jaxnets.train.cli import CONFIG_FORMAT
@@ -169,13 +184,7 @@ def _read_config(fn: str, run_dir: str) -> dict:
                 "Checkpoints(checkpoint_dir).restore(TrainState.create(model, optimizer, sample_input, seed))")
         raise FileNotFoundError(f"{fn}: {path!r} is missing; load_run reads the model and its training flags from "
                                 f"the config.json that jaxnets-train writes in a run directory{hint}.")
-    try:
-        with open(path) as f:
-            config = json.load(f)
-    except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
-        raise ValueError(f"{fn}: cannot read {path!r}: {' '.join(str(error).split())}.") from error
-    if not isinstance(config, dict):
-        raise ValueError(f"{fn}: {path!r} holds a {type(config).__name__}, not the run's flags (a dict).")
+    config = read_config_file(fn, path)
     version = config.get("format")
     if version is None:
         raise ValueError(f"{fn}: {path!r} was written by an older jaxnets (it has no 'format'): it does not record "
