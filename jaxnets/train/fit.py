@@ -400,7 +400,7 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         precision=None, compiler_options="auto", initial_variables=None,
         drop_last: bool = True, plateau: ReduceLROnPlateau | None = None,
         checkpoint_every: int | None = None, seeds: Sequence[int] | None = None,
-        hparams: Mapping[str, Sequence[float]] | None = None, population: str = "vmap",
+        hparams: Mapping[str, Sequence[float]] | None = None, population: str = "auto",
         tensorboard: bool | None = None) -> tuple[TrainState, History]:
     """Train `model` for `epochs` epochs; return the final state and the per-epoch `History`.
 
@@ -494,9 +494,11 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
         train on; early stopping applies to each member. The returned `state` carries the leading
         axis R (`train.unstack(state, r)` gives member r) and every per-epoch metric of `history` one
         value per member. With neither `seeds` nor `hparams`, `fit` trains one run exactly as before.
-      population: how a population runs: "vmap" (default: one compiled program over all members) or
-        "sequential" (the members one after another at every step, each with the same program compiled
-        for a run axis of one; the same results up to float32 reduction order).
+      population: how a population runs: "vmap" (one compiled program over all members), "sequential"
+        (the members one after another at every step, each with the same program compiled for a run axis
+        of one; the same results up to float32 reduction order), or "auto" (default): "sequential" on CPU,
+        where it is measured faster (benchmarks/README.md, "Populations"), "vmap" on GPU and TPU
+        (`train.population.AUTO_MODE`).
 
     Returns: `(state, history)`. `state` holds one copy of every array (pmap's device axis removed).
       Without early stopping it is the state after the last epoch. With early stopping it is the
@@ -541,7 +543,7 @@ def fit(model: nn.Module, train_data, *, val_data=None, epochs: int, batch_size:
             devices=devices, log_dir=log_dir, on_epoch_end=on_epoch_end, precision=precision,
             compiler_options=compiler_options, initial_variables=initial_variables, drop_last=drop_last,
             plateau=plateau, checkpoint_every=checkpoint_every)
-    if population != "vmap":
+    if population != "auto":
         raise ValueError(f"{fn}: population={population!r} applies to a population only (pass seeds= or hparams=).")
     seed = 0 if seed is None else seed
     check_fit_arguments(fn, epochs=epochs, optimizer=optimizer, seed=seed, early_stopping=early_stopping,

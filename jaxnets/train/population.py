@@ -85,9 +85,27 @@ from jaxnets.train.state import TrainState
 from jaxnets.train.steps import make_eval_step, make_train_step, model_takes_mask
 
 __all__ = ["fit_population", "population_members", "unstack", "PopulationOptimizer", "POPULATION_MODES",
+           "AUTO_MODE", "resolve_population_mode",
            "LOSS_HPARAMS", "MODEL_HPARAMS", "available_memory", "population_memory"]
 
-POPULATION_MODES = ("vmap", "sequential")
+POPULATION_MODES = ("auto", "vmap", "sequential")
+# What population="auto" runs, per device platform (any other platform: "vmap"). On CPU the members train
+# faster one after another than as one vmapped program, even with conv's per-member batching rules
+# (benchmarks/README.md, "Populations"): XLA CPU runs the memory-bound layers (ReLU, pooling) of R members'
+# activations in one program about 2x slower per member. GPUs and TPUs run the vmapped (grouped)
+# convolutions natively, so there one program over the members is expected to win.
+AUTO_MODE = {"cpu": "sequential"}
+
+
+def resolve_population_mode(population: str, devices=None) -> str:
+    """"vmap" or "sequential": `population` itself, or for "auto" the mode `AUTO_MODE` gives the platform of
+    `devices` (default `jax.devices()`; "vmap" unless every device maps to another mode)."""
+    check_choice("fit", "population", population, POPULATION_MODES)
+    if population != "auto":
+        return population
+    platforms = {d.platform for d in (jax.devices() if devices is None else devices)}
+    modes = {AUTO_MODE.get(platform, "vmap") for platform in platforms}
+    return modes.pop() if len(modes) == 1 else "vmap"
 LOSS_HPARAMS = ("label_smoothing",)  # passed to loss_fn as keywords
 MODEL_HPARAMS = {"dropout_rate": "dropout"}  # hyperparameter -> the model attribute it sets
 _REFRESH_SECONDS = 0.5  # how often the loop fetches finished steps' metrics (progress bar)
@@ -552,7 +570,7 @@ def fit_population(model: nn.Module, train_data, *, seeds, hparams, population: 
       epochs); TypeError/ValueError for bad arguments, all before anything is compiled.
     """
     fn = "fit"
-    check_choice(fn, "population", population, POPULATION_MODES)
+    population = resolve_population_mode(population, devices)
     if seeds is not None and seed is not None:
         raise ValueError(f"{fn}: pass seed= for one run or seeds= for a population, not both (got seed={seed!r} "
                          f"and seeds={seeds!r}).")

@@ -12,7 +12,6 @@ import textwrap
 from pathlib import Path
 
 import flax.linen as flax_nn
-import flax.linen as flax_linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,6 +70,25 @@ TX = optimizer("sgd", learning_rate=0.1, momentum=0.9)
 
 def sgd(hp):
     return optimizer("sgd", learning_rate=hp["learning_rate"], momentum=0.9)
+
+
+@pytest.fixture(autouse=True)
+def _vmap_by_default(monkeypatch):
+    """These tests check the vmapped program, which population="auto" (fit's default) does not pick on CPU."""
+    monkeypatch.setitem(population_module.AUTO_MODE, "cpu", "vmap")
+
+
+def test_auto_picks_sequential_on_cpu_and_vmap_elsewhere(monkeypatch):
+    monkeypatch.setitem(population_module.AUTO_MODE, "cpu", "sequential")
+
+    class Device:
+        def __init__(self, platform):
+            self.platform = platform
+
+    assert population_module.resolve_population_mode("auto", [Device("cpu")] * 2) == "sequential"
+    assert population_module.resolve_population_mode("auto", [Device("gpu")]) == "vmap"
+    assert population_module.resolve_population_mode("auto", [Device("tpu"), Device("cpu")]) == "vmap"
+    assert population_module.resolve_population_mode("sequential", [Device("gpu")]) == "sequential"
 
 
 def _pop(**kwargs):
@@ -322,7 +340,7 @@ _DEVICES_WORKER = textwrap.dedent("""
         for devices in (jax.devices()[:1], jax.devices()):
             state, history = fit(MODEL, TRAIN, val_data=VAL, epochs=1, batch_size=BATCH, seeds=seeds,
                                  hparams={"learning_rate": [0.05, 0.1]}, optimizer=sgd, devices=devices,
-                                 progress=False)
+                                 population="vmap", progress=False)
             for i, leaf in enumerate(state_leaves(state)):
                 out[f"{len(seeds) * 2}/{len(devices)}/{i}"] = leaf
             out[f"{len(seeds) * 2}/{len(devices)}/val_loss"] = np.asarray(history.val_loss)
@@ -394,7 +412,7 @@ def test_traced_dropout_rate_and_label_smoothing_equal_the_float_ones(key):
     (dict(seeds=[-1]), ValueError, "every seed in seeds"),
     (dict(seeds=[True]), TypeError, "every seed in seeds"),
     (dict(seeds=[0], seed=1), ValueError, "pass seed= for one run or seeds= for a population, not both"),
-    (dict(seeds=[0], population="auto"), ValueError, "unknown population 'auto'"),
+    (dict(seeds=[0], population="fast"), ValueError, "unknown population 'fast'"),
     (dict(seeds=[0], parallel="pmap"), ValueError, r"unknown parallel \(for a population\) 'pmap'"),
     (dict(seeds=[0], plateau=ReduceLROnPlateau(0.1)), ValueError, "plateau= is not supported for a population"),
     (dict(population="sequential"), ValueError, "applies to a population only"),
@@ -424,10 +442,10 @@ def test_dropout_rate_needs_a_model_with_a_traced_dropout_attribute():
         fit(jnn.Sequential([jnn.Dense(CLASSES)]), TRAIN, epochs=1, batch_size=BATCH, optimizer=TX,
             hparams={"dropout_rate": [0.1]}, progress=False)
 
-    class PythonBranch(flax_linen.Module):  # decides on its rate in Python: a traced rate cannot do that
+    class PythonBranch(flax_nn.Module):  # decides on its rate in Python: a traced rate cannot do that
         dropout: float = 0.1
 
-        @flax_linen.compact
+        @flax_nn.compact
         def __call__(self, x, *, train, mask=None):
             x = jnn.Flatten()(x)
             if self.dropout > 0:
