@@ -125,7 +125,7 @@ FAST_MODELS = ("mlp", "lenet5")  # their cheap checks run in the fast loop; ever
 # from exactly these blocks (BasicBlock, Bottleneck with groups, SE, the VGG stack), so the matrix covers
 # every module code path; each deeper member's jit + grad step runs in tests/models/test_registry_basic.py.
 # Every model's forward compiles once per check, so all 22 would cost tens of minutes of XLA compilation.
-MODEL_NAMES = ("mlp", "lenet5", "alexnet", "nin", "resnet18")
+MODEL_NAMES = ("mlp", "lenet5", "alexnet", "nin")
 
 
 class InceptionNet(flax_nn.Module):
@@ -142,16 +142,18 @@ class InceptionNet(flax_nn.Module):
         x = Inception(8, 4, 8, 2, 4, 4)(x, train=train, mask=mask)
         x = jnn.Dropout(0.2)(jnn.GlobalAvgPool()(x), train=train)
         return jnn.Dense(3)(x) + aux
-# The Bottleneck (ResNet-50+), grouped Bottleneck (ResNeXt) and SE blocks in the smallest ResNet that has them
-# (one block per stage), and GoogLeNet's BasicConv2d/Inception/InceptionAux in a two-block net: the same module
-# code as resnet50 / resnext50_32x4d / se_resnet* / googlenet, at a fraction of the compile time (GoogLeNet
-# itself: about 5 CPU-minutes for the six checks). {name: (family, factory)}.
+# The BasicBlock (ResNet-18/34), Bottleneck (ResNet-50+), grouped Bottleneck (ResNeXt) and SE blocks in a
+# two-stage ResNet (one block per stage; the second stage's block downsamples with a strided 1x1 shortcut),
+# GoogLeNet's BasicConv2d/Inception/InceptionAux in a two-block net and VGG's stack at small widths: the same
+# module code as resnet18-152 / resnext50_32x4d / se_resnet* / googlenet / vgg*, at a fraction of the compile
+# time (GoogLeNet itself: about 5 CPU-minutes for the six checks). {name: (family, factory)}.
 BLOCK_MODELS = {
-    "resnet_bottleneck": ("resnet", lambda: ResNet(stage_sizes=(1, 1, 1, 1), bottleneck=True, variant="cifar",
+    "resnet_basic": ("resnet", lambda: ResNet(stage_sizes=(1, 1), variant="cifar", num_classes=3)),
+    "resnet_bottleneck": ("resnet", lambda: ResNet(stage_sizes=(1, 1), bottleneck=True, variant="cifar",
                                                    num_classes=3)),
-    "resnext_bottleneck": ("resnext", lambda: ResNet(stage_sizes=(1, 1, 1, 1), bottleneck=True, groups=32,
+    "resnext_bottleneck": ("resnext", lambda: ResNet(stage_sizes=(1, 1), bottleneck=True, groups=32,
                                                      width_per_group=4, variant="cifar", num_classes=3)),
-    "se_resnet_basic": ("se_resnet", lambda: ResNet(stage_sizes=(1, 1, 1, 1), se_reduction=16, variant="cifar",
+    "se_resnet_basic": ("se_resnet", lambda: ResNet(stage_sizes=(1, 1), se_reduction=16, variant="cifar",
                                                     num_classes=3)),
     "googlenet_blocks": ("googlenet", InceptionNet),
     # VGG-11's stack (8 convs, 5 pools, BN) at 1/16 of its widths: vgg11_bn's code paths, a fraction of its cost.
