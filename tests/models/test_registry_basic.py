@@ -248,3 +248,20 @@ def test_axis_name_reaches_batchnorm():
     with flax_nn.intercept_methods(spy):
         _abstract_init(model, (2, 32, 32, 3))
     assert len(bns) == 8 and set(bns) == {"devices"}
+
+
+def test_vgg_config_builds_a_stack_of_your_own():
+    """`VGG(config=...)` (torchvision's `VGG(make_layers(cfg))`): depth 11's configuration gives vgg11's
+    parameters exactly; a bad entry is refused by name."""
+    from jaxnets.models.vgg import CONFIGS, VGG
+
+    x = jnp.zeros((1, 32, 32, 3))
+    shapes = lambda m: jax.tree.map(jnp.shape, jax.eval_shape(lambda: m.init(jax.random.key(0), x, train=False)))
+    mine = VGG(config=CONFIGS[11], batch_norm=True, variant="cifar", num_classes=10)
+    assert shapes(mine) == shapes(models.create("vgg11_bn", variant="cifar", num_classes=10))
+    small = VGG(config=(4, "M", 8, "M"), variant="cifar", num_classes=10)
+    assert {k: v.shape for k, v in small.init(jax.random.key(0), x, train=False)["params"]["features_3"].items()} \
+        == {"bias": (8,), "kernel": (3, 3, 4, 8)}
+    with pytest.raises(ValueError, match=r"VGG: config must be a non-empty sequence of conv widths \(ints >= 1\) "
+                                         r"and 'M' \(a max pool\), got \(4, 'X'\)"):
+        VGG(config=(4, "X"), variant="cifar").init(jax.random.key(0), x, train=False)
