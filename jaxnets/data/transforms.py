@@ -216,7 +216,6 @@ class Normalize(grain.transforms.Map):
     """
 
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        fn = "Normalize"
         self.mean = np.asarray(mean, np.float32).reshape(-1)
         self.std = np.asarray(std, np.float32).reshape(-1)
         if self.mean.size == 0 or self.std.size == 0 or np.any(self.std <= 0):

@@ -192,7 +192,7 @@ def test_unreadable_config_json_names_the_file(two_epochs, tmp_path, capsys, tex
     capsys.readouterr()
     assert main(["--epochs", "3", "--out", str(out), "--resume", *QUICK]) == 1
     (line,) = _lines(capsys.readouterr().err)
-    assert line.startswith(f"jaxnets-train: error: --resume: ") and repr(str(out / "config.json")) in line
+    assert line.startswith("jaxnets-train: error: --resume: ") and repr(str(out / "config.json")) in line
 
 
 def test_debug_adds_the_traceback_and_bugs_are_named(tmp_path, capsys, monkeypatch):
