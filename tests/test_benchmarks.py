@@ -113,3 +113,15 @@ def test_conv_breakdown_parts_compute_the_same_gradients_as_torch():
     rows = cb.measure("torch", 1, 1, None)
     assert [r["conv"] for r in rows] == [c[0] for c in cb.CONVS] and "dx" not in rows[0]
     assert all(r[p] > 0 for r in rows[1:] for p in cb.PARTS)
+
+
+@pytest.mark.slow  # runs the population benchmark's harness (R = 2, batch 8, one step)
+def test_population_benchmark_smoke(tmp_path):
+    from benchmarks import population
+
+    assert population.main(["--quick", "--models", "lenet5", "--out", str(tmp_path)]) == 0
+    (result,) = json.loads((tmp_path / "population.json").read_text())["results"]
+    assert result["members"] == 2 and result["population_over_sequential"] > 0
+    assert all(v > 0 for v in result["images_per_s"].values()) and "torch" in result["images_per_s"]
+    assert population.main(["--quick", "--layers", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "population_layers.json").read_text())
