@@ -21,6 +21,7 @@ import torch
 
 import _tiny
 from _state_compare import assert_bitwise_equal
+from jaxnets.layers.population import conv_data_gradient_p, conv_forward_p, conv_weight_gradient_p
 from jaxnets.train import DynamicLossScale, Policy, TrainState, make_eval_step, make_train_step
 from jaxnets.train.fit import fit
 from jaxnets.train.precision import all_finite
@@ -184,7 +185,7 @@ def test_forward_and_backward_run_in_the_compute_dtype(precision):
     parameters, their update, BN statistics and the loss stay float32."""
     state, batch = _state(precision), _tiny.data(1, 8)[0]
     jaxpr = jax.make_jaxpr(make_train_step(precision=precision))(state, batch)
-    heavy = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name in ("conv_general_dilated", "dot_general")]
+    heavy = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name in CONVOLUTIONS + ("dot_general",)]
     assert len(heavy) >= 3 * 6  # 6 convs + 1 dense, each forward, data and weight gradient
     assert {v.aval.dtype.name for e in heavy for v in e.invars} == {precision}
     new, metrics = STEPS[precision](state, batch)
@@ -192,6 +193,11 @@ def test_forward_and_backward_run_in_the_compute_dtype(precision):
         assert {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)} == {
             jnp.dtype(jnp.float32)}
     assert metrics["loss"].dtype == jnp.float32 and not _leaves_equal(new.params, state.params)
+
+
+# layers.conv's primitives (forward, data and weight gradient: lax's convolution with population batching rules,
+# jaxnets/layers/population.py) and lax's own (the small-input path).
+CONVOLUTIONS = ("conv_general_dilated", conv_forward_p.name, conv_data_gradient_p.name, conv_weight_gradient_p.name)
 
 
 def _equations(jaxpr):
@@ -218,7 +224,7 @@ def test_bfloat16_without_loss_scale_and_eval_in_bfloat16():
     assert state.loss_scale is None
     batch = _tiny.data(1, 8)[0]
     jaxpr = jax.make_jaxpr(make_eval_step(precision="bfloat16"))(state, batch)
-    convs = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == "conv_general_dilated"]
+    convs = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name in CONVOLUTIONS]
     assert convs and {v.aval.dtype.name for e in convs for v in e.invars} == {"bfloat16"}
     metrics = jax.jit(make_eval_step(precision="bfloat16"))(state, batch)
     reference = jax.jit(make_eval_step())(state, batch)
