@@ -166,6 +166,7 @@ def test_reverse_mode_equals_the_old_custom_vjp(rng, shape, layout):
         np.testing.assert_allclose(a, b, rtol=2e-6, atol=2e-6)
 
 
+@pytest.mark.slow  # heavy for the edit-test loop; the full suite runs it
 def test_forward_mode_equals_autodiff_path_and_finite_differences(rng, x64):
     """jvp, jacfwd and hessian through the fast path (float64): equal to the autodiff path's to 1e-10,
     jvp equal to a central finite difference (step 1e-5, error O(h^2) ~ 1e-9) to 1e-7."""

@@ -64,16 +64,24 @@ def _population(case, dtype, mode):
     return (y,) + tuple(grads)
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+# The fast loop runs one case per formulation (taps, loop, grouped convolutions); the whole matrix is slow.
+FAST = {("lenet_first_1ch_pad2", "auto"), ("6ch_valid", "auto"), ("groups", "grouped")}
+
+
+def _matrix(cases, modes):
+    return [pytest.param(case, mode, id=f"{case[0]}-{mode}",
+                         marks=() if (case[0], mode) in FAST else (pytest.mark.slow,))
+            for case in cases for mode in modes]
+
+
+@pytest.mark.parametrize("case,mode", _matrix(CASES, MODES))
 def test_vmapped_conv_and_gradients_equal_a_loop_of_single_convs(case, mode):
     for name, got, want in zip(("y", "dx", "dkernel", "dbias"), _population(case, jnp.float32, mode),
                                _reference(case, jnp.float32)):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"{name} ({mode})")
 
 
-@pytest.mark.parametrize("mode", ("auto", "loop", "taps"))
-@pytest.mark.parametrize("case", CASES[:3], ids=[c[0] for c in CASES[:3]])
+@pytest.mark.parametrize("case,mode", _matrix(CASES[:3], ("auto", "loop", "taps")))
 def test_vmapped_conv_float64(case, mode, x64):
     for name, got, want in zip(("y", "dx", "dkernel", "dbias"), _population(case, jnp.float64, mode),
                                _reference(case, jnp.float64)):

@@ -151,6 +151,7 @@ def test_fit_options_follow_the_error_rule(option, value, error):
         _fit(**{option: value})
 
 
+@pytest.mark.slow  # heavy for the edit-test loop; the full suite runs it
 def test_reduce_lr_on_plateau_driven_by_fit_matches_torch_and_resumes_bitwise(tmp_path):
     import torch
 

@@ -263,6 +263,7 @@ def test_vmap_over_learning_rates_equals_separate_runs(name):
     assert not np.allclose(batched["w1"][0], batched["w1"][2])
 
 
+@pytest.mark.slow  # heavy for the edit-test loop; the full suite runs it
 def test_traced_momentum_and_betas_under_vmap():
     """Every numeric option may be traced: momentum of sgd, betas and eps of adam."""
     def run_sgd(m):

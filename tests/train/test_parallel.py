@@ -185,6 +185,7 @@ def _ynn_fusions(steps, state, batch) -> int:
     return steps.lower_train(steps.put_state(state), steps.put_batch(batch)).compile().as_text().count("__ynn")
 
 
+@pytest.mark.slow  # heavy for the edit-test loop; the full suite runs it
 def test_compiler_options_send_convolutions_to_xla_on_cpu():
     """By default on CPU, the step's convolutions leave YNNPACK (fewer library fusions than with XLA's
     defaults; YNNPACK takes convolutions of 16 or more channels here, hence width 16); the numbers agree with

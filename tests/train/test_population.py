@@ -129,6 +129,7 @@ def mnist():
     return ({k: v[order[:192]] for k, v in sample.items()}, {k: v[order[192:292]] for k, v in sample.items()})
 
 
+@pytest.mark.slow  # heavy for the edit-test loop; the full suite runs it
 def test_lenet5_members_equal_single_runs(mnist):
     train_set, val_set = mnist
     model = models.create("lenet5")
@@ -204,6 +205,7 @@ def test_resnet18_two_steps_equal_single_runs():
         jax.config.update("jax_enable_x64", previous)
 
 
+@pytest.mark.slow  # heavy for the edit-test loop; the full suite runs it
 def test_sequential_mode_equals_vmap():
     grid = {"learning_rate": [0.05, 0.1]}
     a, ha = _pop(seeds=[0, 1], hparams=grid, optimizer=sgd)
@@ -284,6 +286,7 @@ def test_early_stopping_per_member_keeps_each_best_state():
 # ---------------------------------------------------------------------------------------------
 # checkpoints, unstack
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow  # heavy for the edit-test loop; the full suite runs it
 def test_resume_is_bitwise(tmp_path):
     options = dict(seeds=[0, 1], hparams={"learning_rate": [0.05, 0.1]}, optimizer=sgd, augment=random_flip,
                    early_stopping=EarlyStopping(monitor="val_loss", patience=5))

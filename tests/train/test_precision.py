@@ -165,6 +165,7 @@ def test_loss_scale_errors():
 
 # ---- the training step ----
 
+@pytest.mark.slow  # heavy for the edit-test loop; the full suite runs it
 def test_float32_default_is_bitwise_unchanged():
     """No precision, an explicit float32 policy: the same program (jaxpr) and the same bits after 3 steps."""
     batches = _tiny.data(3, 8, seed=1)
@@ -262,6 +263,7 @@ def test_growth_after_growth_interval_finite_steps():
     assert scales == [2.0 ** 10, 2.0 ** 10, 2.0 ** 11, 2.0 ** 11] and trackers == [1, 2, 0, 1]
 
 
+@pytest.mark.slow  # heavy for the edit-test loop; the full suite runs it
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_masked_batch_equals_its_valid_rows(precision):
     """A ragged batch zero-padded with mask=False rows trains like the valid rows alone."""

@@ -113,6 +113,7 @@ def test_train_step_is_one_sgd_step_on_the_mean_loss():
     assert metrics["loss"].dtype == jnp.float32 and metrics["correct"].dtype == metrics["count"].dtype == jnp.int32
 
 
+@pytest.mark.slow  # heavy for the edit-test loop; the full suite runs it
 def test_unjitted_equals_jitted():
     """The step is a pure function: eager execution and jit agree (BN, dropout and momentum, 2 steps)."""
     step = make_train_step()
@@ -417,6 +418,7 @@ def test_norms_are_those_of_the_valid_rows():
         np.testing.assert_allclose(float(got[k]), float(want[k]), rtol=1e-5, err_msg=k)
 
 
+@pytest.mark.slow  # heavy for the edit-test loop; the full suite runs it
 def test_norms_in_float64(x64):
     state = TrainState.create(NET_NO_BN, TX, np.zeros((1,) + SHAPE, np.float64), 0)
     params = jax.tree.map(lambda p: p.astype(jnp.float64), state.params)  # jnn layers create float32 params
@@ -426,6 +428,7 @@ def test_norms_in_float64(x64):
     assert all(metrics[k].dtype == jnp.float64 for k in ("grad_norm", "param_norm", "update_norm"))
 
 
+@pytest.mark.slow  # heavy for the edit-test loop; the full suite runs it
 def test_norms_under_vmap_of_the_step():
     """A population of states stepped by `jax.vmap` gets one norm per member, each that member's."""
     states = [new_state(seed=s) for s in (0, 1)]
