@@ -6,7 +6,8 @@ It imports every jaxnets subpackage, prints the versions it found, then on 1,000
 trains LeNet-5 (convolutions, BatchNorm-free) and an MLP with BatchNorm and dropout for one epoch with
 a checkpoint, resumes each to two epochs and checks that the result is bitwise the uninterrupted
 two-epoch run (params and optimizer state), evaluates, and restores a checkpoint by hand; then runs one
-step of every data-parallel mode ("sharded", "shard_map", "pmap") on 2 simulated CPU devices. With
+step of every data-parallel mode ("sharded", "shard_map", "pmap") on 2 simulated CPU devices, and
+trains two LeNet-5 seeds as one vmapped population (equal to the single runs). With
 tensorboardX installed it also checks that `fit(log_dir=...)` writes event files. Any failure raises:
 the exit status is non-zero (Python's, for an uncaught exception). It is not a pytest module (pytest
 collects tests/ only), so it runs under any pytest or none.
@@ -107,6 +108,25 @@ def _parallel(train_set, options) -> None:
     print(f"deps_smoke: {', '.join(results)} agree on {jax.device_count()} devices")
 
 
+def _population(train_set, options) -> None:
+    """Two LeNet-5 seeds as one vmapped population (jaxnets' own batching rules for convolutions): each member
+    equal to its single run, to float32 rounding."""
+    import jax
+    from jaxnets import models, train
+    common = dict(epochs=1, batch_size=100, optimizer=train.optimizer("sgd", learning_rate=0.05, momentum=0.9),
+                  progress=False, compiler_options=options, parallel="none")
+    small = {k: v[:300] for k, v in train_set.items()}
+    population, _ = train.fit(models.create("lenet5"), small, seeds=[0, 1], population="vmap", **common)
+    for r, seed in enumerate((0, 1)):
+        single, _ = train.fit(models.create("lenet5"), small, seed=seed, **common)
+        member = train.unstack(population, r)
+        for a, b in zip(jax.tree.leaves(member.params), jax.tree.leaves(single.params)):
+            if not np.allclose(np.asarray(a), np.asarray(b), atol=1e-5):
+                raise AssertionError(f"deps_smoke: population member {r} differs from fit(seed={seed}) by "
+                                     f"{np.abs(np.asarray(a) - np.asarray(b)).max():.2e}.")
+    print("deps_smoke: a vmapped population of 2 LeNet-5 seeds equals the single runs")
+
+
 def _tensorboard(train_set, root: str, options) -> None:
     try:
         import tensorboardX  # noqa: F401
@@ -142,6 +162,7 @@ def main(argv: list[str]) -> int:
         _run("lenet5", {}, train_set, test_set, root, options)
         _run("mlp", {"batch_norm_layers": 1, "dropout": 0.1}, train_set, test_set, root, options)
         _parallel(train_set, options)
+        _population(train_set, options)
         _tensorboard(train_set, root, options)
     print(f"deps_smoke: OK, jaxnets {getattr(jaxnets, '__version__', '?')}, {time.perf_counter() - started:.1f} s")
     return 0

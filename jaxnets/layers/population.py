@@ -88,12 +88,20 @@ def conv_general(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int], pad
       `check_vma=True` (operands that vary over manual mesh axes) this is plain `lax.conv_general_dilated`:
       a population there gets JAX's grouped convolutions.
     """
-    if any(jax.typeof(a).manual_axis_type.varying for a in (x, kernel)):
+    if any(_varying_manual_axes(a) for a in (x, kernel)):
         # Inside jax.shard_map with check_vma=True: JAX's own convolution (these primitives do not track the
         # mesh axes their operands vary over).
         return _forward(x, kernel, strides=tuple(strides), padding=tuple(padding), dilation=tuple(dilation),
                         dimension_numbers=tuple(dimension_numbers), groups=groups)
     return conv_forward_p.bind(x, kernel, **_params(strides, padding, dilation, dimension_numbers, groups))
+
+
+def _varying_manual_axes(a: jax.Array) -> frozenset:
+    """The manual mesh axes `a` varies over inside `jax.shard_map` (empty outside)."""
+    aval = jax.typeof(a)
+    if hasattr(aval, "manual_axis_type"):  # jax >= 0.9
+        return aval.manual_axis_type.varying
+    return aval.vma  # jax 0.8
 
 
 def _params(strides, padding, dilation, dimension_numbers, groups) -> dict:
