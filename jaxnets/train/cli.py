@@ -37,7 +37,8 @@ rate, a batch larger than the training set, `--out` naming a file) and 1 for a f
 loss); `--debug` adds the traceback. Warnings print one line each, `jaxnets-train: warning: ...`.
 `evaluate RUN_DIR` prints the loss, accuracy and top-5 accuracy of a trained run (`jaxnets.train.load_run`)
 on the test set of its dataset (mnist-sample has none: the run's held-out validation split);
-`predict RUN_DIR FILE...` prints the top-k classes of image files with their probabilities.
+`predict RUN_DIR FILE...` prints the top-k classes of image files with their probabilities. For a
+sweep's run directory both take `--member R`, the member to load (the error without it lists them).
 The choices of the flags come from the library: `models.available()`, `optim.OPTIMIZERS`,
 `precision.DTYPES`, `parallel.MODES`; the number of classes from the labels of the dataset loaded.
 """
@@ -431,7 +432,7 @@ def _run_record(image_shape: tuple, num_classes: int | None) -> dict:
             "image_shape": [int(d) for d in image_shape], "num_classes": num_classes}
 
 
-def _flags_of(config: dict) -> argparse.Namespace:
+def flags_of(config: dict) -> argparse.Namespace:
     """The training flags recorded in a config.json, the defaults of `build_parser` for any it lacks."""
     args = build_parser().parse_args([])
     for name, value in config.items():
@@ -453,7 +454,7 @@ def build_from_config(config: dict, *, image_shape: tuple, num_classes: int, ste
     Returns: `(model, optimizer)`, as `jaxnets-train` built them for the run.
     Raises: CLIError for flags that do not build (an unknown model or optimizer).
     """
-    args = _flags_of(config)
+    args = flags_of(config)
     if args.lr is None:
         args.lr = _DEFAULT_LR.get(args.optimizer, 1e-3)
     model = _model(args, tuple(image_shape), num_classes, axis_name)
@@ -609,10 +610,12 @@ def _epoch_flag(text: str) -> str | int:
 
 
 def _run_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """The flags every subcommand on a run shares: RUN_DIR, --epoch, --batch-size, --debug."""
+    """The flags every subcommand on a run shares: RUN_DIR, --epoch, --member, --batch-size, --debug."""
     p = _Parser(prog=f"{PROG} {name}", description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (--out of the training command)")
     p.add_argument("--epoch", type=_epoch_flag, default="latest", help="checkpoint to load: latest, best or a number")
+    p.add_argument("--member", type=int, default=None, metavar="R",
+                   help="for a sweep's run directory: the member to load (0-based, grid points outer, seeds inner)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--debug", action="store_true", help="print the traceback of an error after its one-line message")
     return p
@@ -661,8 +664,8 @@ def _read_image(path: str, shape: tuple) -> tuple:
 def _evaluate_command(args: argparse.Namespace) -> int:
 
     _positive_flag("--batch-size", args.batch_size)
-    run = load_run(args.run_dir, epoch=args.epoch)
-    flags = _flags_of(run.config)
+    run = load_run(args.run_dir, epoch=args.epoch, member=args.member)
+    flags = flags_of(run.config)
     flags.dataset = args.dataset or run.config["dataset"]
     flags.data_dir, flags.download = args.data_dir, args.download
     if flags.dataset != "mnist-sample" and flags.data_dir is None:
@@ -680,7 +683,7 @@ def _predict_command(args: argparse.Namespace) -> int:
 
     _positive_flag("--batch-size", args.batch_size)
     _positive_flag("--top-k", args.top_k)
-    run = load_run(args.run_dir, epoch=args.epoch)
+    run = load_run(args.run_dir, epoch=args.epoch, member=args.member)
     images = []
     for path in args.files:
         pixels, size = _read_image(path, run.image_shape)

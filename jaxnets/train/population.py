@@ -84,7 +84,7 @@ from jaxnets.train.progress import ProgressBar, progress_enabled
 from jaxnets.train.state import TrainState
 from jaxnets.train.steps import make_eval_step, make_train_step, model_takes_mask
 
-__all__ = ["fit_population", "population_members", "unstack", "PopulationOptimizer", "POPULATION_MODES",
+__all__ = ["fit_population", "population_members", "population_state", "unstack", "PopulationOptimizer", "POPULATION_MODES",
            "AUTO_MODE", "resolve_population_mode",
            "LOSS_HPARAMS", "MODEL_HPARAMS", "available_memory", "population_memory"]
 
@@ -556,6 +556,25 @@ def _stack(states: list[TrainState]):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
+def population_state(tx: PopulationOptimizer, created: Mapping[int, TrainState]) -> TrainState:
+    """The stacked state of a population before its first step: member r starts from its seed's
+    initialisation and gets the optimizer state of its hyperparameters.
+
+    Args:
+      tx: the population's optimizer (its `members` give each member's seed and hyperparameters).
+      created: seed -> `TrainState.create(model, optax.identity(), sample, seed, ...)` for every seed of
+        `tx.members` (the optimizer there is unused: only the arrays are taken).
+    Returns: a `TrainState` whose array leaves carry the leading run axis R, `tx` = `tx`, step 0. It is also
+      the structure `Checkpoints.restore` needs to read a population's checkpoint (`load_run`).
+    """
+    seeds = [m["seed"] for m in tx.members]
+    params = _stack([created[s].params for s in seeds])
+    return TrainState(step=jnp.zeros((len(seeds),), jnp.int32), params=params,
+                      batch_stats=_stack([created[s].batch_stats for s in seeds]),
+                      opt_state=jax.jit(tx.init)(params), rng=_stack([created[s].rng for s in seeds]),
+                      apply_fn=tx.model.apply, tx=tx, input_shape=created[seeds[0]].input_shape)
+
+
 def fit_population(model: nn.Module, train_data, *, seeds, hparams, population: str, val_data, epochs: int,
                    batch_size, optimizer, seed, loss_fn: Callable, augment, preprocess, learning_rate,
                    early_stopping, checkpoint_dir, keep: int, resume: bool, progress: bool, parallel: str, devices,
@@ -639,11 +658,7 @@ def fit_population(model: nn.Module, train_data, *, seeds, hparams, population: 
         compiler_options = default_compiler_options(list(mesh.devices.flat))
     steps = _Steps(model, tx, loss_fn=loss_fn, preprocess=preprocess, augment=augment, precision=policy, mesh=mesh,
                    shared_batch=shared_batch, compiler_options=compiler_options)
-    params = _stack([created[s].params for s in member_seeds])
-    fresh = TrainState(step=jnp.zeros((size,), jnp.int32), params=params,
-                       batch_stats=_stack([created[s].batch_stats for s in member_seeds]),
-                       opt_state=jax.jit(tx.init)(params), rng=_stack([created[s].rng for s in member_seeds]),
-                       apply_fn=model.apply, tx=tx, input_shape=one.input_shape)
+    fresh = population_state(tx, created)
     engine = _Population(steps, chunks=[slice(i, i + chunk) for i in range(0, size, chunk)], hp=tx.values,
                          shared_batch=shared_batch, rows=rows, pad_to=pad_to)
 
@@ -675,7 +690,7 @@ def fit_population(model: nn.Module, train_data, *, seeds, hparams, population: 
             if best_checkpoints is not None and start in best_checkpoints.epochs():
                 best_state = best_checkpoints.restore(fresh, start)[0]
         engine.load(fresh, active, diverged_at)
-        del fresh, params, created
+        del fresh, created
         for epoch in range(start, epochs):
             if not active.any():
                 break

@@ -28,17 +28,19 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from jaxnets.checks import check_positive_int, is_int
+from jaxnets.checks import check_int, check_positive_int, is_int
 from jaxnets.compile import jit
 from jaxnets.data.augment import to_float
 from jaxnets.layers.losses import cross_entropy
 from jaxnets.train.checkpoint import CheckpointError, Checkpoints
 from jaxnets.train.history import History
+from jaxnets.train.population import PopulationOptimizer, population_members, population_state, unstack
 from jaxnets.train.precision import as_policy
 from jaxnets.train.state import TrainState
 
-__all__ = ["Run", "load_run", "EPOCHS"]
+__all__ = ["Run", "load_run", "is_sweep", "EPOCHS"]
 
 EPOCHS = ("latest", "best")  # the named epochs load_run takes besides an epoch number
 _NEEDED = ("model", "seed", "batch_size", "image_shape", "num_classes")  # fields of config.json load_run reads
@@ -54,14 +56,16 @@ class Run:
       model: the registered model, rebuilt from the config (with `axis_name=None`, for one device).
       state: the restored `TrainState` (parameters, BatchNorm statistics, optimizer state and step of
         that epoch; `tx` is the optimizer rebuilt from the config).
-      history: the `History` saved with that checkpoint (epochs 1 to `epoch`).
+      history: the `History` saved with that checkpoint (epochs 1 to `epoch`; of a sweep, the member's own).
+      member: for one member of a sweep, `{"index": r, "seed": s, **hyperparameters}`; None for a single run.
       image_shape: `(H, W, C)` of the images the model takes; num_classes: the number of classes.
       forward: the compiled forward pass `predict` runs, `forward(variables, images) -> logits`
         (`jaxnets.jit`: one program per batch shape).
     """
 
-    def __init__(self, run_dir: str, config: dict, epoch: int, model, state: TrainState, history: History):
-        self.run_dir, self.config, self.epoch = run_dir, config, epoch
+    def __init__(self, run_dir: str, config: dict, epoch: int, model, state: TrainState, history: History,
+                 member: dict | None = None):
+        self.run_dir, self.config, self.epoch, self.member = run_dir, config, epoch, member
         self.model, self.state, self.history = model, state, history
         self.image_shape = tuple(int(d) for d in config["image_shape"])
         self.num_classes = int(config["num_classes"])
@@ -80,7 +84,8 @@ class Run:
         self.forward = jit(forward)
 
     def __repr__(self) -> str:
-        return (f"Run({self.run_dir!r}, model={self.config['model']!r}, epoch={self.epoch}, "
+        member = "" if self.member is None else f", member={self.member}"
+        return (f"Run({self.run_dir!r}, model={self.config['model']!r}, epoch={self.epoch}{member}, "
                 f"image_shape={self.image_shape}, num_classes={self.num_classes})")
 
     def predict(self, images, *, batch_size: int = 256) -> np.ndarray:
@@ -214,19 +219,33 @@ def _epoch(fn: str, checkpoints: Checkpoints, epoch) -> int:
     return epoch
 
 
-def load_run(run_dir: str | os.PathLike, *, epoch: str | int = "latest") -> Run:
+def is_sweep(config: dict) -> bool:
+    """Whether a run's config.json records a sweep (`--seeds`, or a comma list for a sweepable flag)."""
+    from jaxnets.train.cli import SWEEP_FLAGS
+
+    return config.get("seeds") is not None or any(isinstance(config.get(flag), list) for flag in SWEEP_FLAGS)
+
+
+def load_run(run_dir: str | os.PathLike, *, epoch: str | int = "latest", member: int | None = None) -> Run:
     """Load a run of `jaxnets-train`: its model, restored state, config and history, ready to predict.
 
     Args:
       run_dir: the run directory (`--out` of the training command; it holds config.json and checkpoints/).
       epoch: "latest" (the newest saved epoch), "best" (the epoch with the best monitored metric,
-        validation loss by default, as `fit` ranks them) or an epoch number that is saved.
-    Returns: a `Run`.
+        validation loss by default, as `fit` ranks them; for a sweep member, that member's best epoch,
+        which must be among the saved ones) or an epoch number that is saved.
+      member: for a sweep (`--seeds` and/or comma lists), the member to load, `0 <= member < R` in
+        `fit`'s order (grid points outer, seeds inner; `run.history.runs` of a loaded member's sweep lists
+        them, as does the error for a missing `member`). None (the default) for a single run.
+    Returns: a `Run` (of a sweep: member `member`'s state, `train.unstack` of the saved population, its
+      optimizer built from its own hyperparameters, its own history).
     Raises:
-      TypeError: `run_dir` not a str or path; `epoch` neither a str nor an int (a bool included).
-      ValueError: `epoch` an unknown name or < 1; a config.json that is not JSON, is from an older jaxnets
-        (no "format": it lacks image_shape and num_classes) or lacks a field; a checkpoint that does not
-        fit the model the config builds (the file is named).
+      TypeError: `run_dir` not a str or path; `epoch` neither a str nor an int (a bool included); `member`
+        not an int.
+      ValueError: `epoch` an unknown name or < 1; `member` given for a single run, missing for a sweep or
+        out of range; a config.json that is not JSON, is from an older jaxnets (no "format": it lacks
+        image_shape and num_classes) or lacks a field; a checkpoint that does not fit the model the config
+        builds (the file is named).
       FileNotFoundError: no run directory, no config.json (a run of `fit` from Python: the message says
         how to restore it), no checkpoints/ or no checkpoint of `epoch`.
       CheckpointError (a ValueError): the checkpoint of that epoch is damaged (a file corrupted, truncated
@@ -245,34 +264,91 @@ def load_run(run_dir: str | os.PathLike, *, epoch: str | int = "latest") -> Run:
                         f"{epoch!r}.")
     elif epoch < 1:
         raise ValueError(f"{fn}: epoch must be an epoch number >= 1, got {epoch}.")
+    if member is not None:
+        member = check_int(fn, "member", member, minimum=0)
     run_dir = os.path.abspath(os.fspath(run_dir))
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"{fn}: the run directory {run_dir!r} does not exist or is not a directory.")
     config = _read_config(fn, run_dir)
+    config_path = os.path.join(run_dir, "config.json")
+    sweep = is_sweep(config)
+    if member is not None and not sweep:
+        raise ValueError(f"{fn}: member={member} is for a sweep's run directory; {config_path!r} records a single "
+                         f"run (load it without member=).")
     directory = os.path.join(run_dir, "checkpoints")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"{fn}: {directory!r} is missing; the run saved no checkpoint.")
     with Checkpoints(directory, asynchronous=False, read_only=True) as checkpoints:
-        number = _epoch(fn, checkpoints, epoch if isinstance(epoch, str) else int(epoch))
-        meta = checkpoints.meta(number)  # verified; says how many steps an epoch had (for the schedule)
-        recorded = meta.get("run", {})
+        if sweep:
+            number, recorded, members = _sweep_epoch(fn, checkpoints, epoch, member)
+        else:
+            number = _epoch(fn, checkpoints, epoch if isinstance(epoch, str) else int(epoch))
+            recorded = checkpoints.meta(number).get("run", {})  # verified; gives the steps per epoch
         if not {"train_examples", "batch_size"} <= set(recorded):
             raise ValueError(f"{fn}: the checkpoint {checkpoints.path(number)!r} does not record the run's "
                              f"train_examples and batch_size (written by an older jaxnets).")
+        steps_per_epoch = int(recorded["train_examples"]) // int(recorded["batch_size"])
+        # A sweep's swept flags are lists: the model does not depend on them, and the optimizer built here is
+        # the shared one of a seeds-only sweep (a grid builds each member's in _sweep_state).
+        flags = {k: v[0] if sweep and isinstance(v, list) and k != "seeds" else v for k, v in config.items()}
         try:
-            model, optimizer = build_from_config(
-                config, image_shape=config["image_shape"], num_classes=int(config["num_classes"]),
-                steps_per_epoch=int(recorded["train_examples"]) // int(recorded["batch_size"]))
+            model, optimizer = build_from_config(flags, image_shape=config["image_shape"],
+                                                 num_classes=int(config["num_classes"]), steps_per_epoch=steps_per_epoch)
         except CLIError as error:
-            raise ValueError(f"{fn}: {os.path.join(run_dir, 'config.json')!r}: {error}") from error
+            raise ValueError(f"{fn}: {config_path!r}: {error}") from error
         precision = config.get("precision", "float32")
-        like = TrainState.create(model, optimizer, np.zeros((1, *config["image_shape"]), np.uint8),
-                                 int(config["seed"]), precision=None if precision == "float32" else precision)
+        precision = None if precision == "float32" else precision
+        sample = np.zeros((1, *config["image_shape"]), np.uint8)
+        if sweep:
+            like = _sweep_state(config, model, optimizer, members, recorded, sample, precision, steps_per_epoch)
+        else:
+            like = TrainState.create(model, optimizer, sample, int(config["seed"]), precision=precision)
         try:
             state, meta = checkpoints.restore(like, number)
         except CheckpointError:
             raise
         except ValueError as error:  # the checkpoint's arrays do not fit the model the config builds
-            raise ValueError(f"{fn}: the model that {os.path.join(run_dir, 'config.json')!r} describes "
-                             f"({config['model']}) does not fit its checkpoint: {error}") from error
-    return Run(run_dir, config, number, model, state, History.from_dict(meta["history"]))
+            raise ValueError(f"{fn}: the model that {config_path!r} describes ({config['model']}) does not fit its "
+                             f"checkpoint: {error}") from error
+    history = History.from_dict(meta["history"])
+    if not sweep:
+        return Run(run_dir, config, number, model, state, history)
+    return Run(run_dir, config, number, model, unstack(state, member), history.member(member),
+               member={"index": member, **members[member]})
+
+
+def _sweep_epoch(fn: str, checkpoints: Checkpoints, epoch, member: int | None) -> tuple[int, dict, list[dict]]:
+    """For a sweep's checkpoints: (the saved epoch `epoch` names for `member`, the run record of the latest
+    checkpoint, the members in fit's order)."""
+    latest = _epoch(fn, checkpoints, "latest")
+    recorded = checkpoints.meta(latest).get("run", {})
+    if "seeds" not in recorded:
+        raise ValueError(f"{fn}: the checkpoint {checkpoints.path(latest)!r} does not record the sweep's seeds and "
+                         f"hyperparameters (written by an older jaxnets).")
+    members = population_members(recorded["seeds"], recorded.get("hparams") or None)
+    if member is None or member >= len(members):
+        listed = "; ".join(f"{r}: {m}" for r, m in enumerate(members))
+        got = "none was given" if member is None else f"got member={member}"
+        raise ValueError(f"{fn}: {os.path.dirname(checkpoints.directory)!r} holds a sweep of {len(members)} members; "
+                         f"pass member=r with 0 <= r < {len(members)} ({got}). Members: {listed}.")
+    if epoch == "best":
+        best = History.from_dict(checkpoints.meta(latest)["history"]).best_epoch[member] or latest
+        if best not in checkpoints.epochs():
+            raise FileNotFoundError(f"{fn}: member {member}'s best epoch is {best}, whose checkpoint was not kept "
+                                    f"(saved epochs: {checkpoints.epochs()}); pass epoch='latest' or a saved epoch.")
+        return best, recorded, members
+    return _epoch(fn, checkpoints, epoch), recorded, members
+
+
+def _sweep_state(config: dict, model, optimizer, members: list[dict], recorded: dict, sample, precision,
+                 steps_per_epoch: int) -> TrainState:
+    """The structure of a sweep's saved population state, built as `jaxnets-train` built it for `fit`: the
+    shared optimizer of the flags when only seeds vary, else each member's from its hyperparameters."""
+    from jaxnets.train.cli import flags_of, member_optimizer
+
+    if recorded.get("hparams"):
+        optimizer = member_optimizer(flags_of(config), steps_per_epoch)
+    tx = PopulationOptimizer(optimizer, members, model)
+    created = {s: TrainState.create(model, optax.identity(), sample, s, precision=precision)
+               for s in dict.fromkeys(m["seed"] for m in members)}
+    return population_state(tx, created)

@@ -214,3 +214,70 @@ def test_bfloat16_run_loads_and_predicts_in_its_precision(tmp_path):
     assert result["correct"] == reference["correct"] and result["loss"] == pytest.approx(reference["loss"], rel=1e-5)
     float32 = evaluate(run.state, val)
     assert result["loss"] != float32["loss"]  # the precision matters, and predict used the run's
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """(run directory, the stacked state `fit` returned) of a CLI sweep: 2 learning rates x 2 seeds, 2 epochs."""
+    out = tmp_path_factory.mktemp("runs") / "sweep"
+    states = []
+    real_fit = cli.fit
+
+    def capturing_fit(*args, **kwargs):
+        state, history = real_fit(*args, **kwargs)
+        states.append(state)
+        return state, history
+
+    flags = [f for f in FLAGS if f not in ("--epochs", "1")] + ["--epochs", "2", "--seeds", "0,3",
+                                                                 "--lr", "0.01,0.1", "--momentum", "0.9"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "fit", capturing_fit)
+        assert cli.main(["--out", str(out), *flags]) == 0
+    return out, states[0]
+
+
+def test_load_run_of_a_sweep_member_is_that_member(swept):
+    from jaxnets.train import unstack
+    out, stacked = swept
+    for r, (seed, lr) in enumerate([(0, 0.01), (3, 0.01), (0, 0.1), (3, 0.1)]):
+        run = load_run(out, member=r)
+        assert run.member == {"index": r, "seed": seed, "learning_rate": lr} and run.epoch == 2
+        want = unstack(stacked, r)
+        assert int(run.state.step) == int(want.step) == 18
+        for got, expected in zip(jax.tree.leaves((run.state.params, run.state.opt_state)),
+                                 jax.tree.leaves((want.params, want.opt_state))):
+            np.testing.assert_array_equal(got, expected)
+        # The member's own history; its validation loss is what its restored state evaluates to.
+        assert len(run.history) == 2 and run.history.runs is None
+        assert run.evaluate(_validation())["loss"] == pytest.approx(run.history.val_loss[-1], rel=1e-5)
+        # The optimizer rebuilt from config.json is the member's: the same update as the one fit trained with.
+        grads = jax.tree.map(lambda p: jax.numpy.full_like(p, 0.5), run.state.params)
+        got = run.state.tx.update(grads, run.state.opt_state, run.state.params)[0]
+        expected = want.tx.update(grads, want.opt_state, want.params)[0]
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+            np.testing.assert_array_equal(a, b)
+    assert "member=" in repr(load_run(out, member=1, epoch=1)) and load_run(out, member=1, epoch=1).epoch == 1
+    assert load_run(out, member=2, epoch="best").epoch in (1, 2)
+
+
+def test_load_run_of_a_sweep_needs_a_member(swept, trained):
+    out, _ = swept
+    with pytest.raises(ValueError, match=r"load_run: .* holds a sweep of 4 members; pass member=r .*none was given.*"
+                                         r"0: \{'seed': 0, 'learning_rate': 0.01\}"):
+        load_run(out)
+    with pytest.raises(ValueError, match="got member=4"):
+        load_run(out, member=4)
+    with pytest.raises(TypeError, match="load_run: member"):
+        load_run(out, member=True)
+    with pytest.raises(ValueError, match="load_run: member=0 is for a sweep's run directory"):
+        load_run(trained[0], member=0)
+
+
+def test_cli_evaluate_of_a_sweep_member(swept, capsys):
+    out, _ = swept
+    assert cli.main(["evaluate", str(out), "--member", "2"]) == 0
+    printed = capsys.readouterr().out
+    loss = load_run(out, member=2).evaluate(_validation())["loss"]
+    assert f"loss {loss:.4f}" in printed and "30 images" in printed
+    assert cli.main(["evaluate", str(out)]) != 0
+    assert "pass member=r" in capsys.readouterr().err
