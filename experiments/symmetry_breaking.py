@@ -31,12 +31,13 @@ Result (default config, 18 s wall on the shared 2-core CPU, load average 4.6-5.3
 gave the same numbers bit for bit): identical units reproduced: with constant and with zero init every hidden
 unit of both layers is bitwise identical to unit 0, weights and gradients, at init and after each of the 20
 epochs, in all 5 seeds (spread exactly 0.0, 1 distinct unit of 64); with random init the spread is never 0
-(weights >= 0.24, gradients >= 0.0037; 64 distinct units' weights in every layer and epoch; the second layer's
-gradients have 52-64 distinct vectors: units inactive on the whole 256-digit batch share a zero gradient). Final validation error: random 11.0 +- 0.2%, constant
-72.1 +- 0.3%, zero 90.0 +- 0.0% (training error 0.1 +- 0.0%, 67.6 +- 0.3%, 90.0 +- 0.0%). Random minus
-constant -61.1 +- 0.2 points (95% interval -61.7 to -60.4), random minus zero -79.0 +- 0.2 points (-79.4 to
--78.5): both reproduced (min_effect 5 points). The constant-init net does learn (training loss 1.59, 67.6%
-training error), as a 784-1-1-10 net would; the zero-init net learns only its output bias (loss ln 10).
+(weights >= 0.24, gradients >= 0.0037; 64 distinct units' weights in every layer and epoch; the second
+layer's gradients have 52-64 distinct vectors: units inactive on the whole 256-digit batch share a zero
+gradient). Final validation error: random 11.0 +- 0.2%, constant 72.1 +- 0.3%, zero 90.0 +- 0.0% (training
+error 0.1 +- 0.0%, 67.6 +- 0.3%, 90.0 +- 0.0%). Random minus constant -61.1 +- 0.2 points (95% interval -61.7
+to -60.4), random minus zero -79.0 +- 0.2 points (-79.4 to -78.5): both reproduced (min_effect 5 points).
+The constant-init net does learn (training loss 1.59, 67.6% training error), as a 784-1-1-10 net would; the
+zero-init net learns only its output bias (loss ln 10).
 """
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ def unit_spread(tree: dict) -> dict:
         spread = float(np.max(np.abs(u - u[:1])))
         scale = float(np.max(np.abs(u)))
         out[layer] = {"spread": spread, "relative": spread / scale if scale > 0 else 0.0,
-                      "distinct": int(len(np.unique(u, axis=0)))}
+                      "distinct": len(np.unique(u, axis=0))}
     return out
 
 
