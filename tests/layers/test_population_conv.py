@@ -6,6 +6,8 @@ another order: "taps" adds tap by tap, the loop and "grouped" run other XLA kern
 has C_in * prod(kernel) <= 50 terms, or N * prod(out) <= 2 * 64 for the weight gradient, of O(1) values);
 float64 1e-12. Outside vmap the program is lax.conv_general_dilated's: bitwise equal results.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,8 +52,14 @@ def _loss(kw, cot_key):
 
 
 def _reference(case, dtype):
-    """A Python loop over the members of single (unbatched) convolutions: output and gradients."""
-    x, k, b, cot_key, kw = _members(case, dtype)
+    """A Python loop over the members of single (unbatched) convolutions: output and gradients (computed once
+    per case and dtype: every formulation is compared with the same reference)."""
+    return _loop_of_single_convs(CASES.index(case), jnp.dtype(dtype).name)
+
+
+@functools.lru_cache(maxsize=None)
+def _loop_of_single_convs(index, dtype):
+    x, k, b, cot_key, kw = _members(CASES[index], dtype)
     grad = jax.jit(jax.grad(_loss(kw, cot_key), argnums=(0, 1, 2), has_aux=True))
     outs = [grad(x[r], k[r], b[r]) for r in range(R)]
     return (jnp.stack([o[1] for o in outs]),) + tuple(jnp.stack([o[0][i] for o in outs]) for i in range(3))
