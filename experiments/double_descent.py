@@ -216,7 +216,7 @@ def trained_networks(config: dict) -> dict:
     rows = []
     for h in sorted(config["nn_hidden"]):
         start = time.perf_counter()
-        params = jax.vmap(lambda key: initial_params(key, h, d, k))(keys)
+        params = jax.vmap(functools.partial(initial_params, h=h, d=d, k=k))(keys)
         params, curve = train_full_batch(params, x, jax.nn.one_hot(labels, k), steps=config["steps"],
                                          lr=config["lr"], log_every=config["log_every"])
         train = risks(jax.vmap(mlp)(params, x), labels, k)
@@ -367,8 +367,8 @@ def plot(results: dict, config: dict):
                f"(a) random features, min-norm readout, n = {n_rf}"),
               (axes[1], nn["rows"], "params", nk, interp["empirical_threshold_params"],
                f"parameters (threshold n K = {nk}, H = {interp['hidden_at_parameter_threshold']:.1f})",
-               f"(b) trained 1-hidden-layer ReLU net, n = {nn['n_train']}, "
-               f"{100 * config['label_noise']:.0f}% label noise")]
+               (f"(b) trained 1-hidden-layer ReLU net, n = {nn['n_train']}, "
+                f"{100 * config['label_noise']:.0f}% label noise"))]
     for row, rows, size, threshold, empirical, xlabel, title in panels:
         xs = np.array([r[size] for r in rows], np.float64)
         for ax, risk, ylabel in ((row[0], "squared", "squared loss"), (row[1], "error", "zero-one loss (error)")):
