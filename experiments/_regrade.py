@@ -366,7 +366,7 @@ def weight_decay(r: dict) -> dict:
             a=f"adam, coupled decay {lam}", b=f"adamw, decoupled decay {lam}",
             seeds=[x["seed"] for x in coupled], values_a=[x["norms"]["kernels"] for x in coupled],
             values_b=[x["norms"]["kernels"] for x in decoupled], direction="higher",
-            metric="kernel norm after training", scale=1.0, unit="", digits=2,
+            metric="kernel norm after training", scale=1.0, unit="", digits=3,
             note="the notes only say 'not the same'; the direction tested is the one the update rules predict "
                  "(AdamW shrinks by lr x lambda per step, coupled decay goes through Adam's normalisation)"))
     claims.append(paired(
@@ -430,7 +430,7 @@ def ensembles_and_tta(r: dict) -> dict:
         return paired(f"{text} [{'NLL' if loss else 'error'}]", a=a, b=b, seeds=seeds, values_a=values_a,
                       values_b=values_b, direction=direction,
                       metric=f"test {metric}", scale=1.0 if loss else 100.0, unit="" if loss else " points",
-                      digits=3 if loss else 1, note=note)
+                      digits=4 if loss else 1, note=note)
 
     claims = []
     for m in ("error", "nll"):
