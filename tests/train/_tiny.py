@@ -101,3 +101,12 @@ def to_numpy(state: TrainState) -> dict:
                 leaf = leaf.addressable_data(0)
             out[key] = np.asarray(leaf)
     return out
+
+
+def brightness_data(n: int, seed: int, *, classes: int = 3, size: int = 8) -> dict:
+    """`n` uint8 `size x size x 1` images whose mean brightness encodes the class (learnable in a few steps):
+    pixels uniform in [80 c, 80 c + 80) for class c (so `classes <= 3` keeps them in uint8)."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, classes, n).astype(np.int32)
+    image = rng.integers(0, 80, (n, size, size, 1)) + 80 * label[:, None, None, None]
+    return {"image": image.astype(np.uint8), "label": label}

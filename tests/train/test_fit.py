@@ -22,6 +22,7 @@ from jaxnets.train.progress import ProgressBar, progress_enabled
 from jaxnets.train.state import TrainState
 
 from _state_compare import assert_bitwise_equal, state_leaves
+from _tiny import brightness_data
 
 CLASSES, N, BATCH = 3, 50, 8  # 6 batches per epoch; the last 2 examples of each epoch's order are dropped
 STEPS_PER_EPOCH = N // BATCH
@@ -34,11 +35,7 @@ TX = optimizer("sgd", learning_rate=SCHEDULE, momentum=0.9)
 
 
 def _data(n: int, seed: int) -> dict:
-    """uint8 8x8x1 images whose mean brightness encodes the class (learnable in a few steps)."""
-    rng = np.random.default_rng(seed)
-    label = rng.integers(0, CLASSES, n).astype(np.int32)
-    image = rng.integers(0, 80, (n, 8, 8, 1)) + 80 * label[:, None, None, None]
-    return {"image": image.astype(np.uint8), "label": label}
+    return brightness_data(n, seed, classes=CLASSES, size=8)
 
 
 TRAIN, VAL = _data(N, 0), _data(20, 1)

@@ -17,6 +17,7 @@ from jaxnets.train.fit import fit
 from jaxnets.train.optim import optimizer
 
 from _state_compare import assert_bitwise_equal, state_leaves
+from _tiny import brightness_data
 
 CLASSES, N, BATCH, SEED = 3, 50, 8, 3  # 6 steps per epoch
 MODEL = jnn.Sequential([jnn.Conv(4, 3, padding=1, use_bias=False), jnn.BatchNorm(), jnn.ReLU(),
@@ -26,11 +27,7 @@ HISTORY = ("train_loss", "train_error", "val_loss", "val_error")
 
 
 def _data(n: int, seed: int) -> dict:
-    """uint8 8x8x1 images whose mean brightness encodes the class (learnable in a few steps)."""
-    rng = np.random.default_rng(seed)
-    label = rng.integers(0, CLASSES, n).astype(np.int32)
-    image = rng.integers(0, 80, (n, 8, 8, 1)) + 80 * label[:, None, None, None]
-    return {"image": image.astype(np.uint8), "label": label}
+    return brightness_data(n, seed, classes=CLASSES, size=8)
 
 
 TRAIN, VAL = _data(N, 0), _data(20, 1)

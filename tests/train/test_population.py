@@ -37,6 +37,8 @@ from jaxnets.train.plateau import ReduceLROnPlateau
 from jaxnets.train.state import TrainState
 from jaxnets.train.steps import make_train_step
 
+from _tiny import brightness_data
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 CLASSES, N, BATCH = 3, 48, 8  # 6 full batches per epoch
@@ -56,11 +58,7 @@ class BNDropNet(flax_nn.Module):
 
 
 def _data(n: int, seed: int) -> dict:
-    """uint8 8x8x1 images whose brightness encodes the class (learnable in a few steps)."""
-    rng = np.random.default_rng(seed)
-    label = rng.integers(0, CLASSES, n).astype(np.int32)
-    image = rng.integers(0, 80, (n, 8, 8, 1)) + 80 * label[:, None, None, None]
-    return {"image": image.astype(np.uint8), "label": label}
+    return brightness_data(n, seed, classes=CLASSES, size=8)
 
 
 TRAIN, VAL = _data(N, 0), _data(20, 1)

@@ -17,10 +17,8 @@ from jaxnets.train import (CheckpointError, Run, TrainState, cli, default_compil
 FLAGS = ["--subset", "300", "--batch-size", "30", "--epochs", "1", "--no-progress", "--optimizer", "sgd"]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(run directory, the state `fit` returned to the command line) of one in-process CLI run."""
-    out = tmp_path_factory.mktemp("runs") / "run"
+def _train_by_cli(out, flags) -> tuple:
+    """(out, the state `fit` returned to the command line) of one in-process run of `jaxnets-train`."""
     states = []
     real_fit = cli.fit
 
@@ -31,8 +29,14 @@ def trained(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cli, "fit", capturing_fit)
-        assert cli.main(["--out", str(out), *FLAGS]) == 0
+        assert cli.main(["--out", str(out), *flags]) == 0
     return out, states[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(run directory, the state `fit` returned to the command line) of one in-process CLI run."""
+    return _train_by_cli(tmp_path_factory.mktemp("runs") / "run", FLAGS)
 
 
 def _validation():
@@ -219,21 +223,9 @@ def test_bfloat16_run_loads_and_predicts_in_its_precision(tmp_path):
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     """(run directory, the stacked state `fit` returned) of a CLI sweep: 2 learning rates x 2 seeds, 2 epochs."""
-    out = tmp_path_factory.mktemp("runs") / "sweep"
-    states = []
-    real_fit = cli.fit
-
-    def capturing_fit(*args, **kwargs):
-        state, history = real_fit(*args, **kwargs)
-        states.append(state)
-        return state, history
-
     flags = [f for f in FLAGS if f not in ("--epochs", "1")] + ["--epochs", "2", "--seeds", "0,3",
                                                                  "--lr", "0.01,0.1", "--momentum", "0.9"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "fit", capturing_fit)
-        assert cli.main(["--out", str(out), *flags]) == 0
-    return out, states[0]
+    return _train_by_cli(tmp_path_factory.mktemp("runs") / "sweep", flags)
 
 
 def test_load_run_of_a_sweep_member_is_that_member(swept):

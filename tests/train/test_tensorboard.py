@@ -16,6 +16,8 @@ from jaxnets.train import tensorboard as tb  # noqa: E402
 from jaxnets.train.fit import fit  # noqa: E402
 from jaxnets.train.optim import optimizer  # noqa: E402
 
+from _tiny import brightness_data  # noqa: E402
+
 CLASSES, N, BATCH, LR = 3, 48, 8, 0.1  # 6 full batches per epoch
 MODEL = jnn.Sequential([jnn.Flatten(), jnn.Dense(8), jnn.BatchNorm(), jnn.ReLU(), jnn.Dense(CLASSES)])
 TX = optimizer("sgd", learning_rate=LR)  # plain SGD: every step's update norm is LR * its gradient norm
@@ -23,10 +25,7 @@ FLOAT32_VALUE = dict(rtol=1e-6, atol=0)  # event files store float32 scalars; Hi
 
 
 def _data(n: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    label = rng.integers(0, CLASSES, n).astype(np.int32)
-    image = rng.integers(0, 80, (n, 4, 4, 1)) + 80 * label[:, None, None, None]
-    return {"image": image.astype(np.uint8), "label": label}
+    return brightness_data(n, seed, classes=CLASSES, size=4)
 
 
 TRAIN, VAL = _data(N, 0), _data(20, 1)
