@@ -23,8 +23,12 @@ random network and sees the same batches; the modes differ only in what the opti
   - ``head_only``: the dense head only (a linear classifier on the random network's pooled features, which
     its BN layers still normalise with batch statistics, gamma = 1, beta = 0).
 Optimizer: Adam, the learning rate cosine-annealed to 0 (the protocol's evaluation: BN's running averages
-after the annealed run, which have settled; no recomputation), one peak rate per mode (``lr``), chosen in a
-pilot on seed 5 (not one of the protocol's seeds) among 0.01, 0.03 and 0.1 for the three frozen modes.
+after the annealed run, which have settled; no recomputation), one peak rate per mode (``lr``): for the three
+frozen modes the best of 0.03, 0.1, 0.3 and 1.0 in a pilot on seed 5 (not one of the protocol's seeds),
+validation accuracy bn_only 59.6 / 70.7 / 76.7 / 77.8%, random_subset 37.9 / 38.4 / 37.7 / 31.4%, head_only
+67.1 / 75.1 / 78.8 / 81.2% (with the head frozen at its small random weights a confident logit needs the few
+trainable parameters to move far; bn_only and head_only are best at the grid's edge, by 1.1 and 2.4 points
+over 0.3); training everything uses 0.01 (1e-1 is too large for it).
 Frozen parameters get an update of exactly 0 (``train.optimizer(trainable=...)``, or the masked gradient's
 zero Adam moments); the script counts the scalars that changed and checks the count. Chance is 10%.
 
@@ -55,7 +59,7 @@ from jaxnets import train
 CONFIG = dict(
     preset="default", seeds=protocol.SEEDS, data_seed=0, n_train=2048, n_val=1000, widths=(16, 32, 64),
     blocks_per_stage=1, modes=("all", "bn_only", "random_subset", "head_only"), optimizer="adam",
-    lr={"all": 1e-2, "bn_only": 1e-1, "random_subset": 1e-1, "head_only": 1e-1}, schedule="cosine to 0",
+    lr={"all": 1e-2, "bn_only": 1.0, "random_subset": 0.1, "head_only": 1.0}, schedule="cosine to 0",
     batch_size=32, epochs=5, min_effect={"bn_only_vs_random_subset": 0.05, "bn_only_vs_chance": 0.30,
                                          "bn_only_vs_head_only": 0.0},
     evaluation="running BN averages after a learning rate annealed to 0 (cosine)",
