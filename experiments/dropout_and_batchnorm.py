@@ -40,7 +40,31 @@ of validation error, the size of a "worse performance" worth a sentence in the n
       its 95% interval stays below min_effect.
 
 Run: python -m experiments.dropout_and_batchnorm  ->  experiments/results/dropout_and_batchnorm/
-Result: (written after the default run)
+Result (default config: 500 training digits, widths 8/16/32, dropout 0.3, 20 epochs = 400 Adam steps, the rate
+cosine-annealed from 1e-2 to 0, seeds 0-4; 481 s wall on the 2-core CPU shared with other jobs, load average
+9.6 before and 11.5 after). Final validation error, mean +- standard error over the 5 seeds, running BN
+statistics: neither 13.3 +- 2.7%, dropout before the classifier 16.6 +- 2.2%, dropout in Li's placement
+19.3 +- 3.3%, BN 8.0 +- 0.1%, BN + dropout before the classifier 8.8 +- 0.7%, BN + dropout in Li's placement
+46.4 +- 7.7% (17.8 to 63.1% per seed). With recomputed statistics: BN 8.1 +- 0.2%, BN + dropout before the
+classifier 8.7 +- 0.6%, BN + Li dropout 9.0 +- 0.3%. Claims (paired differences b - a of validation error,
+min_effect 1 point):
+  (a) BN + Li dropout worse than BN, running statistics: +38.38 +- 7.79 points (95% interval 16.77 to 59.99):
+      reproduced.
+  (b) the same with recomputed statistics: +0.88 +- 0.24 points (0.21 to 1.55): partly (a harm remains, at
+      95%, but below 1 point); recomputing lowers the pair's error by 37.50 +- 7.90 points more than BN's
+      (15.56 to 59.44): reproduced. The pair hurts almost only through its test-time statistics.
+  (c) BN + dropout before the classifier worse than BN (running): +0.78 +- 0.60 points (-0.88 to 2.44):
+      partly, as a harm claim; no harm is detected, but one of up to 2.4 points is not excluded, so "does not
+      hurt" is not shown at the 1-point level either.
+Variance shift (running / recomputed variance): 1.73 +- 0.02 and 1.66 +- 0.03 at the two BN layers behind a
+dropout (Li placement), 1.00 +- 0.00 at the two without, and 0.99-1.00 at every layer of BN and BN + dropout
+before the classifier. Training speed against generalization: last-epoch training loss (training mode) BN
+0.066 +- 0.006, BN + head dropout 0.322 +- 0.008, BN + Li dropout 0.583 +- 0.018; with recomputed statistics
+their training error is 0.0 +- 0.0, 1.0 +- 0.2 and 3.9 +- 0.4% and the gap (validation - training error)
+8.1 +- 0.2, 7.7 +- 0.7 and 5.1 +- 0.4 points: dropout narrows the gap by fitting the training set less, not by
+lowering the validation error. With running statistics the pair misclassifies its own training digits too
+(42.0 +- 8.4%). Without BN the nets train more slowly (training loss: neither 0.231 +- 0.072, dropout before the
+classifier 0.663 +- 0.068, Li placement 0.876 +- 0.096) and dropout does not lower their error (above).
 Details: experiments/README.md.
 """
 from __future__ import annotations
@@ -228,6 +252,9 @@ def plot(runs: dict, summary: dict, claims: dict, config: dict):
     ax_claim.errorbar([100 * e["mean"] for e in d], y, fmt="o", capsize=4,
                       xerr=np.abs(np.array([[100 * e["ci95"][0] for e in d], [100 * e["ci95"][1] for e in d]])
                                   - [100 * e["mean"] for e in d]))
+    for i, e in enumerate(d):  # the numbers too: a 1-point interval is invisible next to a 40-point one
+        ax_claim.annotate(f"{100 * e['mean']:.2f} [{100 * e['ci95'][0]:.2f}, {100 * e['ci95'][1]:.2f}]",
+                          (100 * e["ci95"][1], i), textcoords="offset points", xytext=(6, 0), va="center", fontsize=8)
     ax_claim.axvline(0, color="k", lw=1)
     ax_claim.axvline(100 * config["min_effect"], color="k", ls="--", lw=1, label="min_effect")
     ax_claim.set(yticks=y, xlabel="paired difference b - a (points of validation error), 95% interval",
