@@ -34,11 +34,25 @@ zero Adam moments); the script counts the scalars that changed and checks the co
 
 Claims judged by ``_protocol.verdict`` on the validation accuracy (paired over the seeds, 95% interval):
   (1) bn_only beats random_subset (equal parameter count), min_effect 5 points;
-  (2) bn_only is far above chance: bn_only - the untrained network (10%), min_effect 30 points;
+  (2) bn_only is far above chance: bn_only - the untrained network (chance: 10%), min_effect 30 points;
   (context, not a claim of the notes) bn_only against head_only, min_effect 0.
 
 Run: python -m experiments.batchnorm_only  ->  experiments/results/batchnorm_only/
-Result: (written after the default run)
+Result (default config: ResNet widths 16/32/64, one block per stage, 9 BN layers, 77,754 parameters of which
+672 are BN scales and biases; 2,050 training digits, 5 epochs = 320 steps of batch 32; seeds 0-4; 521 s wall on
+the 2-core CPU shared with other jobs, load average 8.5 before and 5.7 after). Validation accuracy, mean +-
+standard error over the 5 seeds: training everything 97.7 +- 0.1%, BN only 79.8 +- 2.2% (72.0 to 85.5% per
+seed), the random subset of 672 conv weights 43.9 +- 3.5%, the dense head only (650 parameters) 75.8 +- 0.8%,
+the untrained network 11.1 +- 1.1% (chance 10%). Claims (paired differences b - a of validation accuracy):
+  (1) BN only beats the random subset of equal size: +35.9 +- 3.1 points (95% interval 27.3 to 44.5; min_effect
+      5): reproduced;
+  (2) BN only far above chance: +68.7 +- 2.4 points over the untrained network (62.2 to 75.3; min_effect 30):
+      reproduced;
+  (context) BN only against the dense head only: +4.0 +- 1.6 points (-0.5 to 8.6): partly (ahead on 4 of 5
+      networks, by -1.8 to 7.8 points).
+All frozen modes underfit (training accuracy in evaluation mode: BN only 83.4 +- 2.0%, head only 79.8 +- 0.8%,
+random subset 44.6 +- 3.5%; last-epoch training loss 0.694 +- 0.052, 0.735 +- 0.033, 1.886 +- 0.005 against
+0.040 +- 0.003 for training everything), so these accuracies measure what 320 steps reach, not a limit.
 Details: experiments/README.md.
 """
 from __future__ import annotations
@@ -205,7 +219,7 @@ def plot(runs: dict, summary: dict, claims: dict, config) -> plt.Figure:
             ax.text(i, 2, f"{summary[m]['trainable_params']:,}\ntrainable", ha="center", va="bottom", color="w",
                     fontsize=8)
     ax.axhline(10, color="k", ls="--", lw=1, label="chance (10%)")
-    ax.set_xticks(x, modes)
+    ax.set_xticks(x, modes, rotation=15)
     ax.set(ylabel="validation accuracy (%)", ylim=(0, 100),
            title=f"what trains (mean +- sem over {len(config['seeds'])} seeds; dots: seeds)")
     epochs = np.arange(1, config["epochs"] + 1)
@@ -217,6 +231,9 @@ def plot(runs: dict, summary: dict, claims: dict, config) -> plt.Figure:
     means = np.array([100 * e["mean"] for e in d])
     ax_claim.errorbar(means, np.arange(len(names)), fmt="o", capsize=4,
                       xerr=np.abs(np.array([[100 * e["ci95"][0] for e in d], [100 * e["ci95"][1] for e in d]]) - means))
+    for i, e in enumerate(d):
+        ax_claim.annotate(f"{100 * e['mean']:.1f} [{100 * e['ci95'][0]:.1f}, {100 * e['ci95'][1]:.1f}]",
+                          (100 * e["ci95"][1], i), textcoords="offset points", xytext=(6, 0), va="center", fontsize=8)
     for i, c in enumerate(names):
         ax_claim.plot([100 * claims[c]["min_effect"]] * 2, [i - 0.3, i + 0.3], "k--", lw=1)
     ax_claim.axvline(0, color="k", lw=1)
@@ -224,7 +241,9 @@ def plot(runs: dict, summary: dict, claims: dict, config) -> plt.Figure:
                         fontsize=8)
     ax_claim.set(xlabel="paired difference b - a (points of accuracy), 95% interval; dashes: min_effect",
                  title="claims")
-    return finish_figure(fig, (ax, ax_loss, ax_claim), legend={"fontsize": 8},
+    ax.legend(fontsize=8)
+    ax_loss.legend(fontsize=8)
+    return finish_figure(fig, (ax, ax_loss, ax_claim),
                          suptitle=f"Random ResNet (widths {tuple(config['widths'])}, {config['blocks_per_stage']} "
                                   f"block/stage) on the MNIST sample: what the optimizer may change")
 
