@@ -133,13 +133,13 @@ def mask_gradients(mask) -> optax.GradientTransformation:
 
 def optimizer_for(mode: str, seed: int, config: dict, params, steps: int):
     """The optimizer of ``mode`` (for ``random_subset`` the seed's mask in front of it) and its trainable count."""
-    rule = dict(optimizer=config["optimizer"], learning_rate=train.schedules.cosine(config["lr"][mode], steps))
+    schedule = train.schedules.cosine(config["lr"][mode], steps)
     if mode == "random_subset":
         mask = random_subset_mask(params, seed)
         n = int(sum(float(m.sum()) for m in jax.tree.leaves(mask)))
-        return optax.chain(mask_gradients(mask), train.optimizer(rule.pop("optimizer"), **rule)), n
+        return optax.chain(mask_gradients(mask), train.optimizer(config["optimizer"], learning_rate=schedule)), n
     trainable = {"all": None, "bn_only": is_bn, "head_only": is_head}[mode]
-    return train.optimizer(rule.pop("optimizer"), trainable=trainable, **rule), count(params, trainable)
+    return train.optimizer(config["optimizer"], learning_rate=schedule, trainable=trainable), count(params, trainable)
 
 
 def main(config=CONFIG, *, out=None):
