@@ -15,7 +15,8 @@ the ingredient it asks about and nothing else.
         then max-pool 2x2 between stages (28 -> 14 -> 7 -> 3)
     head:   global average pool -> dropout -> dense(num_classes)
 
-Dropout, when on, is also applied after every block's activation (``dropout`` rate; the head's too).
+Dropout, when on, is also applied after every block's activation (``dropout`` rate; the head's too), or
+only before the head with ``dropout_at="head"``.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from jaxnets import nn as jnn
 from jaxnets.data import augment
 
 NORMS = (None, "batch", "group")
+DROPOUT_PLACEMENTS = ("blocks", "head")
 
 
 class ConvNet(nn.Module):
@@ -49,6 +51,8 @@ class ConvNet(nn.Module):
       activation: a name for ``jaxnets.layers.get_activation`` ("relu", "tanh", "sigmoid", "leaky_relu",
         "elu", ...).
       dropout: drop rate after each block and before the head (0: none).
+      dropout_at: where the dropout layers are: "blocks" (after every block's activation, so in front of
+        the next block's norm, and before the head) or "head" (only before the head).
       residual: residual blocks (two convs and an identity or projection shortcut) instead of plain ones.
       zero_init_residual: start each residual branch's last norm scale at 0 (each block starts as the
         identity; Goyal et al. 2017). Needs ``residual`` and a norm.
@@ -64,6 +68,7 @@ class ConvNet(nn.Module):
     groups: int = 4
     activation: str = "relu"
     dropout: float = 0.0
+    dropout_at: str = "blocks"
     residual: bool = False
     zero_init_residual: bool = False
     kernel_init: Callable | None = None
@@ -95,6 +100,8 @@ class ConvNet(nn.Module):
         if self.zero_init_residual and not (self.residual and self.norm):
             raise ValueError("ConvNet: zero_init_residual needs residual=True and a norm, got "
                              f"residual={self.residual}, norm={self.norm!r}.")
+        if self.dropout_at not in DROPOUT_PLACEMENTS:
+            raise ValueError(f"ConvNet: dropout_at must be one of {DROPOUT_PLACEMENTS}, got {self.dropout_at!r}.")
         act = jnn.Activation(self.activation)
         drop = jnn.Dropout(self.dropout)
         x = act(self._norm(self._conv(self.widths[0])(x), train))
@@ -109,7 +116,8 @@ class ConvNet(nn.Module):
                     x = act(y + shortcut)
                 else:
                     x = act(self._norm(self._conv(width)(x), train))
-                x = drop(x, train=train)
+                if self.dropout_at == "blocks":
+                    x = drop(x, train=train)
         x = drop(jnn.GlobalAvgPool()(x), train=train)
         return jnn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)
 
