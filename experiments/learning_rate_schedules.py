@@ -44,25 +44,30 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
+from experiments import _protocol as protocol
 from experiments._common import finish_figure, machine_load, run, write_results
 from experiments._nets import build_model, mnist_splits, train_run
 from jaxnets import train
 from jaxnets.train import schedules
 
 CONFIG = dict(
-    preset="default", seeds=(0, 1, 2), model="lenet5", model_options={}, n_train=1600, n_val=1000, epochs=9,
+    preset="default", seeds=protocol.SEEDS, model="lenet5", model_options={}, n_train=1600, n_val=1000, epochs=9,
     batch_size=64, optimizer={"name": "sgd", "momentum": 0.9}, base_rate=0.1, tuned_constant_rate=0.03,
     step_every_epochs=3, step_gamma=0.1, exponential_gamma=0.6, inverse_time_decay=1.0,
     restart_first_period_epochs=3, restart_period_mult=2,
     schedules=("constant", "step", "exponential", "1/t", "cosine", "warm restarts", "tuned constant"),
     smooth_steps=10,  # the plotted training loss is a running mean over this many steps
+    references=("constant", "tuned constant"),  # every other schedule is paired against each of these
+    min_effect={"val_error": 0.0, "train_loss": 0.0},  # the notes give no size for a schedule's gain
+    evaluation="the learning rate of every decaying schedule ends near 0 (no BatchNorm in LeNet-5)",
 )
-FULL_CONFIG = dict(CONFIG, preset="full", n_train=None, epochs=45, seeds=(0, 1, 2, 3, 4), step_every_epochs=15,
+FULL_CONFIG = dict(CONFIG, preset="full", n_train=None, epochs=45, step_every_epochs=15,
                    exponential_gamma=0.9, restart_first_period_epochs=3, restart_period_mult=2)
 # FULL: all 4,000 digits, 45 epochs; warm restarts 3 + 6 + 12 + 24 epochs.
-TINY_CONFIG = dict(CONFIG, preset="tiny", model="mlp", model_options={"hidden": (32,)}, seeds=(0,), n_train=256,
+TINY_CONFIG = dict(CONFIG, preset="tiny", model="mlp", model_options={"hidden": (32,)}, seeds=(0, 1), n_train=256,
                    n_val=128, epochs=2, restart_first_period_epochs=1, restart_period_mult=1,
-                   schedules=("constant", "cosine", "warm restarts"))  # each schedule compiles its own step
+                   schedules=("constant", "cosine", "warm restarts"), references=("constant",))
+# each schedule compiles its own step
 
 
 def make_schedule(name: str, config: dict, steps_per_epoch: int):
@@ -117,36 +122,52 @@ def main(config=CONFIG, *, out=None):
         runs[name] = {
             "learning_rate_per_step": np.asarray(schedule(np.arange(total)), np.float64),
             "seeds": per_seed,
-            "final_val_error_mean": float(np.mean(finals)),
-            "final_val_error_std": float(np.std(finals, ddof=1)) if len(finals) > 1 else 0.0,
-            "final_val_loss_mean": float(np.mean([r["val_loss"][-1] for r in per_seed])),
-            "final_train_loss_mean": float(np.mean([r["train_loss"][-1] for r in per_seed])),
-            "best_epoch_val_error_mean": float(np.mean([min(r["val_error"]) for r in per_seed])),
+            "final_val_error": protocol.estimate(finals),
+            "final_val_loss": protocol.estimate([r["val_loss"][-1] for r in per_seed]),
+            "final_train_loss": protocol.estimate([r["train_loss"][-1] for r in per_seed]),
+            "best_epoch_val_error": protocol.estimate([min(r["val_error"]) for r in per_seed]),
             "last_rate": float(schedule(total - 1)),
         }
-        print(f"{name:14s} final val error {runs[name]['final_val_error_mean']:.4f} +- "
-              f"{runs[name]['final_val_error_std']:.4f} (seeds {finals}), train loss "
-              f"{runs[name]['final_train_loss_mean']:.4f} [{time.perf_counter() - t0:.0f} s]", flush=True)
+        print(f"{name:14s} final val error {protocol.describe(finals, scale=100, unit='%', digits=2)} (seeds "
+              f"{finals}), train loss {protocol.describe(runs[name]['final_train_loss'], digits=4)} "
+              f"[{time.perf_counter() - t0:.0f} s]", flush=True)
 
-    constant = runs["constant"]
     summary = {
-        "ranking_by_final_val_error": sorted(runs, key=lambda k: runs[k]["final_val_error_mean"]),
-        "final_val_error_mean": {k: v["final_val_error_mean"] for k, v in runs.items()},
-        "final_val_error_std": {k: v["final_val_error_std"] for k, v in runs.items()},
-        "gain_over_constant": {k: constant["final_val_error_mean"] - v["final_val_error_mean"]
-                               for k, v in runs.items() if k != "constant"},
-        "gain_over_tuned_constant": {k: runs["tuned constant"]["final_val_error_mean"] - v["final_val_error_mean"]
-                                     for k, v in runs.items() if k != "tuned constant"} if "tuned constant" in runs
-        else None,
-        "final_train_loss_mean": {k: v["final_train_loss_mean"] for k, v in runs.items()},
+        "ranking_by_final_val_error": sorted(runs, key=lambda k: runs[k]["final_val_error"]["mean"]),
+        "final_val_error": {k: protocol.describe(v["final_val_error"], scale=100, unit="%") for k, v in runs.items()},
+        "final_train_loss": {k: protocol.describe(v["final_train_loss"], digits=3) for k, v in runs.items()},
+        "claims": claims(runs, config),
     }
-    print(summary)
+    print({k: v for k, v in summary.items() if k != "claims"})
     results = {"n_train": len(train_set["label"]), "n_val": len(val_set["label"]), "steps": total,
                "steps_per_epoch": steps_per_epoch, "runs": runs, "summary": summary,
                "cpu_time_s": time.process_time() - cpu_started, "machine_start": load_start,
                "machine_end": machine_load()}
     return write_results(__file__, config, results, figures={"schedules": plot(runs, config, steps_per_epoch)},
                          out=out, started=started)
+
+
+def claims(runs: dict, config: dict) -> list[dict]:
+    """Per decaying schedule and reference: "the schedule ends lower than the reference", judged by
+    ``_protocol.verdict`` on the per-seed differences (schedule - reference; the same seed s gave both the
+    same initial weights and batch order), for the final validation error and the final training loss."""
+    out = []
+    for reference in config["references"]:
+        for name in runs:
+            if name in config["references"] or name == "tuned constant":
+                continue
+            for metric, key, scale, unit, digits in (("val_error", "final_val_error", 100, " points", 2),
+                                                     ("train_loss", "final_train_loss", 1, "", 4)):
+                d = protocol.paired(runs[reference][key]["values"], runs[name][key]["values"])
+                min_effect = config["min_effect"][metric]
+                out.append({"claim": f"{name} (from {config['base_rate']:g}) ends at a lower {metric} than "
+                                     f"{reference}", "a": reference, "b": name, "metric": metric,
+                            "difference": d, "difference_text": protocol.describe(d, scale=scale, unit=unit,
+                                                                                  digits=digits),
+                            "direction": "lower", "min_effect": min_effect,
+                            "verdict": protocol.verdict(d, direction="lower", min_effect=min_effect)})
+                print(f"  {name} - {reference} [{metric}]: {out[-1]['difference_text']} -> {out[-1]['verdict']}")
+    return out
 
 
 def plot(runs: dict, config: dict, steps_per_epoch: int):
@@ -156,32 +177,29 @@ def plot(runs: dict, config: dict, steps_per_epoch: int):
     for i, (name, r) in enumerate(runs.items()):
         color = f"C{i}"
         axes[0, 0].plot(r["learning_rate_per_step"], color=color, label=name)
-        loss = np.mean([s["step_loss"] for s in r["seeds"]], axis=0)
-        w = min(window, len(loss))
-        axes[0, 1].plot(np.arange(w, len(loss) + 1), np.convolve(loss, np.ones(w) / w, mode="valid"), color=color,
-                        label=name)
+        w = min(window, len(r["seeds"][0]["step_loss"]))
+        smooth = [np.convolve(s["step_loss"], np.ones(w) / w, mode="valid") for s in r["seeds"]]
+        protocol.band(axes[0, 1], np.arange(w, w + len(smooth[0])), smooth, color=color, label=name)
         curves = np.asarray([s["val_error"] for s in r["seeds"]])
-        axes[1, 0].plot(epochs * steps_per_epoch, curves.mean(0), "o-", ms=3, color=color, label=name)
-        if len(curves) > 1:
-            axes[1, 0].fill_between(epochs * steps_per_epoch, curves.min(0), curves.max(0), color=color, alpha=0.12)
-        finals = curves[:, -1]
-        axes[1, 1].bar(i, r["final_val_error_mean"], color=color, alpha=0.6)
-        axes[1, 1].plot([i] * len(finals), finals, "k.", ms=8)
+        protocol.band(axes[1, 0], epochs * steps_per_epoch, curves, color=color, label=name, marker="o", ms=3)
+        finals, e = curves[:, -1], r["final_val_error"]
+        axes[1, 1].bar(i, e["mean"], color=color, alpha=0.6)
+        axes[1, 1].errorbar(i, e["mean"], yerr=e["sem"], fmt="none", ecolor="k", capsize=6, lw=2)
+        axes[1, 1].plot([i] * len(finals), finals, "k.", ms=6, alpha=0.6)
     for ax in (axes[0, 0], axes[0, 1], axes[1, 0]):
         for e in range(1, config["epochs"]):
             ax.axvline(e * steps_per_epoch, color="0.88", lw=0.6, zorder=0)
         ax.set_xlabel("optimizer step (grey lines: epoch boundaries)")
     axes[0, 0].set(ylabel="learning rate", title=f"the schedules (base rate {config['base_rate']:g})")
-    axes[0, 1].set(yscale="log", ylabel=f"training loss (running mean of {window} steps, mean over seeds)",
-                   title="training loss per step")
+    axes[0, 1].set(yscale="log", ylabel=f"training loss ({window}-step running mean)",
+                   title="training loss per step (mean +- sem over seeds)")
     axes[1, 0].set(yscale="log", ylabel="validation error",
-                   title="validation error after each epoch (mean over seeds; band: min to max)")
+                   title="validation error after each epoch (mean over seeds; band: +- 1 standard error)")
     axes[1, 1].set(xticks=range(len(runs)), ylabel="final validation error",
-                   title=f"final validation error (bar: mean; dots: {len(config['seeds'])} seeds)")
+                   title=f"final validation error (bar: mean +- sem; dots: the {len(config['seeds'])} seeds)")
     axes[1, 1].set_xticklabels(list(runs), rotation=20)
     finals = [s["val_error"][-1] for r in runs.values() for s in r["seeds"]]
-    lo, hi = min(finals), max(finals)
-    axes[1, 1].set_ylim(max(0.0, lo - 0.5 * (hi - lo) - 0.005), hi + 0.3 * (hi - lo) + 0.005)
+    axes[1, 1].set_ylim(0.0, 1.1 * max(finals))  # from 0: the bars' heights are the errors, small gaps look small
     axes[0, 0].legend()
     return finish_figure(fig, axes.flat, grid={"which": "both"})
 
