@@ -34,8 +34,9 @@ is paired per seed; every error is mean +- standard error over the 5 seeds. Verd
 ``_protocol.verdict`` on the per-seed differences recomputed - running (claim: lower), min_effect 0 (the notes
 give no size). The folding check is an exact identity, checked on one network (seed 0's; one seed is enough
 for float rounding), and the timing (medians and best of repeats) is also measured on seed 0's network only.
-The 5-seed default took 377 s under a load average of 9.5-9.8 (other jobs on the 2 cores); one seed took 66 s
-on the quiet machine, so about 5 minutes quiet: every step count was kept.
+The 5-seed default took 377 s under a load average of 9.5-9.8 (other jobs on the 2 cores); the earlier 1-seed
+run (folding and timing included) took 66 s on the quiet machine, so about 5 minutes quiet: every step count
+was kept.
 
 Run: python -m experiments.batchnorm_test_statistics  ->  experiments/results/batchnorm_test_statistics/
 Result (default config, 5 seeds, 377 s wall on the 2-core CPU shared with other jobs): recomputing is better at
