@@ -285,11 +285,12 @@ class ArrayRecordSource:
 
 
 class TFDSSource:
-    """A TensorFlow Datasets split as a random-access source (`tfds.data_sources`): UNTESTED here.
+    """A TensorFlow Datasets split as a random-access source (`tfds.data_source`).
 
-    `tensorflow_datasets` is not installed where jaxnets is tested, so this adapter is written against
-    TFDS's documented API (`tfds.data_source(name, split=..., data_dir=...)`, whose elements are dicts
-    with "image" uint8 [H, W, C] and "label") but has never run; check it on one batch first.
+    The split must be prepared in a random-access file format (`file_format="array_record"`, TFDS's
+    default for new datasets); its elements are dicts with "image" uint8 `[H, W, C]` (or `[H, W]`, given
+    a channel axis here) and "label". Reading needs `tensorflow-datasets` only, not TensorFlow (the
+    `tfds` extra: `pip install jaxnets[tfds]`). Tested on a dataset prepared in the test (array_record).
 
     Args:
       name: the TFDS dataset name, e.g. "imagenet2012".

@@ -1,8 +1,10 @@
 """Sources: ImageFolder's torchvision layout and order, Pillow decoding and its errors, ArraySource's memory
-maps, the ArrayRecord adapter (array_record comes with grain), and TFDS's ImportError."""
+maps, the ArrayRecord adapter (array_record comes with grain), and the TFDS adapter on a dataset prepared here
+(tensorflow-datasets is a test dependency; TensorFlow is not needed to prepare or read it)."""
 import io
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -190,11 +192,52 @@ def test_record_format_round_trip(rng):
         decode_record(encode_record(b"not an image", 1))
 
 
-def test_tfds_source_needs_tensorflow_datasets():
-    try:
-        import tensorflow_datasets  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="TFDSSource: needs tensorflow_datasets"):
-            data.TFDSSource("mnist", split="train")
-    else:
-        pytest.skip("tensorflow_datasets is installed: the ImportError path does not apply")
+def test_tfds_source_without_tensorflow_datasets_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # `import tensorflow_datasets` raises ImportError
+    with pytest.raises(ImportError, match="TFDSSource: needs tensorflow_datasets"):
+        data.TFDSSource("mnist", split="train")
+
+
+def _prepare_tfds(data_dir, images, labels) -> str:
+    """A TFDS dataset of `images`/`labels` prepared in array_record format (TFDS's random-access format; the
+    image as a uint8 Tensor feature: encoding an Image feature needs TensorFlow, reading never does)."""
+    import tensorflow_datasets as tfds
+
+    class JaxnetsTinyDigits(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=images.shape[1:], dtype=np.uint8),
+                "label": tfds.features.ClassLabel(num_classes=int(labels.max()) + 1)}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for i, (image, label) in enumerate(zip(images, labels)):
+                yield i, {"image": image, "label": int(label)}
+
+    JaxnetsTinyDigits(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+    return "jaxnets_tiny_digits"
+
+
+def test_tfds_source_reads_a_prepared_dataset(tmp_path, rng):
+    images = rng.integers(0, 256, (9, 6, 5, 1), dtype=np.uint8)
+    labels = np.array([0, 2, 1, 1, 0, 2, 2, 1, 0])
+    name = _prepare_tfds(tmp_path, images, labels)
+    source = data.TFDSSource(name, split="train", data_dir=tmp_path)
+    assert len(source) == 9
+    # TFDS shuffles examples while preparing (by key hash): compare as (image, label) pairs, in its order.
+    order = [int(np.flatnonzero((images == source[i]["image"]).all(axis=(1, 2, 3)))[0]) for i in range(9)]
+    assert sorted(order) == list(range(9))
+    np.testing.assert_array_equal(source.labels, labels[order])  # read once from the examples
+    element = source[4]
+    assert element["image"].dtype == np.uint8 and element["image"].shape == (6, 5, 1)
+    assert isinstance(element["label"], np.int32) and element["label"] == labels[order[4]]
+    given = data.TFDSSource(name, split="train", data_dir=tmp_path, labels=source.labels)
+    loader = data.Loader(given, 9, shuffle=False)
+    with loader.epoch(0) as it:
+        batch = next(it)
+    np.testing.assert_array_equal(batch["image"], images[order])
+    np.testing.assert_array_equal(batch["label"], labels[order])
