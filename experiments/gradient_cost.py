@@ -44,8 +44,8 @@ the forward's FLOPs, 2.72-2.79x for LeNet-5 (the MLP's first layer, 784 x 512, n
 backward is one product instead of two). Wall time: medians of the gradient / forward ratio over 15 alternated
 rounds, MLP at batch 1 / 16 / 128 / 1024: 4.44 / 1.68 / 2.26 / 1.94; LeNet-5: 1.34 / 1.94 / 2.32 / 3.05, every
 median in [1, 5]; but the MLP's batch-1 quartiles are 3.10-6.50 (a 0.18 ms forward on a loaded CPU), so by the
-rule the time claim is **partly** reproduced (15 of 120 rounds outside [1, 5], smallest 0.75, largest 14.4,
-the extremes all at batch <= 128 where one call lasts 0.2-50 ms). Bytes accessed grow more than FLOPs: 2.3-8.6x
+rule the time claim is **partly** reproduced (15 of 120 rounds outside [1, 5], 7 of them at the MLP's batch 1;
+smallest 0.75, largest 14.4). Bytes accessed grow more than FLOPs: 2.3-8.6x
 (MLP) and 6.1-11.1x (LeNet-5). The notes' "roughly 5x" is an upper bound here: the measured cost is 2-3x where
 the work dominates (batch >= 16: medians 1.7-3.1x, FLOP ratios 2.25-2.79x).
 """
