@@ -69,8 +69,8 @@ CONFIG = dict(
                                # program contains the forward pass
 )
 FULL_CONFIG = dict(CONFIG, preset="full", batch_sizes=(1, 16, 128, 1024, 8192), repeats=21, min_time_s=0.2)
-TINY_CONFIG = dict(CONFIG, preset="tiny", networks={"mlp": {"hidden": (32,)}, "lenet5": {}}, batch_sizes=(2,),
-                   repeats=3, min_time_s=0.0)
+TINY_CONFIG = dict(CONFIG, preset="tiny", networks={"mlp": {"hidden": (32,)}}, batch_sizes=(2,), repeats=3,
+                   min_time_s=0.0)
 
 
 def programs(name: str, options: dict, batch: int, seed: int):

@@ -91,8 +91,7 @@ CONFIG = dict(
 FULL_CONFIG = dict(CONFIG, preset="full", n_train=None, n_val=None, pool=1, blocks_per_stage=5, epochs=30,
                    widths=(16, 32, 64))
 TINY_CONFIG = dict(CONFIG, preset="tiny", seeds=(0, 1), n_train=100, n_val=100, pool=4, blocks_per_stage=1,
-                   lrs=(0.03,), epochs=1, widths=(4, 8), batch_size=25,
-                   variants=("no_bn", "no_bn_zero", "no_bn_fixup"))
+                   lrs=(0.03,), epochs=1, widths=(4,), batch_size=25, variants=("no_bn", "no_bn_fixup"))
 
 
 def prepare(dataset: dict, config) -> dict:
