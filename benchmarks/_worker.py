@@ -22,7 +22,8 @@ from leaking between measurements. Config keys (all set by `run.py`):
     `torch.autocast(device_type, dtype=torch.bfloat16)` around the forward pass and loss.
 
 Timing: every timed step is synchronised (`block_until_ready`; torch's synchronous CPU ops, on a GPU
-`torch.cuda.synchronize()` after each step and before the first), the clock is `time.perf_counter`. Throughput = batch_size * steps / total time of the timed steps.
+`torch.cuda.synchronize()` after each step and before the first), the clock is `time.perf_counter`.
+Throughput = batch_size * steps / total time of the timed steps.
 Compile time (JAX) = `jit(...).lower(...).compile()` wall time (tracing + XLA compilation); the first
 call after it is reported separately (`first_call_s`, one execution, no recompilation). For
 torch.compile, compile_s = first call - median timed step.
@@ -213,7 +214,8 @@ def _jax_device(cfg) -> dict:
     want = cfg.get("device", "cpu")
     if (device.platform == "gpu") != (want == "gpu"):
         raise RuntimeError(f"benchmark worker: asked for device {want!r} but JAX's default device is "
-                           f"{device.platform} ({device.device_kind}); JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS')!r}")
+                           f"{device.platform} ({device.device_kind}); "
+                           f"JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS')!r}")
     return {"device_kind": device.device_kind}
 
 

@@ -135,7 +135,7 @@ print("GPU_PROBE " + json.dumps(out))
 def probe_gpu(*, timeout: float = 120.0) -> dict:
     """What JAX (with `JAX_PLATFORMS=cuda`, as its workers) and torch see, from one fresh interpreter."""
     try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, check=False,
                               env={**os.environ, "JAX_PLATFORMS": JAX_PLATFORMS["gpu"]})
     except subprocess.TimeoutExpired:
         return {"probe_error": f"the GPU probe took over {timeout:.0f} s"}
@@ -166,7 +166,8 @@ def gpu_problems(probe: dict, *, jax_needed: bool, torch_needed: bool) -> list[s
             problems.append(f"torch {probe['torch_version']} is a CPU-only wheel: {TORCH_GPU_INSTALL}")
         else:
             problems.append(f"torch {probe['torch_version']} (CUDA {probe['torch_cuda']}) sees no GPU: check "
-                            f"nvidia-smi, that the driver supports CUDA {probe['torch_cuda']}, and CUDA_VISIBLE_DEVICES")
+                            f"nvidia-smi, that the driver supports CUDA {probe['torch_cuda']}, "
+                            f"and CUDA_VISIBLE_DEVICES")
     return problems
 
 
@@ -220,8 +221,8 @@ def table(model: str, summary: dict, *, device: str = "cpu", precision: str = "f
     gpu = device == "gpu"
     where = f"{device}{f' ({device_kind})' if device_kind else ''}, {precision}"
     memory = "peak device MB" if gpu else "peak RSS MB (delta)"
-    rows = [f"### {model}: {where}", "", f"| task | framework | images/s median (min-max) | compile s | {memory} "
-            "| jaxnets / this |", "| --- | --- | --- | --- | --- | --- |"]
+    header = f"| task | framework | images/s median (min-max) | compile s | {memory} | jaxnets / this |"
+    rows = [f"### {model}: {where}", "", header, "| --- | --- | --- | --- | --- | --- |"]
     for task, per_fw in summary.items():
         for fw, res in per_fw.items():
             if "error" in res:

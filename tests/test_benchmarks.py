@@ -109,10 +109,12 @@ def test_result_names_keep_cpu_float32_tables_apart():
 
 
 def test_gpu_table_names_the_device_and_reports_device_memory():
-    stats = lambda v: {"median": v, "min": v, "max": v, "n": 1}  # noqa: E731
-    summary = {"train": {"jaxnets": {"images_per_s": stats(1000.0), "compile_s": stats(2.0), "peak_rss_mb": stats(900.0),
-                                     "peak_rss_delta_mb": stats(100.0), "device_peak_mb": stats(1234.0),
-                                     "jaxnets_over_this": 1.0}}}
+    def stats(v):
+        return {"median": v, "min": v, "max": v, "n": 1}
+
+    summary = {"train": {"jaxnets": {"images_per_s": stats(1000.0), "compile_s": stats(2.0),
+                                     "peak_rss_mb": stats(900.0), "peak_rss_delta_mb": stats(100.0),
+                                     "device_peak_mb": stats(1234.0), "jaxnets_over_this": 1.0}}}
     text = run.table("resnet18", summary, device="gpu", precision="bfloat16", device_kind="NVIDIA H100")
     assert text.startswith("### resnet18: gpu (NVIDIA H100), bfloat16")
     assert "peak device MB" in text and "| 1,234 |" in text
