@@ -135,8 +135,8 @@ print("GPU_PROBE " + json.dumps(out))
 def probe_gpu(*, timeout: float = 120.0) -> dict:
     """What JAX (with `JAX_PLATFORMS=cuda`, as its workers) and torch see, from one fresh interpreter."""
     try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, check=False,
-                              env={**os.environ, "JAX_PLATFORMS": JAX_PLATFORMS["gpu"]})
+        proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout,
+                              check=False, env={**os.environ, "JAX_PLATFORMS": JAX_PLATFORMS["gpu"]})
     except subprocess.TimeoutExpired:
         return {"probe_error": f"the GPU probe took over {timeout:.0f} s"}
     for line in proc.stdout.splitlines():
