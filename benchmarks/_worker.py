@@ -14,9 +14,16 @@ from leaking between measurements. Config keys (all set by `run.py`):
   model: "lenet5" | "resnet18" | "vgg11_bn"; batch_size; warmup (untimed steps after compilation);
   min_steps, min_time, max_steps: timed steps run until at least `min_steps` AND `min_time` seconds
     (or `max_steps`).
+  device: "cpu" (default) | "gpu": the JAX frameworks run on JAX's default device (run.py sets
+    `JAX_PLATFORMS=cuda` for "gpu"; the worker checks that it got one), torch on `device="cuda"`.
+  precision: "float32" (default) | "bfloat16": jaxnets' `precision="bfloat16"` policy (`compile_steps`,
+    `TrainState.create`; inference casts the parameters and images as its eval step does), Flax modules
+    with `dtype=bfloat16` (float32 parameters, the idiomatic Flax mixed precision), torch under
+    `torch.autocast(device_type, dtype=torch.bfloat16)` around the forward pass and loss.
 
-Timing: every timed step is synchronised (`block_until_ready` / torch's synchronous CPU ops), the
-clock is `time.perf_counter`. Throughput = batch_size * steps / total time of the timed steps.
+Timing: every timed step is synchronised (`block_until_ready`; torch's synchronous CPU ops, on a GPU
+`torch.cuda.synchronize()` after each step and before the first), the clock is `time.perf_counter`.
+Throughput = batch_size * steps / total time of the timed steps.
 Compile time (JAX) = `jit(...).lower(...).compile()` wall time (tracing + XLA compilation); the first
 call after it is reported separately (`first_call_s`, one execution, no recompilation). For
 torch.compile, compile_s = first call - median timed step.
@@ -26,6 +33,10 @@ Memory: `peak_rss_mb` is the process's resident-set high-water mark (`VmHWM`, th
 `peak_rss_delta_mb` is the high-water mark reached AFTER imports and input creation, minus the resident
 size at that point (the HWM is reset with `/proc/self/clear_refs` where Linux allows it, else the
 delta is against the import-time HWM). It measures the memory the measured model + step needs.
+On a GPU, `device_peak_mb` is the device memory high-water mark of live buffers: JAX's
+`device.memory_stats()["peak_bytes_in_use"]` (over the process: parameters, optimizer state, batch,
+activations, scratch), torch's `torch.cuda.max_memory_allocated()` (reset before the model is built). Neither
+counts the allocator's reserved-but-unused pool (JAX preallocates 75% of the GPU by default).
 """
 from __future__ import annotations
 
@@ -162,8 +173,11 @@ def _fold_interceptor_parts(model, variables, x):
     return {"/".join(b[0]) for b in pairs.values()}, folded
 
 
-def _folded_predict(model, variables, x, compiler_options=None):
-    """Inference with every Conv->BatchNorm pair replaced by one conv with folded kernel and bias."""
+def _folded_predict(model, variables, x, compiler_options=None, *, policy=None):
+    """Inference with every Conv->BatchNorm pair replaced by one conv with folded kernel and bias.
+
+    With a `jaxnets.train.Policy`, the parameters, folded kernels and images are cast to its compute dtype
+    (folding itself is done in float32) and the logits to its output dtype."""
     import jax
     import flax.linen as nn
     from jaxnets import nn as jnn
@@ -182,22 +196,53 @@ def _folded_predict(model, variables, x, compiler_options=None):
                 return args[0]
             return next_fun(*args, **kwargs)
 
+        if policy is not None:
+            variables = {**variables, "params": policy.cast_to_compute(variables["params"])}
+            folded, images = policy.cast_to_compute(folded), policy.cast_to_compute(images)
         with nn.intercept_methods(swap):
-            return model.apply(variables, images, train=False)
+            logits = model.apply(variables, images, train=False)
+        return logits if policy is None else policy.cast_to_output(logits)
 
     return jax.jit(predict, compiler_options=compiler_options), folded
 
 
+def _jax_device(cfg) -> dict:
+    """The device JAX computes on, checked against `cfg["device"]`: `{"device_kind": ...}`."""
+    import jax
+
+    device = jax.devices()[0]
+    want = cfg.get("device", "cpu")
+    if (device.platform == "gpu") != (want == "gpu"):
+        raise RuntimeError(f"benchmark worker: asked for device {want!r} but JAX's default device is "
+                           f"{device.platform} ({device.device_kind}); "
+                           f"JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS')!r}")
+    return {"device_kind": device.device_kind}
+
+
+def _jax_device_peak_mb() -> float | None:
+    """JAX's device-memory high-water mark in MiB (None on CPU, which keeps no such statistics)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
+
+
 def run_jax(cfg) -> dict:
     import jax
+    import jax.numpy as jnp
     import optax
 
     fw, model_name, task = cfg["framework"], cfg["model"], cfg["task"]
+    bf16 = cfg.get("precision", "float32") == "bfloat16"
     images, labels = _data(model_name, cfg["batch_size"])
-    out: dict = {}
+    out: dict = _jax_device(cfg)
     if fw.startswith("jaxnets"):
         from jaxnets import models
         from jaxnets.train import TrainState, compile_steps, default_compiler_options, optimizer
+        from jaxnets.train.precision import as_policy
+        # None keeps the float32 step bit for bit; "bfloat16" is the policy fit(precision="bfloat16") uses
+        precision = "bfloat16" if bf16 else None
+        policy = as_policy("benchmark", precision)
         # jaxnets compiles its steps with default_compiler_options() ("auto"); inference is the user's own jit,
         # given the same options as the library recommends (README "Training"). The variant: XLA's defaults.
         compiler_options = None if fw == "jaxnets_xladefault" else default_compiler_options()
@@ -207,10 +252,11 @@ def run_jax(cfg) -> dict:
             _use_plain_conv()
         name, opts = JAXNETS_NAMES[model_name]
         model = models.create(name, **opts)
-        state = TrainState.create(model, optimizer("sgd", learning_rate=0.01, momentum=0.9), images[:1], seed=0)
+        state = TrainState.create(model, optimizer("sgd", learning_rate=0.01, momentum=0.9), images[:1], seed=0,
+                                  precision=precision)
         batch = jax.device_put({"image": images, "label": labels})
         if task == "train":
-            steps = compile_steps("none", compiler_options=compiler_options)
+            steps = compile_steps("none", compiler_options=compiler_options, precision=precision)
             out["compiler_options"] = steps.compiler_options
             holder = [steps.put_state(state)]
             out["compile_s"] = _jax_compile(steps.lower_train, holder[0], batch)  # compilation alone
@@ -221,11 +267,17 @@ def run_jax(cfg) -> dict:
         else:
             variables = state.variables
             if fw == "jaxnets_folded":
-                predict, folded = _folded_predict(model, variables, images[:1], compiler_options)
+                predict, folded = _folded_predict(model, variables, images[:1], compiler_options, policy=policy)
                 args = (variables, folded, batch["image"])
                 out["folded_convs"] = len(folded)
             else:
-                predict = jax.jit(lambda v, x: model.apply(v, x, train=False), compiler_options=compiler_options)
+                # as make_eval_step: parameters and images in the compute dtype, BN statistics as stored,
+                # logits in the output dtype (all casts are no-ops for float32)
+                def apply(v, x):
+                    v = {**v, "params": policy.cast_to_compute(v["params"])}
+                    return policy.cast_to_output(model.apply(v, policy.cast_to_compute(x), train=False))
+
+                predict = jax.jit(apply, compiler_options=compiler_options)
                 args = (variables, batch["image"])
             out["compiler_options"] = compiler_options
             out["compile_s"] = _jax_compile(predict.lower, *args)
@@ -234,7 +286,7 @@ def run_jax(cfg) -> dict:
                 predict(*args).block_until_ready()
     else:  # raw flax
         from benchmarks import flax_baselines as fb
-        model = fb.create(model_name)
+        model = fb.create(model_name, dtype=jnp.bfloat16 if bf16 else jnp.float32)
         tx = optax.sgd(0.01, momentum=0.9)
         state = fb.init(model, images, tx)
         x, y = jax.device_put(images), jax.device_put(labels)
@@ -262,6 +314,7 @@ def run_jax(cfg) -> dict:
     for _ in range(cfg["warmup"]):
         one()
     out.update(_summary(_timed(one, cfg), cfg["batch_size"]))
+    out["device_peak_mb"] = _jax_device_peak_mb()
     return out
 
 
@@ -274,17 +327,33 @@ def run_torch(cfg) -> dict:
     from benchmarks import torch_baselines as tb
     fw, model_name, task = cfg["framework"], cfg["model"], cfg["task"]
     channels_last, compile_ = fw == "torch_cl", fw == "torch_compile"
+    gpu = cfg.get("device", "cpu") == "gpu"
+    device = "cuda" if gpu else "cpu"
+    amp_dtype = torch.bfloat16 if cfg.get("precision", "float32") == "bfloat16" else None
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
     images, labels = _data(model_name, cfg["batch_size"])
-    model = tb.create(model_name, channels_last=channels_last)
-    x, y = tb.to_input(images, channels_last=channels_last), torch.from_numpy(labels).long()
+    model = tb.create(model_name, channels_last=channels_last, device=device)
+    x = tb.to_input(images, channels_last=channels_last, device=device)
+    y = torch.from_numpy(labels).long().to(device)
     out: dict = {"param_count": int(sum(p.numel() for p in model.parameters())),
-                 "torch_threads": torch.get_num_threads()}
+                 "torch_threads": torch.get_num_threads(),
+                 "device_kind": torch.cuda.get_device_name() if gpu else "cpu"}
     if task == "train":
-        step = tb.make_train_step(model, compile=compile_)
-        one = lambda: step(x, y)  # noqa: E731  (CPU ops are synchronous: the loss is computed on return)
+        run = tb.make_train_step(model, compile=compile_, amp_dtype=amp_dtype)
+        args = (x, y)  # CPU ops are synchronous: the loss is computed on return
     else:
-        predict = tb.make_predict(model, compile=compile_)
-        one = lambda: predict(x)  # noqa: E731
+        run = tb.make_predict(model, compile=compile_, amp_dtype=amp_dtype)
+        args = (x,)
+    if gpu:
+        def one():
+            run(*args)
+            torch.cuda.synchronize()
+
+        torch.cuda.synchronize()
+    else:
+        def one():
+            run(*args)
     t = time.perf_counter()
     one()
     out["first_call_s"] = time.perf_counter() - t
@@ -292,6 +361,7 @@ def run_torch(cfg) -> dict:
         one()
     out.update(_summary(_timed(one, cfg), cfg["batch_size"]))
     out["compile_s"] = out["first_call_s"] - out["median_step_s"] if compile_ else None
+    out["device_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20 if gpu else None
     return out
 
 

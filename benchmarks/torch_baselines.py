@@ -5,9 +5,14 @@ counts, with torchvision's module names: the tests of `jaxnets.models.port` port
 definition of each torch reference). Training step: `torch.optim.SGD(momentum=0.9)` and `F.cross_entropy`, the
 usual `zero_grad(set_to_none=True); loss.backward(); opt.step()`. Run eagerly in NCHW (torch's default) or
 channels-last (`memory_format=torch.channels_last`, oneDNN's preferred layout on CPU), or through
-`torch.compile` (Inductor). torch is imported by the benchmarks only, never by the jaxnets package.
+`torch.compile` (Inductor), on the CPU or a CUDA device (`device=`), in float32 or under
+`torch.autocast(device_type, dtype)` (`amp_dtype=`, e.g. torch.bfloat16: the forward pass and the loss autocast,
+the backward pass follows the forward's dtypes, parameters and SGD stay float32, as PyTorch's AMP recipe). torch
+is imported by the benchmarks only, never by the jaxnets package.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -96,27 +101,41 @@ class VGG11BN(nn.Module):
 MODELS = {"lenet5": LeNet5, "resnet18": ResNet18, "vgg11_bn": VGG11BN}
 
 
-def create(name: str, *, channels_last: bool = False) -> nn.Module:
+def create(name: str, *, channels_last: bool = False, device: str = "cpu") -> nn.Module:
+    """The network `name` (seeded with 0) on `device`, its parameters channels-last if `channels_last`."""
     torch.manual_seed(0)
-    model = MODELS[name]()
+    model = MODELS[name]().to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def to_input(images_nhwc, *, channels_last: bool) -> torch.Tensor:
-    """NHWC numpy images -> an NCHW tensor, stored channels-last (`channels_last=True`) or contiguous."""
-    x = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2)
+def to_input(images_nhwc, *, channels_last: bool, device: str = "cpu") -> torch.Tensor:
+    """NHWC numpy images -> an NCHW tensor on `device`, stored channels-last (`channels_last=True`) or contiguous."""
+    x = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2).to(device)
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def make_train_step(model: nn.Module, *, compile: bool = False):
-    """`step(images, labels) -> loss` (a tensor): one SGD-momentum update of `model` in training mode."""
+def _autocast(model: nn.Module, amp_dtype):
+    """A context factory: `torch.autocast` on the model's device type in `amp_dtype`, or nothing for None."""
+    if amp_dtype is None:
+        return contextlib.nullcontext
+    device_type = next(model.parameters()).device.type
+    return lambda: torch.autocast(device_type, dtype=amp_dtype)
+
+
+def make_train_step(model: nn.Module, *, compile: bool = False, amp_dtype=None):
+    """`step(images, labels) -> loss` (a tensor): one SGD-momentum update of `model` in training mode.
+
+    `amp_dtype` (e.g. torch.bfloat16): forward and loss under `torch.autocast(device_type, dtype=amp_dtype)`,
+    backward and update outside it (bfloat16 needs no GradScaler)."""
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     forward = torch.compile(model) if compile else model
+    autocast = _autocast(model, amp_dtype)
 
     def step(images, labels):
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(forward(images), labels)
+        with autocast():
+            loss = F.cross_entropy(forward(images), labels)
         loss.backward()
         opt.step()
         return loss.detach()
@@ -124,13 +143,14 @@ def make_train_step(model: nn.Module, *, compile: bool = False):
     return step
 
 
-def make_predict(model: nn.Module, *, compile: bool = False):
-    """`predict(images) -> logits` in eval mode under `torch.inference_mode`."""
+def make_predict(model: nn.Module, *, compile: bool = False, amp_dtype=None):
+    """`predict(images) -> logits` in eval mode under `torch.inference_mode` (and autocast to `amp_dtype`)."""
     model.eval()
     forward = torch.compile(model) if compile else model
+    autocast = _autocast(model, amp_dtype)
 
     def predict(images):
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             return forward(images)
 
     return predict

@@ -2,6 +2,7 @@
 formed and the folded-BatchNorm inference path computes the same logits. No timing assertions: the
 numbers of a batch-8, two-step run on a shared machine mean nothing."""
 import json
+import re
 
 import flax.linen as nn
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import _worker, run
+from benchmarks import _worker, gpu_quick, run
 from jaxnets import nn as jnn
 
 
@@ -26,6 +27,7 @@ def quick_results(tmp_path_factory):
 def test_model_results_are_well_formed(quick_results):
     data = json.loads((quick_results / "lenet5.json").read_text())
     assert data["model"] == "lenet5" and data["batch_size"] == 8 and data["repeats"] == 1
+    assert data["device"] == "cpu" and data["precision"] == "float32" and data["note"] is None
     assert set(data["machine"]) >= {"cpu", "cores", "date"}
     assert len(data["runs"]) == 3
     for r in data["runs"]:
@@ -33,6 +35,8 @@ def test_model_results_are_well_formed(quick_results):
         assert r["config"]["task"] == "train" and r["steps"] == 2 and len(r["step_times_s"]) == 2
         assert r["images_per_s"] > 0 and r["peak_rss_mb"] > 0 and r["param_count"] == 61_706
         assert r["versions"]["jax"] and r["versions"]["torch"]
+        assert r["config"]["device"] == "cpu" and r["config"]["precision"] == "float32"
+        assert r["device_kind"] and r["device_peak_mb"] is None  # no device-memory statistics on a CPU
     jax_runs = [r for r in data["runs"] if r["config"]["framework"] in ("jaxnets", "flax")]
     assert all(r["compile_s"] > 0 for r in jax_runs)
     summary = data["summary"]["train"]
@@ -59,6 +63,174 @@ def test_unknown_model_is_rejected(tmp_path):
         run.main(["--quick", "--model", "alexnet", "--out", str(tmp_path)])
 
 
+# ----------------------------------------------------------------------------------------------
+# --device and --precision: what would reach the workers (no GPU needed)
+# ----------------------------------------------------------------------------------------------
+def test_device_and_precision_arguments():
+    args = run.parse_args([])
+    assert args.device == "cpu" and args.precisions == ("float32",)
+    args = run.parse_args(["--device", "gpu", "--precision", "float32,bfloat16", "--frameworks", "jaxnets,torch_cl"])
+    assert args.device == "gpu" and args.precisions == ("float32", "bfloat16")
+    assert args.frameworks == ("jaxnets", "torch_cl")
+    assert run.parse_args(["--precision", "bfloat16", "--frameworks", "jaxnets,flax"]).precisions == ("bfloat16",)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "tpu"], "invalid choice: 'tpu'"),
+    (["--precision", "float16"], r"--precision: unknown \['float16'\]"),
+    (["--precision", "bfloat16", "--frameworks", "jaxnets,torch_cl"], "JAX frameworks only.*torch_cl"),
+])
+def test_bad_device_and_precision_arguments_are_rejected(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        run.parse_args(argv)
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_worker_env_gives_jax_workers_their_platform_and_flags():
+    env = run.worker_env("jaxnets", device="gpu", xla_flags="--xla_dump_to=/tmp/x", common_env={"A": "1"})
+    assert env == {"A": "1", "JAX_PLATFORMS": "cuda", "XLA_FLAGS": "--xla_dump_to=/tmp/x"}
+    assert run.worker_env("flax", device="cpu") == {"JAX_PLATFORMS": "cpu"}
+    # torch workers get neither JAX's platform nor its flags, on either device
+    for device in run.DEVICES:
+        assert run.worker_env("torch_cl", device=device, xla_flags="--x", common_env={"A": "1"}) == {"A": "1"}
+
+
+def test_worker_config_carries_device_and_precision():
+    cfg = run.worker_config("train", "torch_cl", "resnet18", device="gpu", precision="bfloat16", batch_size=128,
+                            warmup=5, min_steps=10, min_time=0.5, max_steps=500, repeat=0)
+    assert cfg["device"] == "gpu" and cfg["precision"] == "bfloat16" and cfg["framework"] == "torch_cl"
+    assert json.loads(json.dumps(cfg)) == cfg  # it travels to the worker as JSON
+
+
+def test_result_names_keep_cpu_float32_tables_apart():
+    assert run.result_name("resnet18") == "resnet18"
+    assert run.result_name("resnet18", device="gpu", precision="bfloat16", tag="quick") == "resnet18_gpu_bfloat16_quick"
+    assert run.result_name("lenet5", precision="bfloat16") == "lenet5_cpu_bfloat16"
+
+
+def test_gpu_table_names_the_device_and_reports_device_memory():
+    def stats(v):
+        return {"median": v, "min": v, "max": v, "n": 1}
+
+    summary = {"train": {"jaxnets": {"images_per_s": stats(1000.0), "compile_s": stats(2.0),
+                                     "peak_rss_mb": stats(900.0), "peak_rss_delta_mb": stats(100.0),
+                                     "device_peak_mb": stats(1234.0), "jaxnets_over_this": 1.0}}}
+    text = run.table("resnet18", summary, device="gpu", precision="bfloat16", device_kind="NVIDIA H100")
+    assert text.startswith("### resnet18: gpu (NVIDIA H100), bfloat16")
+    assert "peak device MB" in text and "| 1,234 |" in text
+    assert "| 900 (100) |" in run.table("resnet18", summary)
+
+
+_NO_GPU = {"jax_version": "0.10.2", "jax_cuda_plugins": [], "jax_error": "RuntimeError: Unknown backend: 'cuda'",
+           "torch_version": "2.13.0+cpu", "torch_cuda": None, "torch_devices": []}
+
+
+@pytest.mark.parametrize("probe, jax_needed, torch_needed, expected", [
+    (_NO_GPU, True, True, ["no CUDA jaxlib", "CPU-only wheel"]),
+    (_NO_GPU, True, False, ["no CUDA jaxlib"]),
+    (_NO_GPU, False, True, ["CPU-only wheel"]),
+    ({**_NO_GPU, "jax_cuda_plugins": ["jax-cuda13-plugin"], "torch_version": "2.13.0+cu128", "torch_cuda": "12.8"},
+     True, True, ["found no GPU", "sees no GPU"]),
+    ({"torch_error": "ImportError: No module named 'torch'", **{k: v for k, v in _NO_GPU.items() if "torch" not in k}},
+     False, True, ["PyTorch is not importable"]),
+    ({**_NO_GPU, "jax_devices": ["NVIDIA H100"], "torch_cuda": "12.8", "torch_devices": ["NVIDIA H100"]},
+     True, True, []),
+    ({"probe_error": "Segmentation fault"}, True, True, ["GPU probe failed"]),
+])
+def test_gpu_problems_name_what_is_missing_and_the_fix(probe, jax_needed, torch_needed, expected):
+    problems = run.gpu_problems(probe, jax_needed=jax_needed, torch_needed=torch_needed)
+    assert len(problems) == len(expected)
+    for problem, phrase in zip(problems, expected):
+        assert phrase in problem
+        if "CUDA jaxlib" in phrase:
+            assert 'pip install -U "jax[cuda13]"' in problem
+        if "CPU-only" in phrase:
+            assert "download.pytorch.org/whl/cu" in problem
+
+
+@pytest.fixture(scope="module")
+def local_probe():
+    """What this machine's JAX and torch see (one fresh interpreter)."""
+    return run.probe_gpu()
+
+
+@pytest.mark.slow  # imports jax and torch in a subprocess
+def test_device_gpu_without_a_gpu_exits_with_one_line(local_probe, monkeypatch, tmp_path, capsys):
+    """`--device gpu` here (no GPU, CPU torch wheel) stops before any worker with one line naming both gaps;
+    the quick GPU script takes the same path."""
+    if local_probe.get("jax_devices") and local_probe.get("torch_devices"):
+        pytest.skip("both frameworks see a GPU here")
+    monkeypatch.setattr(run, "probe_gpu", lambda **kwargs: local_probe)
+    monkeypatch.setattr(run, "run_worker", lambda *a, **k: pytest.fail("a worker ran without a GPU"))
+    for main in (lambda: run.main(["--device", "gpu", "--quick", "--model", "lenet5", "--out", str(tmp_path)]),
+                 lambda: gpu_quick.main(["--out", str(tmp_path)])):
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        message = str(exit_info.value.code)
+        assert message.startswith("benchmarks.run: --device gpu needs a GPU") and "\n" not in message
+        if not local_probe.get("jax_devices"):
+            assert "jax" in message.lower() and "pip install" in message
+        if local_probe.get("torch_cuda") is None:
+            assert "CPU-only wheel" in message
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_gpu_quick_arguments_are_the_promised_table():
+    args = run.parse_args(list(gpu_quick.ARGS))
+    assert args.device == "gpu" and args.precisions == ("float32", "bfloat16")
+    assert args.models == run.MODELS and args.tasks == ("train", "infer")
+    assert args.frameworks == ("jaxnets", "flax", "torch_cl") and args.batch_size == 128 and args.repeats == 1
+    assert run.parse_args([*gpu_quick.ARGS, "--model", "resnet18"]).models == ("resnet18",)  # overridable
+
+
+# ----------------------------------------------------------------------------------------------
+# bfloat16 paths (on the CPU: numerics, not speed)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.slow  # compiles LeNet-5 steps in this process
+@pytest.mark.parametrize("framework, task", [("jaxnets", "train"), ("jaxnets", "infer")])
+def test_jax_workers_run_bfloat16(framework, task):
+    cfg = run.worker_config(task, framework, "lenet5", device="cpu", precision="bfloat16", batch_size=8, warmup=0,
+                            min_steps=1, min_time=0.0, max_steps=1, repeat=0)
+    result = _worker.run_jax(cfg)
+    assert result["steps"] == 1 and result["images_per_s"] > 0 and result["param_count"] == 61_706
+    assert result["device_kind"] and result["device_peak_mb"] is None
+
+
+def test_jax_worker_refuses_a_device_it_did_not_get():
+    with pytest.raises(RuntimeError, match="asked for device 'gpu'"):
+        _worker._jax_device({"device": "gpu"})
+
+
+def test_flax_baseline_computes_in_its_dtype_with_float32_parameters(rng):
+    from benchmarks import flax_baselines as fb
+
+    x = jnp.asarray(rng.normal(size=(2, 28, 28, 1)).astype(np.float32))
+    model = fb.create("lenet5", dtype=jnp.bfloat16)
+    variables = model.init(jax.random.key(0), x, train=False)
+    assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    assert model.apply(variables, x, train=False).dtype == jnp.bfloat16
+    reference = fb.create("lenet5").apply(variables, x, train=False)
+    assert reference.dtype == jnp.float32
+    np.testing.assert_allclose(fb.make_predict(model)(variables, x), reference, rtol=0.05, atol=0.02)
+
+
+def test_torch_baseline_autocasts_forward_and_keeps_float32_parameters():
+    import torch
+
+    from benchmarks import torch_baselines as tb
+
+    images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    model = tb.create("lenet5", channels_last=True, device="cpu")
+    x = tb.to_input(images, channels_last=True, device="cpu")
+    assert tb.make_predict(model, amp_dtype=torch.bfloat16)(x).dtype == torch.bfloat16
+    assert tb.make_predict(model)(x).dtype == torch.float32
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = tb.make_train_step(model, amp_dtype=torch.bfloat16)(x, torch.tensor([0, 1, 2, 3]))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)  # cross_entropy autocasts to float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 class _ConvBN(nn.Module):
     @nn.compact
     def __call__(self, x, *, train):
@@ -77,6 +249,14 @@ def test_folded_inference_equals_unfolded(rng):
     assert len(folded) == 2
     np.testing.assert_allclose(predict(variables, folded, x), model.apply(variables, x, train=False),
                                rtol=1e-5, atol=1e-5)
+    # bfloat16: parameters, folded kernels and images in bfloat16, logits back in float32
+    from jaxnets.train import Policy
+    predict_bf16, _ = _worker._folded_predict(model, variables, x[:1], policy=Policy("bfloat16"))
+    logits = predict_bf16(variables, folded, x)
+    assert logits.dtype == jnp.float32
+    reference = model.apply(variables, x, train=False)
+    np.testing.assert_allclose(logits, reference, rtol=0.05, atol=0.05)
+    assert not np.array_equal(logits, reference)  # it did compute in bfloat16
 
 
 @pytest.mark.slow  # runs the benchmark harness
