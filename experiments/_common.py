@@ -50,12 +50,29 @@ def versions() -> dict[str, str]:
     return found
 
 
+def cpu_model() -> dict:
+    """The CPU as /proc/cpuinfo names it (model name, family, model, stepping, AVX-512 or not) and the CPUs
+    this process may use. XLA's CPU kernels depend on the instruction set and the thread count, so the same
+    seed on another CPU generation gives numbers that differ in the last bits from the first steps."""
+    info = {"usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+    except OSError:
+        return info
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    info.update({key: fields.get(name) for key, name in (("model_name", "model name"), ("family", "cpu family"),
+                                                          ("model", "model"), ("stepping", "stepping"))})
+    info["avx512f"] = "avx512f" in fields.get("flags", "").split()
+    return info
+
+
 def device() -> dict:
-    """What the numbers were measured on: JAX's default device and the host."""
+    """What the numbers were measured on: JAX's default device and the host (with `cpu_model()`)."""
     d = jax.devices()[0]
     return {"platform": d.platform, "device_kind": d.device_kind, "device_count": jax.device_count(),
             "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
-            "python": platform.python_version()}
+            "cpu": cpu_model(), "python": platform.python_version()}
 
 
 def to_json(value):
