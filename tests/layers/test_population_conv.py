@@ -89,6 +89,7 @@ def test_vmapped_conv_and_gradients_equal_a_loop_of_single_convs(case, mode):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"{name} ({mode})")
 
 
+@pytest.mark.slow  # the float32 matrix above keeps one fast case per formulation
 @pytest.mark.parametrize("case,mode", _matrix(CASES[:3], ("auto", "loop", "taps")))
 def test_vmapped_conv_float64(case, mode, x64):
     for name, got, want in zip(("y", "dx", "dkernel", "dbias"), _population(case, jnp.float64, mode),
