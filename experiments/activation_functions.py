@@ -67,7 +67,7 @@ CONFIG = dict(
 )
 FULL_CONFIG = dict(CONFIG, preset="full", n_train=None, widths=(32, 64, 128), blocks_per_stage=4, epochs=30,
                    batch_size=50)
-TINY_CONFIG = dict(CONFIG, preset="tiny", seeds=(0, 1), n_train=100, n_val=50, probe_size=25, widths=(4, 4, 8),
+TINY_CONFIG = dict(CONFIG, preset="tiny", seeds=(0, 1), n_train=100, n_val=50, probe_size=25, widths=(4, 8),
                    blocks_per_stage=1, activations=("sigmoid", "relu"), epochs=1, batch_size=25)
 RELU_FAMILY = ("relu", "leaky_relu", "elu")
 
