@@ -66,7 +66,13 @@ import numpy as np
 import optax
 
 from experiments import _protocol as protocol
-from experiments._common import finish_figure, first_epoch, machine_load, run, write_results
+from experiments._common import (
+    finish_figure,
+    first_epoch,
+    machine_load,
+    run,
+    write_results,
+)
 from experiments._nets import ConvNet, mnist_splits
 from jaxnets import init, train
 from jaxnets import nn as jnn
