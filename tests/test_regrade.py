@@ -104,9 +104,18 @@ def test_recomputed_statistics_after_600_steps_are_reproduced(regraded):
 
 
 def test_single_seed_experiments_are_not_tested(regraded):
-    for name in ("batchnorm_effect", "residual_depth", "activation_functions", "regularization_small_data",
+    for name in ("batchnorm_effect", "residual_depth", "regularization_small_data",
                  "early_stopping", "batchnorm_batch_size"):
         record = regraded[1]["experiments"][name]
         assert record["seeds_run"] == 1
         assert set(record["verdicts"]) == {"not tested"}
         assert record["rerun_5_seeds_minutes"] == pytest.approx(record["wall_time_s"] * 5 / 60)
+
+
+def test_activation_functions_is_graded_on_five_paired_seeds(regraded):
+    record = regraded[1]["experiments"]["activation_functions"]
+    assert record["seeds_run"] == 5
+    sigmoid = _claim(regraded, "activation_functions", "sigmoid fails")
+    assert sigmoid["seeds"] == [0, 1, 2, 3, 4] and sigmoid["min_effect"] == 0.5
+    assert sigmoid["verdict"] == "reproduced"
+    assert _claim(regraded, "activation_functions", "ELU converges faster than tanh")["verdict"] == "reproduced"
