@@ -35,9 +35,10 @@ n = 250 (95% interval -6.4 to +1.2: partly), +0.5 +- 0.5 at 1,000 (not reproduce
 2.6 +- 1.4 points at n = 250 to -0.5 +- 0.5 at 1,000 and -1.9 +- 0.3 at 4,000; benefit at 250 minus at
 4,000: 4.5 +- 1.3 points (interval 1.0 to 8.0): reproduced. Training error none / all: 0.0 +- 0.0 /
 2.1 +- 0.4% at n = 250, 3.2 +- 0.3 / 5.6 +- 0.4% at 1,000, 6.6 +- 0.4 / 7.7 +- 0.5% at 4,000: with 240 steps
-only the n = 250 nets fit their data; at 4,000 (3 epochs) both underfit, and regularisation then costs accuracy. The train/validation gap at
-n = 250 narrows from 14.9 +- 1.2 to 10.2 +- 0.5 points. With the running BN averages instead, "all" is
-further behind at 1,000 and 4,000 (10.6 and 10.5% vs 8.0 and 7.5%): dropout's variance shift.
+only the n = 250 nets fit their data; at 4,000 (3 epochs) both underfit, and regularisation then costs
+accuracy. The train/validation gap at n = 250 narrows from 14.9 +- 1.2 to 10.2 +- 0.5 points. With the
+running BN averages instead, "all" is further behind at 1,000 and 4,000 (10.6 and 10.5% vs 8.0 and 7.5%):
+dropout's variance shift.
 Details: experiments/README.md.
 """
 from __future__ import annotations
