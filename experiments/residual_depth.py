@@ -3,31 +3,26 @@
 Claim (course notes, 001_f4e8d95f5b8d410b.txt, "Residual Network (ResNet)"; He, Zhang, Ren & Sun, CVPR 2016):
 "more layers is not always better"; the deeper plain network has the higher TRAINING error ("not due to
 overfitting"), so deeper networks are harder to optimize; a residual block, for which [all weights = 0]
-means [block = identity], lets the deeper network do at least as well as the shallower one. Goyal et al.
-(2017): starting every residual branch at zero (``zero_init_residual``: the last BN scale of each branch = 0)
-makes each block the identity at initialization.
+means [block = identity], lets the deeper network do at least as well as the shallower one.
 
 Setup: ``experiments._nets.ConvNet`` with BatchNorm and ReLU (PyTorch's default init), three stages, compared
 at EQUAL numbers of weight layers, ``depth = 2 + (convs per stage) x 3`` (stem, convs, dense head; as He et
 al. count, the two 1 x 1 projection shortcuts of the residual nets are not counted): a plain net with
 ``(depth - 2) / 3`` one-conv blocks per stage against a residual net with ``(depth - 2) / 6`` two-conv
-blocks per stage, with ``zero_init_residual`` off and on. Same seed, data order, optimizer (SGD + momentum)
-and learning rate for all; a stratified subset of the MNIST sample, a few epochs.
+blocks per stage. Protocol (experiments/_protocol.py): 5 paired seeds (seed s gives every depth and variant
+its initial weights and data order from s), SGD + momentum with a cosine learning rate annealed to 0
+(so the final epoch's numbers do not hang on one snapshot of a moving model, and BN's running averages
+settle; no recomputation), a stratified subset of the MNIST sample average-pooled to 14 x 14.
 
-Measured per depth and variant: training loss and error per epoch (train mode, mean over the epoch's
-batches as they ran: the quantity He et al. plot), validation loss and error per epoch (eval mode).
+Measured per depth, variant and seed: training loss and error of the LAST epoch (train mode, mean over the
+epoch's batches as they ran, at a learning rate annealing to 0: the quantity He et al. plot), and the
+validation error after training (eval mode). Claims judged by ``_protocol.verdict`` on paired differences:
+(1) plain deepest minus plain shallowest training error > 0 (degradation); (2) residual deepest minus
+residual shallowest training error <= 0 (no degradation: judged as "the deep residual net is not worse",
+i.e. shallow minus deep is not negative beyond the interval); (3) plain minus residual at the deepest > 0.
 
 Run: python -m experiments.residual_depth  ->  experiments/results/residual_depth/
-Result (default config: widths 8/16/32, 1,000 training digits, SGD momentum 0.9, lr 0.05, batch 50, 5 epochs =
-100 steps, one seed; 163 s wall on a quiet 2-core CPU): final-epoch training loss at 8 / 20 / 32 weight
-layers: plain 0.235 / 0.306 / 0.937 (training error 5.3% / 8.7% / 33.3%), residual 0.239 / 0.213 / 0.216
-(6.1% / 6.9% / 6.9%), residual with zero_init_residual 1.513 / 1.060 / 0.855 (49.7% / 37.8% / 28.6%). The
-degradation reproduces in the training error (the deeper plain net fits worse: it is not overfitting) and
-the residual nets do not degrade (32 layers end below 8 in loss, 0.216 vs 0.239, and 0.8 points above in
-error, 6.9% vs 6.1%; 20 and 32 are nearly equal). zero_init_residual does not degrade with depth either
-(it improves), but in 100 steps it is far behind the standard init at every depth: its blocks start as
-identities and their branches only begin to learn as the zero BN scales grow. Early training only: He et
-al.'s curves run to convergence. Details: experiments/README.md.
+Result: see experiments/results/residual_depth/results.json (filled in from the committed run).
 """
 from __future__ import annotations
 
@@ -36,28 +31,41 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import run, write_results
+from experiments import _protocol as protocol
+from experiments._common import machine_load, run, write_results
 from experiments._nets import ConvNet, mnist_splits
 from jaxnets import data, train
 
 CONFIG = dict(
-    preset="default", dataset="mnist_sample", data_root="data", seed=0, n_train=1000, n_val=1000,
-    widths=(8, 16, 32), depths=(8, 20, 32),
-    variants=("plain", "residual", "residual_zero_init"),
-    optimizer="sgd", lr=0.05, momentum=0.9, epochs=5, batch_size=50,
+    preset="default", dataset="mnist_sample", data_root="data", seeds=protocol.SEEDS, data_seed=0,
+    n_train=1000, n_val=500, pool=2, widths=(8, 16, 32), depths=(8, 20, 32), variants=("plain", "residual"),
+    optimizer="sgd", lr=0.05, momentum=0.9, epochs=12, batch_size=50,
+    # the smallest gaps the claims describe, in training-error units (He et al.: several points)
+    min_effect={"plain_degrades": 0.01, "plain_vs_residual": 0.01},
 )
 # --full: He et al.'s CIFAR-10 setting (widths 16/32/64, depths 6n + 2): place CIFAR-10 under
 # data_root/cifar10/ (see jaxnets.data.load_cifar10); the 10,000 test images serve as validation.
-FULL_CONFIG = dict(CONFIG, preset="full", dataset="cifar10", n_train=None, n_val=None, widths=(16, 32, 64),
-                   depths=(20, 32, 44, 56), lr=0.1, epochs=40, batch_size=128)
-TINY_CONFIG = dict(CONFIG, preset="tiny", n_train=100, n_val=50, widths=(4, 4, 8), depths=(8,),
-                   variants=("plain", "residual_zero_init"), epochs=1, batch_size=25)
+FULL_CONFIG = dict(CONFIG, preset="full", dataset="cifar10", n_train=None, n_val=None, pool=1,
+                   widths=(16, 32, 64), depths=(20, 32, 44, 56), lr=0.1, epochs=160, batch_size=128)
+TINY_CONFIG = dict(CONFIG, preset="tiny", seeds=(0, 1), n_train=100, n_val=50, widths=(4, 4, 8), depths=(8,),
+                   epochs=1, batch_size=25)
+
+
+def _pool(split: dict, k: int) -> dict:
+    """Average-pool the uint8 images k x k (28 x 28 -> 14 x 14 for k = 2), rounding back to uint8."""
+    if k == 1:
+        return split
+    x = np.asarray(split["image"], dtype=np.float32)
+    n, h, w, c = x.shape
+    x = x.reshape(n, h // k, k, w // k, k, c).mean(axis=(2, 4))
+    return dict(split, image=np.round(x).astype(np.uint8))
 
 
 def load(config: dict):
     if config["dataset"] == "cifar10":  # raises FileNotFoundError (saying where to put it) when absent
         return data.load_cifar10(config["data_root"])
-    return mnist_splits(config["n_train"], config["n_val"], seed=0)
+    train_set, val_set = mnist_splits(config["n_train"], config["n_val"], seed=config["data_seed"])
+    return _pool(train_set, config["pool"]), _pool(val_set, config["pool"])
 
 
 def build(variant: str, depth: int, widths) -> ConvNet:
@@ -70,64 +78,106 @@ def build(variant: str, depth: int, widths) -> ConvNet:
     model = ConvNet(widths=tuple(widths), norm="batch", residual=residual,
                     blocks_per_stage=convs_per_stage // 2 if residual else convs_per_stage,
                     zero_init_residual=variant == "residual_zero_init")
-    assert model.depth == depth  # an internal invariant of this script, not a check on user input
+    if model.depth != depth:
+        raise RuntimeError(f"residual_depth: built {model.depth} weight layers, expected {depth}.")
     return model
 
 
 def main(config=CONFIG, *, out=None):
-    """Train plain and residual nets of each depth; training and validation curves."""
+    """Train plain and residual nets of each depth over paired seeds; final training error and loss."""
     started = time.perf_counter()
+    load_before = machine_load()
     train_set, val_set = load(config)
-    tx = train.optimizer(config["optimizer"], learning_rate=config["lr"], momentum=config["momentum"])
+    seeds = list(config["seeds"])
+    steps_per_epoch = len(train_set["label"]) // config["batch_size"]
+    schedule = train.schedules.cosine(config["lr"], config["epochs"] * steps_per_epoch)  # annealed to 0 at the last step
+    tx = train.optimizer(config["optimizer"], learning_rate=schedule, momentum=config["momentum"])
     runs = {variant: {} for variant in config["variants"]}
     for depth in config["depths"]:
         for variant in config["variants"]:
             t = time.perf_counter()
             _, h = train.fit(build(variant, depth, config["widths"]), train_set, val_data=val_set,
                              epochs=config["epochs"], batch_size=config["batch_size"], optimizer=tx,
-                             seed=config["seed"], progress=False)
-            runs[variant][depth] = {"train_loss": h.train_loss, "train_error": h.train_error,
-                                    "val_loss": h.val_loss, "val_error": h.val_error,
-                                    "seconds": time.perf_counter() - t}
-            print(f"depth {depth:3d} {variant:19s} train loss {' '.join(f'{v:.3f}' for v in h.train_loss)}  "
-                  f"train err {h.train_error[-1]:.3f}  val err {h.val_error[-1]:.3f} [{time.perf_counter() - t:.0f} s]",
+                             seeds=seeds, progress=False)
+            members = [h.member(r) for r in range(len(seeds))]
+            runs[variant][depth] = {
+                "seeds": seeds, "seconds": time.perf_counter() - t,
+                "train_loss": [m.train_loss for m in members], "train_error": [m.train_error for m in members],
+                "val_error": [m.val_error for m in members],
+                "final_train_loss": [m.train_loss[-1] for m in members],
+                "final_train_error": [m.train_error[-1] for m in members],
+                "final_val_error": [m.val_error[-1] for m in members]}
+            r = runs[variant][depth]
+            print(f"depth {depth:3d} {variant:9s} train err {protocol.describe(r['final_train_error'], scale=100, unit='%')}"
+                  f"  loss {protocol.describe(r['final_train_loss'], digits=3)}"
+                  f"  val err {protocol.describe(r['final_val_error'], scale=100, unit='%')} [{r['seconds']:.0f} s]",
                   flush=True)
-    final = {variant: {key: {str(d): r[key][-1] for d, r in by_depth.items()}
-                       for key in ("train_loss", "train_error", "val_error")}
-             for variant, by_depth in runs.items()}
-    results = {"n_train": len(train_set["label"]), "n_val": len(val_set["label"]), "final_epoch": final,
+    summary = {variant: {str(d): {key: protocol.estimate(r[f"final_{key}"])
+                                  for key in ("train_error", "train_loss", "val_error")}
+                         for d, r in by_depth.items()} for variant, by_depth in runs.items()}
+    claims = judge(runs, config)
+    for c in claims:
+        print(f"{c['verdict']:15s} {c['claim']}: {c['difference_text']}")
+    results = {"n_train": len(train_set["label"]), "n_val": len(val_set["label"]),
+               "steps": config["epochs"] * steps_per_epoch,
+               "evaluation": "cosine learning rate annealed to 0; last epoch's train-mode training error/loss; "
+                             "eval-mode validation error with BN running averages (no recomputation)",
+               "summary": summary, "claims": claims, "machine_load_before": load_before,
+               "machine_load_after": machine_load(),
                "runs": {v: {str(d): r for d, r in by_depth.items()} for v, by_depth in runs.items()}}
     return write_results(__file__, config, results, figures={"residual_depth": plot(runs, config)},
                          out=out, started=started)
 
 
+def _claim(claim: str, a: str, b: str, values_a, values_b, *, direction: str, min_effect: float) -> dict:
+    d = protocol.paired(values_a, values_b)
+    return {"claim": claim, "a": a, "b": b, "metric": "final-epoch training error (train mode, lr annealed to 0)",
+            "difference": d, "difference_text": protocol.describe(d, scale=100, unit=" points"),
+            "direction": direction, "min_effect": min_effect,
+            "verdict": protocol.verdict(d, direction=direction, min_effect=min_effect)}
+
+
+def judge(runs: dict, config: dict) -> list[dict]:
+    """The three paired claims (differences b - a of the final training error, per seed)."""
+    lo, hi = min(config["depths"]), max(config["depths"])
+    plain, res = runs["plain"], runs["residual"]
+    sizes = config["min_effect"]
+    return [
+        _claim(f"the deeper plain net has the higher training error ({hi} vs {lo} layers)", f"plain {lo}",
+               f"plain {hi}", plain[lo]["final_train_error"], plain[hi]["final_train_error"], direction="higher",
+               min_effect=sizes["plain_degrades"]),
+        # "does not degrade": judged as the claim "the deep residual net is NOT worse", i.e. deep - shallow <= 0;
+        # read as "lower" with no size: reproduced when the interval lies below 0, partly when it straddles
+        # 0 with a mean below 0, not reproduced when the mean is above 0 (the deeper residual net fits worse).
+        _claim(f"the deeper residual net does not have a higher training error ({hi} vs {lo} layers)",
+               f"residual {lo}", f"residual {hi}", res[lo]["final_train_error"], res[hi]["final_train_error"],
+               direction="lower", min_effect=0.0),
+        _claim(f"at {hi} layers the residual net has the lower training error than the plain net",
+               f"plain {hi}", f"residual {hi}", plain[hi]["final_train_error"], res[hi]["final_train_error"],
+               direction="lower", min_effect=sizes["plain_vs_residual"]),
+    ]
+
+
 def plot(runs: dict, config: dict):
     variants, depths = list(runs), list(config["depths"])
-    fig, axes = plt.subplots(1, len(variants) + 1, figsize=(5 * (len(variants) + 1), 4.6))
-    cmap = plt.get_cmap("viridis")
-    epochs = np.arange(1, config["epochs"] + 1)
-    for ax, variant in zip(axes, variants):
-        for j, depth in enumerate(depths):
-            ax.plot(epochs, runs[variant][depth]["train_loss"], "o-", color=cmap(j / max(len(depths) - 1, 1)),
-                    label=f"depth {depth}")
-        ax.set(yscale="log", xlabel="epoch", ylabel="training loss (train mode, mean over the epoch)",
-               title=variant.replace("_", " "))
-    ax = axes[-1]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     for i, variant in enumerate(variants):
-        ax.plot(depths, [runs[variant][d]["train_error"][-1] for d in depths], "o-", color=f"C{i}",
-                label=f"{variant} train")
-        ax.plot(depths, [runs[variant][d]["val_error"][-1] for d in depths], "s--", color=f"C{i}", alpha=0.6,
-                label=f"{variant} val")
-    ax.set(yscale="log", xlabel="weight layers", ylabel="error after the last epoch",
-           title=f"error after {config['epochs']} epochs")
+        for ax, key, label in ((axes[0], "final_train_error", "training error, last epoch (%)"),
+                               (axes[1], "final_train_loss", "training loss, last epoch"),
+                               (axes[2], "final_val_error", "validation error after training (%)")):
+            per_seed = np.array([runs[variant][d][key] for d in depths]).T  # [seeds, depths]
+            scale = 1.0 if key == "final_train_loss" else 100.0
+            protocol.band(ax, depths, per_seed, scale=scale, color=f"C{i}", marker="o", label=variant)
+            ax.set(xlabel="weight layers", ylabel=label, xticks=depths)
+    n = len(config["seeds"])
+    axes[0].set_title(f"training error vs depth (mean +- sem, {n} seeds)")
+    axes[1].set_title("training loss vs depth")
+    axes[2].set_title("validation error vs depth")
     for ax in axes:
+        ax.set_ylim(bottom=0)  # linear axes from 0: small gaps are not magnified
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    # the same y range for the training-loss panels, so the depths compare across variants
-    lo = min(min(r["train_loss"]) for by_depth in runs.values() for r in by_depth.values())
-    hi = max(max(r["train_loss"]) for by_depth in runs.values() for r in by_depth.values())
-    for ax in axes[:-1]:
-        ax.set_ylim(lo * 0.8, hi * 1.2)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{config['epochs']} epochs, cosine lr {config['lr']} -> 0, {config['n_train']} digits")
     fig.tight_layout()
     return fig
 
