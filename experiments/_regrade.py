@@ -250,21 +250,29 @@ def batchnorm_test_statistics(r: dict) -> dict:
 
 
 def residual_depth(r: dict) -> dict:
-    f = r["results"]["final_epoch"]
+    """The script judges its own claims (5 paired seeds, cosine lr to 0); re-derived here from per-seed values."""
+    cfg, runs = r["config"], r["results"]["runs"]
+    seeds, sizes = cfg["seeds"], cfg["min_effect"]
+    lo, hi = str(min(cfg["depths"])), str(max(cfg["depths"]))
+    metric = "final-epoch training error (train mode, cosine lr annealed to 0)"
+    source = "experiments/residual_depth.py CONFIG['min_effect']"
+
+    def err(variant, depth):
+        return [_float(v) for v in runs[variant][depth]["final_train_error"]]
+
     return {"claims": [
-        single_seed("a deeper plain network has the higher training error (harder to optimise)",
-                    values={"plain_train_error": f["plain"]["train_error"],
-                            "plain_train_loss": f["plain"]["train_loss"]},
-                    reading="plain training error 5.3 / 8.7 / 33.3% at 8 / 20 / 32 layers after 100 steps"),
-        single_seed("residual blocks let the deeper network do at least as well as the shallower one",
-                    values={"residual_train_error": f["residual"]["train_error"],
-                            "residual_train_loss": f["residual"]["train_loss"]},
-                    reading="residual training error 6.1 / 6.9 / 6.9%, loss 0.239 / 0.213 / 0.216: flat with "
-                            "depth, after 100 steps (early optimisation, not convergence)"),
-        single_seed("zero_init_residual (every block the identity at init) trains deep nets",
-                    values={"zero_init_train_error": f["residual_zero_init"]["train_error"]},
-                    reading="improves with depth (49.7 / 37.8 / 28.6%) but is far behind the standard init at "
-                            "every depth within 100 steps"),
+        paired(f"a deeper plain network has the higher training error ({hi} vs {lo} layers)", a=f"plain {lo}",
+               b=f"plain {hi}", seeds=seeds, values_a=err("plain", lo), values_b=err("plain", hi),
+               direction="higher", metric=metric, min_effect=sizes["plain_degrades"],
+               min_effect_source=f"{source}: a gap of at least 1 point of training error"),
+        paired(f"residual blocks let the deeper network do at least as well as the shallower one ({hi} vs {lo} "
+               "layers)", a=f"residual {lo}", b=f"residual {hi}", seeds=seeds, values_a=err("residual", lo),
+               values_b=err("residual", hi), direction="lower", metric=metric,
+               note="'not worse' read as deep - shallow < 0; a mean above 0 is 'not reproduced'"),
+        paired(f"at {hi} layers the residual net has the lower training error than the plain net",
+               a=f"plain {hi}", b=f"residual {hi}", seeds=seeds, values_a=err("plain", hi),
+               values_b=err("residual", hi), direction="lower", metric=metric,
+               min_effect=sizes["plain_vs_residual"], min_effect_source=f"{source}: at least 1 point"),
     ]}
 
 
@@ -543,7 +551,7 @@ GRADERS = {f.__name__: f for f in (
     weight_decay, regularization_small_data, early_stopping, ensembles_and_tta, autodiff_modes)}
 # Seeds per setting in the claims each experiment's training outcomes rest on; None: measurements only.
 SEEDS_RUN = {"init_signal_propagation": None, "init_trains_deep_nets": 1, "batchnorm_effect": 1,
-             "batchnorm_batch_size": 1, "batchnorm_test_statistics": 5, "residual_depth": 1,
+             "batchnorm_batch_size": 1, "batchnorm_test_statistics": 5, "residual_depth": 5,
              "activation_functions": 5, "optimizers": 5, "learning_rate_schedules": 5, "weight_decay": 3,
              "regularization_small_data": 5, "early_stopping": 1, "ensembles_and_tta": 5, "autodiff_modes": None}
 
