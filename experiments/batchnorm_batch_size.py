@@ -65,7 +65,7 @@ CONFIG = dict(
 FULL_CONFIG = dict(CONFIG, preset="full", dataset="cifar10", data_root="data", n_train=None, n_val=None,
                    widths=(64, 128, 256), groups=32, blocks_per_stage=2, batch_sizes=(2, 8, 32, 128),
                    steps=20000)
-TINY_CONFIG = dict(CONFIG, preset="tiny", seeds=(0, 1), n_train=64, n_val=64, widths=(4, 8), batch_sizes=(2, 8),
+TINY_CONFIG = dict(CONFIG, preset="tiny", seeds=(0, 1), n_train=64, n_val=64, widths=(4,), batch_sizes=(2, 8),
                    steps=8, lr_grid=(0.03,), eval_batch=32)
 
 
