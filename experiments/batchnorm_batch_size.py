@@ -184,6 +184,7 @@ def plot(per: dict, per_running: dict, config) -> plt.Figure:
                   scale=100, marker="o")
     ax.set(xscale="log", xlabel=f"batch size B ({config['steps']} steps each, lr tuned per norm and B)",
            ylabel="validation error (%)", ylim=(0, None))
+    ax.minorticks_off()
     ax.set_xticks(sizes, [str(b) for b in sizes])
     return finish_figure(fig, (ax,), legend={"fontsize": 8},
                          suptitle=f"BN vs GN across batch sizes: {config['dataset']}, mean +- sem over "
