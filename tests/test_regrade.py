@@ -104,11 +104,21 @@ def test_recomputed_statistics_after_600_steps_are_reproduced(regraded):
 
 
 def test_single_seed_experiments_are_not_tested(regraded):
-    for name in ("batchnorm_effect", "early_stopping", "batchnorm_batch_size"):
+    for name in ("batchnorm_effect", "early_stopping"):
         record = regraded[1]["experiments"][name]
         assert record["seeds_run"] == 1
         assert set(record["verdicts"]) == {"not tested"}
         assert record["rerun_5_seeds_minutes"] == pytest.approx(record["wall_time_s"] * 5 / 60)
+
+
+def test_batchnorm_batch_size_is_graded_on_five_paired_seeds(regraded):
+    record = regraded[1]["experiments"]["batchnorm_batch_size"]
+    assert record["seeds_run"] == 5 and record["rerun_5_seeds_minutes"] == 0.0
+    assert len(record["claims"]) == 3
+    for claim in record["claims"]:
+        assert claim["kind"] == "paired" and claim["seeds"] == [0, 1, 2, 3, 4]
+        assert claim["min_effect"] == 0.01
+        assert claim["verdict"] in ("reproduced", "partly", "not reproduced")
 
 
 def test_activation_functions_is_graded_on_five_paired_seeds(regraded):
