@@ -1,9 +1,8 @@
 import os
 
-# The suite is compile-bound (thousands of small programs): with LLVM's optimisation level 0 XLA compiles
-# them in about 18% less CPU time (measured on the model and transformation tests). Results stay within float
-# rounding of XLA's default level (not bitwise: LLVM contracts and vectorises differently, ~1e-6 after an
-# epoch of LeNet-5); every check here compares programs compiled alike, or with a stated tolerance.
+# The suite is compile-bound (thousands of small programs): LLVM's optimisation level 0 compiles them in less
+# CPU time. Results stay within float rounding of XLA's default level, not bitwise (LLVM contracts and
+# vectorises differently); every check here compares programs compiled alike, or with a stated tolerance.
 # .ci/deps_smoke.py runs with XLA's defaults; JAXNETS_TEST_XLA_DEFAULTS=1 runs the suite with them too.
 if not os.environ.get("JAXNETS_TEST_XLA_DEFAULTS") and "xla_backend_optimization_level" not in os.environ.get(
         "XLA_FLAGS", ""):
