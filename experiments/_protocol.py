@@ -16,6 +16,14 @@ least ``min_effect`` is
 - **not tested** when fewer than 2 paired seeds are available (no interval) -- a script may also state
   "not tested" for a claim its setup cannot address, with the reason.
 
+A claim of NO difference ("the choice does not change the final error", ``direction="same"``) needs a
+margin: the largest |b - a| the claim tolerates, stated by the script as ``min_effect``. It is
+
+- **reproduced** when the whole 95% interval lies within +-``min_effect`` (an equivalence test);
+- **not reproduced** when the interval excludes zero and |mean| is at least ``min_effect`` (a difference
+  of the size the claim rules out, detected);
+- **partly** otherwise (the data can neither confirm nor exclude a difference that large).
+
     from experiments import _protocol as protocol
     d = protocol.paired(errors_plain, errors_bn)       # per-seed b - a: mean, sem, ci95, n, differences
     protocol.verdict(d, direction="lower", min_effect=0.01)   # "reproduced" | "partly" | ...
@@ -32,7 +40,7 @@ from jaxnets.train import stats
 
 SEEDS = (0, 1, 2, 3, 4)
 VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
-_DIRECTIONS = {"higher": 1.0, "lower": -1.0}
+_DIRECTIONS = {"higher": 1.0, "lower": -1.0, "same": 0.0}
 
 
 def estimate(values: Sequence[float]) -> dict:
@@ -68,14 +76,24 @@ def verdict(difference: dict, *, direction: str, min_effect: float = 0.0) -> str
 
     Args:
       difference: ``paired(a, b)``.
-      direction: "higher" when the claim is b > a, "lower" when it is b < a.
-      min_effect: the smallest |b - a| the notes' claim describes, in the metric's units (0: any size).
+      direction: "higher" when the claim is b > a, "lower" when it is b < a, "same" when it is b = a.
+      min_effect: the smallest |b - a| the notes' claim describes, in the metric's units (0: any size);
+        for "same", the largest |b - a| the claim tolerates (must be > 0).
     Returns: one of ``VERDICTS``.
     """
     if direction not in _DIRECTIONS:
         raise ValueError(f"verdict: direction must be one of {sorted(_DIRECTIONS)}, got {direction!r}.")
+    if direction == "same" and not min_effect > 0:
+        raise ValueError(f"verdict: direction 'same' needs min_effect > 0 (the margin), got {min_effect!r}.")
     if difference["n"] < 2:
         return "not tested"
+    if direction == "same":
+        lo, hi = difference["ci95"]
+        if -min_effect <= lo and hi <= min_effect:
+            return "reproduced"
+        if (lo > 0 or hi < 0) and abs(difference["mean"]) >= min_effect:
+            return "not reproduced"
+        return "partly"
     sign = _DIRECTIONS[direction]
     mean = sign * difference["mean"]
     lo, hi = sorted(sign * c for c in difference["ci95"])

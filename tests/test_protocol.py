@@ -41,10 +41,24 @@ def test_verdict_rule(b, direction, min_effect, expected):
     assert protocol.verdict(protocol.paired(a, b), direction=direction, min_effect=min_effect) == expected
 
 
+@pytest.mark.parametrize("b, margin, expected", [
+    ([0.10, 0.11, 0.09, 0.10, 0.10], 0.02, "reproduced"),      # mean 0, ci +-0.0088: inside +-0.02
+    ([0.10, 0.11, 0.09, 0.10, 0.10], 0.005, "partly"),         # same data, a margin the ci crosses
+    ([0.15, 0.16, 0.15, 0.16, 0.15], 0.03, "not reproduced"),  # +0.054, clearly beyond the margin
+    ([0.15, 0.16, 0.15, 0.16, 0.15], 0.08, "reproduced"),      # ci [0.047, 0.061]: a difference, but inside
+    ([0.15, 0.16, 0.15, 0.16, 0.15], 0.055, "partly"),         # mean below the margin, the ci crosses it
+])
+def test_verdict_rule_for_no_difference(b, margin, expected):
+    a = [0.10, 0.10, 0.10, 0.10, 0.10]
+    assert protocol.verdict(protocol.paired(a, b), direction="same", min_effect=margin) == expected
+
+
 def test_verdict_without_a_spread_is_not_tested():
     assert protocol.verdict(protocol.paired([0.1], [0.0]), direction="lower") == "not tested"
     with pytest.raises(ValueError, match="verdict: direction"):
         protocol.verdict(protocol.paired([0.1, 0.2], [0.0, 0.1]), direction="down")
+    with pytest.raises(ValueError, match="needs min_effect > 0"):
+        protocol.verdict(protocol.paired([0.1, 0.2], [0.0, 0.1]), direction="same")
 
 
 def test_describe_and_band():
