@@ -104,7 +104,7 @@ def test_recomputed_statistics_after_600_steps_are_reproduced(regraded):
 
 
 def test_single_seed_experiments_are_not_tested(regraded):
-    for name in ("batchnorm_effect", "early_stopping"):
+    for name in ("batchnorm_effect",):
         record = regraded[1]["experiments"][name]
         assert record["seeds_run"] == 1
         assert set(record["verdicts"]) == {"not tested"}
@@ -143,3 +143,35 @@ def test_residual_depth_is_graded_on_five_paired_seeds(regraded):
     assert res["mean"] == pytest.approx(0.0038, abs=1e-12)
     assert res["verdict"] == "not reproduced"
     assert _claim(regraded, "residual_depth", "at 32 layers")["verdict"] == "reproduced"
+
+
+def test_early_stopping_is_graded_on_five_paired_seeds(regraded):
+    assert regraded[1]["experiments"]["early_stopping"]["seeds_run"] == 5
+    # 20% noise: last epoch 22.2 28.0 26.8 25.4 28.2%, early-stopped 18.2 18.0 18.6 15.0 18.0% (seeds 0-4):
+    # -4.0 -10.0 -8.2 -10.4 -10.2 points, mean -8.56, squared deviations sum 29.072, sem sqrt(29.072 / 4 / 5)
+    # = 1.20565, interval -8.56 -+ 2.776 x 1.20565 = [-11.907, -5.213]: below 0 and beyond the 1-point size.
+    c = _claim(regraded, "early_stopping", "early stopping ends at a lower test error than the last epoch (20%")
+    assert c["seeds"] == [0, 1, 2, 3, 4]
+    assert c["difference"]["values"] == pytest.approx([-0.040, -0.100, -0.082, -0.104, -0.102], abs=1e-12)
+    assert c["mean"] == pytest.approx(-0.0856, abs=1e-12)
+    assert c["sem"] == pytest.approx(0.0120565, abs=1e-6)
+    assert c["ci95"] == pytest.approx([-0.11907, -0.05213], abs=2e-5)
+    assert (c["direction"], c["min_effect"], c["verdict"]) == ("lower", 0.01, "reproduced")
+    # clean labels: early-stopped 12.0 11.8 12.0 12.0 12.0%, last 11.6 11.8 12.2 12.6 12.2%: +0.4 0.0 -0.2 -0.6
+    # -0.2 points, mean -0.12: the claimed sign, an interval across 0.
+    c = _claim(regraded, "early_stopping", "early stopping ends at a lower test error than the last epoch (clean")
+    assert c["difference"]["values"] == pytest.approx([0.004, 0.0, -0.002, -0.006, -0.002], abs=1e-12)
+    assert c["mean"] == pytest.approx(-0.0012, abs=1e-12) and c["verdict"] == "partly"
+    # gains (last - early-stopped) noisy 4.0 10.0 8.2 10.4 10.2 minus clean -0.4 0.0 0.2 0.6 0.2 points:
+    # 4.4 10.0 8.0 9.8 10.0, mean 8.44, squared deviations sum 23.232, sem 1.07778, interval [5.448, 11.432].
+    c = _claim(regraded, "early_stopping", "early stopping gains more")
+    assert c["difference"]["values"] == pytest.approx([0.044, 0.100, 0.080, 0.098, 0.100], abs=1e-12)
+    assert c["mean"] == pytest.approx(0.0844, abs=1e-12)
+    assert c["sem"] == pytest.approx(0.0107778, abs=1e-6)
+    assert c["ci95"] == pytest.approx([0.05448, 0.11432], abs=2e-5)
+    assert (c["direction"], c["verdict"]) == ("higher", "reproduced")
+    # double descent, 20% noise: the last 50 epochs average 26.036% over seeds, epochs [t, 2t] 24.4504%: the
+    # test error rises by 1.586 points instead of descending.
+    c = _claim(regraded, "early_stopping", "epoch-wise double descent (20%")
+    assert c["mean"] == pytest.approx(0.015856, abs=1e-6)
+    assert (c["direction"], c["min_effect"], c["verdict"]) == ("lower", 0.02, "not reproduced")
