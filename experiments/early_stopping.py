@@ -125,7 +125,7 @@ def one_run(config: dict, noise: float, seed: int, sets: dict, model, optimizer)
     for name, part in (("correct_labels", ~changed), ("wrong_labels", changed)):
         if part.any():  # the final network on its own training labels: how many wrong ones it has fitted
             memorized[name] = 1.0 - train.evaluate(final_state, {k: v[part] for k, v in noisy_set.items()},
-                                                   batch_size=int(part.sum()))["accuracy"]
+                                                   batch_size=config["batch_size"])["accuracy"]
     row = {"seed": seed, "label_noise": noise, "wrong_labels": int(changed.sum()), "seconds_long_run": seconds,
            "seconds": time.perf_counter() - start,
            "test_error": test, "train_error": np.asarray(long.train_error), "test_loss": np.asarray(long.val_loss),
