@@ -49,10 +49,12 @@ from jaxnets import data, train
 
 CONFIG = dict(
     preset="default", dataset="mnist_sample", data_root="data", seeds=protocol.SEEDS, data_seed=0,
-    n_train=1000, n_val=500, pool=2, widths=(8, 16, 32), depths=(8, 20, 32), variants=("plain", "residual"),
+    n_train=1000, n_val=500, pool=2, widths=(8, 16, 32), depths=(8, 20, 32, 56), variants=("plain", "residual"),
     optimizer="sgd", lr=0.05, momentum=0.9, epochs=12, batch_size=50,
-    # the smallest gaps the claims describe, in training-error units (He et al.: several points)
-    min_effect={"plain_degrades": 0.01, "plain_vs_residual": 0.01},
+    # the smallest gaps the claims describe, in training-error units (He et al.: several points); the margin
+    # of "the residual net does not degrade" (a claim of no difference) is the same 1 point: a gap smaller
+    # than the smallest one counted as a degradation of the plain nets
+    min_effect={"plain_degrades": 0.01, "plain_vs_residual": 0.01, "residual_same_margin": 0.01},
 )
 # --full: He et al.'s CIFAR-10 setting (widths 16/32/64, depths 6n + 2): place CIFAR-10 under
 # data_root/cifar10/ (see jaxnets.data.load_cifar10); the 10,000 test images serve as validation.
@@ -127,13 +129,19 @@ def main(config=CONFIG, *, out=None):
                                   for key in ("train_error", "train_loss", "val_error")}
                          for d, r in by_depth.items()} for variant, by_depth in runs.items()}
     claims = judge(runs, config)
+    depths = sorted(config["depths"])
+    # every depth against the next shallower one, per variant (paired): where the degradation sets in
+    steps_between = {variant: {f"{b} - {a}": protocol.paired(by_depth[a]["final_train_error"],
+                                                             by_depth[b]["final_train_error"])
+                               for a, b in zip(depths, depths[1:])} for variant, by_depth in runs.items()}
     for c in claims:
         print(f"{c['verdict']:15s} {c['claim']}: {c['difference_text']}")
     results = {"n_train": len(train_set["label"]), "n_val": len(val_set["label"]),
                "steps": config["epochs"] * steps_per_epoch,
                "evaluation": "cosine learning rate annealed to 0; last epoch's train-mode training error/loss; "
                              "eval-mode validation error with BN running averages (no recomputation)",
-               "summary": summary, "claims": claims, "machine_load_before": load_before,
+               "summary": summary, "claims": claims, "train_error_next_depth_minus_previous": steps_between,
+               "machine_load_before": load_before,
                "machine_load_after": machine_load(),
                "runs": {v: {str(d): r for d, r in by_depth.items()} for v, by_depth in runs.items()}}
     return write_results(__file__, config, results, figures={"residual_depth": plot(runs, config)},
@@ -149,24 +157,28 @@ def _claim(claim: str, a: str, b: str, values_a, values_b, *, direction: str, mi
 
 
 def judge(runs: dict, config: dict) -> list[dict]:
-    """The three paired claims (differences b - a of the final training error, per seed)."""
-    lo, hi = min(config["depths"]), max(config["depths"])
+    """The paired claims (differences b - a of the final training error, per seed): the deepest nets against
+    the two shallowest depths, and residual against plain at the two deepest depths."""
+    depths = sorted(config["depths"])
+    hi = depths[-1]
+    shallower = depths[:-1][:2] or depths[:1]  # 8 and 20 layers in the default config
+    deep = [d for d in depths[-2:] if d >= 20] or [hi]  # 32 and 56 layers
     plain, res = runs["plain"], runs["residual"]
     sizes = config["min_effect"]
-    return [
-        _claim(f"the deeper plain net has the higher training error ({hi} vs {lo} layers)", f"plain {lo}",
-               f"plain {hi}", plain[lo]["final_train_error"], plain[hi]["final_train_error"], direction="higher",
-               min_effect=sizes["plain_degrades"]),
-        # "does not degrade": judged as the claim "the deep residual net is NOT worse", i.e. deep - shallow <= 0;
-        # read as "lower" with no size: reproduced when the interval lies below 0, partly when it straddles
-        # 0 with a mean below 0, not reproduced when the mean is above 0 (the deeper residual net fits worse).
-        _claim(f"the deeper residual net does not have a higher training error ({hi} vs {lo} layers)",
-               f"residual {lo}", f"residual {hi}", res[lo]["final_train_error"], res[hi]["final_train_error"],
-               direction="lower", min_effect=0.0),
-        _claim(f"at {hi} layers the residual net has the lower training error than the plain net",
-               f"plain {hi}", f"residual {hi}", plain[hi]["final_train_error"], res[hi]["final_train_error"],
-               direction="lower", min_effect=sizes["plain_vs_residual"]),
-    ]
+    claims = [_claim(f"the deeper plain net has the higher training error ({hi} vs {lo} layers)", f"plain {lo}",
+                     f"plain {hi}", plain[lo]["final_train_error"], plain[hi]["final_train_error"],
+                     direction="higher", min_effect=sizes["plain_degrades"]) for lo in shallower]
+    # "does not degrade" is a claim of no difference: the deep residual net's training error equals the shallow
+    # one's within +- the margin (an equivalence test: the whole 95% interval inside +- margin).
+    claims += [_claim(f"the deeper residual net does not degrade: its training error equals the shallower one's "
+                      f"within +-{100 * sizes['residual_same_margin']:g} point ({hi} vs {lo} layers)",
+                      f"residual {lo}", f"residual {hi}", res[lo]["final_train_error"],
+                      res[hi]["final_train_error"], direction="same", min_effect=sizes["residual_same_margin"])
+               for lo in shallower]
+    claims += [_claim(f"at {d} layers the residual net has the lower training error than the plain net",
+                      f"plain {d}", f"residual {d}", plain[d]["final_train_error"], res[d]["final_train_error"],
+                      direction="lower", min_effect=sizes["plain_vs_residual"]) for d in reversed(deep)]
+    return claims
 
 
 def plot(runs: dict, config: dict):
