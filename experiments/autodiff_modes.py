@@ -13,6 +13,28 @@ Also the notes' worked example (Examples 6.42 and 6.43): ``f(x, y) = y log x + s
 ``(3, 2)``, differentiated by one forward pass per input (``jax.jvp``) and by one reverse pass
 (``jax.vjp``), both against the closed form computed by hand below, in float64.
 
+And the notes' Concept 6.38: for ``g = f_L o ... o f_1`` with ``f_l: R^{n_{l-1}} -> R^{n_l}``, ``Dg = Df_L ...
+Df_1``; forward mode multiplies this chain from the input end, reverse mode from the output end, and "reverse
+mode is optimal (can be proved using DP) when n_L <= n_{L-1} <= ... <= n_0 [...] So reverse-mode is often close
+to the most efficient mode of autodiff in deep learning". Tested (1) by counting the multiply-adds of the chain
+of dense Jacobians (``chain_costs``) in the reverse, the forward and the optimal order (the matrix-chain
+dynamic programme), exactly, in integers, over 10,000 random width sequences of each of six kinds (L = 3-8
+Jacobians, widths log-uniform in [1, 4096]): decreasing (the notes' condition), increasing, decreasing with one
+hidden layer 2-8x wider than its input, any order with the output narrowest, a hidden bottleneck (the
+narrowest layer inside), any order; and on the layer widths of five real networks (flattened activations);
+(2) by timing the full Jacobian of two tanh MLPs, decreasing 1000-500-100-10 (its DP order is the reverse one)
+and a bottleneck 500-500-10-500-500, by jacfwd, jacrev and the mixed order (jacrev through the layers up to the
+narrowest hidden layer, jacfwd after it, then one matrix product: the DP's split for the bottleneck), in 15
+rounds that alternate the three programs, with XLA's FLOP count of each. Verdicts: "optimal" is reproduced when
+the reverse order costs the optimum on every decreasing sequence; "close" when it stays within
+``close_factor`` = 2x of the optimum on every sequence of the two kinds whose widths tend to decrease (output
+narrowest; decreasing with one layer expanded) and on the classifiers' widths (partly when only the medians
+do); the timing when jacrev beats jacfwd in every round by more than either's slowest/fastest spread.
+Protocol: exact counts (the random draws fixed by the config's seed) and timings of a deterministic
+computation judged on their spread over alternated rounds; the seed rule of experiments/_protocol.py does not
+apply. The per-sequence ratios of the left panel of chain_order.png are not stored (120,000 numbers):
+``chain_study(CONFIG["chain"], CONFIG["seed"])`` recomputes them exactly.
+
 Run: python -m experiments.autodiff_modes  ->  experiments/results/autodiff_modes/
 Result (default config, 2-core CPU, 45 s): wherever the Jacobian costs more than the fixed ~0.1 ms per call
 (max(n, m) >= 100) the faster mode is the predicted one, 10 of 10 pairs: jacrev 61x faster at
