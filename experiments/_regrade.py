@@ -541,7 +541,9 @@ def autodiff_modes(r: dict) -> dict:
             "partly" if large and len(on_side) == len(large) else "not reproduced" if large else "not tested")
     # time(predicted mode) / time(the other mode): above 1 where the predicted mode was the slower one
     small_ratios = [x["gap"] if x["faster"] != x["predicted"] else 1.0 / x["gap"] for x in small]
-    why = "a timing ratio of a deterministic computation (no training, no seed): medians of 9 timed batches"
+    why = ("a timing ratio of a deterministic computation (no training, no seed): medians of "
+           f"{r['config']['repeats']} timed batches" + (" in rounds alternating jacfwd and jacrev"
+                                                        if "fwd_over_rev_per_round" in timings[0] else ""))
     example = res["worked_example"]
     errors = (example["max_abs_error_forward"], example["max_abs_error_reverse"])
     claims = [

@@ -95,31 +95,6 @@ def make_mlp(key: jax.Array, n: int, m: int, hidden: int):
     return lambda x: layers.linear(layers.tanh(layers.linear(x, w1, b1)), w2)
 
 
-def median_time(fn, x, *, repeats: int, min_time_s: float) -> tuple[float, float]:
-    """Median seconds per call over ``repeats`` timed batches, after one compiling call, and the spread
-    (slowest batch / fastest batch).
-
-    Each batch repeats the call enough times to last ``min_time_s`` (calibrated once), so microsecond
-    calls are not measured at the resolution of the clock.
-    """
-    jax.block_until_ready(fn(x))  # compile
-    number = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(number):
-            jax.block_until_ready(fn(x))
-        if time.perf_counter() - start >= min_time_s or number >= 1 << 16:
-            break
-        number *= 2
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(number):
-            jax.block_until_ready(fn(x))
-        times.append((time.perf_counter() - start) / number)
-    return statistics.median(times), max(times) / min(times)
-
-
 def worked_example(point: tuple[float, float]) -> dict:
     """Gradient of ``f(x, y) = y log x + sqrt(y log x)`` by forward mode, reverse mode and by hand."""
     def f(x, y):
@@ -345,11 +320,13 @@ def main(config=CONFIG, *, out=None):
         x = jax.random.normal(key_x, (n,))
         fwd, rev = jax.jit(jax.jacfwd(f)), jax.jit(jax.jacrev(f))
         difference = float(jnp.max(jnp.abs(fwd(x) - rev(x))))  # the same [m, n] Jacobian either way
-        t_fwd, spread_fwd = median_time(fwd, x, repeats=config["repeats"], min_time_s=config["min_time_s"])
-        t_rev, spread_rev = median_time(rev, x, repeats=config["repeats"], min_time_s=config["min_time_s"])
+        times = timed_rounds({"fwd": fwd, "rev": rev}, x, repeats=config["repeats"], min_time_s=config["min_time_s"])
+        t_fwd, t_rev = statistics.median(times["fwd"]), statistics.median(times["rev"])
+        spread_fwd, spread_rev = (max(times[k]) / min(times[k]) for k in ("fwd", "rev"))
         grid.append({"n": n, "m": m, "fwd_s": t_fwd, "rev_s": t_rev, "fwd_over_rev": t_fwd / t_rev,
                      "fwd_slowest_over_fastest": spread_fwd, "rev_slowest_over_fastest": spread_rev,
                      "predicted_fwd_over_rev": n / m, "faster": "forward" if t_fwd < t_rev else "reverse",
+                     "fwd_over_rev_per_round": [a / b for a, b in zip(times["fwd"], times["rev"])],
                      "max_abs_jacobian_difference": difference})
         print(f"n={n:6d} m={m:6d} jacfwd {t_fwd * 1e6:10.1f} us  jacrev {t_rev * 1e6:10.1f} us  "
               f"fwd/rev {t_fwd / t_rev:8.3g} (predicted {n / m:.3g})", flush=True)
@@ -478,7 +455,7 @@ def plot(grid: list, config: dict):
               xlabel="n (inputs)", ylabel="m (outputs)", title="time(jacfwd) / time(jacrev)")
     fig.colorbar(im, ax=right, label="log10 ratio (red: forward faster, blue: reverse)")
     return finish_figure(fig, suptitle=f"Full Jacobian of a random tanh MLP R^n -> R^m (hidden {config['hidden']}), "
-                                       f"jit, median of {config['repeats']} timed batches, {jax.devices()[0].platform}")
+                                       f"jit, median of {config['repeats']} alternated rounds, {jax.devices()[0].platform}")
 
 
 def plot_chain(chains: dict, architectures: dict, timed: dict, config: dict):
