@@ -84,7 +84,7 @@ FULL_CONFIG = dict(CONFIG, preset="full", sizes=(1, 10, 100, 1000, 10000), hidde
                    chain=dict(CONFIG["chain"], n_sequences=100000), chain_repeats=31)
 TINY_CONFIG = dict(CONFIG, preset="tiny", sizes=(1, 8), hidden=4, repeats=2, min_time_s=0.0,
                    chain=dict(CONFIG["chain"], n_sequences=30), chain_repeats=2,
-                   timed_mlps={"decreasing": (40, 20, 10, 5), "bottleneck": (20, 20, 3, 20, 20)})
+                   timed_mlps={"decreasing": (12, 8, 4, 2)})
 
 
 def make_mlp(key: jax.Array, n: int, m: int, hidden: int):
