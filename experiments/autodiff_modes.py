@@ -36,12 +36,28 @@ apply. The per-sequence ratios of the left panel of chain_order.png are not stor
 ``chain_study(CONFIG["chain"], CONFIG["seed"])`` recomputes them exactly.
 
 Run: python -m experiments.autodiff_modes  ->  experiments/results/autodiff_modes/
-Result (default config, 2-core CPU, 45 s): wherever the Jacobian costs more than the fixed ~0.1 ms per call
-(max(n, m) >= 100) the faster mode is the predicted one, 10 of 10 pairs: jacrev 61x faster at
-(n, m) = (1000, 1), jacfwd 97x faster at (1, 1000) (the work model says 1000x; log-log slope 0.50). For
-n, m <= 10 both take the same 60-90 us (ratios 0.98-1.10, inside the timing spread), so (1, 10) and (10, 1)
-"fail" as ties. Worked example: jvp and vjp both give (df/dx, df/dy) = (0.891541845207370,
-1.469188240509988), the closed form, to 2.2e-16 in float64.
+Result (default config, 2026-12-07, 188.38 s wall on a 2-core CPU shared with other jobs, load average 18-20:
+an upper bound, and timings far noisier than the 2026-11-22 run on a less loaded machine). (n, m) grid: with
+max(n, m) >= 100 the faster mode is the predicted one on 10 of 10 pairs (jacrev 59.8x faster at (1000, 1),
+jacfwd 228x faster at (1, 1000), smallest gap 1.26x at (100, 10); log-log slope 0.58), but only 5 of the 10
+gaps exceed that pair's slowest/fastest batch spread (spreads up to 328x under this load; 7 of the 10 pairs
+have every alternated round on the predicted side): "partly" by the rule. With n, m <= 10 the ratios (1.10 at
+(1, 10) against the prediction, 1.10 at (10, 1) with it) are ties. Worked example: jvp and vjp both give
+(df/dx, df/dy) = (0.89154184520737, 1.4691882405099876), the closed form, to 2.2e-16 and 0 in float64.
+Concept 6.38, exact counts: the reverse order costs the optimum on 10,000 of 10,000 decreasing sequences (and
+the forward order on 10,000 of 10,000 increasing ones): reproduced. Where the widths tend to decrease it
+stays close: output narrowest, optimal on 8,823 of 10,000 and never above 1.955x the optimum (99th percentile
+1.196x); decreasing with one layer 2-8x wider than its input, optimal on 9,642 and at most 1.333x; on the
+widths of MLP 1000-500-100-10, MLP 784-1024-1024-10, LeNet-5 and ResNet-20 (CIFAR-10) exactly optimal, even
+where a layer expands (784 -> 4704, 3072 -> 16384): reproduced (close = within 2x). Where reverse loses:
+increasing widths (median 43.9x the optimum, up to 2,574x; the forward order is optimal there), a hidden
+bottleneck (optimal on 965 of 10,000; median 8.44x, 99th percentile 1,127x, up to 4,034x), any order (optimal
+on 1,954; median 6.33x, up to 4,035x), the autoencoder 784-256-32-256-784 (5.23x: its optimum multiplies
+each half towards the 32-wide code, ((D4 D3) (D2 D1))). Timings (15 alternated rounds, medians): MLP
+1000-500-100-10, jacfwd 27.37 ms, jacrev 0.98 ms, fwd/rev 38.4x per round (12.9x in the slowest round; work
+model 100x, XLA FLOPs 91.2x), above the largest slowest/fastest spread (9.2x): reproduced. Bottleneck MLP
+500-500-10-500-500: jacfwd 22.25 ms, jacrev 30.60 ms, the mixed order 1.65 ms (jacrev/mixed 14.2x per round,
+2.7x in the slowest; work model 33.6x, XLA FLOPs 32.5x).
 """
 from __future__ import annotations
 
@@ -486,7 +502,9 @@ def plot_chain(chains: dict, architectures: dict, timed: dict, config: dict):
     right.set(yscale="log", xticks=range(3), xticklabels=["jacfwd", "jacrev", "mixed (split at\nnarrowest hidden)"],
               ylabel="ms per full Jacobian (median, min-max bars)",
               title=f"timed, {config['chain_repeats']} alternated rounds")
-    right.legend(fontsize=8)
+    slowest = max(max(t["seconds"][m]) for t in timed.values() for m in modes)
+    right.set_ylim(top=1e3 * slowest * 20)  # room for the legend above the bars
+    right.legend(fontsize=8, loc="upper right")
     return finish_figure(fig, (left, middle, right), grid={"which": "both"},
                          suptitle="Concept 6.38: order of the Jacobian chain product (dense layer Jacobians)")
 
