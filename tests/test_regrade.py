@@ -133,15 +133,28 @@ def test_activation_functions_is_graded_on_five_paired_seeds(regraded):
 def test_residual_depth_is_graded_on_five_paired_seeds(regraded):
     record = regraded[1]["experiments"]["residual_depth"]
     assert record["seeds_run"] == 5
-    # the per-seed differences plain 32 - plain 8 as committed: all > 0
-    plain = _claim(regraded, "residual_depth", "a deeper plain network")
+    # plain 56: 76.6 89.0 88.1 72.0 73.0%; plain 8: 0.1 0 0 0 0.1% -> +76.5 +89.0 +88.1 +72.0 +72.9 points,
+    # mean 79.7, squared deviations sum 0.027282, sem sqrt(0.027282 / 4 / 5) = 0.036934
+    plain = _claim(regraded, "residual_depth", "the deeper plain net has the higher training error (56 vs 8")
     assert plain["seeds"] == [0, 1, 2, 3, 4] and plain["min_effect"] == 0.01
-    assert min(plain["difference"]["values"]) > 0 and plain["verdict"] == "reproduced"
-    # residual 32 - residual 8: 0.5 0.3 0.2 0.4 0.5 points; the deeper residual net is slightly worse
-    res = _claim(regraded, "residual_depth", "residual blocks let")
-    assert res["difference"]["values"] == pytest.approx([0.005, 0.003, 0.002, 0.004, 0.005], abs=1e-12)
-    assert res["mean"] == pytest.approx(0.0038, abs=1e-12)
-    assert res["verdict"] == "not reproduced"
+    assert plain["difference"]["values"] == pytest.approx([0.765, 0.890, 0.881, 0.720, 0.729], abs=1e-12)
+    assert plain["mean"] == pytest.approx(0.797, abs=1e-12)
+    assert plain["sem"] == pytest.approx(0.036934, abs=1e-6)
+    assert plain["ci95"] == pytest.approx([0.797 - 0.102529, 0.797 + 0.102529], abs=2e-5)
+    assert plain["verdict"] == "reproduced"
+    # residual 56: 0.2 1.3 12.6 0.6 2.1%; residual 8: 0 0 0 0 0.1% -> +0.2 +1.3 +12.6 +0.6 +2.0 points, mean 3.34,
+    # squared deviations sum 0.0109072, sem sqrt(0.0109072 / 4 / 5) = 0.023353: the interval [-3.1, 9.8] points
+    # is neither inside the +-1 point margin nor clear of 0
+    res = _claim(regraded, "residual_depth", "the deeper residual net does not degrade: its training error equals "
+                                             "the shallower one's within +-1 point (56 vs 8")
+    assert res["difference"]["values"] == pytest.approx([0.002, 0.013, 0.126, 0.006, 0.020], abs=1e-12)
+    assert res["mean"] == pytest.approx(0.0334, abs=1e-12)
+    assert res["sem"] == pytest.approx(0.023353, abs=1e-6)
+    assert res["ci95"] == pytest.approx([0.0334 - 0.064828, 0.0334 + 0.064828], abs=2e-5)
+    assert (res["direction"], res["min_effect"], res["verdict"]) == ("same", 0.01, "partly")
+    # residual 56 - plain 56: -76.4 -87.7 -75.5 -71.4 -70.9 points, mean -76.38
+    at56 = _claim(regraded, "residual_depth", "at 56 layers")
+    assert at56["mean"] == pytest.approx(-0.7638, abs=1e-12) and at56["verdict"] == "reproduced"
     assert _claim(regraded, "residual_depth", "at 32 layers")["verdict"] == "reproduced"
 
 
