@@ -91,6 +91,7 @@ def train_setting(config, norm: str, scale: float, lrs, train_set, val_set) -> l
                     kernel_init=init.variance_scaling(2.0 * scale ** 2, mode="fan_in", distribution="normal"))
     steps = config["epochs"] * (len(train_set["label"]) // config["batch_size"])
     seeds, grid = list(config["seeds"]), {"learning_rate": [float(lr) for lr in lrs]}
+    failure = None
     try:
         state, history = train.fit(
             model, train_set, val_data=val_set, epochs=config["epochs"], batch_size=config["batch_size"],
@@ -98,14 +99,12 @@ def train_setting(config, norm: str, scale: float, lrs, train_set, val_set) -> l
             optimizer=lambda hp: train.optimizer("sgd", learning_rate=train.schedules.cosine(hp["learning_rate"], steps),
                                                  momentum=config["momentum"]))
     except train.NonFiniteLossError as err:  # every member diverged: nothing to evaluate
-        state, history = None, err.history
+        state, history, failure = None, err.history, err
     rows = []
     for r, member in enumerate(train.population_members(seeds, grid)):
-        diverged = None if state is None else history.diverged[r]
-        if state is None:
-            diverged = {"step": err.step, "epoch": err.epoch}
-            if history is not None and history.diverged is not None and history.diverged[r] is not None:
-                diverged = history.diverged[r]
+        diverged = None if failure is None else {"step": failure.step, "epoch": failure.epoch}
+        if history is not None and history.diverged is not None and history.diverged[r] is not None:
+            diverged = history.diverged[r]
         curve = [] if history is None else [float(history.train_loss[e][r]) for e in range(len(history.train_loss))]
         running = [] if history is None else [float(history.val_error[e][r]) for e in range(len(history.val_error))]
         row = {"norm": norm, "init_scale": scale, "lr": member["learning_rate"], "seed": member["seed"],
