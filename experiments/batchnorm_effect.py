@@ -6,67 +6,97 @@ initialization less important" and "Training of VGGNet ... becomes much easier w
 (000_3cfbcdab51860f78.txt, Concepts 6.49 and 6.51); "Robust learning: less sensitive to vanishing or
 exploding gradient (improves beta smoothness => faster learning)" (002_de9ed5bb46c1eb74.txt).
 
-Setup: the network of ``init_trains_deep_nets`` (``experiments._nets.ConvNet``, widths (8, 16, 32), 4
-blocks per stage: 14 weight layers, ReLU, no residual connections), He-initialized, with ``norm=None``
-(convs with PyTorch-default biases) or ``norm="batch"`` (BatchNorm after every conv, convs without bias).
-The same data and training as there: 1,024 MNIST-sample digits (standardised), 500 held out, SGD with
-momentum 0.9, batch 32, here 8 epochs (256 steps). (a) Learning rates 0.01 to 1.0, with and without BN.
-(b) The initialization scale: every kernel (convs and head) drawn from He's distribution times 0.1, 1 or
-10 (``init.variance_scaling(2 s^2)``), with and without BN, at one learning rate. A run whose loss turns
-non-finite (``NonFiniteLossError``) is recorded as "diverged", with its step. With BN each conv kernel
-is followed by a normalization, so the network's function does not depend on the kernels' scale; the
-scale still sets the effective step size (with the rest of the network fixed, the gradient of a
-scale-invariant weight shrinks as 1/scale and the relative update ``lr |g| / |w|`` as 1/scale^2; here the
-head is scaled too, see the result); the results record how much each run's conv kernels grew.
+Setup: the plain deep CNN of ``init_trains_deep_nets`` (``experiments._nets.ConvNet``, widths (8, 16, 32), 4
+blocks per stage: 14 weight layers, ReLU, no residual connections), He-initialized, with ``norm=None`` (convs
+with PyTorch-default biases) or ``norm="batch"`` (BatchNorm after every conv, convs without bias). 1,020
+stratified MNIST-sample digits for training (``n_train=1024`` asks for 1,024; the stratified split keeps
+1,020), 500 held out, standardised and average-pooled to 14 x 14 (4x less compute than 28 x 28, so that 5
+seeds fit the CPU budget). SGD with momentum 0.9, batch 32, 8 epochs (248 steps: 31 full batches per epoch),
+the rate annealed from its peak to 0 by a cosine schedule. Protocol (``_protocol``): 5 paired seeds (seed s
+gives every setting the same initial kernels and the same batch order); evaluation after the anneal, with
+BatchNorm statistics RECOMPUTED over the 1,020 training digits (``train.recompute_batch_stats``; the running
+averages are reported beside them); every number is mean +- sem over the seeds. (a) Peak rates 0.02, 0.2,
+1.0, with and without BN. (b) The init scale: every kernel (convs and head) drawn from He's distribution
+times 0.1, 1 or 10 (``init.variance_scaling(2 s^2)``), with and without BN, at lr 0.02. The plain net's rate
+0.02 had the lowest mean validation error in a trial of the plain net at 0.01, 0.02, 0.03 (seeds 0-4, the
+cosine over 256 steps instead of 248; not committed): 21.0% against 25.4% and 35.8%, where 0.03 left one seed
+at ln 10 (81%); the choice favours the baseline, not BN. A seed whose loss turns non-finite is frozen by
+``fit`` and recorded as diverged; a diverged network counts as chance (90% validation error) in the
+verdicts. Verdicts (``_protocol.verdict`` on the per-seed differences BN - no BN):
+- "higher rates": final validation error at lr 0.2 and at lr 1.0 (10x and 50x the rate the plain net
+  trains at), lower with BN by at least 40 points (min_effect 0.4: "allows" read as the difference between a
+  net that trains, under 50%, and one at chance, 90%; the notes give no number);
+- "faster": the training loss averaged over the 8 epochs (the area under the training curve) at lr 0.02,
+  lower with BN (min_effect 0: the notes give no size);
+- "init scale less important": per seed, the spread (max - min) of the final validation error over the
+  three scales, smaller with BN (min_effect 0: the notes give no size).
 
 Run: python -m experiments.batchnorm_effect  ->  experiments/results/batchnorm_effect/
-Result (default config, one seed, 203 s wall on a quiet 2-core CPU): BN's training loss falls at every
-learning rate from 0.01 to 1.0, and its validation error ends under 0.5 at 0.01 to 0.3; the plain net learns
-only at the two smallest and reaches 0.5 validation error only at 0.03 (epoch 7). Validation error after
-256 steps at lr 0.01 / 0.03 / 0.1 / 0.3 / 1.0: without BN 0.54 / 0.40 / 0.90 / 0.90 / non-finite loss at
-step 5 (training loss 1.57, 1.34; at 0.1 and 0.3 it stays at ln 10: 2.31, 2.32); with BN 0.11 / 0.22 / 0.07 /
-0.10 / 0.63 (training loss 0.19, 0.13, 0.11, 0.21, 0.56; lr 1.0's 0.63 is an evaluation-mode jump, 0.32 one
-epoch earlier, and lr 0.03 was at 0.09 at epoch 5). Faster: at lr 0.01 the plain net sits at ln 10 for ~100
-steps and ends at training loss 1.57 (validation error 0.54, still falling), BN ends at 0.19, first under 0.5
-validation error at epoch 3 (epoch 2 at lr 0.03); at each one's best rate the plain net (0.03) ends at
-training loss 1.34, BN (0.1) at 0.11. With one seed the edge rates are fragile: the plain net leaves ln 10 at
-0.03 only in epoch 3, and a run with the previous library version (different float rounding) stayed there.
-Init scale (He x 0.1 / 1 / 10, lr 0.01): without BN, x 0.1 is stuck (layer 1's gradient 1e12x smaller than
-the head's; validation error 0.90) and x 10 starts at loss 2.6e14 and turns non-finite at step 30; with BN
-all three train (validation error 0.32 / 0.11 / 0.32, training loss 0.23 / 0.19 / 0.81; x 0.1 was at 0.14 at
-epoch 5). The scale still matters with BN: the conv kernels' gradients at init are the same at every scale
-(0.18 / 0.18 / 0.20 at layer 1: the head, not normalised, is scaled too and multiplies the backward signal by
-the scale), so the relative step goes as 1/scale (not 1/scale^2); at x 0.1 the conv kernels grew from norm
-2.15 to 4.47, at x 1 and x 10 they barely moved (21.5 -> 21.6, 215 -> 215), and x 10 trains the slowest
-(training loss 0.81), its head starting at loss 10.4 (logit std 6.7). Without BN, lr 0.3 grew the kernels
-21.5 -> 68 without learning; with BN, lr 1.0 grew them to 70 and the training loss still fell.
+Result (default config, 5 paired seeds, mean +- sem; 1,042 s wall on a 2-core CPU shared with other jobs,
+load average 15-21: an upper bound). All three claims reproduced.
+(a) Validation error after the anneal at peak lr 0.02 / 0.2 / 1.0: without BN 24.1 +- 4.0% / 90.0 +- 0.0% /
+90.0 +- 0.0% (at 0.2 and 1.0 every seed stays at ln 10: final training loss 2.303 and 2.304, while the conv
+kernels' norm ends at 28.1 +- 2.9 and 78.6 +- 19.9 against 21.9 +- 0.1 at lr 0.02; none diverged); with BN
+8.1 +- 0.3% / 6.8 +- 0.2% / 23.8 +- 3.0% (running averages 8.1 +- 0.3%, 6.7 +- 0.2%, 24.2 +- 2.9%: after the anneal
+recomputing changes little). "Higher rates": BN - no BN = -83.2 +- 0.2 points at lr 0.2 (95% interval -83.8
+to -82.5) and -66.2 +- 3.0 points at lr 1.0 (-74.6 to -57.8), both beyond the 40-point min_effect:
+reproduced. BN's best rate of the three is 0.2, 10x the plain net's; at 1.0 it still trains, more slowly.
+"Faster" (lr 0.02): training loss averaged over the 8 epochs 1.498 +- 0.200 without BN, 0.518 +- 0.010 with
+BN; BN - no BN = -0.980 +- 0.201 (95% interval -1.537 to -0.423): reproduced. The plain net first gets under
+50% validation error (running statistics) in epoch 2 to 7 (seeds 0-4: 6, 5, 2, 4, 7), BN in epoch 1 to 2; BN's
+final training loss is 0.077 +- 0.007 against 0.632 +- 0.190.
+(b) Validation error at He x 0.1 / 1 / 10 (lr 0.02): without BN 90.0 +- 0.0% (stuck at ln 10: final training
+loss 2.303, kernels barely move, norm 2.145) / 24.1 +- 4.0% / non-finite loss at step 1 on all 5 seeds
+(counted as chance); with BN 7.5 +- 0.5% / 8.1 +- 0.3% / 36.0 +- 1.3%. Spread over the scales (max - min per
+seed) 65.9 +- 4.0 points without BN, 28.6 +- 1.5 with BN; BN - no BN = -37.2 +- 4.6 points (95% interval
+-50.1 to -24.3): "the init scale is less important" reproduced. It still matters with BN: He x 10 trains the
+slowest (training loss 1.500 +- 0.045 averaged over the run, 0.763 +- 0.048 at the end; 3.9-4.5 in its first
+epoch, above ln 10: the head, not normalised, is scaled too), and its conv kernels end at norm 214.6 +- 0.2, 10x the x 1
+nets' 22.0, while He x 0.1's grow to 5.56 +- 0.05 (the plain x 0.1 nets' kernels, which barely move, end at
+2.145): BN makes each conv's output independent of its kernel's scale, but not the size of the step relative
+to that scale, which is what the init scale still sets.
 Details: experiments/README.md.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import finish_figure, first_epoch, run, write_results
-from experiments._nets import ConvNet, at_init, mnist_splits, standardize, train_one
+from experiments import _protocol as protocol
+from experiments._common import finish_figure, first_epoch, machine_load, run, write_results
+from experiments._nets import ConvNet, mnist_splits, standardize
 from jaxnets import init, train
 
 CONFIG = dict(
-    preset="default", seed=0, n_train=1024, n_val=500, widths=(8, 16, 32), blocks_per_stage=4,
-    activation="relu", input_mean=0.1307, input_std=0.3081,
-    momentum=0.9, batch_size=32, epochs=8, trained_val_error=0.5, diagnostic_batch=256,
-    norms=("none", "batch"), lrs=(0.01, 0.03, 0.1, 0.3, 1.0),
-    scale_lr=0.01, init_scales=(0.1, 1.0, 10.0),  # (b): He x scale, at lr scale_lr
+    preset="default", seeds=protocol.SEEDS, data_seed=0, n_train=1024, n_val=500, pool=2,
+    widths=(8, 16, 32), blocks_per_stage=4, activation="relu", input_mean=0.1307, input_std=0.3081,
+    momentum=0.9, batch_size=32, epochs=8, schedule="cosine to 0", eval_batch=256, trained_val_error=0.5,
+    evaluation="cosine-annealed rate (to 0), then BN statistics recomputed over the training digits",
+    norms=("none", "batch"), lrs=(0.02, 0.2, 1.0),
+    scale_lr=0.02, init_scales=(0.1, 1.0, 10.0),  # (b): He x scale, at lr scale_lr (one of lrs)
+    chance_error=0.9,  # a diverged run's validation error in the verdicts
+    min_effect={"higher_lr": 0.4, "faster": 0.0, "init_scale": 0.0},
 )
-FULL_CONFIG = dict(CONFIG, preset="full", n_train=4000, n_val=1000, widths=(16, 32, 64), blocks_per_stage=6,
-                   epochs=20, lrs=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0), init_scales=(0.01, 0.1, 1.0, 10.0, 100.0))
-TINY_CONFIG = dict(CONFIG, preset="tiny", n_train=128, n_val=64, widths=(4, 4, 4), blocks_per_stage=1, epochs=1,
-                   lrs=(0.03,), init_scales=(1.0,), diagnostic_batch=32)
+FULL_CONFIG = dict(CONFIG, preset="full", n_train=4000, n_val=1000, pool=1, widths=(16, 32, 64),
+                   blocks_per_stage=6, epochs=20, lrs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+                   init_scales=(0.01, 0.1, 1.0, 10.0, 100.0))
+TINY_CONFIG = dict(CONFIG, preset="tiny", seeds=(0, 1), n_train=128, n_val=64, pool=4, widths=(4, 4, 4),
+                   blocks_per_stage=1, epochs=1, lrs=(0.02, 0.2), init_scales=(1.0,), eval_batch=64)
 
 NORM = {"none": None, "batch": "batch"}
 LABEL = {"none": "no BN", "batch": "BN"}
+
+
+def prepare(dataset: dict, config) -> dict:
+    """uint8 [N, 28, 28, 1] -> standardised float32, average-pooled by ``pool`` to [N, 28/pool, 28/pool, 1]."""
+    x = np.asarray(standardize(config["input_mean"], config["input_std"])(dataset["image"]))
+    n, h, w, c = x.shape
+    p = config["pool"]
+    blocks = x.reshape(n, h // p, p, w // p, p, c)  # [N, H/p, p, W/p, p, C]: each p x p block, averaged below
+    return {"image": blocks.mean(axis=(2, 4)).astype(np.float32), "label": np.asarray(dataset["label"])}
 
 
 def conv_kernel_norm(params: dict) -> float:
@@ -75,107 +105,207 @@ def conv_kernel_norm(params: dict) -> float:
                              for k, p in params.items() if k.startswith("Conv_"))))
 
 
-def train_run(config, norm: str, lr: float, scale: float, data) -> dict:
-    """One network (BN or not, He x ``scale``) trained at ``lr``; the run's row."""
-    train_set, val_set, preprocess = data
-    diag = {k: v[:config["diagnostic_batch"]] for k, v in train_set.items()}
+def train_setting(config, norm: str, scale: float, lrs, train_set, val_set) -> list[dict]:
+    """Every (peak lr, seed) of ``lrs`` x ``config["seeds"]`` for one network (BN or not, He x ``scale``), as
+    one population (one compiled step); one row per member, measured after the cosine anneal."""
+    started = time.perf_counter()
     model = ConvNet(widths=tuple(config["widths"]), blocks_per_stage=config["blocks_per_stage"],
                     norm=NORM[norm], activation=config["activation"],
                     kernel_init=init.variance_scaling(2.0 * scale ** 2, mode="fan_in", distribution="normal"))
-    tx = train.optimizer("sgd", learning_rate=lr, momentum=config["momentum"])
-    fresh = train.TrainState.create(model, tx, train_set["image"][:1], config["seed"])  # fit's initial state
-    start = at_init(fresh, diag, preprocess)  # training mode: what the first SGD step sees
-    before = train.evaluate(fresh, val_set, preprocess=preprocess)  # eval mode: BN with its initial running stats
-    row, state = train_one(model, config, tx, preprocess, train_set, val_set, config["seed"])
-    row.update(norm=norm, lr=lr, init_scale=scale, depth=model.depth, at_init=start,
-               eval_mode_val_loss_at_init=before["loss"], eval_mode_val_error_at_init=1.0 - before["accuracy"],
-               first_epoch_trained=first_epoch(row["val_error"], config["trained_val_error"], strict=False),
-               final_train_loss=row["train_loss"][-1] if row["train_loss"] else None,
-               conv_kernel_norm_init=conv_kernel_norm(fresh.params),
-               conv_kernel_norm_final=None if state is None else conv_kernel_norm(state.params))
-    print(f"{LABEL[norm]:5s} lr {lr:<5g} He x {scale:<4g}: {row['status']:13s} diverged at {row['diverged_at_step']}; "
-          f"loss at init {start['loss']:9.3g} (eval mode {before['loss']:9.3g}); train loss {[round(v, 3) for v in row['train_loss']]}; "
-          f"val error {row['final_val_error']}; |conv kernels| {row['conv_kernel_norm_init']:.3g} -> "
-          f"{row['conv_kernel_norm_final']} [{row['seconds']:.0f} s]", flush=True)
-    return row
+    steps = config["epochs"] * (len(train_set["label"]) // config["batch_size"])
+    seeds, grid = list(config["seeds"]), {"learning_rate": [float(lr) for lr in lrs]}
+
+    def optimizer(hp):  # the member's peak rate, annealed to 0 over the run
+        return train.optimizer("sgd", learning_rate=train.schedules.cosine(hp["learning_rate"], steps),
+                               momentum=config["momentum"])
+    failure = None
+    try:
+        state, history = train.fit(
+            model, train_set, val_data=val_set, epochs=config["epochs"], batch_size=config["batch_size"],
+            seeds=seeds, hparams=grid, progress=False, optimizer=optimizer)
+    except train.NonFiniteLossError as err:  # every member diverged: nothing to evaluate
+        state, history, failure = None, err.history, err
+    rows = []
+    for r, member in enumerate(train.population_members(seeds, grid)):
+        diverged = None if failure is None else {"step": failure.step, "epoch": failure.epoch}
+        if history is not None and history.diverged is not None and history.diverged[r] is not None:
+            diverged = history.diverged[r]
+        curve = [] if history is None else [float(history.train_loss[e][r]) for e in range(len(history.train_loss))]
+        running = [] if history is None else [float(history.val_error[e][r]) for e in range(len(history.val_error))]
+        row = {"norm": norm, "init_scale": scale, "lr": member["learning_rate"], "seed": member["seed"],
+               "steps": steps, "diverged": diverged, "train_loss": curve, "val_error_running": running}
+        if diverged is None:
+            one = train.unstack(state, r)
+            recomputed = train.recompute_batch_stats(one, train_set, batch_size=config["eval_batch"])
+            ev = train.evaluate(recomputed, val_set, batch_size=config["eval_batch"])
+            row.update(val_error=1.0 - ev["accuracy"], val_loss=ev["loss"], final_train_loss=curve[-1],
+                       mean_train_loss=float(np.mean(curve)), final_val_error_running=running[-1],
+                       conv_kernel_norm_final=conv_kernel_norm(one.params),
+                       first_epoch_under_50=first_epoch(running, config["trained_val_error"], strict=False))
+        else:  # a diverged network classifies nothing: chance in the verdicts, nan in the losses
+            row.update(val_error=config["chance_error"], val_loss=math.nan, final_train_loss=math.nan,
+                       mean_train_loss=math.nan, final_val_error_running=math.nan, conv_kernel_norm_final=math.nan,
+                       first_epoch_under_50=None)
+        rows.append(row)
+        print(f"{LABEL[norm]:5s} He x {scale:<4g} lr {row['lr']:<5g} seed {row['seed']}: "
+              f"{'diverged at step ' + str(diverged['step']) if diverged else 'finished'}; train loss "
+              f"{[round(v, 3) for v in curve]}; val error {row['val_error']:.3f} (running "
+              f"{row['final_val_error_running']:.3f}); |conv kernels| {row['conv_kernel_norm_final']:.3g}", flush=True)
+    print(f"  [{time.perf_counter() - started:.0f} s]", flush=True)
+    return rows
+
+
+def per_seed(runs, key, *, norm, lr, scale) -> list[float]:
+    """``key`` of the runs of (norm, lr, scale), in the order of the seeds."""
+    by_seed = {r["seed"]: r[key] for r in runs if (r["norm"], r["lr"], r["init_scale"]) == (norm, lr, scale)}
+    return [float(by_seed[s]) for s in sorted(by_seed)]
+
+
+def judge(name: str, metric: str, a: list, b: list, *, direction: str, min_effect: float, config, scale=100.0,
+          unit=" points", digits=1, **extra) -> dict:
+    """One claim's record: the paired difference BN - no BN, the min_effect and the verdict."""
+    d = protocol.paired(a, b)
+    verdict = protocol.verdict(d, direction=direction, min_effect=min_effect)
+    print(f"{name}: {protocol.describe(d, scale=scale, unit=unit, digits=digits)} -> {verdict}", flush=True)
+    return {"claim": name, "metric": metric, "difference": "BN - no BN, per seed", "seeds": list(config["seeds"]),
+            "no_bn": a, "bn": b, "paired": d,
+            "difference_text": protocol.describe(d, scale=scale, unit=unit, digits=digits),
+            "direction": direction, "min_effect": min_effect, "verdict": verdict, **extra}
 
 
 def main(config=CONFIG, *, out=None):
-    """(a) a learning-rate sweep and (b) an init-scale sweep, each with and without BatchNorm."""
+    """(a) a learning-rate sweep and (b) an init-scale sweep, each with and without BatchNorm, 5 paired seeds."""
     started = time.perf_counter()
-    train_set, val_set = mnist_splits(config["n_train"], config["n_val"], seed=config["seed"])
-    data = (train_set, val_set, standardize(config["input_mean"], config["input_std"]))
-    lr_sweep = {norm: [train_run(config, norm, lr, 1.0, data) for lr in config["lrs"]] for norm in config["norms"]}
-    scale_sweep = {}
+    load_start = machine_load()
+    if config["scale_lr"] not in config["lrs"] or 1.0 not in config["init_scales"]:
+        raise ValueError(f"batchnorm_effect: scale_lr must be one of lrs and 1.0 one of init_scales (the run "
+                         f"shared by both sweeps), got {config['scale_lr']} and {config['init_scales']}.")
+    train_raw, val_raw = mnist_splits(config["n_train"], config["n_val"], seed=config["data_seed"])
+    train_set, val_set = prepare(train_raw, config), prepare(val_raw, config)
+    runs = []
     for norm in config["norms"]:
-        scale_sweep[norm] = []
+        runs += train_setting(config, norm, 1.0, config["lrs"], train_set, val_set)
         for scale in config["init_scales"]:
-            same = [r for r in lr_sweep[norm] if scale == 1.0 and r["lr"] == config["scale_lr"]]
-            scale_sweep[norm].append(same[0] if same else train_run(config, norm, config["scale_lr"], scale, data))
-    summary = {name: {LABEL[norm]: {f"{key} {r[key]:g}": {"status": r["status"], "final_val_error": r["final_val_error"],
-                                                           "final_train_loss": r["final_train_loss"],
-                                                           "diverged_at_step": r["diverged_at_step"]}
-                                    for r in rows}
-                      for norm, rows in sweep.items()}
-               for name, sweep, key in (("lr", lr_sweep, "lr"), ("init_scale", scale_sweep, "init_scale"))}
-    results = {"steps_per_epoch": config["n_train"] // config["batch_size"], "lr_sweep": lr_sweep,
-               "init_scale_sweep": scale_sweep, "summary": summary}
-    figures = {"lr_sweep": plot_lr(results, config), "init_scale": plot_scale(results, config)}
+            if scale != 1.0:
+                runs += train_setting(config, norm, scale, [config["scale_lr"]], train_set, val_set)
+    summary = {"lr": {}, "init_scale": {}}
+    for norm in config["norms"]:
+        for sweep, settings in (("lr", [(lr, 1.0) for lr in config["lrs"]]),
+                                ("init_scale", [(config["scale_lr"], s) for s in config["init_scales"]])):
+            summary[sweep][LABEL[norm]] = {
+                f"{sweep} {lr if sweep == 'lr' else s:g}": {
+                    key: protocol.estimate(per_seed(runs, key, norm=norm, lr=lr, scale=s))
+                    for key in ("val_error", "final_val_error_running", "final_train_loss", "mean_train_loss",
+                                "conv_kernel_norm_final")}
+                | {"diverged_seeds": sum(r["diverged"] is not None for r in runs
+                                         if (r["norm"], r["lr"], r["init_scale"]) == (norm, lr, s))}
+                for lr, s in settings}
+    size = config["min_effect"]
+    claims = {}
+    for lr in config["lrs"]:
+        if lr > config["scale_lr"]:
+            claims[f"higher_lr_{lr:g}"] = judge(
+                f"BN allows higher learning rates: at lr {lr:g} BN trains where the plain net does not",
+                f"validation error after the anneal at peak lr {lr:g} (BN: recomputed statistics; diverged = chance)",
+                per_seed(runs, "val_error", norm="none", lr=lr, scale=1.0),
+                per_seed(runs, "val_error", norm="batch", lr=lr, scale=1.0), direction="lower",
+                min_effect=size["higher_lr"], config=config,
+                min_effect_source="a trained net (under 50%) against one at chance (90%); the notes give no number")
+    lr = config["scale_lr"]
+    claims["faster"] = judge(
+        f"BN trains faster (lr {lr:g})", f"training loss averaged over the {config['epochs']} epochs at peak lr "
+                                         f"{lr:g} (the area under the training curve)",
+        per_seed(runs, "mean_train_loss", norm="none", lr=lr, scale=1.0),
+        per_seed(runs, "mean_train_loss", norm="batch", lr=lr, scale=1.0), direction="lower",
+        min_effect=size["faster"], config=config, scale=1.0, unit="", digits=3,
+        min_effect_source="the notes give no size: 0")
+
+    def spread(norm):
+        per_scale = np.array([per_seed(runs, "val_error", norm=norm, lr=lr, scale=s) for s in config["init_scales"]])
+        return list(per_scale.max(axis=0) - per_scale.min(axis=0))
+
+    claims["init_scale"] = judge(
+        "BN makes the init scale less important",
+        f"per seed, max - min over He x {', '.join(f'{s:g}' for s in config['init_scales'])} of the validation "
+        f"error after the anneal at lr {lr:g} (BN: recomputed statistics; diverged = chance)",
+        spread("none"), spread("batch"), direction="lower", min_effect=size["init_scale"], config=config,
+        min_effect_source="the notes give no size: 0")
+    results = {"n_train": len(train_set["label"]), "n_val": len(val_set["label"]),
+               "image_shape": list(train_set["image"].shape[1:]), "summary": summary, "claims": claims,
+               "runs": runs, "machine_start": load_start, "machine_end": machine_load()}
+    figures = {"lr_sweep": plot_lr(runs, config), "init_scale": plot_scale(runs, config)}
     return write_results(__file__, config, results, figures=figures, out=out, started=started)
 
 
-def _curve(ax, r: dict, spe: int, color, label: str, ceiling: float = 3.0):
-    """Training loss against step (step 0: at init, training mode); an X where the loss went non-finite."""
-    steps = np.arange(len(r["train_loss"]) + 1) * spe
-    ax.plot(steps, np.minimum([r["at_init"]["loss"], *r["train_loss"]], ceiling), "o-", ms=3, color=color,
-            label=label)
-    if r["status"] == "diverged":
-        ax.plot([r["diverged_at_step"]], [ceiling], "X", ms=11, color=color)
+def _curves(ax, runs, config, *, norm, lr, scale, color, label):
+    """Training loss per epoch (mean +- sem band over the seeds; a diverged seed is left out from its epoch)."""
+    rows = [r for r in runs if (r["norm"], r["lr"], r["init_scale"]) == (norm, lr, scale)]
+    curves = np.full((len(rows), config["epochs"]), np.nan)
+    for i, r in enumerate(rows):
+        curves[i, :len(r["train_loss"])] = r["train_loss"]
+    diverged = sum(r["diverged"] is not None for r in rows)
+    extra = f" ({diverged}/{len(rows)} diverged)" if diverged else ""
+    protocol.band(ax, np.arange(1, config["epochs"] + 1), np.minimum(curves, 3.0), color=color, marker="o", ms=3,
+                  label=label + extra)
 
 
-def _describe(r: dict) -> str:
-    if r["status"] == "diverged":
-        return f"diverged at step {r['diverged_at_step']}"
-    return f"val error {r['final_val_error']:.3f}"
+def _final(ax, runs, config, xs, settings, *, norm, color, marker="o", key="val_error", label=None, ls="-"):
+    """Final validation error (%) against the swept value, mean +- sem error bars, and every seed as a dot."""
+    values = np.array([per_seed(runs, key, norm=norm, lr=lr, scale=s) for lr, s in settings])  # [settings, seeds]
+    est = [protocol.estimate(v) for v in values]
+    ax.errorbar(xs, [100 * e["mean"] for e in est], yerr=[100 * e["sem"] for e in est], fmt=marker + ls,
+                color=color, capsize=4, label=label)
+    for x, v in zip(xs, values):
+        ax.plot([x] * len(v), 100 * v, ".", color=color, alpha=0.35)
 
 
-def plot_lr(results: dict, config: dict):
-    fig, axes = plt.subplots(1, 1 + len(config["norms"]), figsize=(6 + 5.5 * len(config["norms"]), 4.8))
-    spe = results["steps_per_epoch"]
-    for i, norm in enumerate(config["norms"]):
-        rows = results["lr_sweep"][norm]
-        errors = [1.0 if r["status"] == "diverged" else r["final_val_error"] for r in rows]
-        axes[0].plot([r["lr"] for r in rows], errors, "o-", color=f"C{i}", label=LABEL[norm])
-        for r, e in zip(rows, errors):
-            if r["status"] == "diverged":
-                axes[0].plot([r["lr"]], [e], "X", ms=12, color=f"C{i}")
+def plot_lr(runs, config):
+    norms = config["norms"]
+    fig, axes = plt.subplots(1, 1 + len(norms), figsize=(6 + 5.5 * len(norms), 4.8))
+    settings = [(lr, 1.0) for lr in config["lrs"]]
+    for i, norm in enumerate(norms):
+        _final(axes[0], runs, config, config["lrs"], settings, norm=norm, color=f"C{i}",
+               label=f"{LABEL[norm]}" + (" (recomputed statistics)" if norm == "batch" else ""))
+        if norm == "batch":
+            _final(axes[0], runs, config, config["lrs"], settings, norm=norm, color=f"C{i}", marker="s", ls="--",
+                   key="final_val_error_running", label="BN (running averages)")
         cmap = plt.get_cmap("plasma")
-        for j, r in enumerate(rows):
-            _curve(axes[1 + i], r, spe, cmap(j / max(len(rows) - 1, 1) * 0.85), f"lr {r['lr']:g}: {_describe(r)}")
-        axes[1 + i].set(title=f"{LABEL[norm]}: training loss (step 0: at init; X: non-finite)", xlabel="SGD step",
-                        ylabel="training loss (epoch mean)", ylim=(0, 3.1))
+        for j, lr in enumerate(config["lrs"]):
+            _curves(axes[1 + i], runs, config, norm=norm, lr=lr, scale=1.0,
+                    color=cmap(j / max(len(config["lrs"]) - 1, 1) * 0.85), label=f"peak lr {lr:g}")
         axes[1 + i].axhline(np.log(10), color="k", ls=":", lw=1)
-    axes[0].axhline(0.9, color="k", ls=":", lw=1, label="chance")
-    axes[0].set(xscale="log", xlabel="learning rate (SGD, momentum 0.9)", ylim=(0, 1.02),
-                ylabel=f"validation error after {config['epochs']} epochs (X: diverged)",
-                title="final validation error against learning rate")
+        axes[1 + i].set(title=f"{LABEL[norm]}: training loss (mean +- sem)", xlabel="epoch",
+                        ylabel="training loss (epoch mean, capped at 3)", ylim=(0, 3.1))
+    axes[0].axhline(100 * config["chance_error"], color="k", ls=":", lw=1, label="chance (and diverged)")
+    axes[0].set(xscale="log", xlabel="peak learning rate (SGD momentum 0.9, cosine to 0)", ylim=(0, 100),
+                ylabel="validation error after the anneal (%)",
+                title="final validation error (mean +- sem; dots: seeds)")
+    axes[0].minorticks_off()
+    axes[0].set_xticks(config["lrs"], [f"{lr:g}" for lr in config["lrs"]])
+    side = 28 // config["pool"]
     return finish_figure(fig, axes, legend={"fontsize": 8},
-                         suptitle=f"{results['lr_sweep'][config['norms'][0]][0]['depth']}-layer plain CNN, He init, "
-                                  f"{config['n_train']} MNIST digits, batch {config['batch_size']}, "
-                                  f"{config['epochs']} epochs")
+                         suptitle=f"{2 + 3 * config['blocks_per_stage']}-layer plain CNN, He init, "
+                                  f"{config['n_train']} MNIST digits at {side} x {side}, batch {config['batch_size']}, "
+                                  f"{config['epochs']} epochs, {len(config['seeds'])} paired seeds")
 
 
-def plot_scale(results: dict, config: dict):
-    fig, axes = plt.subplots(1, len(config["norms"]), figsize=(6.5 * len(config["norms"]), 4.8), squeeze=False)
-    spe = results["steps_per_epoch"]
-    for ax, norm in zip(axes[0], config["norms"]):
-        for j, r in enumerate(results["init_scale_sweep"][norm]):
-            _curve(ax, r, spe, f"C{j}", f"He x {r['init_scale']:g} (loss at init {r['at_init']['loss']:.3g}): "
-                                        f"{_describe(r)}")
-        ax.axhline(np.log(10), color="k", ls=":", lw=1)
-        ax.set(title=f"{LABEL[norm]}: kernels drawn from He x scale, lr {config['scale_lr']:g}", xlabel="SGD step",
-               ylabel="training loss (epoch mean; step 0: at init)", ylim=(0, 3.1))
-    return finish_figure(fig, axes[0], legend={"fontsize": 8})
+def plot_scale(runs, config):
+    norms, lr = config["norms"], config["scale_lr"]
+    fig, axes = plt.subplots(1, 1 + len(norms), figsize=(6 + 5.5 * len(norms), 4.8))
+    settings = [(lr, s) for s in config["init_scales"]]
+    for i, norm in enumerate(norms):
+        _final(axes[0], runs, config, config["init_scales"], settings, norm=norm, color=f"C{i}", label=LABEL[norm])
+        for j, s in enumerate(config["init_scales"]):
+            _curves(axes[1 + i], runs, config, norm=norm, lr=lr, scale=s, color=f"C{j + 2}", label=f"He x {s:g}")
+        axes[1 + i].axhline(np.log(10), color="k", ls=":", lw=1)
+        axes[1 + i].set(title=f"{LABEL[norm]}: training loss at lr {lr:g} (mean +- sem)", xlabel="epoch",
+                        ylabel="training loss (epoch mean, capped at 3)", ylim=(0, 3.1))
+    axes[0].axhline(100 * config["chance_error"], color="k", ls=":", lw=1, label="chance (and diverged)")
+    axes[0].set(xscale="log", xlabel="init scale (kernels from He x scale)", ylim=(0, 100),
+                ylabel="validation error after the anneal (%)", title=f"final validation error at lr {lr:g}")
+    axes[0].minorticks_off()
+    axes[0].set_xticks(config["init_scales"], [f"{s:g}" for s in config["init_scales"]])
+    return finish_figure(fig, axes, legend={"fontsize": 8})
 
 
 if __name__ == "__main__":
