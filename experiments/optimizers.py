@@ -215,7 +215,8 @@ def main(config=CONFIG, *, out=None):
                "cpu_time_s": time.process_time() - cpu_started, "machine_start": load_start,
                "machine_end": machine_load()}
     figures = {"tuning": plot_tuning(pilot, tuning, summary, config),
-               "curves": plot_curves(runs, settings, config), "paired": plot_paired(summary, config)}
+               "curves": plot_curves(runs, settings, config),
+               "paired": plot_paired(summary, results["claims"], config)}
     return write_results(__file__, config, results, figures=figures, out=out, started=started)
 
 
@@ -291,12 +292,13 @@ def plot_curves(runs: list, settings: dict, config: dict):
     return finish_figure(fig, axes, grid={"which": "both"}, legend={"fontsize": 8})
 
 
-def plot_paired(summary: dict, config: dict):
-    """Each seed's test error in every setting, a line per seed: the pairing the verdicts rest on."""
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+def plot_paired(summary: dict, claims_: list, config: dict):
+    """Left: each seed's test error in every setting, a line per seed (the pairing the verdicts rest on).
+    Right: each paired claim's mean difference b - a with its 95% interval and its min_effect."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [1.3, 1]})
     names = list(summary)
     values = np.array([[100 * v for v in summary[n]["test_error"]["values"]] for n in names])  # [settings, seeds]
-    for j, seed in enumerate(config["seeds"]):
+    for j in range(values.shape[1]):
         ax.plot(range(len(names)), values[:, j], "o-", color="0.6", lw=0.8, label="one seed" if j == 0 else None)
     for i, n in enumerate(names):
         s = summary[n]["test_error"]
@@ -304,7 +306,21 @@ def plot_paired(summary: dict, config: dict):
                     label="mean +- sem" if i == 0 else None)
     ax.set_xticks(range(len(names)), [f"{n}\n(lr {summary[n]['rate']:g})" for n in names], fontsize=8)
     ax.set(ylabel="test error (%)", ylim=(0, None), title="test error per seed (lines join the same seed)")
-    return finish_figure(fig, [ax], grid={}, legend={})
+    tested = [c for c in claims_ if "difference" in c]
+    for k, c in enumerate(tested):
+        d = c["difference"]
+        lo, hi = (100 * v for v in d["ci95"])
+        bx.errorbar([100 * d["mean"]], [k], xerr=[[100 * d["mean"] - lo], [hi - 100 * d["mean"]]], fmt="o",
+                    color="k", capsize=5)
+        m = 100 * c["min_effect"]
+        marks = (-m, m) if c["direction"] == "same" else (m if c["direction"] == "higher" else -m,)
+        bx.plot(marks, [k] * len(marks), "|", color="C3", ms=22, mew=2)
+    bx.axvline(0, color="0.4", lw=0.8)
+    bx.set_yticks(range(len(tested)), [f"{c['b']}\n- {c['a']}\n-> {c['verdict']}" for c in tested], fontsize=8)
+    bx.set(xlabel="paired difference of test error (points)", ylim=(-0.7, len(tested) - 0.3),
+           title="b - a: mean and 95% interval (red: min_effect / margin)")
+    ax.legend()
+    return finish_figure(fig, [ax, bx], grid={})
 
 
 if __name__ == "__main__":
