@@ -294,11 +294,15 @@ def plot_curves(runs: list, settings: dict, config: dict):
 
 def plot_paired(summary: dict, claims_: list, config: dict):
     """Left: each seed's test error in every setting, a line per seed (the pairing the verdicts rest on).
-    Right: each paired claim's mean difference b - a with its 95% interval and its min_effect."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [1.3, 1]})
+    Right, one row per paired claim (each on its own scale, zero marked): the mean difference b - a with its
+    95% interval, and the claim's min_effect (or margin) in red."""
+    tested = [c for c in claims_ if "difference" in c]
+    fig = plt.figure(figsize=(14, 5.2))
+    grid = fig.add_gridspec(len(tested), 2, width_ratios=[1.3, 1])
+    ax = fig.add_subplot(grid[:, 0])
     names = list(summary)
-    values = np.array([[100 * v for v in summary[n]["test_error"]["values"]] for n in names])  # [settings, seeds]
-    for j in range(values.shape[1]):
+    values = np.array([[100 * float(v) for v in summary[n]["test_error"]["values"]] for n in names])
+    for j in range(values.shape[1]):  # values: [settings, seeds]
         ax.plot(range(len(names)), values[:, j], "o-", color="0.6", lw=0.8, label="one seed" if j == 0 else None)
     for i, n in enumerate(names):
         s = summary[n]["test_error"]
@@ -306,21 +310,21 @@ def plot_paired(summary: dict, claims_: list, config: dict):
                     label="mean +- sem" if i == 0 else None)
     ax.set_xticks(range(len(names)), [f"{n}\n(lr {summary[n]['rate']:g})" for n in names], fontsize=8)
     ax.set(ylabel="test error (%)", ylim=(0, None), title="test error per seed (lines join the same seed)")
-    tested = [c for c in claims_ if "difference" in c]
-    for k, c in enumerate(tested):
-        d = c["difference"]
-        lo, hi = (100 * v for v in d["ci95"])
-        bx.errorbar([100 * d["mean"]], [k], xerr=[[100 * d["mean"] - lo], [hi - 100 * d["mean"]]], fmt="o",
-                    color="k", capsize=5)
-        m = 100 * c["min_effect"]
-        marks = (-m, m) if c["direction"] == "same" else (m if c["direction"] == "higher" else -m,)
-        bx.plot(marks, [k] * len(marks), "|", color="C3", ms=22, mew=2)
-    bx.axvline(0, color="0.4", lw=0.8)
-    bx.set_yticks(range(len(tested)), [f"{c['b']}\n- {c['a']}\n-> {c['verdict']}" for c in tested], fontsize=8)
-    bx.set(xlabel="paired difference of test error (points)", ylim=(-0.7, len(tested) - 0.3),
-           title="b - a: mean and 95% interval (red: min_effect / margin)")
     ax.legend()
-    return finish_figure(fig, [ax, bx], grid={})
+    axes = [ax]
+    for k, c in enumerate(tested):
+        bx = fig.add_subplot(grid[k, 1])
+        d, m = c["difference"], 100 * c["min_effect"]
+        mean, (lo, hi) = 100 * d["mean"], (100 * v for v in d["ci95"])
+        bx.errorbar([mean], [0], xerr=[[mean - lo], [hi - mean]], fmt="o", color="k", capsize=5)
+        marks = (-m, m) if c["direction"] == "same" else (m if c["direction"] == "higher" else -m,)
+        bx.plot(marks, [0] * len(marks), "|", color="C3", ms=18, mew=2)
+        bx.axvline(0, color="0.4", lw=0.8)
+        bx.set_yticks([])
+        bx.set_title(f"{c['b']} - {c['a']}: {c['difference_text']} -> {c['verdict']}", fontsize=8)
+        axes.append(bx)
+    axes[-1].set_xlabel("paired difference of test error (points): mean, 95% interval; red: min_effect")
+    return finish_figure(fig, axes, grid={})
 
 
 if __name__ == "__main__":
