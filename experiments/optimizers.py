@@ -53,9 +53,10 @@ worse than at its own (0.14 to 0.82: above zero, but under the 0.5-point min_eff
 only 3x apart here (the grids share 0.01, Adam's best and SGD-momentum's 4.8%, and 0.03, SGD-momentum's best
 and Adam's 3.8%, on the pilot seed). SGD is harder to tune: not tested (one pilot seed); within 0.5
 points of the best validation error SGD-momentum has 2 of its 4 rates (0.03, 0.1) and Adam 1 (1e-2), while
-one SGD-momentum rate (0.3) fails and no Adam rate does: no clear reading at this resolution. Wilson et al.'s setups (larger
-overparameterised nets on CIFAR-10 and language tasks, tuned decay schemes) are not this one: here, LeNet-5
-on 2,000 digits with no weight decay or augmentation, tuned Adam generalises better than tuned SGD-momentum.
+one SGD-momentum rate (0.3) fails and no Adam rate does: no clear reading at this resolution. Wilson et
+al.'s setups (larger overparameterised nets on CIFAR-10 and language tasks, tuned decay schemes) are not
+this one: here, LeNet-5 on 2,000 digits with no weight decay or augmentation, tuned Adam generalises better
+than tuned SGD-momentum.
 The previous version of this script (155 constant-rate steps, five optimizers; results in git history before
 this rework) found a 300x spread of best rates and SGD-momentum 32.6 +- 6.6 points worse (validation
 error) at Adam's rate.
