@@ -209,8 +209,8 @@ def train_one(model, config, tx, preprocess, train_set, val_set, seed: int):
 
 
 # ----------------------------------------------------------------------------------------------
-# a training loop with the learning rate as a traced hyperparameter (optimizers.py, learning_rate_schedules.py,
-# weight_decay.py)
+# a training loop with the learning rate as a traced hyperparameter (learning_rate_schedules.py, weight_decay.py,
+# resnet_without_bn.py)
 # ----------------------------------------------------------------------------------------------
 def with_traced_rate(unit_tx: optax.GradientTransformation) -> optax.GradientTransformation:
     """``unit_tx`` (an optimizer built with ``learning_rate=1.0``) followed by a multiplication by a

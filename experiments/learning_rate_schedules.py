@@ -10,7 +10,8 @@ training digits, validated on the 1,000 held-out digits; SGD with momentum 0.9 (
 the schedule passed as its ``learning_rate``), batch 64, 9 epochs (225 steps), trained by
 ``experiments._nets.train_run`` (``make_train_step``, ``Batches``, ``evaluate`` after every epoch;
 per-step losses kept). Every schedule starts at the same base rate, 0.1, the larger of SGD-momentum's two
-good constant rates in ``experiments/optimizers.py`` (0.03 and 0.1) and 3x the tuned constant below:
+good constant rates in the 2026-12-04 run of ``experiments/optimizers.py``'s constant-rate sweep (0.03 and
+0.1; that sweep has since been replaced by long schedules) and 3x the tuned constant below:
 schedules are meant to let a larger rate do the early, rough progress and a small one refine. From
 ``jaxnets.train.schedules``:
   constant        0.1 throughout;
