@@ -36,13 +36,13 @@ apply. The per-sequence ratios of the left panel of chain_order.png are not stor
 ``chain_study(CONFIG["chain"], CONFIG["seed"])`` recomputes them exactly.
 
 Run: python -m experiments.autodiff_modes  ->  experiments/results/autodiff_modes/
-Result (default config, 2026-12-07, 188.38 s wall on a 2-core CPU shared with other jobs, load average 18-20:
-an upper bound, and timings far noisier than the 2026-11-22 run on a less loaded machine). (n, m) grid: with
-max(n, m) >= 100 the faster mode is the predicted one on 10 of 10 pairs (jacrev 59.8x faster at (1000, 1),
-jacfwd 228x faster at (1, 1000), smallest gap 1.26x at (100, 10); log-log slope 0.58), but only 5 of the 10
-gaps exceed that pair's slowest/fastest batch spread (spreads up to 328x under this load; 7 of the 10 pairs
-have every alternated round on the predicted side): "partly" by the rule. With n, m <= 10 the ratios (1.10 at
-(1, 10) against the prediction, 1.10 at (10, 1) with it) are ties. Worked example: jvp and vjp both give
+Result (default config, 2026-12-07, 45.9 s wall on the 2-core CPU at load 2.5-2.7 after a rerun on a
+quieter machine; the first run of this version, at load 18-20, took 188 s and had spreads up to 328x). (n, m)
+grid: with max(n, m) >= 100 the faster mode is the predicted one on 10 of 10 pairs (jacrev 53.5x faster at
+(1000, 1), jacfwd 85.6x faster at (1, 1000); log-log slope 0.57), and 9 of the 10 gaps exceed that pair's
+slowest/fastest batch spread; the tenth, (10, 100), is 1.75x against a spread of 1.79x: "partly" by the
+rule, which needs all. With n, m <= 10 the ratios (forward 1.51x faster at (1, 10), spread 1.55x; reverse
+1.16x faster at (10, 1), spread 4.5x) are ties. Worked example: jvp and vjp both give
 (df/dx, df/dy) = (0.89154184520737, 1.4691882405099876), the closed form, to 2.2e-16 and 0 in float64.
 Concept 6.38, exact counts: the reverse order costs the optimum on 10,000 of 10,000 decreasing sequences (and
 the forward order on 10,000 of 10,000 increasing ones): reproduced. Where the widths tend to decrease it
@@ -54,10 +54,10 @@ increasing widths (median 43.9x the optimum, up to 2,574x; the forward order is 
 bottleneck (optimal on 965 of 10,000; median 8.44x, 99th percentile 1,127x, up to 4,034x), any order (optimal
 on 1,954; median 6.33x, up to 4,035x), the autoencoder 784-256-32-256-784 (5.23x: its optimum multiplies
 each half towards the 32-wide code, ((D4 D3) (D2 D1))). Timings (15 alternated rounds, medians): MLP
-1000-500-100-10, jacfwd 27.37 ms, jacrev 0.98 ms, fwd/rev 38.4x per round (12.9x in the slowest round; work
-model 100x, XLA FLOPs 91.2x), above the largest slowest/fastest spread (9.2x): reproduced. Bottleneck MLP
-500-500-10-500-500: jacfwd 22.25 ms, jacrev 30.60 ms, the mixed order 1.65 ms (jacrev/mixed 14.2x per round,
-2.7x in the slowest; work model 33.6x, XLA FLOPs 32.5x).
+1000-500-100-10, jacfwd 6.11 ms, jacrev 0.21 ms, fwd/rev 29.1x per round (24.4x in the slowest round; work
+model 100x, XLA FLOPs 91.2x), above the largest slowest/fastest spread (1.47x): reproduced. Bottleneck MLP
+500-500-10-500-500: jacfwd 3.31 ms, jacrev 3.10 ms, the mixed order 0.42 ms (jacrev/mixed 7.6x per round,
+6.6x in the slowest; work model 33.6x, XLA FLOPs 32.5x).
 """
 from __future__ import annotations
 
