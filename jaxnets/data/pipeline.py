@@ -31,8 +31,7 @@ PyTorch: `torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, num_wor
 """
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import grain
 import jax
@@ -40,38 +39,11 @@ import numpy as np
 from jax.sharding import Sharding
 
 from jaxnets.checks import check_bool, check_int, check_positive_int
+from jaxnets.data import processes
 from jaxnets.data.batches import Batches, EpochIterator
+from jaxnets.data.reading import BatchReader, WorkerBatches, apply_transforms, example_rng, local_indices
 
 __all__ = ["Loader", "is_source", "apply_transforms", "example_rng"]
-
-_THREAD = threading.local()  # each reading thread's Philox generator, re-keyed per example by example_rng
-
-
-def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The generator of the random transforms of example `index` in epoch `epoch`: numpy's counter-based
-    Philox with key `(seed, epoch)` and counter `(0, 0, index, 0)`.
-
-    Each example gets its own stream (2**128 draws apart), a function of `(seed, epoch, index)` only, so
-    the augmentation does not depend on the example's position, the batch, the worker or the process.
-    Re-keying this thread's one generator costs a few microseconds, where building a new one
-    (`default_rng([seed, epoch, index])`, through a SeedSequence) costs tens: a share of the time of
-    decoding a small image. The generator is reused by the next call in the same thread: draw from it
-    before asking for the next example's.
-
-    Args: seed, epoch, index: non-negative ints below 2**64.
-    Returns: a `numpy.random.Generator`.
-    """
-    cached = getattr(_THREAD, "philox", None)
-    if cached is None:
-        bit_generator = np.random.Philox(key=0)
-        cached = _THREAD.philox = (bit_generator, np.random.Generator(bit_generator), bit_generator.state)
-    bit_generator, generator, state = cached
-    state["state"]["key"][:] = (seed, epoch)
-    state["state"]["counter"][:] = (0, 0, index, 0)
-    state.update(buffer_pos=4, has_uint32=0, uinteger=0)  # nothing buffered from the previous example
-    bit_generator.state = state
-    return generator
-
 
 def is_source(data) -> bool:
     """Whether `data` is a random-access source a `Loader` reads: a `grain.MapDataset`, or an object with
@@ -81,19 +53,6 @@ def is_source(data) -> bool:
     if isinstance(data, (Mapping, Batches, np.ndarray, jax.Array, list, tuple, str, bytes)):
         return False
     return callable(getattr(data, "__len__", None)) and callable(getattr(data, "__getitem__", None))
-
-
-def apply_transforms(element, transforms: Sequence, rng: np.random.Generator):
-    """Apply `transforms` in order: a `grain.transforms.RandomMap` as `t.random_map(element, rng)`, a
-    `grain.transforms.Map` as `t.map(element)`, any other callable as `t(element)`."""
-    for transform in transforms:
-        if isinstance(transform, grain.transforms.RandomMap):
-            element = transform.random_map(element, rng)
-        elif isinstance(transform, grain.transforms.Map):
-            element = transform.map(element)
-        else:
-            element = transform(element)
-    return element
 
 
 def _check_transforms(fn: str, transforms) -> tuple:
@@ -121,71 +80,49 @@ _HORIZON_EPOCHS = 1 << 20  # a stream's length in epochs: it ends only when it i
 
 class _ReadBatch(grain.transforms.Map):
     """Grain map from a batch number `k` (counted over all epochs: epoch `k // len(loader)`, batch
-    `k % len(loader)`) to this process's rows of that batch, read and transformed.
+    `k % len(loader)`) to this process's rows of that batch, read and transformed: `reading.BatchReader`.
 
-    Runs in Grain's reading threads and worker processes (pickled to them with the loader and its source)."""
+    Runs in Grain's reading threads (and, in `Loader.dataset(...)` with workers, Grain's worker processes)."""
 
-    def __init__(self, loader: Loader):
-        self.loader = loader
-        self._table = (None, None)  # (epoch, its index table): computed once per epoch, swapped atomically
-
-    def __getstate__(self) -> dict:
-        return {"loader": self.loader}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["loader"])
-
-    def example(self, epoch: int, index: int) -> dict:
-        loader = self.loader
-        element = loader.source[index]
-        if not isinstance(element, Mapping) or "image" not in element or "label" not in element:
-            raise TypeError(f"Loader: source[{index}] must be a dict with 'image' [H, W, C] and 'label', got "
-                            f"{type(element).__name__}.")
-        return apply_transforms(element, loader.transforms, example_rng(loader.seed, epoch, index))
+    def __init__(self, reader: BatchReader):
+        self.reader = reader
 
     def map(self, k: int) -> dict:
-        loader = self.loader
-        epoch, b = divmod(int(k), len(loader))
-        table = self._table  # one read: threads may replace it meanwhile
-        if table[0] != epoch:
-            table = self._table = (epoch, loader.local_indices(epoch))
-        indices = table[1][b]
-        batch = {key: np.zeros((len(indices),) + shape, dtype) for key, (shape, dtype) in loader.spec.items()}
-        for row, index in enumerate(indices):
-            if index < 0:
-                continue  # a padding row stays zero (and is masked out)
-            element = self.example(epoch, int(index))
-            for key, (shape, _) in loader.spec.items():
-                value = np.asarray(element[key])
-                if value.shape != shape:
-                    raise ValueError(f"Loader: example {int(index)} has {key} of shape {value.shape}, but example "
-                                     f"0's is {shape}; every example of a batch must have the same shape: add "
-                                     f"transforms that fix it (e.g. transforms.Resize and transforms.CenterCrop, "
-                                     f"or transforms.RandomResizedCrop).")
-                batch[key][row] = value
-        if loader.pad_last:
-            batch["mask"] = indices >= 0
-        return batch
+        return self.reader(k)
 
 
 class _Stream:
-    """A running Grain iterator over a loader's batches from `(epoch, start)` on, through the following
-    epochs: its threads and worker processes keep reading ahead across the end of an epoch."""
+    """A running reader of a loader's batches from `(epoch, start)` on, through the following epochs: its
+    threads and worker processes keep reading ahead across the end of an epoch.
+
+    Without workers, the Grain iterator of `loader.dataset(epoch, start=start)`; with workers,
+    `processes.WorkerStream` over `reading.WorkerBatches` (batch `i` of the stream from worker
+    `i % worker_count`, as Grain's `mp_prefetch` slices it), each worker a fork of the fork server (see
+    `processes`), reading with its own `read_threads` threads."""
 
     def __init__(self, loader: Loader, epoch: int, start: int):
         self.steps, self.position = len(loader), (epoch, start)
-        self.iterator = iter(loader.dataset(epoch, start=start))
+        if loader.worker_count:
+            first = epoch * len(loader) + start
+            batches = WorkerBatches(loader.reader, first, (epoch + _HORIZON_EPOCHS) * len(loader), loader.worker_count,
+                                    threads=loader.read_threads, ahead=max(loader.read_threads, loader.prefetch))
+            workers = processes.WorkerStream(batches, loader.worker_count, buffer=loader.prefetch,
+                                             name="Loader worker")
+            self.iterator, self._next, self._close = workers, workers.next, workers.close
+        else:
+            self.iterator = iter(loader.dataset(epoch, start=start))
+            self._next = self.iterator.__next__
+            self._close = getattr(self.iterator, "close", None)
 
     def next(self) -> dict:
-        batch = next(self.iterator)
+        batch = self._next()
         epoch, b = self.position
         self.position = (epoch + 1, 0) if b + 1 == self.steps else (epoch, b + 1)
         return batch
 
     def close(self) -> None:
-        close = getattr(self.iterator, "close", None)  # stops the worker processes
-        if close is not None:
-            close()
+        if self._close is not None:
+            self._close()  # stops the reading threads / worker processes
 
 
 class Loader(Batches):
@@ -282,7 +219,12 @@ class Loader(Batches):
         self.spec["label"] = ((), np.dtype(np.int32))
         self.next_epoch = 0
         self._rows = self._rows_of_process()
+        self.reader = BatchReader(source, self.transforms, seed=self.seed, shuffle=self.shuffle,
+                                  num_examples=self.num_examples, batch_size=self.batch_size, steps=len(self),
+                                  rows=self._rows, spec=self.spec, mask=self.pad_last)
         self._stream: _Stream | None = None
+        if self.worker_count:
+            processes.start_server()  # its imports run now, in the background, not at the first batch
 
     def _labels(self, fn: str, labels) -> np.ndarray:
         if labels is None:
@@ -316,11 +258,7 @@ class Loader(Batches):
 
     def local_indices(self, epoch: int) -> np.ndarray:
         """This process's example indices of epoch `epoch`, `[len(self), local_batch_size]` (-1: padding)."""
-        order = self.order(epoch)
-        steps = len(self)
-        padded = np.full(steps * self.batch_size, -1, np.int64)
-        padded[:min(len(order), len(padded))] = order[:len(padded)]
-        return padded.reshape(steps, self.batch_size)[:, self._rows]
+        return local_indices(self.order(epoch), len(self), self.batch_size, self._rows)
 
     def dataset(self, epoch: int, *, start: int = 0) -> grain.IterDataset:
         """The Grain dataset of this process's batches from batch `start` of epoch `epoch` on, through the
@@ -334,7 +272,7 @@ class Loader(Batches):
         epoch = check_int("Loader.dataset", "epoch", epoch, minimum=0)
         start = check_int("Loader.dataset", "start", start, minimum=0, maximum=len(self))
         first = epoch * len(self) + start
-        batches = grain.MapDataset.range(first, (epoch + _HORIZON_EPOCHS) * len(self)).map(_ReadBatch(self))
+        batches = grain.MapDataset.range(first, (epoch + _HORIZON_EPOCHS) * len(self)).map(_ReadBatch(self.reader))
         # Grain keeps `prefetch_buffer_size` batches in flight: at least one per thread, or threads idle.
         out = batches.to_iter_dataset(grain.ReadOptions(num_threads=self.read_threads,
                                                         prefetch_buffer_size=max(self.read_threads, self.prefetch)))
