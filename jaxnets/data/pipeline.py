@@ -1,11 +1,11 @@
-"""Loader: batches read from a random-access source through Grain, for datasets larger than memory.
+"""Loader: batches read from a random-access source, for datasets larger than memory.
 
 `Loader(source, batch_size, ...)` is a `Batches` (the protocol `fit`, `evaluate` and `recompute_batch_stats`
 use: `epoch(e)`, `len()`, `batch_size`, `num_examples`) whose examples are read from a source
 (`ImageFolder`, `ArraySource`, `ArrayRecordSource`, a `grain.MapDataset`, or any object with `len()`
 and `source[i] -> {"image": [H, W, C], "label": int}`) when their batch is produced, decoded and
-transformed (`jaxnets.data.transforms`) in Grain's reading threads and, with `worker_count > 0`, in
-Grain's worker processes. The guarantees of `Batches` hold:
+transformed (`jaxnets.data.transforms`, Grain transforms) by reading threads and, with `worker_count > 0`,
+in worker processes. The guarantees of `Batches` hold:
 
 - the order of epoch `e` is `numpy.random.default_rng([seed, e]).permutation(N)`, the same as
   `Batches(arrays, ...)` over the same examples (an `ArraySource` gives bit for bit the batches of
@@ -18,9 +18,12 @@ Grain's worker processes. The guarantees of `Batches` hold:
   `(e, k)` is the iterator's whole position, which `fit(..., checkpoint_every=...)` saves with its
   checkpoints so that a run resumed mid-epoch ends bit for bit as an uninterrupted one.
 
-One Grain iterator (its threads and worker processes) runs from epoch to epoch, so the next epoch's first
-batches are read while the current one ends and worker processes start once (Grain spawns them: each is
-a fresh Python importing grain, jax and jaxnets, seconds on a busy machine), not once per epoch.
+One reader (its threads and worker processes) runs from epoch to epoch, so the next epoch's first batches
+are read while the current one ends and worker processes start once, not once per epoch. The reading
+(`jaxnets.data.reading`) needs numpy and Pillow only; the workers are forks of a fork server that imports
+just that (`jaxnets.data.processes`), not spawned Pythons importing grain, jax and jaxnets as Grain's
+`mp_prefetch` starts them (seconds per worker on a busy machine). `Loader.dataset(e)` gives the same
+batches as a Grain `IterDataset`, to compose with Grain's own transformations.
 
     source = data.ImageFolder("imagenet/train", rgb=True)
     loader = data.Loader(source, 256, transforms=data.transforms.imagenet_train(224), worker_count=8)
@@ -41,7 +44,8 @@ from jax.sharding import Sharding
 from jaxnets.checks import check_bool, check_int, check_positive_int
 from jaxnets.data import processes
 from jaxnets.data.batches import Batches, EpochIterator
-from jaxnets.data.reading import BatchReader, WorkerBatches, apply_transforms, example_rng, local_indices
+from jaxnets.data.reading import (BatchReader, WorkerBatches, apply_transforms, example_rng, local_indices,
+                                  read_batches)
 
 __all__ = ["Loader", "is_source", "apply_transforms", "example_rng"]
 
@@ -82,7 +86,7 @@ class _ReadBatch(grain.transforms.Map):
     """Grain map from a batch number `k` (counted over all epochs: epoch `k // len(loader)`, batch
     `k % len(loader)`) to this process's rows of that batch, read and transformed: `reading.BatchReader`.
 
-    Runs in Grain's reading threads (and, in `Loader.dataset(...)` with workers, Grain's worker processes)."""
+    Runs in the Grain pipeline of `Loader.dataset(...)`: Grain's reading threads and worker processes."""
 
     def __init__(self, reader: BatchReader):
         self.reader = reader
@@ -95,24 +99,24 @@ class _Stream:
     """A running reader of a loader's batches from `(epoch, start)` on, through the following epochs: its
     threads and worker processes keep reading ahead across the end of an epoch.
 
-    Without workers, the Grain iterator of `loader.dataset(epoch, start=start)`; with workers,
-    `processes.WorkerStream` over `reading.WorkerBatches` (batch `i` of the stream from worker
-    `i % worker_count`, as Grain's `mp_prefetch` slices it), each worker a fork of the fork server (see
-    `processes`), reading with its own `read_threads` threads."""
+    Without workers, `reading.read_batches` in this process; with workers, `processes.WorkerStream` over
+    `reading.WorkerBatches` (batch `i` of the stream from worker `i % worker_count`, as Grain's
+    `mp_prefetch` slices it), each worker a fork of the fork server (see `processes`) running
+    `read_batches` on its share. Either way `read_threads` threads per process, each batch's rows split
+    between them, `max(read_threads, prefetch)` batches in flight."""
 
     def __init__(self, loader: Loader, epoch: int, start: int):
         self.steps, self.position = len(loader), (epoch, start)
+        first, end = epoch * len(loader) + start, (epoch + _HORIZON_EPOCHS) * len(loader)
+        threads, ahead = loader.read_threads, max(loader.read_threads, loader.prefetch)
         if loader.worker_count:
-            first = epoch * len(loader) + start
-            batches = WorkerBatches(loader.reader, first, (epoch + _HORIZON_EPOCHS) * len(loader), loader.worker_count,
-                                    threads=loader.read_threads, ahead=max(loader.read_threads, loader.prefetch))
+            batches = WorkerBatches(loader.reader, first, end, loader.worker_count, threads=threads, ahead=ahead)
             workers = processes.WorkerStream(batches, loader.worker_count, buffer=loader.prefetch,
                                              name="Loader worker")
-            self.iterator, self._next, self._close = workers, workers.next, workers.close
+            self._next, self._close = workers.next, workers.close
         else:
-            self.iterator = iter(loader.dataset(epoch, start=start))
-            self._next = self.iterator.__next__
-            self._close = getattr(self.iterator, "close", None)
+            reader = read_batches(loader.reader, range(first, end), threads=threads, ahead=ahead)
+            self._next, self._close = reader.__next__, reader.close
 
     def next(self) -> dict:
         batch = self._next()
@@ -121,12 +125,11 @@ class _Stream:
         return batch
 
     def close(self) -> None:
-        if self._close is not None:
-            self._close()  # stops the reading threads / worker processes
+        self._close()  # stops the reading threads / worker processes
 
 
 class Loader(Batches):
-    """Batches of a random-access source, read, decoded and transformed by Grain (threads, worker processes).
+    """Batches of a random-access source, read, decoded and transformed by threads and worker processes.
 
     See the module docstring for the guarantees (order from `(seed, epoch)`, per-process shards,
     resumable position). Each batch is a dict of numpy arrays `{"image": [b, ...], "label": int32 [b]}`
@@ -149,11 +152,12 @@ class Loader(Batches):
       drop_last: True: the incomplete last batch is dropped; False: it is padded to `batch_size` with
         zero rows, and every batch carries a `"mask"` (False on the padding), as `Batches(...,
         drop_last=False, pad_last=True)`.
-      worker_count: Grain worker processes (0: read in this process). Each process works on whole
+      worker_count: worker processes (0: read in this process). Each process works on whole
         batches, batch `i` in worker `i % worker_count`; the batches are the same for any count.
-        Workers start (a fresh Python that imports jaxnets) when reading starts, and keep running from one
-        epoch into the next (see `epoch`); `close()` stops them.
-      read_threads: threads reading batches in each process (`grain.ReadOptions.num_threads`); up to
+        Workers start (forks of the fork server, which the first Loader with workers launches when it is
+        constructed: see `jaxnets.data.processes`) when reading starts, and keep running from one epoch
+        into the next (see `epoch`); `close()` stops them.
+      read_threads: threads reading in each process, each batch's rows split between them; up to
         `max(read_threads, prefetch)` batches are read ahead.
       prefetch: batches buffered per worker process (and at least this many read ahead).
       sharding, process_index, process_count: as `Batches`.
@@ -263,7 +267,8 @@ class Loader(Batches):
     def dataset(self, epoch: int, *, start: int = 0) -> grain.IterDataset:
         """The Grain dataset of this process's batches from batch `start` of epoch `epoch` on, through the
         following epochs (without end: batch `k` of it is batch `(start + k) % len(self)` of epoch
-        `epoch + (start + k) // len(self)`).
+        `epoch + (start + k) // len(self)`): the batches `epoch` yields, as a Grain pipeline to compose
+        with Grain's own transformations (`epoch` reads them itself: see `jaxnets.data.processes`).
 
         `MapDataset.range(first, ...).map(read and transform)`, then `.to_iter_dataset(ReadOptions(
         read_threads, max(read_threads, prefetch)))` and, with workers, `.mp_prefetch(MultiprocessingOptions(
@@ -296,7 +301,7 @@ class Loader(Batches):
     def epoch(self, epoch: int, *, start: int = 0) -> EpochIterator:
         """An iterator over the batches of epoch `epoch` from its batch `start` (0-based) on.
 
-        The Loader keeps one Grain iterator (threads, worker processes) running from epoch to epoch: after
+        The Loader keeps one reader (threads, worker processes) running from epoch to epoch: after
         the last batch of epoch `e`, the batches of epoch `e + 1` are already being read, and
         `epoch(e + 1)` continues there. Asking for another position (an earlier epoch, a batch other than
         where the running one stands) closes it and starts a new one there (worker processes start again).
@@ -306,7 +311,7 @@ class Loader(Batches):
         return EpochIterator(self._read_epoch(epoch, start), 0, name=f"jaxnets-Loader-epoch{epoch}")
 
     def close(self) -> None:
-        """Stop the running Grain iterator (its threads and worker processes), if any."""
+        """Stop the running reader (its threads and worker processes), if any."""
         stream, self._stream = getattr(self, "_stream", None), None
         if stream is not None:
             stream.close()

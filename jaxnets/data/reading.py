@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["epoch_order", "local_indices", "example_rng", "apply_transforms", "BatchReader", "read_ahead",
+__all__ = ["epoch_order", "local_indices", "example_rng", "apply_transforms", "BatchReader", "read_batches",
            "WorkerBatches"]
 
 _THREAD = threading.local()  # each reading thread's Philox generator, re-keyed per example by example_rng
@@ -114,54 +114,82 @@ class BatchReader:
                             f"{type(element).__name__}.")
         return apply_transforms(element, self.transforms, example_rng(self.seed, epoch, index))
 
-    def __call__(self, k: int) -> dict:
+    def start(self, k: int) -> tuple[dict, int, np.ndarray]:
+        """Batch `k`, not yet read: `(batch, epoch, indices)`, its arrays zeros (and its `"mask"`), to be
+        filled by `fill`."""
         epoch, b = divmod(int(k), self.steps)
         table = self._table  # one read: threads may replace it meanwhile
         if table[0] != epoch:
             table = self._table = (epoch, self.indices(epoch))
         indices = table[1][b]
         batch = {key: np.zeros((len(indices),) + shape, dtype) for key, (shape, dtype) in self.spec.items()}
-        for row, index in enumerate(indices):
+        if self.mask:
+            batch["mask"] = indices >= 0
+        return batch, epoch, indices
+
+    def fill(self, batch: dict, epoch: int, indices: np.ndarray, lo: int, hi: int) -> None:
+        """Read and transform the examples of rows `[lo, hi)` of a batch from `start` into its arrays."""
+        for row in range(lo, hi):
+            index = int(indices[row])
             if index < 0:
                 continue  # a padding row stays zero (and is masked out)
-            element = self.example(epoch, int(index))
+            element = self.example(epoch, index)
             for key, (shape, _) in self.spec.items():
                 value = np.asarray(element[key])
                 if value.shape != shape:
-                    raise ValueError(f"Loader: example {int(index)} has {key} of shape {value.shape}, but example "
+                    raise ValueError(f"Loader: example {index} has {key} of shape {value.shape}, but example "
                                      f"0's is {shape}; every example of a batch must have the same shape: add "
                                      f"transforms that fix it (e.g. transforms.Resize and transforms.CenterCrop, "
                                      f"or transforms.RandomResizedCrop).")
                 batch[key][row] = value
-        if self.mask:
-            batch["mask"] = indices >= 0
+
+    def __call__(self, k: int) -> dict:
+        """Batch `k`, read in this thread."""
+        batch, epoch, indices = self.start(k)
+        self.fill(batch, epoch, indices, 0, len(indices))
         return batch
 
 
-def read_ahead(read, numbers: Iterable[int], *, threads: int, ahead: int) -> Iterator:
-    """`read(k)` for each `k` of `numbers`, in order, computed by `threads` threads up to `ahead` items ahead
-    (what Grain's `ReadOptions(num_threads, prefetch_buffer_size)` does in the process that reads)."""
+def read_batches(reader: BatchReader, numbers: Iterable[int], *, threads: int, ahead: int) -> Iterator[dict]:
+    """The batches `reader(k)` for `k` in `numbers`, in order, read by `threads` threads, up to `ahead`
+    batches in flight.
+
+    Each batch's rows are split into `threads` parts, one task each, queued in batch order: the threads
+    work on the earliest batch together, so the first batch is ready after one batch's work spread over the
+    threads (where one batch per thread, Grain's `to_iter_dataset` way, has every thread's batch progress at
+    once and the first finish late on a busy machine), and later batches are read ahead as before.
+    An exception raised reading batch `k` is raised when batch `k` is reached.
+    """
     pool = ThreadPoolExecutor(threads, thread_name_prefix="jaxnets-Loader-read")
     pending: collections.deque = collections.deque()
+
+    def finished(batch, tasks):
+        for task in tasks:
+            task.result()
+        return batch
+
     try:
         for k in numbers:
-            pending.append(pool.submit(read, k))
+            batch, epoch, indices = reader.start(k)
+            bounds = np.linspace(0, len(indices), min(threads, len(indices)) + 1).astype(int)
+            pending.append((batch, [pool.submit(reader.fill, batch, epoch, indices, int(lo), int(hi))
+                                    for lo, hi in zip(bounds[:-1], bounds[1:])]))
             if len(pending) >= ahead:
-                yield pending.popleft().result()
+                yield finished(*pending.popleft())
         while pending:
-            yield pending.popleft().result()
+            yield finished(*pending.popleft())
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
 class WorkerBatches:
     """What worker process `w` of `workers` runs (`processes.WorkerStream`): batches `first + w`,
-    `first + w + workers`, ... (before `end`) of the stream, read by `threads` threads, `ahead` ahead."""
+    `first + w + workers`, ... (before `end`) of the stream, `read_batches(..., threads, ahead)`."""
 
     def __init__(self, reader: BatchReader, first: int, end: int, workers: int, *, threads: int, ahead: int):
         self.reader, self.first, self.end, self.workers = reader, first, end, workers
         self.threads, self.ahead = threads, ahead
 
     def __call__(self, worker: int) -> Iterator[dict]:
-        return read_ahead(self.reader, range(self.first + worker, self.end, self.workers), threads=self.threads,
-                          ahead=self.ahead)
+        return read_batches(self.reader, range(self.first + worker, self.end, self.workers), threads=self.threads,
+                            ahead=self.ahead)

@@ -49,19 +49,6 @@ def test_transforms_stay_grain_transforms_outside_workers():
     assert not processes.in_worker_process()
 
 
-def test_read_ahead_keeps_order_and_bounds():
-    started = []
-
-    def read(k):
-        started.append(k)
-        return k * k
-
-    items = reading.read_ahead(read, range(20), threads=3, ahead=4)
-    assert next(items) == 0
-    assert len(started) <= 4  # at most `ahead` submitted before the first is handed out
-    assert list(items) == [k * k for k in range(1, 20)]
-
-
 @pytest.mark.slow
 def test_worker_stream_merges_round_robin():
     stream = processes.WorkerStream(lambda w: iter(range(w, 1000, 3)), 3, buffer=2, name="test worker")
@@ -151,3 +138,42 @@ def test_workers_give_the_batches_of_no_workers_from_any_position(arrays):
                     np.testing.assert_array_equal(x[key], y[key])
     finally:
         workers.close()
+
+
+def test_grain_dataset_gives_the_batches_of_epoch(arrays):
+    import itertools
+
+    loader = data.Loader(arrays, 6, seed=1, drop_last=False, transforms=[data.transforms.RandomHorizontalFlip()])
+    with loader.epoch(1, start=2) as it:
+        expected = list(it)
+    got = list(itertools.islice(iter(loader.dataset(1, start=2)), len(expected)))
+    for x, y in zip(got, expected, strict=True):
+        for key in y:
+            np.testing.assert_array_equal(x[key], y[key])
+
+
+class _Rows:
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, index):
+        return {"image": np.full((1, 1, 1), index, np.uint8), "label": np.int32(index % 2)}
+
+
+def test_read_batches_gives_the_batches_in_order_from_any_threads():
+    reader = reading.BatchReader(_Rows(23), [], seed=0, shuffle=True, num_examples=23, batch_size=5, steps=5,
+                                 rows=np.arange(5), spec={"image": ((1, 1, 1), np.uint8), "label": ((), np.int32)},
+                                 mask=True)
+    expected = [reader(k) for k in range(2, 14)]  # epochs 0, 1, 2 (5 batches each, the last one padded)
+    for threads, ahead in ((1, 1), (3, 2), (8, 8)):
+        got = list(reading.read_batches(reader, range(2, 14), threads=threads, ahead=ahead))
+        for x, y in zip(got, expected, strict=True):
+            assert sorted(x) == ["image", "label", "mask"]
+            for key in y:
+                np.testing.assert_array_equal(x[key], y[key])
+    assert expected[2]["mask"].tolist() == [True, True, True, False, False]  # batch 4 of epoch 0: 3 of 23 left
+    order = reading.epoch_order(23, 0, 0, shuffle=True)
+    np.testing.assert_array_equal(expected[0]["image"].ravel(), order[10:15])
