@@ -20,7 +20,8 @@ _HOMES = {
     **dict.fromkeys(("load_cifar10", "load_cifar100", "load_fashion_mnist", "load_mnist", "mnist_sample", "shuffle",
                      "split"), "datasets"),
     **dict.fromkeys(("check_arrays", "check_dataset"), "validation"),
-    **dict.fromkeys(("Loader", "example_rng", "is_source"), "pipeline"),
+    **dict.fromkeys(("Loader", "is_source"), "pipeline"),
+    "example_rng": "reading",
     **dict.fromkeys(("ArrayRecordSource", "ArraySource", "ImageFolder", "TFDSSource"), "sources"),
 }
 

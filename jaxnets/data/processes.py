@@ -32,19 +32,20 @@ __all__ = ["PRELOAD", "context", "start_server", "WorkerStream", "mark_worker_pr
 # worker) as a worker process, then imports what workers run: numpy, Pillow, the sources and transforms.
 PRELOAD = ["jaxnets.data.worker_init"]
 _POLL_S = 0.1  # how often a blocked worker checks for a stop, and the reader for a dead worker
-_IN_WORKER = [False]
+_in_worker = False
 
 
 def mark_worker_process() -> None:
     """Declare this process a worker process (see `in_worker_process`); called in the fork server and in
     each worker before it unpickles what it runs."""
-    _IN_WORKER[0] = True
+    global _in_worker
+    _in_worker = True
 
 
 def in_worker_process() -> bool:
     """Whether this process is a `Loader` worker (or their fork server): there `jaxnets.data.transforms`
     does not import grain, so that reading needs numpy and Pillow only."""
-    return _IN_WORKER[0]
+    return _in_worker
 
 
 def context() -> multiprocessing.context.BaseContext:
