@@ -9,14 +9,21 @@ in (0, 1, 2) and each loader, one pass over the set: decode (Pillow) and augment
 image size, horizontal flip), batches of 128 (PNG) or 64 (JPEG):
 
 - "grain": `Loader(ImageFolder(root, rgb=True), batch, transforms=[RandomResizedCrop, RandomHorizontalFlip],
-  worker_count=w)` (8 reading threads per process, Grain's worker processes started per epoch);
+  worker_count=w)` (8 reading threads per process; its worker processes are forks of a fork server that
+  imports numpy and Pillow, started once per session: see jaxnets/data/processes.py);
 - "grain_1thread" (0 workers only): the same with `read_threads=1`, one thread like torch's 0 workers;
 - "torch": `torch.utils.data.DataLoader(dataset, batch, shuffle=True, num_workers=w, drop_last=True)` over a
   map-style dataset doing the same work with Pillow and numpy (torchvision is not used or needed).
 
-Each run makes 2 passes (epochs) with one loader: the first includes starting the workers (Grain spawns
-fresh Pythons that import jaxnets; torch forks), the second does not (Grain's Loader keeps its workers
-running into the next epoch; torch is given `persistent_workers=True`). Reported per pass: images/s, the
+Each run makes 2 passes (epochs) with one loader: the first (timed from the loader's construction) includes
+starting the workers (forks of the Loader's fork server, which the session's first Loader with workers
+launches; torch forks the main process), the second does not (the Loader keeps its workers running into the
+next epoch; torch is given `persistent_workers=True`).
+
+Start in a fresh process ("start" in the results): for each loader and worker count, a new Python imports
+jaxnets' Loader (so grain and jax) or torch, then times the loader's construction and its first batch: for
+the Loader, that includes launching the fork server (a fresh Python importing numpy, Pillow and jaxnets'
+reading code), which the in-session runs above reuse. Reported per pass: images/s, the
 images/s after the first batch ("steady") and the seconds to the first batch. Variants alternate within
 each repeat (their order rotated per repeat) so a shared machine's drift hits all alike; the 1-minute load
 average is recorded before each run. Ratios are grain / torch of the medians over the repeats, for the
@@ -48,7 +55,7 @@ from PIL import Image
 CONFIG = dict(
     sets={"png32": dict(count=10_000, size=32, format="PNG", batch=128),
           "jpeg224": dict(count=2_000, size=224, format="JPEG", batch=64)},
-    workers=(0, 1, 2), repeats=2, epochs=2, classes=10, train_batch=128, train_steps=3, seed=0)
+    workers=(0, 1, 2), start_workers=(1, 2), repeats=2, epochs=2, classes=10, train_batch=128, train_steps=3, seed=0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -110,9 +117,10 @@ def crop_box(width: int, height: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -
 # ----------------------------------------------------------------------------------------------
 # timing
 # ----------------------------------------------------------------------------------------------
-def time_pass(batches, batch_size: int) -> dict:
-    """Iterate once; images/s overall and after the first batch, seconds to the first batch."""
-    start = time.perf_counter()
+def time_pass(batches, batch_size: int, start: float | None = None) -> dict:
+    """Iterate once; images/s overall and after the first batch, seconds to the first batch (from `start`,
+    default now)."""
+    start = time.perf_counter() if start is None else start
     first, count = None, 0
     for batch in batches:
         count += batch_size
@@ -130,23 +138,67 @@ def run_variant(name: str, root: str, spec: dict, workers: int, seed: int, epoch
     from jaxnets.data import transforms
 
     if name.startswith("grain"):
-        loader = data.Loader(data.ImageFolder(root, rgb=True), spec["batch"], seed=seed, worker_count=workers,
+        folder, loader_class = data.ImageFolder(root, rgb=True), data.Loader  # imported before the clock starts
+        start = time.perf_counter()  # the first pass counts the construction: it launches the fork server
+        loader = loader_class(folder, spec["batch"], seed=seed, worker_count=workers,
                              read_threads=1 if name == "grain_1thread" else 8,
                              transforms=[transforms.RandomResizedCrop(spec["size"]), transforms.RandomHorizontalFlip()])
         passes = []
         for epoch in range(epochs):
             with loader.epoch(epoch) as it:
-                passes.append(time_pass(it, spec["batch"]))
+                passes.append(time_pass(it, spec["batch"], start if epoch == 0 else None))
         loader.close()
         return passes
     import torch
 
     torch.manual_seed(seed)
     samples = data.ImageFolder(root).samples  # the same files, listed by torchvision's rule
+    start = time.perf_counter()
     loader = torch.utils.data.DataLoader(torch_dataset(samples, spec["size"]), batch_size=spec["batch"],
                                          shuffle=True, num_workers=workers, drop_last=True,
                                          persistent_workers=workers > 0)
-    return [time_pass(loader, spec["batch"]) for _ in range(epochs)]
+    return [time_pass(loader, spec["batch"], start if epoch == 0 else None) for epoch in range(epochs)]
+
+
+def first_batch_in_fresh_process(name: str, root: str, spec: dict, workers: int) -> float:
+    """Seconds from the loader's construction to its first batch, in a new Python (`--start` below), where
+    jaxnets' Loader (grain, jax) or torch is imported before the clock starts."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks.pipeline", "--start", name, root, str(spec["size"]),
+                           str(spec["batch"]), str(workers)], capture_output=True, text=True, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if done.returncode:
+        raise RuntimeError(f"the start probe failed:\n{done.stderr[-3000:]}")
+    return float(done.stdout.split()[-1])
+
+
+def start_probe(name: str, root: str, size: int, batch: int, workers: int) -> None:
+    """`--start`: print the seconds from constructing the loader to its first batch."""
+    if name == "grain":
+        from jaxnets.data import pipeline, sources, transforms
+
+        folder = sources.ImageFolder(root, rgb=True)
+        start = time.perf_counter()
+        loader = pipeline.Loader(folder, batch, worker_count=workers,
+                                 transforms=[transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()])
+        with loader.epoch(0) as it:
+            next(it)
+        seconds = time.perf_counter() - start
+        loader.close()
+    else:
+        import torch.utils.data
+
+        from jaxnets.data import sources
+
+        samples = sources.ImageFolder(root).samples
+        start = time.perf_counter()
+        loader = torch.utils.data.DataLoader(torch_dataset(samples, size), batch_size=batch, shuffle=True,
+                                             num_workers=workers, drop_last=True)
+        next(iter(loader))
+        seconds = time.perf_counter() - start
+    print(f"{seconds:.4f}")
 
 
 def train_check(root: str, workers: int, config: dict) -> dict:
@@ -187,7 +239,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=CONFIG["repeats"])
     parser.add_argument("--quick", action="store_true", help="a few hundred images, one repeat: a smoke run")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "pipeline.json"))
+    parser.add_argument("--start", nargs=5, metavar=("LOADER", "ROOT", "SIZE", "BATCH", "WORKERS"),
+                        help="internal: time one loader's start in this fresh process (see first_batch_in_fresh_process)")
     args = parser.parse_args(argv)
+    if args.start:
+        name, root, size, batch, workers = args.start
+        start_probe(name, root, int(size), int(batch), int(workers))
+        return {}
     config = {**CONFIG, "repeats": args.repeats}
     if args.quick:
         config = {**config, "repeats": 1, "train_steps": 1,
@@ -198,7 +256,8 @@ def main(argv=None) -> dict:
     results: dict = {"config": config, "machine": platform.machine(), "cpu_count": os.cpu_count(),
                      "versions": {"jax": jax.__version__, "torch": torch.__version__,
                                   "grain": __import__("grain").__version__, "pillow": Image.__version__},
-                     "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "runs": {}, "loadavg": []}
+                     "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "runs": {}, "start": {},
+                     "loadavg": []}
     with tempfile.TemporaryDirectory() as tmp:
         roots = {}
         for name, spec in config["sets"].items():
@@ -219,6 +278,15 @@ def main(argv=None) -> dict:
                 print(f"{s} workers={w} {loader}: first epoch {passes[0]['images_per_s']:.0f} images/s (first batch "
                       f"{passes[0]['first_batch_s']:.2f} s), next {[round(p['images_per_s']) for p in passes[1:]]}, "
                       f"load {load:.1f}", flush=True)
+            for w in config["start_workers"]:  # a fresh process per start: the fork server's launch included
+                for loader in ("grain", "torch")[::1 if repeat % 2 == 0 else -1]:
+                    load = os.getloadavg()[0]
+                    seconds = first_batch_in_fresh_process(loader, roots["png32"], config["sets"]["png32"], w)
+                    results["start"].setdefault(f"png32/workers{w}/{loader}", []).append(
+                        {"first_batch_s": seconds, "loadavg_1min": load})
+                    results["loadavg"].append(load)
+                    print(f"fresh process, png32 workers={w} {loader}: first batch {seconds:.2f} s, load {load:.1f}",
+                          flush=True)
         summary = {}
         for s in config["sets"]:
             for w in config["workers"]:
@@ -236,6 +304,8 @@ def main(argv=None) -> dict:
                     "grain_over_torch_next_epochs": warm["grain"] / warm["torch"],
                     "grain_all_epochs": whole["grain"], "torch_all_epochs": whole["torch"],
                     "grain_over_torch_all_epochs": whole["grain"] / whole["torch"]}
+        for key, runs in results["start"].items():
+            summary[f"start/{key}"] = {"first_batch_s": statistics.median(r["first_batch_s"] for r in runs)}
         results["summary"] = summary
         best = max(config["workers"], key=lambda w: summary[f"png32/workers{w}"]["grain_next_epochs"])
         train = train_check(roots["png32"], best, config)

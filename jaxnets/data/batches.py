@@ -16,6 +16,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 
 from jaxnets.checks import check_bool, check_int, check_positive_int
+from jaxnets.data.reading import epoch_order
 from jaxnets.data.validation import check_arrays
 
 _END = object()
@@ -307,9 +308,7 @@ class Batches:
     def order(self, epoch: int) -> np.ndarray:
         """The example indices of epoch `epoch` in visiting order, [N] (before dropping the last batch)."""
         epoch = check_int("Batches.order", "epoch", epoch, minimum=0)
-        if not self.shuffle:
-            return np.arange(self.num_examples)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+        return epoch_order(self.num_examples, self.seed, epoch, shuffle=self.shuffle)
 
     def _generate(self, epoch: int) -> Iterator[dict]:
         order = self.order(epoch)

@@ -1,11 +1,11 @@
-"""Loader: batches read from a random-access source through Grain, for datasets larger than memory.
+"""Loader: batches read from a random-access source, for datasets larger than memory.
 
 `Loader(source, batch_size, ...)` is a `Batches` (the protocol `fit`, `evaluate` and `recompute_batch_stats`
 use: `epoch(e)`, `len()`, `batch_size`, `num_examples`) whose examples are read from a source
 (`ImageFolder`, `ArraySource`, `ArrayRecordSource`, a `grain.MapDataset`, or any object with `len()`
 and `source[i] -> {"image": [H, W, C], "label": int}`) when their batch is produced, decoded and
-transformed (`jaxnets.data.transforms`) in Grain's reading threads and, with `worker_count > 0`, in
-Grain's worker processes. The guarantees of `Batches` hold:
+transformed (`jaxnets.data.transforms`, Grain transforms) by reading threads and, with `worker_count > 0`,
+in worker processes. The guarantees of `Batches` hold:
 
 - the order of epoch `e` is `numpy.random.default_rng([seed, e]).permutation(N)`, the same as
   `Batches(arrays, ...)` over the same examples (an `ArraySource` gives bit for bit the batches of
@@ -18,9 +18,12 @@ Grain's worker processes. The guarantees of `Batches` hold:
   `(e, k)` is the iterator's whole position, which `fit(..., checkpoint_every=...)` saves with its
   checkpoints so that a run resumed mid-epoch ends bit for bit as an uninterrupted one.
 
-One Grain iterator (its threads and worker processes) runs from epoch to epoch, so the next epoch's first
-batches are read while the current one ends and worker processes start once (Grain spawns them: each is
-a fresh Python importing grain, jax and jaxnets, seconds on a busy machine), not once per epoch.
+One reader (its threads and worker processes) runs from epoch to epoch, so the next epoch's first batches
+are read while the current one ends and worker processes start once, not once per epoch. The reading
+(`jaxnets.data.reading`) needs numpy and Pillow only; the workers are forks of a fork server that imports
+just that (`jaxnets.data.processes`), not spawned Pythons importing grain, jax and jaxnets as Grain's
+`mp_prefetch` starts them (seconds per worker on a busy machine). `Loader.dataset(e)` gives the same
+batches as a Grain `IterDataset`, to compose with Grain's own transformations.
 
     source = data.ImageFolder("imagenet/train", rgb=True)
     loader = data.Loader(source, 256, transforms=data.transforms.imagenet_train(224), worker_count=8)
@@ -31,8 +34,7 @@ PyTorch: `torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, num_wor
 """
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import grain
 import jax
@@ -40,38 +42,12 @@ import numpy as np
 from jax.sharding import Sharding
 
 from jaxnets.checks import check_bool, check_int, check_positive_int
+from jaxnets.data import processes
 from jaxnets.data.batches import Batches, EpochIterator
+from jaxnets.data.reading import (BatchReader, WorkerBatches, apply_transforms, example_rng, local_indices,
+                                  read_batches)
 
 __all__ = ["Loader", "is_source", "apply_transforms", "example_rng"]
-
-_THREAD = threading.local()  # each reading thread's Philox generator, re-keyed per example by example_rng
-
-
-def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The generator of the random transforms of example `index` in epoch `epoch`: numpy's counter-based
-    Philox with key `(seed, epoch)` and counter `(0, 0, index, 0)`.
-
-    Each example gets its own stream (2**128 draws apart), a function of `(seed, epoch, index)` only, so
-    the augmentation does not depend on the example's position, the batch, the worker or the process.
-    Re-keying this thread's one generator costs a few microseconds, where building a new one
-    (`default_rng([seed, epoch, index])`, through a SeedSequence) costs tens: a share of the time of
-    decoding a small image. The generator is reused by the next call in the same thread: draw from it
-    before asking for the next example's.
-
-    Args: seed, epoch, index: non-negative ints below 2**64.
-    Returns: a `numpy.random.Generator`.
-    """
-    cached = getattr(_THREAD, "philox", None)
-    if cached is None:
-        bit_generator = np.random.Philox(key=0)
-        cached = _THREAD.philox = (bit_generator, np.random.Generator(bit_generator), bit_generator.state)
-    bit_generator, generator, state = cached
-    state["state"]["key"][:] = (seed, epoch)
-    state["state"]["counter"][:] = (0, 0, index, 0)
-    state.update(buffer_pos=4, has_uint32=0, uinteger=0)  # nothing buffered from the previous example
-    bit_generator.state = state
-    return generator
-
 
 def is_source(data) -> bool:
     """Whether `data` is a random-access source a `Loader` reads: a `grain.MapDataset`, or an object with
@@ -81,19 +57,6 @@ def is_source(data) -> bool:
     if isinstance(data, (Mapping, Batches, np.ndarray, jax.Array, list, tuple, str, bytes)):
         return False
     return callable(getattr(data, "__len__", None)) and callable(getattr(data, "__getitem__", None))
-
-
-def apply_transforms(element, transforms: Sequence, rng: np.random.Generator):
-    """Apply `transforms` in order: a `grain.transforms.RandomMap` as `t.random_map(element, rng)`, a
-    `grain.transforms.Map` as `t.map(element)`, any other callable as `t(element)`."""
-    for transform in transforms:
-        if isinstance(transform, grain.transforms.RandomMap):
-            element = transform.random_map(element, rng)
-        elif isinstance(transform, grain.transforms.Map):
-            element = transform.map(element)
-        else:
-            element = transform(element)
-    return element
 
 
 def _check_transforms(fn: str, transforms) -> tuple:
@@ -121,75 +84,52 @@ _HORIZON_EPOCHS = 1 << 20  # a stream's length in epochs: it ends only when it i
 
 class _ReadBatch(grain.transforms.Map):
     """Grain map from a batch number `k` (counted over all epochs: epoch `k // len(loader)`, batch
-    `k % len(loader)`) to this process's rows of that batch, read and transformed.
+    `k % len(loader)`) to this process's rows of that batch, read and transformed: `reading.BatchReader`.
 
-    Runs in Grain's reading threads and worker processes (pickled to them with the loader and its source)."""
+    Runs in the Grain pipeline of `Loader.dataset(...)`: Grain's reading threads and worker processes."""
 
-    def __init__(self, loader: Loader):
-        self.loader = loader
-        self._table = (None, None)  # (epoch, its index table): computed once per epoch, swapped atomically
-
-    def __getstate__(self) -> dict:
-        return {"loader": self.loader}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["loader"])
-
-    def example(self, epoch: int, index: int) -> dict:
-        loader = self.loader
-        element = loader.source[index]
-        if not isinstance(element, Mapping) or "image" not in element or "label" not in element:
-            raise TypeError(f"Loader: source[{index}] must be a dict with 'image' [H, W, C] and 'label', got "
-                            f"{type(element).__name__}.")
-        return apply_transforms(element, loader.transforms, example_rng(loader.seed, epoch, index))
+    def __init__(self, reader: BatchReader):
+        self.reader = reader
 
     def map(self, k: int) -> dict:
-        loader = self.loader
-        epoch, b = divmod(int(k), len(loader))
-        table = self._table  # one read: threads may replace it meanwhile
-        if table[0] != epoch:
-            table = self._table = (epoch, loader.local_indices(epoch))
-        indices = table[1][b]
-        batch = {key: np.zeros((len(indices),) + shape, dtype) for key, (shape, dtype) in loader.spec.items()}
-        for row, index in enumerate(indices):
-            if index < 0:
-                continue  # a padding row stays zero (and is masked out)
-            element = self.example(epoch, int(index))
-            for key, (shape, _) in loader.spec.items():
-                value = np.asarray(element[key])
-                if value.shape != shape:
-                    raise ValueError(f"Loader: example {int(index)} has {key} of shape {value.shape}, but example "
-                                     f"0's is {shape}; every example of a batch must have the same shape: add "
-                                     f"transforms that fix it (e.g. transforms.Resize and transforms.CenterCrop, "
-                                     f"or transforms.RandomResizedCrop).")
-                batch[key][row] = value
-        if loader.pad_last:
-            batch["mask"] = indices >= 0
-        return batch
+        return self.reader(k)
 
 
 class _Stream:
-    """A running Grain iterator over a loader's batches from `(epoch, start)` on, through the following
-    epochs: its threads and worker processes keep reading ahead across the end of an epoch."""
+    """A running reader of a loader's batches from `(epoch, start)` on, through the following epochs: its
+    threads and worker processes keep reading ahead across the end of an epoch.
+
+    Without workers, `reading.read_batches` in this process; with workers, `processes.WorkerStream` over
+    `reading.WorkerBatches` (batch `i` of the stream from worker `i % worker_count`, as Grain's
+    `mp_prefetch` slices it), each worker a fork of the fork server (see `processes`) running
+    `read_batches` on its share. Either way `read_threads` threads per process, each batch's rows split
+    between them, `max(read_threads, prefetch)` batches in flight."""
 
     def __init__(self, loader: Loader, epoch: int, start: int):
         self.steps, self.position = len(loader), (epoch, start)
-        self.iterator = iter(loader.dataset(epoch, start=start))
+        first, end = epoch * len(loader) + start, (epoch + _HORIZON_EPOCHS) * len(loader)
+        threads, ahead = loader.read_threads, max(loader.read_threads, loader.prefetch)
+        if loader.worker_count:
+            batches = WorkerBatches(loader.reader, first, end, loader.worker_count, threads=threads, ahead=ahead)
+            workers = processes.WorkerStream(batches, loader.worker_count, buffer=loader.prefetch,
+                                             name="Loader worker")
+            self._next, self._close = workers.next, workers.close
+        else:
+            reader = read_batches(loader.reader, range(first, end), threads=threads, ahead=ahead)
+            self._next, self._close = reader.__next__, reader.close
 
     def next(self) -> dict:
-        batch = next(self.iterator)
+        batch = self._next()
         epoch, b = self.position
         self.position = (epoch + 1, 0) if b + 1 == self.steps else (epoch, b + 1)
         return batch
 
     def close(self) -> None:
-        close = getattr(self.iterator, "close", None)  # stops the worker processes
-        if close is not None:
-            close()
+        self._close()  # stops the reading threads / worker processes
 
 
 class Loader(Batches):
-    """Batches of a random-access source, read, decoded and transformed by Grain (threads, worker processes).
+    """Batches of a random-access source, read, decoded and transformed by threads and worker processes.
 
     See the module docstring for the guarantees (order from `(seed, epoch)`, per-process shards,
     resumable position). Each batch is a dict of numpy arrays `{"image": [b, ...], "label": int32 [b]}`
@@ -212,11 +152,12 @@ class Loader(Batches):
       drop_last: True: the incomplete last batch is dropped; False: it is padded to `batch_size` with
         zero rows, and every batch carries a `"mask"` (False on the padding), as `Batches(...,
         drop_last=False, pad_last=True)`.
-      worker_count: Grain worker processes (0: read in this process). Each process works on whole
+      worker_count: worker processes (0: read in this process). Each process works on whole
         batches, batch `i` in worker `i % worker_count`; the batches are the same for any count.
-        Workers start (a fresh Python that imports jaxnets) when reading starts, and keep running from one
-        epoch into the next (see `epoch`); `close()` stops them.
-      read_threads: threads reading batches in each process (`grain.ReadOptions.num_threads`); up to
+        Workers start (forks of the fork server, which the first Loader with workers launches when it is
+        constructed: see `jaxnets.data.processes`) when reading starts, and keep running from one epoch
+        into the next (see `epoch`); `close()` stops them.
+      read_threads: threads reading in each process, each batch's rows split between them; up to
         `max(read_threads, prefetch)` batches are read ahead.
       prefetch: batches buffered per worker process (and at least this many read ahead).
       sharding, process_index, process_count: as `Batches`.
@@ -282,7 +223,12 @@ class Loader(Batches):
         self.spec["label"] = ((), np.dtype(np.int32))
         self.next_epoch = 0
         self._rows = self._rows_of_process()
+        self.reader = BatchReader(source, self.transforms, seed=self.seed, shuffle=self.shuffle,
+                                  num_examples=self.num_examples, batch_size=self.batch_size, steps=len(self),
+                                  rows=self._rows, spec=self.spec, mask=self.pad_last)
         self._stream: _Stream | None = None
+        if self.worker_count:
+            processes.start_server()  # its imports run now, in the background, not at the first batch
 
     def _labels(self, fn: str, labels) -> np.ndarray:
         if labels is None:
@@ -316,16 +262,13 @@ class Loader(Batches):
 
     def local_indices(self, epoch: int) -> np.ndarray:
         """This process's example indices of epoch `epoch`, `[len(self), local_batch_size]` (-1: padding)."""
-        order = self.order(epoch)
-        steps = len(self)
-        padded = np.full(steps * self.batch_size, -1, np.int64)
-        padded[:min(len(order), len(padded))] = order[:len(padded)]
-        return padded.reshape(steps, self.batch_size)[:, self._rows]
+        return local_indices(self.order(epoch), len(self), self.batch_size, self._rows)
 
     def dataset(self, epoch: int, *, start: int = 0) -> grain.IterDataset:
         """The Grain dataset of this process's batches from batch `start` of epoch `epoch` on, through the
         following epochs (without end: batch `k` of it is batch `(start + k) % len(self)` of epoch
-        `epoch + (start + k) // len(self)`).
+        `epoch + (start + k) // len(self)`): the batches `epoch` yields, as a Grain pipeline to compose
+        with Grain's own transformations (`epoch` reads them itself: see `jaxnets.data.processes`).
 
         `MapDataset.range(first, ...).map(read and transform)`, then `.to_iter_dataset(ReadOptions(
         read_threads, max(read_threads, prefetch)))` and, with workers, `.mp_prefetch(MultiprocessingOptions(
@@ -334,7 +277,7 @@ class Loader(Batches):
         epoch = check_int("Loader.dataset", "epoch", epoch, minimum=0)
         start = check_int("Loader.dataset", "start", start, minimum=0, maximum=len(self))
         first = epoch * len(self) + start
-        batches = grain.MapDataset.range(first, (epoch + _HORIZON_EPOCHS) * len(self)).map(_ReadBatch(self))
+        batches = grain.MapDataset.range(first, (epoch + _HORIZON_EPOCHS) * len(self)).map(_ReadBatch(self.reader))
         # Grain keeps `prefetch_buffer_size` batches in flight: at least one per thread, or threads idle.
         out = batches.to_iter_dataset(grain.ReadOptions(num_threads=self.read_threads,
                                                         prefetch_buffer_size=max(self.read_threads, self.prefetch)))
@@ -358,7 +301,7 @@ class Loader(Batches):
     def epoch(self, epoch: int, *, start: int = 0) -> EpochIterator:
         """An iterator over the batches of epoch `epoch` from its batch `start` (0-based) on.
 
-        The Loader keeps one Grain iterator (threads, worker processes) running from epoch to epoch: after
+        The Loader keeps one reader (threads, worker processes) running from epoch to epoch: after
         the last batch of epoch `e`, the batches of epoch `e + 1` are already being read, and
         `epoch(e + 1)` continues there. Asking for another position (an earlier epoch, a batch other than
         where the running one stands) closes it and starts a new one there (worker processes start again).
@@ -368,7 +311,7 @@ class Loader(Batches):
         return EpochIterator(self._read_epoch(epoch, start), 0, name=f"jaxnets-Loader-epoch{epoch}")
 
     def close(self) -> None:
-        """Stop the running Grain iterator (its threads and worker processes), if any."""
+        """Stop the running reader (its threads and worker processes), if any."""
         stream, self._stream = getattr(self, "_stream", None), None
         if stream is not None:
             stream.close()

@@ -3,7 +3,8 @@
 Each transform takes an example `{"image": uint8 [H, W, C], "label": ..., ...}` and returns a new
 dict with the image replaced (the other keys pass through). Random ones are `grain.transforms.
 RandomMap`s, `random_map(element, rng)` with a `numpy.random.Generator`; deterministic ones are
-`grain.transforms.Map`s. They work per example, on images of any size (before batching), which the
+`grain.transforms.Map`s (registered as virtual subclasses of Grain's abstract classes when this module
+is imported, except in a `Loader`'s worker processes, which do not import grain: see `jaxnets.data.processes`). They work per example, on images of any size (before batching), which the
 on-device functions of `jaxnets.data.augment` (fixed shapes, whole batches) cannot do. Use them in a
 `jaxnets.data.Loader(source, batch_size, transforms=[...])` (which draws each example's generator from
 `(seed, epoch, example index)`) or in a Grain pipeline of your own (`dataset.random_map(t, seed=...)`).
@@ -23,10 +24,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import grain
 import numpy as np
 
 from jaxnets.checks import as_tuple, check_real
+from jaxnets.data import processes
 
 __all__ = ["RandomResizedCrop", "RandomHorizontalFlip", "Resize", "CenterCrop", "Normalize",
            "random_resized_crop_box", "resize_shorter_side", "imagenet_train", "imagenet_eval",
@@ -118,7 +119,7 @@ def resize_shorter_side(height: int, width: int, size: int) -> tuple[int, int]:
     return int(size * height / width), size
 
 
-class RandomResizedCrop(grain.transforms.RandomMap):
+class RandomResizedCrop:
     """Crop a random area and aspect ratio of the image, resized to `size`: ImageNet's training crop.
 
     The box is `random_resized_crop_box(rng, H, W, scale=scale, ratio=ratio)`, resampled bilinearly.
@@ -148,7 +149,7 @@ class RandomResizedCrop(grain.transforms.RandomMap):
         return _replace(element, _pil_resize(image, *self.size, box=(left, top, left + w, top + h)))
 
 
-class RandomHorizontalFlip(grain.transforms.RandomMap):
+class RandomHorizontalFlip:
     """Mirror the image left-right with probability `p` (`[H, W, C]` -> `image[:, ::-1]`).
 
     Args: p: the flip probability, in [0, 1].
@@ -165,7 +166,7 @@ class RandomHorizontalFlip(grain.transforms.RandomMap):
         return _replace(element, image)
 
 
-class Resize(grain.transforms.Map):
+class Resize:
     """Resize the image bilinearly: an int `size` makes the SHORTER side `size` (`resize_shorter_side`),
     a pair `(h, w)` gives exactly that size.
 
@@ -184,7 +185,7 @@ class Resize(grain.transforms.Map):
         return _replace(element, _pil_resize(image, h, w))
 
 
-class CenterCrop(grain.transforms.Map):
+class CenterCrop:
     """Crop the centre `size` of the image (an image smaller than `size` is first padded with zeros).
 
     The crop starts at `top = round((H - h) / 2)`, `left = round((W - w) / 2)` (Python's round, as
@@ -206,7 +207,7 @@ class CenterCrop(grain.transforms.Map):
         return _replace(element, np.ascontiguousarray(image[top:top + h, left:left + w]))
 
 
-class Normalize(grain.transforms.Map):
+class Normalize:
     """uint8 pixels to float32 `(x / 255 - mean) / std`, per channel.
 
     Args:
@@ -247,3 +248,18 @@ def imagenet_eval(size: int = 224, *, resize: int = 256, normalize: bool = False
     """
     out = [Resize(resize), CenterCrop(size)]
     return out + [Normalize()] if normalize else out
+
+
+def _register_with_grain() -> None:
+    """Make the transforms `grain.transforms.RandomMap`/`Map`s (virtual subclasses of Grain's abstract
+    classes: `isinstance` and Grain's dispatch see them as such) without subclassing them here."""
+    import grain
+
+    for cls in (RandomResizedCrop, RandomHorizontalFlip):
+        grain.transforms.RandomMap.register(cls)
+    for cls in (Resize, CenterCrop, Normalize):
+        grain.transforms.Map.register(cls)
+
+
+if not processes.in_worker_process():  # a Loader worker reads without grain (and the jax it imports)
+    _register_with_grain()
