@@ -39,6 +39,8 @@ log-probabilities) on the test set.
              and shuffled), and with the recomputed (dropout-off) statistics under the passes.
 
 Run: python -m experiments.ensembles_and_tta  ->  experiments/results/ensembles_and_tta/
+Redraw the figure from the committed results.json (no training): python -c "from experiments.ensembles_and_tta
+import replot; replot()"
 Result (default config, 5 members, 1,000 test digits, a quiet 2-core CPU, 189 s): the ensemble reproduced, TTA
 with shifts partly, TTA with flips is harmful as expected, MC dropout mostly BatchNorm's variance shift. The
 5-seed ensemble errs on 3.7% of the test digits, against 4.96% for the mean member and 4.2% for the best one
@@ -56,7 +58,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import time
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -64,7 +68,8 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments._common import finish_figure, run, write_results
+from experiments import _protocol as protocol
+from experiments._common import finish_figure, results_folder, run, write_results
 from experiments._nets import ConvNet, mnist_splits
 from jaxnets import layers, train
 from jaxnets import nn as jnn
@@ -236,39 +241,85 @@ def _translate(key, images, *, max_shift):
 
 
 def plot(results: dict, config: dict):
+    """The figure, a function of ``results`` and ``config`` alone (``replot`` redraws it from results.json).
+
+    Spread over the members (the seeds): every single-member quantity is drawn as the mean +- one standard
+    error over the members (``_protocol.band`` for the MC dropout curve, shaded bands for the horizontal
+    reference lines, error bars for the single members and the bars); the ensembles are single numbers (one
+    ensemble of all members; the mean over subsets of k members, whose spread results.json does not record).
+    Every y axis starts at 0 (error and NLL are both >= 0), so gaps of a few tenths of a point are not blown up.
+    """
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     e, tta, mc = results["ensemble"], results["tta"], results["mc_dropout"]
+    m = len(e["members"])
     sizes = sorted(e["by_size"], key=int)
+    passes = mc["passes"]
+
+    def per_member(rows, key, scale):  # mean and sem over the members of one quantity
+        est = protocol.estimate([scale * r[key] for r in rows])
+        return est["mean"], est["sem"] if est["n"] > 1 else 0.0
+
+    def reference(ax, rows, key, scale, color, ls, label):  # a horizontal mean line with its +- sem band
+        mean, sem = per_member(rows, key, scale)
+        ax.axhline(mean, color=color, ls=ls, lw=1, label=label)
+        ax.axhspan(mean - sem, mean + sem, color=color, alpha=0.12, lw=0)
+
     for ax, key, label in ((axes[0], "error", "test error (%)"), (axes[1], "nll", "test NLL (nats)")):
         scale = 100 if key == "error" else 1
         ax.plot([int(k) for k in sizes], [scale * e["by_size"][k][key] for k in sizes], "o-", color="C0",
                 label="ensemble of k seeds (mean over subsets)")
-        ax.plot([1] * len(e["members"]), [scale * s[key] for s in e["members"]], "k.", label="single members")
-        passes = mc["passes"]
-        ax.plot(passes, [scale * mc["mean_member"]["by_passes"][t][key] for t in passes], "s-", color="C3",
-                label="MC dropout, T passes (mean member)")
-        ax.axhline(scale * mc["mean_member"]["deterministic"][key], color="C3", ls="--", lw=1,
-                   label="deterministic pass, dropout off, running BN stats (mean member)")
-        ax.axhline(scale * mc["mean_member"]["deterministic_recomputed_bn"][key], color="C0", ls=":", lw=1,
-                   label="deterministic pass, recomputed BN stats (mean member)")
-        ax.axhline(scale * tta["shift"]["mean_member"][key], color="C2", ls="--", lw=1,
-                   label=f"TTA, {tta['shift']['transforms']} shifts (mean member)")
+        ax.plot([1] * m, [scale * s[key] for s in e["members"]], "k.", ms=4, label="single members")
+        mean, sem = per_member(e["members"], key, scale)
+        ax.errorbar([1], [mean], yerr=[sem], fmt="none", ecolor="k", capsize=5, lw=1.5,
+                    label="single members: mean +- sem")
+        # key: the JSON's pass counts are strings, a fresh run's are ints
+        by_passes = [[scale * r["by_passes"][t if t in r["by_passes"] else str(t)][key] for t in passes]
+                     for r in mc["members"]]
+        protocol.band(ax, passes, by_passes, color="C3", marker="s",
+                      label="MC dropout, T passes (mean member +- sem)")
+        reference(ax, [r["deterministic"] for r in mc["members"]], key, scale, "C3", "--",
+                  "deterministic pass, dropout off, running BN stats (mean member +- sem)")
+        reference(ax, e["members"], key, scale, "C0", ":",
+                  "deterministic pass, recomputed BN stats (mean member +- sem)")
+        reference(ax, tta["shift"]["members"], key, scale, "C2", "--",
+                  f"TTA, image + {tta['shift']['transforms'] - 1} shifts (mean member +- sem)")
         ax.set(xscale="log", xlabel="members k / passes T", ylabel=label)
+        ticks = sorted({*passes, *(int(k) for k in sizes)})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    names = ["plain", "TTA shift", "TTA flip", "MC dropout"]
-    values = [e["mean_member"]["error"], tta["shift"]["mean_member"]["error"], tta["flip"]["mean_member"]["error"],
-              mc["mean_member"]["by_passes"][mc["passes"][-1]]["error"]]
+    axes[0].legend(fontsize=7, loc="lower left")
+    names = ["plain", "TTA shift", "TTA flip", f"MC dropout ({passes[-1]})"]
+    last = passes[-1] if passes[-1] in mc["members"][0]["by_passes"] else str(passes[-1])
+    rows = [e["members"], tta["shift"]["members"], tta["flip"]["members"],
+            [r["by_passes"][last] for r in mc["members"]]]
+    bars = [per_member(r, "error", 100) for r in rows]
     ens = [e["ensemble"]["error"], tta["shift"]["ensemble_of_tta"]["error"], tta["flip"]["ensemble_of_tta"]["error"]]
     xs = np.arange(len(names))
-    axes[2].bar(xs - 0.2, [100 * v for v in values], 0.4, label="mean single member")
-    axes[2].bar(xs[:3] + 0.2, [100 * v for v in ens], 0.4, label=f"ensemble of {len(e['members'])}")
+    axes[2].bar(xs - 0.2, [b[0] for b in bars], 0.4, yerr=[b[1] for b in bars], capsize=4,
+                label=f"mean single member +- sem ({m} members)")
+    axes[2].bar(xs[:3] + 0.2, [100 * v for v in ens], 0.4, label=f"ensemble of {m} (one value)")
     axes[2].set_xticks(xs, names)
     axes[2].set(ylabel="test error (%)", title="test-time averaging")
-    axes[2].legend(fontsize=8)
+    axes[2].set_ylim(0, 1.3 * max(max(b[0] + b[1] for b in bars), 100 * max(ens)))  # room for the legend
+    axes[2].legend(fontsize=8, loc="upper right")
     axes[2].grid(axis="y", alpha=0.3)
-    return finish_figure(fig, suptitle=f"{len(e['members'])} ConvNets (dropout {config['dropout']}), "
-                                       f"{config['n_train']} training digits, {results['n_test']} test digits")
+    return finish_figure(fig, suptitle=f"{m} ConvNets (dropout {config['dropout']}), "
+                                       f"{config['n_train']} training digits, {results['n_test']} test digits; "
+                                       f"mean +- sem over the members")
+
+
+def replot(folder=None) -> Path:
+    """Redraw ``ensembles_and_tta.png`` from a results folder's results.json, without training; the JSON is
+    left untouched. ``folder``: default ``experiments/results/ensembles_and_tta``. Returns the PNG's path."""
+    folder = Path(folder) if folder is not None else results_folder(__file__, "default", None)
+    record = json.loads((folder / "results.json").read_text())
+    fig = plot(record["results"], record["config"])
+    path = folder / "ensembles_and_tta.png"
+    fig.savefig(path, dpi=100)  # as write_results saves it
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":
