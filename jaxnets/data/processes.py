@@ -1,4 +1,4 @@
-"""Worker processes of `Loader`: forks of a fork server that has imported jaxnets and started nothing.
+"""Worker processes of `Loader`: forks of a fork server that imports numpy, Pillow and the reading code only.
 
 Grain's `mp_prefetch` starts each worker with the "spawn" method (fixed in Grain): a fresh Python that
 imports grain (which imports jax and orbax), then jaxnets (flax, optax) to unpickle the pipeline, before it
@@ -7,8 +7,9 @@ training process instead (torch's default) is unsafe once JAX has started XLA's 
 only the calling thread, and locks held by the others stay held in the child.
 
 A fork server (`multiprocessing`'s "forkserver" start method, on Linux and macOS) is the safe middle: one
-fresh Python per session imports `jaxnets.data` once (jax imported, no backend initialised, no thread of
-JAX's started) and every worker is a fork of it, with those modules already loaded. `start_server()`
+fresh Python per session imports `PRELOAD` once (`jaxnets.data.worker_init`: numpy, Pillow, the sources,
+transforms and reader; no jax, flax or grain, so no thread of JAX's exists to be lost in a fork) and every
+worker is a fork of it, with those modules already loaded. `start_server()`
 launches it without waiting (a `Loader` with workers calls it when constructed, so its imports overlap
 whatever the program does before the first epoch); later workers, of any Loader, start in milliseconds.
 Where "forkserver" is not available (Windows), workers are spawned.
