@@ -6,6 +6,8 @@ that the last window must start inside the input or the left padding. Averages a
 """
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -16,6 +18,7 @@ from jax import lax
 
 from jaxnets.checks import Layout, as_tuple, at_least_float32, check_array, check_bool, spatial_layout
 from jaxnets.layers.conv import conv_output_size
+from jaxnets.layers.switch import Switch
 
 
 class _Windows(NamedTuple):
@@ -98,7 +101,110 @@ def max_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = 
         init = int(jnp.iinfo(x.dtype).min)
     else:
         raise TypeError(f"max_pool: x must have a numeric dtype, got {x.dtype}.")
+    if _TILED.enabled and w.stride == w.window and not any(w.padding) and not any(w.extra):
+        return _max_pool_tiled(x, w)
     return w.reduce(x, init, lax.max)
+
+
+# ----------------------------------------------------------------------------------------------
+# Non-overlapping windows (stride = window, no padding): max over a reshape
+# ----------------------------------------------------------------------------------------------
+# XLA differentiates `reduce_window` max through `select_and_scatter`, which its CPU backend runs slowly: the
+# backward pass of a 2x2 max pool on [128, 32, 32, 64] takes 114 ms against 14 ms in this formulation, on
+# LeNet-5's [128, 28, 28, 6] 3.2 against 1.2 ms (benchmarks/README.md, "Speed work"). Where the windows tile
+# the input (the common `max_pool(x, 2)`), each window's elements are slices of a reshape, the maximum is a
+# running comparison over them, and the derivative is a one-hot selection that XLA fuses into one loop.
+# Switched only through `tiled_max_pool` (tests and benchmarks compare against `reduce_window`).
+_TILED = Switch("tiled_max_pool")
+
+
+def tiled_max_pool(enabled: bool):
+    """Within the block, `max_pool` with stride = window and no padding reshapes the input into its windows
+    (True, the default) or runs `lax.reduce_window` (False). Read at TRACE time: a function jitted inside the
+    block keeps the choice. For tests and benchmarks (bitwise the same outputs and gradients).
+    """
+    return _TILED.set(enabled)
+
+
+def _window_view(x: jax.Array, w: _Windows) -> tuple[jax.Array, tuple[int, ...]]:
+    """`x` without the trailing rows no window reads (floor mode), reshaped so that each spatial axis becomes
+    the two axes `(out, window)`; returns it and the positions of the window axes."""
+    limits, shape, window_axes = list(x.shape), [], []
+    for a, size in enumerate(x.shape):
+        if a in w.lay.spatial_axes:
+            i = w.lay.spatial_axes.index(a)
+            limits[a] = w.outs[i] * w.window[i]
+            shape += [w.outs[i], w.window[i]]
+            window_axes.append(len(shape) - 1)
+        else:
+            shape.append(size)
+    return lax.slice(x, (0,) * x.ndim, limits).reshape(shape), tuple(window_axes)
+
+
+def _first_max(xr: jax.Array, window_axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """The maximum of each window and the row-major index of its element, PyTorch's choice: scanning the window
+    in row-major order, an element is taken when it is greater than the maximum so far or NaN (so ties go to the
+    first, and a window with a NaN gives NaN at its last NaN). One variadic reduction (a total order, so
+    associative): XLA materialises its result rather than recomputing the window in each consumer."""
+    sizes = [xr.shape[a] for a in window_axes]
+    positions = np.arange(int(np.prod(sizes)), dtype=np.int32).reshape(sizes)
+    positions = np.expand_dims(positions, [a for a in range(xr.ndim) if a not in window_axes])
+    index = jnp.broadcast_to(jnp.asarray(positions), xr.shape)
+    floating = jnp.issubdtype(xr.dtype, jnp.floating)
+
+    def better(a, b):  # (value, index) pairs: is a chosen over b?
+        (va, ia), (vb, ib) = a, b
+        if not floating:
+            return (va > vb) | ((va == vb) & (ia < ib))
+        nan_a, nan_b = jnp.isnan(va), jnp.isnan(vb)
+        return jnp.where(nan_a | nan_b, nan_a & (~nan_b | (ia > ib)), (va > vb) | ((va == vb) & (ia < ib)))
+
+    def choose(a, b):
+        take_a = better(a, b)
+        return tuple(jnp.where(take_a, u, v) for u, v in zip(a, b))
+
+    lowest = -jnp.inf if floating else jnp.iinfo(xr.dtype).min
+    init = (jnp.array(lowest, xr.dtype), jnp.array(np.iinfo(np.int32).max, jnp.int32))
+    best, idx = lax.reduce((xr, index), init, choose, window_axes)
+    return best, idx
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _max_pool_windows(xr: jax.Array, window_axes: tuple[int, ...]) -> jax.Array:
+    # Without a derivative only the maximum is needed: `lax.max` over the window's elements (NaN-propagating, as
+    # PyTorch's), elementwise so that it fuses with its producers (a `reduce` here becomes a YNNPACK fusion on
+    # CPU, which materialises each producer: 10x slower after LeNet-5's first convolution).
+    return functools.reduce(lax.max, _window_elements(xr, window_axes))
+
+
+def _window_elements(xr: jax.Array, window_axes: tuple[int, ...]) -> list[jax.Array]:
+    """The window's elements in row-major order, each `xr` without its window axes."""
+    elements = []
+    for position in itertools.product(*(range(xr.shape[a]) for a in window_axes)):
+        at = [slice(None)] * xr.ndim
+        for a, p in zip(window_axes, position):
+            at[a] = p
+        elements.append(xr[tuple(at)])
+    return elements
+
+
+@_max_pool_windows.defjvp
+def _max_pool_windows_jvp(window_axes, primals, tangents):
+    (xr,), (t,) = primals, tangents
+    # the maximum through this function again (so derivatives of any order exist); the chosen index is
+    # piecewise constant in xr
+    best, index = _max_pool_windows(xr, window_axes), _first_max(lax.stop_gradient(xr), window_axes)[1]
+    # the tangent of the chosen element: linear in t, and its transpose (the backward pass) is one select
+    sizes = [xr.shape[a] for a in window_axes]
+    positions = np.arange(int(np.prod(sizes)), dtype=np.int32).reshape(sizes)
+    positions = np.expand_dims(positions, [a for a in range(xr.ndim) if a not in window_axes])
+    chosen = jnp.expand_dims(index, window_axes) == positions
+    return best, jnp.sum(jnp.where(chosen, t, jnp.zeros((), t.dtype)), axis=window_axes)
+
+
+def _max_pool_tiled(x: jax.Array, w: _Windows) -> jax.Array:
+    xr, window_axes = _window_view(x, w)
+    return _max_pool_windows(xr, window_axes)
 
 
 def _avg_divisor(w: _Windows, count_include_pad: bool) -> np.ndarray:

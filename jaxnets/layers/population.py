@@ -46,7 +46,8 @@ from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from jaxnets.checks import check_choice
+from jaxnets.checks import at_least_float32, check_choice
+from jaxnets.layers.switch import Switch
 
 MODES = ("auto", "loop", "taps", "grouped")
 # "auto" computes the forward pass by taps up to this many input channels: by measurement (benchmarks/README.md,
@@ -93,7 +94,8 @@ def conv_general(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int], pad
         # mesh axes their operands vary over).
         return _forward(x, kernel, strides=tuple(strides), padding=tuple(padding), dilation=tuple(dilation),
                         dimension_numbers=tuple(dimension_numbers), groups=groups)
-    return conv_forward_p.bind(x, kernel, **_params(strides, padding, dilation, dimension_numbers, groups))
+    return conv_forward_p.bind(x, kernel, **_params(strides, padding, dilation, dimension_numbers, groups,
+                                                    _FEW_CHANNELS.enabled))
 
 
 def _varying_manual_axes(a: jax.Array) -> frozenset:
@@ -104,16 +106,17 @@ def _varying_manual_axes(a: jax.Array) -> frozenset:
     return aval.vma  # jax 0.8
 
 
-def _params(strides, padding, dilation, dimension_numbers, groups) -> dict:
+def _params(strides, padding, dilation, dimension_numbers, groups, few_channels: bool) -> dict:
     return {"strides": tuple(int(s) for s in strides), "padding": tuple((int(lo), int(hi)) for lo, hi in padding),
             "dilation": tuple(int(d) for d in dilation), "dimension_numbers": tuple(dimension_numbers),
-            "groups": int(groups)}
+            "groups": int(groups), "few_channels": bool(few_channels)}
 
 
 # ----------------------------------------------------------------------------------------------
 # The plain computations (what every primitive lowers to)
 # ----------------------------------------------------------------------------------------------
-def _forward(x, kernel, *, strides, padding, dilation, dimension_numbers, groups):
+def _forward(x, kernel, *, strides, padding, dilation, dimension_numbers, groups, few_channels=False):
+    del few_channels  # a choice of CPU lowering (`_cpu_forward`), not of the numbers
     return lax.conv_general_dilated(x, kernel, window_strides=strides, padding=padding, rhs_dilation=dilation,
                                     dimension_numbers=dimension_numbers, feature_group_count=groups)
 
@@ -197,10 +200,10 @@ def _formulation(prim, params, kernel_shape) -> str:
     return "loop" if _MODE == "taps" and not taps else _MODE
 
 
-def _by_taps(x, kernel, *, strides, padding, dilation, dimension_numbers, groups):
+def _by_taps(x, kernel, *, strides, padding, dilation, dimension_numbers, groups, few_channels=False):
     """Members' forward convolutions `[R, N, *S, C] x [R, *K, C, O] -> [R, N, *S_out, O]` as the sum over
     the kernel taps t and input channels c of `x_shifted_t[..., c] * kernel[t, c, :]`."""
-    del dimension_numbers, groups
+    del dimension_numbers, groups, few_channels
     r, n, *sizes, c = x.shape
     *k_spatial, _, o = kernel.shape[1:]
     config = [(0, 0, 0), (0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding] + [(0, 0, 0)]
@@ -235,6 +238,72 @@ def _batch_rule(prim, args, dims, **params):
     return jnp.stack([prim.bind(a[i], b[i], **params) for i in range(a.shape[0])]), 0
 
 
+# ----------------------------------------------------------------------------------------------
+# CPU lowering: formulations for convolutions with few input channels (one model, or each member)
+# ----------------------------------------------------------------------------------------------
+# XLA's CPU convolution is slow where the input has few channels (benchmarks/README.md, "Speed work"): LeNet-5's
+# 1 -> 6 first layer takes 5.0 ms forward at batch 128 against 0.4 ms as a sum over taps, and the data gradient
+# of its 6 -> 16 second layer 3.1 ms against 1.1-1.8 ms through patches. On CPU the forward pass of a
+# channels-last, groups=1 convolution with ONE input channel is computed by taps (`_by_taps`), and its data
+# gradient with at most `FEW_INPUT_CHANNELS` input channels by patches (`_data_gradient_by_patches`); the
+# weight gradient stays XLA's (faster at every measured shape). Same numbers up to float rounding; the derivative
+# structure (the three primitives and their transposes) is unchanged: only what each lowers to on CPU.
+FEW_INPUT_CHANNELS = 8
+_FEW_CHANNELS = Switch("few_channel_formulations")
+
+
+def few_channel_formulations(enabled: bool):
+    """Within the block, `layers.conv` on CPU computes convolutions with few input channels by taps and
+    patches (True, the default) or as XLA's plain convolution (False). Read at TRACE time: a function jitted
+    inside the block keeps the choice. For tests and benchmarks (the same numbers up to rounding).
+    """
+    return _FEW_CHANNELS.set(enabled)
+
+
+def _few_channels_applies(params, kernel_shape, most: int) -> bool:
+    """Channels-last, groups=1 and at most `most` input channels (the kernel's I axis)."""
+    return (params.get("few_channels", False) and _taps_applies(conv_forward_p, params, kernel_shape)
+            and kernel_shape[-2] <= most)
+
+
+def _cpu_forward(x, kernel, **params):
+    if _few_channels_applies(params, kernel.shape, 1):
+        return _by_taps(x[None], kernel[None], **params)[0]
+    return _forward(x, kernel, **params)
+
+
+def _cpu_data_gradient(g, kernel, *, x_shape, **params):
+    if _few_channels_applies(params, kernel.shape, FEW_INPUT_CHANNELS):
+        return _data_gradient_by_patches(g, kernel, x_shape=x_shape, **params)
+    return _data_gradient(g, kernel, x_shape=x_shape, **params)
+
+
+def _data_gradient_by_patches(g, kernel, *, x_shape, strides, padding, dilation, **unused):
+    """The data gradient `[N, *S_out, O] x [*K, C, O] -> [N, *S, C]` of a channels-last, groups=1 convolution
+    as one matrix product and a sum of shifted copies: `patches = g @ kernel^T` (`[N, *S_out, taps, C]`, each
+    output position's cotangent spread over the inputs it read), then each tap's slice added back at the input
+    positions `tap * dilation + out * stride - pad_lo` (zero-padded by `lax.pad`, interior padding for the
+    stride, negative padding to drop the rows of the zero padding). XLA fuses the sum into one loop."""
+    del unused
+    *k_spatial, c, o = kernel.shape
+    taps = list(itertools.product(*(range(k) for k in k_spatial)))
+    # half precision: products accumulated in float32, as XLA's convolution does, rounded once at the end
+    acc = at_least_float32(g.dtype)
+    patches = jnp.dot(g, kernel.reshape(len(taps) * c, o).T, preferred_element_type=acc)
+    patches = patches.reshape(*g.shape[:-1], len(taps), c)
+    out_sizes, sizes = g.shape[1:-1], x_shape[1:-1]
+    dx = None
+    for t, tap in enumerate(taps):
+        config = [(0, 0, 0)]
+        for k_t, d, s, (lo, _), m, size in zip(tap, dilation, strides, padding, out_sizes, sizes):
+            start = k_t * d - lo  # the input row the tap's first output reads (negative: in the padding)
+            config.append((start, size - (start + (m - 1) * s + 1), s - 1))
+        config.append((0, 0, 0))
+        part = lax.pad(patches[..., t, :], jnp.zeros((), acc), config)
+        dx = part if dx is None else dx + part
+    return dx.astype(g.dtype)
+
+
 for _prim, _plain, _t_a, _t_b in ((conv_forward_p, _forward, _forward_t_x, _forward_t_kernel),
                                   (conv_data_gradient_p, _data_gradient, _data_gradient_t_g, _data_gradient_t_kernel),
                                   (conv_weight_gradient_p, _weight_gradient, _weight_gradient_t_x, _weight_gradient_t_g)):
@@ -242,5 +311,9 @@ for _prim, _plain, _t_a, _t_b in ((conv_forward_p, _forward, _forward_t_x, _forw
     _prim.def_abstract_eval(functools.partial(_abstract_eval, _plain))
     mlir.register_lowering(_prim, mlir.lower_fun(
         functools.partial(lambda plain, *args, **params: plain(*args, **params), _plain), multiple_results=False))
+    _cpu = {conv_forward_p: _cpu_forward, conv_data_gradient_p: _cpu_data_gradient}.get(_prim, _plain)
+    mlir.register_lowering(_prim, mlir.lower_fun(
+        functools.partial(lambda plain, *args, **params: plain(*args, **params), _cpu), multiple_results=False),
+        platform="cpu")
     ad.defbilinear(_prim, _t_a, _t_b)
     batching.primitive_batchers[_prim] = functools.partial(_batch_rule, _prim)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from _tolerances import FLOAT32
+from jaxnets.layers.pooling import tiled_max_pool
 from jaxnets.layers import (adaptive_avg_pool, avg_pool, conv_output_size, flatten, global_avg_pool, linear,
                             max_pool)
 
@@ -197,6 +198,42 @@ def test_avg_pool_3d_accepts_input_smaller_than_window_when_padded(rng):
     want = F.avg_pool1d(torch.tensor(x), 4, padding=2, ceil_mode=True, count_include_pad=True).numpy()
     got = avg_pool(x[:, :, :, None, None], (4, 1, 1), padding=(2, 0, 0), ceil_mode=True, layout="NCDHW")
     np.testing.assert_allclose(got[..., 0, 0], want, rtol=RTOL, atol=ATOL)
+
+
+# max_pool with stride = window and no padding takes the tiled path (a reshape into windows, pooling.py); ties
+# (many after a ReLU) and NaN go where PyTorch sends them: the first maximum, or the window's last NaN.
+TILED_CASES = [((9,), 2), ((8, 7), 2), ((6, 9), (3, 2)), ((4, 6, 5), 2)]  # odd sizes: floor mode drops a row
+
+
+@pytest.mark.parametrize("sizes,window", TILED_CASES, ids=["1d", "2d", "2d_3x2", "3d"])
+def test_tiled_max_pool_ties_and_nan_equal_torch_bitwise(sizes, window, rng):
+    x = np.maximum(np.round(rng.standard_normal((2, 3, *sizes)), 0), 0).astype(np.float32)  # mostly ties at 0, 1
+    x.reshape(-1)[rng.choice(x.size, 3, replace=False)] = np.nan
+    dim = len(sizes)
+    ys_ref, gs, dx_ref = torch_and_grad(lambda t: (TORCH_MAX[dim](t, window),), x, rng)
+    for layout, (ys, dx) in jax_and_grad(lambda x, layout: (max_pool(x, window, layout=layout),), x, gs).items():
+        np.testing.assert_array_equal(ys[0], ys_ref[0], err_msg=layout)  # NaN where torch has NaN
+        np.testing.assert_array_equal(dx, dx_ref, err_msg=layout)
+
+
+def test_tiled_max_pool_equals_reduce_window_and_has_no_select_and_scatter(rng):
+    x = jnp.asarray(rng.standard_normal((4, 10, 10, 6), dtype=np.float32))  # no ties: both choose the same
+
+    def value_and_grad():  # a new function each time: the switch is read at trace time
+        return jax.jit(jax.value_and_grad(lambda x: jnp.sum(jnp.sin(max_pool(x, 2)))))
+
+    got = value_and_grad()(x)
+    with tiled_max_pool(False):
+        want = value_and_grad()(x)
+        assert "select_and_scatter" in value_and_grad().lower(x).as_text()
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert "select_and_scatter" not in value_and_grad().lower(x).as_text()
+
+
+def test_tiled_max_pool_integer_input():
+    x = jnp.asarray([[3, -2, 5, 5, -9, -8, 7]], jnp.int32)[..., None]
+    np.testing.assert_array_equal(max_pool(x, 2)[0, :, 0], [3, 5, -8])
 
 
 def test_max_pool_integer_input():
