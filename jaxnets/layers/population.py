@@ -1,4 +1,4 @@
-"""Convolutions of a population of models: the batching rules `layers.conv` uses under `jax.vmap`.
+"""The convolution's primitives: their derivatives, their batching rules for a population of models, their lowering.
 
 A population (several seeds or hyperparameter settings trained as one program) is `jax.vmap` of the
 single-run training step over a leading run axis R: every member has its own inputs and its own
@@ -27,8 +27,11 @@ into the batch or the output channels: one ungrouped convolution).
 The three parts are primitives of their own (`conv_forward`, `conv_data_gradient`,
 `conv_weight_gradient`), each bilinear and each the transpose of the others: the derivative of any of
 them is a sum of the three, so `grad`, `jvp`, `jacfwd`, `hessian` and `vmap` compose in any order and a
-vmapped gradient reaches these rules. Their lowering is the plain `lax` computation: outside `vmap`
-the compiled program is exactly `lax.conv_general_dilated`'s and its autodiff transposes. With `vmap`
+vmapped gradient reaches these rules. Their lowering is the plain `lax` computation on GPU and TPU (outside
+`vmap` the compiled program is exactly `lax.conv_general_dilated`'s and its autodiff transposes) and, on CPU,
+the formulations of `layers/conv_formulations.py` where XLA's CPU convolution is slow (few input channels,
+strides; the same numbers up to float rounding; `conv_formulations.cpu_formulations(False)` gives the plain
+program on CPU too). With `vmap`
 outermost (`jax.vmap(train_step)`) every part gets its rule; under `jax.grad(jax.vmap(f))` the batched
 forward pass is differentiated by JAX, so a "taps" forward pass gets JAX's derivative of its sum over
 taps (correct, but its weight gradient is slower than "loop").
@@ -37,17 +40,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from jaxnets.checks import at_least_float32, check_choice
-from jaxnets.layers.switch import Switch
+from jaxnets.checks import check_choice
+from jaxnets.layers.conv_formulations import (channels_last_ungrouped, cpu_data_gradient, cpu_forward,
+                                               cpu_weight_gradient, formulations_enabled, plain_data_gradient,
+                                               plain_forward, plain_weight_gradient, taps_forward)
 
 MODES = ("auto", "loop", "taps", "grouped")
 # "auto" computes the forward pass by taps up to this many input channels: by measurement (benchmarks/README.md,
@@ -92,10 +95,10 @@ def conv_general(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int], pad
     if any(_varying_manual_axes(a) for a in (x, kernel)):
         # Inside jax.shard_map with check_vma=True: JAX's own convolution (these primitives do not track the
         # mesh axes their operands vary over).
-        return _forward(x, kernel, strides=tuple(strides), padding=tuple(padding), dilation=tuple(dilation),
-                        dimension_numbers=tuple(dimension_numbers), groups=groups)
+        return plain_forward(x, kernel, strides=tuple(strides), padding=tuple(padding), dilation=tuple(dilation),
+                             dimension_numbers=tuple(dimension_numbers), groups=groups)
     return conv_forward_p.bind(x, kernel, **_params(strides, padding, dilation, dimension_numbers, groups,
-                                                    _FEW_CHANNELS.enabled))
+                                                    formulations_enabled()))
 
 
 def _varying_manual_axes(a: jax.Array) -> frozenset:
@@ -106,41 +109,19 @@ def _varying_manual_axes(a: jax.Array) -> frozenset:
     return aval.vma  # jax 0.8
 
 
-def _params(strides, padding, dilation, dimension_numbers, groups, few_channels: bool) -> dict:
+def _params(strides, padding, dilation, dimension_numbers, groups, cpu_formulations: bool) -> dict:
     return {"strides": tuple(int(s) for s in strides), "padding": tuple((int(lo), int(hi)) for lo, hi in padding),
             "dilation": tuple(int(d) for d in dilation), "dimension_numbers": tuple(dimension_numbers),
-            "groups": int(groups), "few_channels": bool(few_channels)}
-
-
-# ----------------------------------------------------------------------------------------------
-# The plain computations (what every primitive lowers to)
-# ----------------------------------------------------------------------------------------------
-def _forward(x, kernel, *, strides, padding, dilation, dimension_numbers, groups, few_channels=False):
-    del few_channels  # a choice of CPU lowering (`_cpu_forward`), not of the numbers
-    return lax.conv_general_dilated(x, kernel, window_strides=strides, padding=padding, rhs_dilation=dilation,
-                                    dimension_numbers=dimension_numbers, feature_group_count=groups)
-
-
-def _data_gradient(g, kernel, *, x_shape, **params):
-    """The cotangent of `x` for the output cotangent `g`: JAX's own transpose of the convolution."""
-    def linear(x):
-        return _forward(x, kernel, **params)
-
-    return jax.linear_transpose(linear, jax.ShapeDtypeStruct(x_shape, g.dtype))(g)[0]
-
-
-def _weight_gradient(x, g, *, kernel_shape, **params):
-    """The cotangent of the kernel for the output cotangent `g`: JAX's own transpose of the convolution."""
-    def linear(kernel):
-        return _forward(x, kernel, **params)
-
-    return jax.linear_transpose(linear, jax.ShapeDtypeStruct(kernel_shape, g.dtype))(g)[0]
+            "groups": int(groups), "cpu_formulations": bool(cpu_formulations)}
 
 
 conv_forward_p = Primitive("jaxnets_conv_forward")
 conv_data_gradient_p = Primitive("jaxnets_conv_data_gradient")
 conv_weight_gradient_p = Primitive("jaxnets_conv_weight_gradient")
-_PLAIN = {conv_forward_p: _forward, conv_data_gradient_p: _data_gradient, conv_weight_gradient_p: _weight_gradient}
+_PLAIN = {conv_forward_p: plain_forward, conv_data_gradient_p: plain_data_gradient,
+          conv_weight_gradient_p: plain_weight_gradient}
+_CPU = {conv_forward_p: cpu_forward, conv_data_gradient_p: cpu_data_gradient,
+        conv_weight_gradient_p: cpu_weight_gradient}
 
 
 def _abstract_eval(plain, a, b, **params):
@@ -185,10 +166,7 @@ def _weight_gradient_t_g(ct, x, g, *, kernel_shape, **params):
 # ----------------------------------------------------------------------------------------------
 def _taps_applies(prim, params, kernel_shape) -> bool:
     """The taps formulation exists for the forward pass of a channels-last convolution with groups=1."""
-    lhs, rhs, out = params["dimension_numbers"]
-    n = len(params["strides"])
-    channels_last = lhs[-1] == "C" and out[-1] == "C" and rhs[-2:] == "IO" and lhs[0] == out[0] == "N"
-    return prim is conv_forward_p and params["groups"] == 1 and channels_last and len(kernel_shape) == n + 2
+    return prim is conv_forward_p and channels_last_ungrouped(params, kernel_shape)
 
 
 def _formulation(prim, params, kernel_shape) -> str:
@@ -198,29 +176,6 @@ def _formulation(prim, params, kernel_shape) -> str:
             return "grouped"  # GPU and TPU run grouped convolutions natively (cuDNN, the TPU's convolution units)
         return "taps" if taps and kernel_shape[-2] <= TAPS_MAX_INPUT_CHANNELS else "loop"
     return "loop" if _MODE == "taps" and not taps else _MODE
-
-
-def _by_taps(x, kernel, *, strides, padding, dilation, dimension_numbers, groups, few_channels=False):
-    """Members' forward convolutions `[R, N, *S, C] x [R, *K, C, O] -> [R, N, *S_out, O]` as the sum over
-    the kernel taps t and input channels c of `x_shifted_t[..., c] * kernel[t, c, :]`."""
-    del dimension_numbers, groups, few_channels
-    r, n, *sizes, c = x.shape
-    *k_spatial, _, o = kernel.shape[1:]
-    config = [(0, 0, 0), (0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding] + [(0, 0, 0)]
-    xp = lax.pad(x, jnp.zeros((), x.dtype), config)
-    outs = [(size + lo + hi - d * (k - 1) - 1) // s + 1
-            for size, (lo, hi), d, k, s in zip(sizes, padding, dilation, k_spatial, strides)]
-    y = None
-    for tap in itertools.product(*(range(k) for k in k_spatial)):
-        start = [0, 0] + [t * d for t, d in zip(tap, dilation)] + [0]
-        limit = [r, n] + [t * d + (m - 1) * s + 1 for t, d, m, s in zip(tap, dilation, outs, strides)] + [c]
-        shifted = lax.slice(xp, start, limit, [1, 1, *strides, 1])  # [R, N, *S_out, C]
-        weights = kernel[(slice(None), *tap)]  # [R, C, O]
-        for ch in range(c):
-            w = weights[:, ch].reshape(r, *([1] * (len(sizes) + 1)), o)
-            term = shifted[..., ch:ch + 1] * w
-            y = term if y is None else y + term
-    return y
 
 
 def _batch_rule(prim, args, dims, **params):
@@ -234,86 +189,21 @@ def _batch_rule(prim, args, dims, **params):
         return jax.vmap(functools.partial(_PLAIN[prim], **params), in_axes=(da, db))(a, b), 0
     a, b = jnp.moveaxis(a, da, 0), jnp.moveaxis(b, db, 0)
     if how == "taps":
-        return _by_taps(a, b, **params), 0
+        return jax.vmap(functools.partial(taps_forward, **params))(a, b), 0
     return jnp.stack([prim.bind(a[i], b[i], **params) for i in range(a.shape[0])]), 0
 
 
-# ----------------------------------------------------------------------------------------------
-# CPU lowering: formulations for convolutions with few input channels (one model, or each member)
-# ----------------------------------------------------------------------------------------------
-# XLA's CPU convolution is slow where the input has few channels (benchmarks/README.md, "Speed work"): LeNet-5's
-# 1 -> 6 first layer takes 5.0 ms forward at batch 128 against 0.4 ms as a sum over taps, and the data gradient
-# of its 6 -> 16 second layer 3.1 ms against 1.1-1.8 ms through patches. On CPU the forward pass of a
-# channels-last, groups=1 convolution with ONE input channel is computed by taps (`_by_taps`), and its data
-# gradient with at most `FEW_INPUT_CHANNELS` input channels by patches (`_data_gradient_by_patches`); the
-# weight gradient stays XLA's (faster at every measured shape). Same numbers up to float rounding; the derivative
-# structure (the three primitives and their transposes) is unchanged: only what each lowers to on CPU.
-FEW_INPUT_CHANNELS = 8
-_FEW_CHANNELS = Switch("few_channel_formulations")
-
-
-def few_channel_formulations(enabled: bool):
-    """Within the block, `layers.conv` on CPU computes convolutions with few input channels by taps and
-    patches (True, the default) or as XLA's plain convolution (False). Read at TRACE time: a function jitted
-    inside the block keeps the choice. For tests and benchmarks (the same numbers up to rounding).
-    """
-    return _FEW_CHANNELS.set(enabled)
-
-
-def _few_channels_applies(params, kernel_shape, most: int) -> bool:
-    """Channels-last, groups=1 and at most `most` input channels (the kernel's I axis)."""
-    return (params.get("few_channels", False) and _taps_applies(conv_forward_p, params, kernel_shape)
-            and kernel_shape[-2] <= most)
-
-
-def _cpu_forward(x, kernel, **params):
-    if _few_channels_applies(params, kernel.shape, 1):
-        return _by_taps(x[None], kernel[None], **params)[0]
-    return _forward(x, kernel, **params)
-
-
-def _cpu_data_gradient(g, kernel, *, x_shape, **params):
-    if _few_channels_applies(params, kernel.shape, FEW_INPUT_CHANNELS):
-        return _data_gradient_by_patches(g, kernel, x_shape=x_shape, **params)
-    return _data_gradient(g, kernel, x_shape=x_shape, **params)
-
-
-def _data_gradient_by_patches(g, kernel, *, x_shape, strides, padding, dilation, **unused):
-    """The data gradient `[N, *S_out, O] x [*K, C, O] -> [N, *S, C]` of a channels-last, groups=1 convolution
-    as one matrix product and a sum of shifted copies: `patches = g @ kernel^T` (`[N, *S_out, taps, C]`, each
-    output position's cotangent spread over the inputs it read), then each tap's slice added back at the input
-    positions `tap * dilation + out * stride - pad_lo` (zero-padded by `lax.pad`, interior padding for the
-    stride, negative padding to drop the rows of the zero padding). XLA fuses the sum into one loop."""
-    del unused
-    *k_spatial, c, o = kernel.shape
-    taps = list(itertools.product(*(range(k) for k in k_spatial)))
-    # half precision: products accumulated in float32, as XLA's convolution does, rounded once at the end
-    acc = at_least_float32(g.dtype)
-    patches = jnp.dot(g, kernel.reshape(len(taps) * c, o).T, preferred_element_type=acc)
-    patches = patches.reshape(*g.shape[:-1], len(taps), c)
-    out_sizes, sizes = g.shape[1:-1], x_shape[1:-1]
-    dx = None
-    for t, tap in enumerate(taps):
-        config = [(0, 0, 0)]
-        for k_t, d, s, (lo, _), m, size in zip(tap, dilation, strides, padding, out_sizes, sizes):
-            start = k_t * d - lo  # the input row the tap's first output reads (negative: in the padding)
-            config.append((start, size - (start + (m - 1) * s + 1), s - 1))
-        config.append((0, 0, 0))
-        part = lax.pad(patches[..., t, :], jnp.zeros((), acc), config)
-        dx = part if dx is None else dx + part
-    return dx.astype(g.dtype)
-
-
-for _prim, _plain, _t_a, _t_b in ((conv_forward_p, _forward, _forward_t_x, _forward_t_kernel),
-                                  (conv_data_gradient_p, _data_gradient, _data_gradient_t_g, _data_gradient_t_kernel),
-                                  (conv_weight_gradient_p, _weight_gradient, _weight_gradient_t_x, _weight_gradient_t_g)):
+for _prim, _t_a, _t_b in ((conv_forward_p, _forward_t_x, _forward_t_kernel),
+                          (conv_data_gradient_p, _data_gradient_t_g, _data_gradient_t_kernel),
+                          (conv_weight_gradient_p, _weight_gradient_t_x, _weight_gradient_t_g)):
+    _plain = _PLAIN[_prim]
     _prim.def_impl(functools.partial(lambda plain, *args, **params: plain(*args, **params), _plain))
     _prim.def_abstract_eval(functools.partial(_abstract_eval, _plain))
     mlir.register_lowering(_prim, mlir.lower_fun(
         functools.partial(lambda plain, *args, **params: plain(*args, **params), _plain), multiple_results=False))
-    _cpu = {conv_forward_p: _cpu_forward, conv_data_gradient_p: _cpu_data_gradient}.get(_prim, _plain)
+    # on CPU, the formulations of conv_formulations.py where they apply (the numbers up to float rounding)
     mlir.register_lowering(_prim, mlir.lower_fun(
-        functools.partial(lambda plain, *args, **params: plain(*args, **params), _cpu), multiple_results=False),
+        functools.partial(lambda cpu, *args, **params: cpu(*args, **params), _CPU[_prim]), multiple_results=False),
         platform="cpu")
     ad.defbilinear(_prim, _t_a, _t_b)
     batching.primitive_batchers[_prim] = functools.partial(_batch_rule, _prim)

@@ -4,7 +4,8 @@ Every formulation ("auto", "loop", "taps", "grouped") must equal a Python loop o
 forward and gradients. Tolerances: float32 rtol = atol = 1e-5 (the formulations sum the same products in
 another order: "taps" adds tap by tap, the loop and "grouped" run other XLA kernels; the longest sum here
 has C_in * prod(kernel) <= 50 terms, or N * prod(out) <= 2 * 64 for the weight gradient, of O(1) values);
-float64 1e-12. Outside vmap the program is lax.conv_general_dilated's: bitwise equal results.
+float64 1e-12. Outside vmap, with `cpu_formulations(False)`, the program is lax.conv_general_dilated's:
+bitwise equal results (the CPU formulations are tested in test_conv_formulations.py).
 """
 import functools
 
@@ -15,7 +16,8 @@ import pytest
 from jax import lax
 
 from jaxnets.layers import conv, linear
-from jaxnets.layers.population import FEW_INPUT_CHANNELS, MODES, few_channel_formulations, member_convolutions
+from jaxnets.layers.conv_formulations import cpu_formulations
+from jaxnets.layers.population import MODES, member_convolutions
 
 RTOL = ATOL = 1e-5
 R = 3  # members
@@ -105,7 +107,7 @@ def _plain(x, k, **kw):
 
 def test_unbatched_conv_is_the_plain_lax_program_bitwise():
     x, k, _, _, kw = _members(CASES[1], jnp.float32)
-    with few_channel_formulations(False):  # else a 2-channel data gradient is computed through patches
+    with cpu_formulations(False):  # else a 2-channel data gradient is computed through patches (on CPU)
         _assert_plain_program(x[0], k[0], kw)
 
 
@@ -117,52 +119,6 @@ def _assert_plain_program(x, k, kw):
         np.testing.assert_array_equal(got, want)
     text = ours.lower(x, k).compile().as_text()
     assert text.count("convolution(") == plain.lower(x, k).compile().as_text().count("convolution(") == 3
-
-
-# The CPU formulations of one model's convolution with few input channels (taps forward with one channel, data
-# gradient through patches up to FEW_INPUT_CHANNELS): the same numbers as XLA's convolution up to rounding
-# (float32 1e-5 as above; float64 1e-12), and no convolution left where they apply.
-FEW = [("1ch_pad2_lenet", (4, 10, 9, 1), (5, 5, 1, 6), dict(padding=2)),
-       ("6ch_valid_lenet", (4, 9, 9, 6), (5, 5, 6, 16), dict()),
-       ("2ch_stride_dilation_asym", (3, 13, 12, 2), (3, 2, 2, 4), dict(stride=(2, 3), dilation=(2, 1),
-                                                                       padding=((1, 2), (3, 0)))),
-       ("1ch_3d_stride", (2, 7, 6, 5, 1), (3, 2, 2, 1, 3), dict(stride=2, padding=1)),
-       ("1d_8ch", (3, 11, FEW_INPUT_CHANNELS), (3, FEW_INPUT_CHANNELS, 2), dict(padding="SAME"))]
-
-
-def _value_and_grads(x, k, kw, cot):
-    def loss(x, k):
-        return jnp.sum(conv(x, k, **kw) * cot)
-    return jax.jit(lambda x, k: (conv(x, k, **kw), jax.grad(loss, argnums=(0, 1))(x, k)))
-
-
-@pytest.mark.parametrize("dtype", (jnp.float32, jnp.float64))
-@pytest.mark.parametrize("case", FEW, ids=[c[0] for c in FEW])
-def test_few_channel_formulations_equal_the_plain_convolution(case, dtype, request):
-    if dtype == jnp.float64:
-        request.getfixturevalue("x64")
-    _, x_shape, k_shape, kw = case
-    keys = jax.random.split(jax.random.key(1), 3)
-    x, k = jax.random.normal(keys[0], x_shape, dtype), jax.random.normal(keys[1], k_shape, dtype)
-    cot = jax.random.normal(keys[2], jax.eval_shape(lambda: conv(x, k, **kw)).shape, dtype)
-    got = _value_and_grads(x, k, kw, cot)(x, k)
-    with few_channel_formulations(False):
-        want = _value_and_grads(x, k, kw, cot)(x, k)
-    tol = 1e-5 if dtype == jnp.float32 else 1e-12
-    for name, g, w in zip(("y", "dx", "dkernel"), jax.tree.leaves(got), jax.tree.leaves(want)):
-        assert g.dtype == dtype
-        np.testing.assert_allclose(g, w, rtol=tol, atol=tol, err_msg=name)
-    text = jax.jit(lambda x, k: jax.vjp(lambda x: conv(x, k, **kw), x)[1](cot)).lower(x, k).compile().as_text()
-    if jax.default_backend() == "cpu":  # only the data gradient is asked for: no convolution left
-        assert "convolution(" not in text
-        forward = jax.jit(lambda x, k: conv(x, k, **kw)).lower(x, k).compile().as_text()
-        assert ("convolution(" in forward) == (k_shape[-2] > 1)
-
-
-def test_few_channel_formulations_keep_the_plain_program_above_the_limit():
-    x = jax.random.normal(jax.random.key(0), (2, 9, 8, FEW_INPUT_CHANNELS + 1))
-    k = jax.random.normal(jax.random.key(1), (3, 2, FEW_INPUT_CHANNELS + 1, 4))
-    _assert_plain_program(x, k, CASES[1][3])
 
 
 def _grouped_convs(fn, *args) -> int:

@@ -1,0 +1,248 @@
+"""How the three parts of a convolution are computed: XLA's plain convolution, and the CPU formulations.
+
+A convolution `y = conv(x, kernel)` has three parts, each bilinear: the forward pass `F(x, kernel)`, the data
+gradient `D(g, kernel)` (the cotangent of `x` for the output cotangent `g`) and the weight gradient `W(x, g)`.
+`layers/population.py` makes them primitives (for their derivatives and batching rules); this module says what
+each computes. `plain_forward`, `plain_data_gradient` and `plain_weight_gradient` are `lax.conv_general_dilated`
+and JAX's own transposes of it: every part lowers to them on GPU and TPU. On CPU, XLA's convolution is slow on
+some shapes (measured in benchmarks/README.md, "Speed work"), and `cpu_forward`, `cpu_data_gradient` and
+`cpu_weight_gradient` compute those another way:
+
+  one input channel, forward (channels-last, groups=1): `taps_forward`, the sum over kernel taps of the shifted
+      input times that tap's weights, elementwise multiply-adds XLA fuses into one loop (LeNet-5's 1 -> 6
+      convolution at batch 128: 0.4 instead of 5.0 ms);
+  at most `FEW_INPUT_CHANNELS` input channels, data gradient: `data_gradient_by_patches`, one matrix product and a
+      sum of shifted copies (LeNet-5's 6 -> 16 convolution: 1.2 instead of 3.1 ms);
+  a 1x1 kernel with a stride (ResNet's projection shortcuts), both gradients: those of a stride-1 convolution of
+      the strided slice of the input (`_pointwise_input`), a matrix product and a zero-fill (data gradient of
+      ResNet-18's 64 -> 128 shortcut: 19 instead of 29 ms; weight gradient 19 instead of 35 ms);
+  a larger kernel with a stride (dilation 1, channels-last, groups=1) and at least `PHASES_MIN_OUTPUT` output
+      positions, data gradient: `data_gradient_by_phases`, one stride-1 data gradient per output phase
+      (sub-pixel) instead of a convolution over the cotangent dilated with zeros (ResNet-18's 64 -> 128 3x3
+      stride-2 convolution: 62 instead of 112 ms).
+
+Everything else is the plain convolution. The numbers are the same up to float rounding (the sums run in another
+order); `cpu_formulations(False)` turns the CPU formulations off for tests and benchmarks that compare.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxnets.checks import at_least_float32
+from jaxnets.layers.switch import Switch
+
+__all__ = ["FEW_INPUT_CHANNELS", "PHASES_MIN_OUTPUT", "cpu_formulations", "plain_forward", "plain_data_gradient", "plain_weight_gradient",
+           "cpu_forward", "cpu_data_gradient", "cpu_weight_gradient", "taps_forward", "data_gradient_by_patches",
+           "data_gradient_by_phases"]
+
+# The patches data gradient wins over XLA's at every measured shape with up to 8 input channels and loses at 16
+# (benchmarks/README.md, "Speed work").
+FEW_INPUT_CHANNELS = 8
+# The phases data gradient wins on ResNet-18's stride-2 3x3 convolutions with 16x16 and 8x8 outputs and loses with
+# 4x4 (benchmarks/README.md, "Speed work"): used from this many output positions (per image) on.
+PHASES_MIN_OUTPUT = 64
+_CPU_FORMULATIONS = Switch("cpu_formulations")
+
+
+def cpu_formulations(enabled: bool):
+    """Within the block, `layers.conv` on CPU uses this module's formulations where they apply (True, the default)
+    or XLA's plain convolution everywhere (False). Read at TRACE time: a function jitted inside the block keeps
+    the choice. For tests and benchmarks (the same numbers up to float rounding).
+    """
+    return _CPU_FORMULATIONS.set(enabled)
+
+
+def formulations_enabled() -> bool:
+    """The switch's state, read when `layers.conv` binds its primitive (the `cpu_formulations` parameter)."""
+    return _CPU_FORMULATIONS.enabled
+
+
+# ----------------------------------------------------------------------------------------------
+# The plain computations
+# ----------------------------------------------------------------------------------------------
+def plain_forward(x, kernel, *, strides, padding, dilation, dimension_numbers, groups, cpu_formulations=False):
+    del cpu_formulations  # a choice of CPU lowering, not of the numbers
+    return lax.conv_general_dilated(x, kernel, window_strides=strides, padding=padding, rhs_dilation=dilation,
+                                    dimension_numbers=dimension_numbers, feature_group_count=groups)
+
+
+def plain_data_gradient(g, kernel, *, x_shape, **params):
+    """The cotangent of `x` for the output cotangent `g`: JAX's own transpose of the convolution."""
+    def linear(x):
+        return plain_forward(x, kernel, **params)
+
+    return jax.linear_transpose(linear, jax.ShapeDtypeStruct(x_shape, g.dtype))(g)[0]
+
+
+def plain_weight_gradient(x, g, *, kernel_shape, **params):
+    """The cotangent of the kernel for the output cotangent `g`: JAX's own transpose of the convolution."""
+    def linear(kernel):
+        return plain_forward(x, kernel, **params)
+
+    return jax.linear_transpose(linear, jax.ShapeDtypeStruct(kernel_shape, g.dtype))(g)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Which formulation (CPU)
+# ----------------------------------------------------------------------------------------------
+def channels_last_ungrouped(params, kernel_shape) -> bool:
+    """`[N, *S, C]` input and output, `[*K, I, O]` kernel, groups=1: the layout the taps, patches and phases
+    formulations are written for."""
+    lhs, rhs, out = params["dimension_numbers"]
+    n = len(params["strides"])
+    channels_last = lhs[-1] == "C" and out[-1] == "C" and rhs[-2:] == "IO" and lhs[0] == out[0] == "N"
+    return params["groups"] == 1 and channels_last and len(kernel_shape) == n + 2
+
+
+def _spatial_axes(spec: str) -> tuple[int, ...]:
+    return tuple(i for i, ch in enumerate(spec) if ch not in "NCIO")
+
+
+def _few_channels(params, kernel_shape, most: int) -> bool:
+    return (params.get("cpu_formulations", False) and channels_last_ungrouped(params, kernel_shape)
+            and kernel_shape[-2] <= most)
+
+
+def _pointwise_strided(params, kernel_shape) -> bool:
+    """A 1x1(x1) kernel with a stride > 1 (any layout and groups)."""
+    kernel_axes = _spatial_axes(params["dimension_numbers"][1])
+    return (params.get("cpu_formulations", False) and all(kernel_shape[a] == 1 for a in kernel_axes)
+            and any(s > 1 for s in params["strides"]))
+
+
+def _stride_one(params) -> dict:
+    n = len(params["strides"])
+    return {**params, "strides": (1,) * n, "padding": ((0, 0),) * n}
+
+
+def cpu_forward(x, kernel, **params):
+    if _few_channels(params, kernel.shape, 1):
+        return taps_forward(x, kernel, **params)
+    return plain_forward(x, kernel, **params)
+
+
+def cpu_data_gradient(g, kernel, *, x_shape, **params):
+    if _pointwise_strided(params, kernel.shape):
+        def strided(x):
+            return _pointwise_input(x, **params)
+        xs = jax.eval_shape(strided, jax.ShapeDtypeStruct(x_shape, g.dtype))
+        gs = cpu_data_gradient(g, kernel, x_shape=xs.shape, **_stride_one(params))
+        return jax.linear_transpose(strided, jax.ShapeDtypeStruct(x_shape, g.dtype))(gs)[0]  # a zero-fill
+    if _few_channels(params, kernel.shape, FEW_INPUT_CHANNELS):
+        return data_gradient_by_patches(g, kernel, x_shape=x_shape, **params)
+    if (params.get("cpu_formulations", False) and channels_last_ungrouped(params, kernel.shape)
+            and any(s > 1 for s in params["strides"]) and all(d == 1 for d in params["dilation"])
+            and math.prod(g.shape[1:-1]) >= PHASES_MIN_OUTPUT):
+        return data_gradient_by_phases(g, kernel, x_shape=x_shape, **params)
+    return plain_data_gradient(g, kernel, x_shape=x_shape, **params)
+
+
+def cpu_weight_gradient(x, g, *, kernel_shape, **params):
+    if _pointwise_strided(params, kernel_shape):
+        return plain_weight_gradient(_pointwise_input(x, **params), g, kernel_shape=kernel_shape,
+                                     **_stride_one(params))
+    return plain_weight_gradient(x, g, kernel_shape=kernel_shape, **params)
+
+
+# ----------------------------------------------------------------------------------------------
+# The formulations
+# ----------------------------------------------------------------------------------------------
+def taps_forward(x, kernel, *, strides, padding, dilation, **unused):
+    """The forward convolution `[N, *S, C] x [*K, C, O] -> [N, *S_out, O]` (channels-last, groups=1) as the sum
+    over the kernel taps t and input channels c of `x_shifted_t[..., c] * kernel[t, c, :]`: C * prod(K)
+    elementwise multiply-adds that XLA fuses into one loop. Fast for one input channel; under `vmap` over input
+    and kernel it is the population's "taps" formulation (layers/population.py)."""
+    del unused
+    n, *sizes, c = x.shape
+    *k_spatial, _, o = kernel.shape
+    config = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding] + [(0, 0, 0)]
+    xp = lax.pad(x, jnp.zeros((), x.dtype), config)
+    outs = [(size + lo + hi - d * (k - 1) - 1) // s + 1
+            for size, (lo, hi), d, k, s in zip(sizes, padding, dilation, k_spatial, strides)]
+    y = None
+    for tap in itertools.product(*(range(k) for k in k_spatial)):
+        start = [0] + [t * d for t, d in zip(tap, dilation)] + [0]
+        limit = [n] + [t * d + (m - 1) * s + 1 for t, d, m, s in zip(tap, dilation, outs, strides)] + [c]
+        shifted = lax.slice(xp, start, limit, [1, *strides, 1])  # [N, *S_out, C]
+        for ch in range(c):
+            term = shifted[..., ch:ch + 1] * kernel[(*tap, ch)]  # [N, *S_out, 1] * [O]
+            y = term if y is None else y + term
+    return y
+
+
+def data_gradient_by_patches(g, kernel, *, x_shape, strides, padding, dilation, **unused):
+    """The data gradient `[N, *S_out, O] x [*K, C, O] -> [N, *S, C]` of a channels-last, groups=1 convolution
+    as one matrix product and a sum of shifted copies: `patches = g @ kernel^T` (`[N, *S_out, taps, C]`, each
+    output position's cotangent spread over the inputs it read), then each tap's slice added back at the input
+    positions `tap * dilation + out * stride - pad_lo` (zero-padded by `lax.pad`, interior padding for the
+    stride, negative padding to drop the rows of the zero padding). XLA fuses the sum into one loop."""
+    del unused
+    *k_spatial, c, o = kernel.shape
+    taps = list(itertools.product(*(range(k) for k in k_spatial)))
+    # half precision: products accumulated in float32, as XLA's convolution does, rounded once at the end
+    acc = at_least_float32(g.dtype)
+    patches = jnp.dot(g, kernel.reshape(len(taps) * c, o).T, preferred_element_type=acc)
+    patches = patches.reshape(*g.shape[:-1], len(taps), c)
+    out_sizes, sizes = g.shape[1:-1], x_shape[1:-1]
+    dx = None
+    for t, tap in enumerate(taps):
+        starts = [k_t * d - lo for k_t, d, (lo, _) in zip(tap, dilation, padding)]  # negative: in the padding
+        part = _place(patches[..., t, :], starts, strides, out_sizes, sizes)
+        dx = part if dx is None else dx + part
+    return dx.astype(g.dtype)
+
+
+def data_gradient_by_phases(g, kernel, *, x_shape, strides, padding, dilation, **params):
+    """The data gradient of a strided, channels-last, groups=1 convolution with dilation 1, by output phase
+    (sub-pixel decomposition). Along a dim with stride s, the padded input row `i = q * s + r` receives
+    `sum_j g[q - j] * kernel[r + j * s]`: for each phase r (a tuple over the dims) a stride-1 data gradient
+    of `g` with the sub-kernel `kernel[r::s]`, placed at rows `r, r + s, ...` (interior padding, then the
+    padding rows dropped). prod(s) small convolutions doing the taps' work once, instead of one convolution
+    over `g` dilated with s - 1 zeros between its rows (XLA's transpose), where most products are with zeros."""
+    del dilation
+    n, *sizes, c = x_shape
+    *k_spatial, _, _ = kernel.shape
+    out_sizes = g.shape[1:-1]
+    stride_one = {**params, "strides": (1,) * len(sizes), "padding": ((0, 0),) * len(sizes),
+                  "dilation": (1,) * len(sizes)}
+    dx = None
+    for phase in itertools.product(*(range(s) for s in strides)):
+        sub = kernel[tuple(slice(r, None, s) for r, s in zip(phase, strides))]
+        if any(k == 0 for k in sub.shape[:len(sizes)]):
+            continue  # no tap lands on this phase (stride > kernel): its rows get no gradient
+        reach = [m + k - 1 for m, k in zip(out_sizes, sub.shape)]  # rows q = 0 .. M + k_r - 2 of this phase
+        dz = cpu_data_gradient(g, sub, x_shape=(n, *reach, c), **stride_one)
+        starts = [r - lo for r, (lo, _) in zip(phase, padding)]
+        part = _place(dz, starts, strides, reach, sizes)
+        dx = part if dx is None else dx + part
+    if dx is None:
+        return jnp.zeros(x_shape, g.dtype)
+    return dx
+
+
+def _place(part, starts: Sequence[int], strides: Sequence[int], counts: Sequence[int], sizes: Sequence[int]):
+    """`[N, *counts, C]` rows put at positions `start + i * stride` of a zero `[N, *sizes, C]` (rows outside
+    `0 .. size - 1` dropped): `lax.pad` with interior padding `stride - 1` and (possibly negative) edges."""
+    config = [(0, 0, 0)]
+    for start, s, m, size in zip(starts, strides, counts, sizes):
+        config.append((start, size - (start + (m - 1) * s + 1), s - 1))
+    config.append((0, 0, 0))
+    return lax.pad(part, jnp.zeros((), part.dtype), config)
+
+
+def _pointwise_input(x, *, strides, padding, dimension_numbers, **unused):
+    """The input rows a 1x1 kernel with this stride reads: `x` zero-padded, then every `stride`-th row."""
+    del unused
+    axes = _spatial_axes(dimension_numbers[0])
+    config = [(0, 0, 0)] * x.ndim
+    step = [1] * x.ndim
+    for a, (lo, hi), s in zip(axes, padding, strides):
+        config[a], step[a] = (lo, hi, 0), s
+    xp = lax.pad(x, jnp.zeros((), x.dtype), config)
+    return lax.slice(xp, (0,) * x.ndim, xp.shape, step)
