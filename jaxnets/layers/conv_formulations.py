@@ -12,14 +12,7 @@ some shapes (measured in benchmarks/README.md, "Speed work"), and `cpu_forward`,
       input times that tap's weights, elementwise multiply-adds XLA fuses into one loop (LeNet-5's 1 -> 6
       convolution at batch 128: 0.4 instead of 5.0 ms);
   at most `FEW_INPUT_CHANNELS` input channels, data gradient: `data_gradient_by_patches`, one matrix product and a
-      sum of shifted copies (LeNet-5's 6 -> 16 convolution: 1.2 instead of 3.1 ms);
-  a 1x1 kernel with a stride (ResNet's projection shortcuts), both gradients: those of a stride-1 convolution of
-      the strided slice of the input (`_pointwise_input`), a matrix product and a zero-fill (data gradient of
-      ResNet-18's 64 -> 128 shortcut: 19 instead of 29 ms; weight gradient 19 instead of 35 ms);
-  a larger kernel with a stride (dilation 1, channels-last, groups=1) and at least `PHASES_MIN_OUTPUT` output
-      positions, data gradient: `data_gradient_by_phases`, one stride-1 data gradient per output phase
-      (sub-pixel) instead of a convolution over the cotangent dilated with zeros (ResNet-18's 64 -> 128 3x3
-      stride-2 convolution: 62 instead of 112 ms).
+      sum of shifted copies (LeNet-5's 6 -> 16 convolution: 1.2 instead of 3.1 ms).
 
 Everything else is the plain convolution. The numbers are the same up to float rounding (the sums run in another
 order); `cpu_formulations(False)` turns the CPU formulations off for tests and benchmarks that compare.
@@ -27,7 +20,6 @@ order); `cpu_formulations(False)` turns the CPU formulations off for tests and b
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import jax
@@ -37,16 +29,12 @@ from jax import lax
 from jaxnets.checks import at_least_float32
 from jaxnets.layers.switch import Switch
 
-__all__ = ["FEW_INPUT_CHANNELS", "PHASES_MIN_OUTPUT", "cpu_formulations", "plain_forward", "plain_data_gradient", "plain_weight_gradient",
-           "cpu_forward", "cpu_data_gradient", "cpu_weight_gradient", "taps_forward", "data_gradient_by_patches",
-           "data_gradient_by_phases"]
+__all__ = ["FEW_INPUT_CHANNELS", "cpu_formulations", "plain_forward", "plain_data_gradient", "plain_weight_gradient",
+           "cpu_forward", "cpu_data_gradient", "cpu_weight_gradient", "taps_forward", "data_gradient_by_patches"]
 
 # The patches data gradient wins over XLA's at every measured shape with up to 8 input channels and loses at 16
 # (benchmarks/README.md, "Speed work").
 FEW_INPUT_CHANNELS = 8
-# The phases data gradient wins on ResNet-18's stride-2 3x3 convolutions with 16x16 and 8x8 outputs and loses with
-# 4x4 (benchmarks/README.md, "Speed work"): used from this many output positions (per image) on.
-PHASES_MIN_OUTPUT = 64
 _CPU_FORMULATIONS = Switch("cpu_formulations")
 
 
@@ -109,18 +97,6 @@ def _few_channels(params, kernel_shape, most: int) -> bool:
             and kernel_shape[-2] <= most)
 
 
-def _pointwise_strided(params, kernel_shape) -> bool:
-    """A 1x1(x1) kernel with a stride > 1 (any layout and groups)."""
-    kernel_axes = _spatial_axes(params["dimension_numbers"][1])
-    return (params.get("cpu_formulations", False) and all(kernel_shape[a] == 1 for a in kernel_axes)
-            and any(s > 1 for s in params["strides"]))
-
-
-def _stride_one(params) -> dict:
-    n = len(params["strides"])
-    return {**params, "strides": (1,) * n, "padding": ((0, 0),) * n}
-
-
 def cpu_forward(x, kernel, **params):
     if _few_channels(params, kernel.shape, 1):
         return taps_forward(x, kernel, **params)
@@ -128,25 +104,13 @@ def cpu_forward(x, kernel, **params):
 
 
 def cpu_data_gradient(g, kernel, *, x_shape, **params):
-    if _pointwise_strided(params, kernel.shape):
-        def strided(x):
-            return _pointwise_input(x, **params)
-        xs = jax.eval_shape(strided, jax.ShapeDtypeStruct(x_shape, g.dtype))
-        gs = cpu_data_gradient(g, kernel, x_shape=xs.shape, **_stride_one(params))
-        return jax.linear_transpose(strided, jax.ShapeDtypeStruct(x_shape, g.dtype))(gs)[0]  # a zero-fill
     if _few_channels(params, kernel.shape, FEW_INPUT_CHANNELS):
         return data_gradient_by_patches(g, kernel, x_shape=x_shape, **params)
-    if (params.get("cpu_formulations", False) and channels_last_ungrouped(params, kernel.shape)
-            and any(s > 1 for s in params["strides"]) and all(d == 1 for d in params["dilation"])
-            and math.prod(g.shape[1:-1]) >= PHASES_MIN_OUTPUT):
-        return data_gradient_by_phases(g, kernel, x_shape=x_shape, **params)
     return plain_data_gradient(g, kernel, x_shape=x_shape, **params)
 
 
 def cpu_weight_gradient(x, g, *, kernel_shape, **params):
-    if _pointwise_strided(params, kernel_shape):
-        return plain_weight_gradient(_pointwise_input(x, **params), g, kernel_shape=kernel_shape,
-                                     **_stride_one(params))
+    # XLA's weight gradient was the fastest at every measured shape
     return plain_weight_gradient(x, g, kernel_shape=kernel_shape, **params)
 
 
@@ -198,34 +162,6 @@ def data_gradient_by_patches(g, kernel, *, x_shape, strides, padding, dilation, 
     return dx.astype(g.dtype)
 
 
-def data_gradient_by_phases(g, kernel, *, x_shape, strides, padding, dilation, **params):
-    """The data gradient of a strided, channels-last, groups=1 convolution with dilation 1, by output phase
-    (sub-pixel decomposition). Along a dim with stride s, the padded input row `i = q * s + r` receives
-    `sum_j g[q - j] * kernel[r + j * s]`: for each phase r (a tuple over the dims) a stride-1 data gradient
-    of `g` with the sub-kernel `kernel[r::s]`, placed at rows `r, r + s, ...` (interior padding, then the
-    padding rows dropped). prod(s) small convolutions doing the taps' work once, instead of one convolution
-    over `g` dilated with s - 1 zeros between its rows (XLA's transpose), where most products are with zeros."""
-    del dilation
-    n, *sizes, c = x_shape
-    *k_spatial, _, _ = kernel.shape
-    out_sizes = g.shape[1:-1]
-    stride_one = {**params, "strides": (1,) * len(sizes), "padding": ((0, 0),) * len(sizes),
-                  "dilation": (1,) * len(sizes)}
-    dx = None
-    for phase in itertools.product(*(range(s) for s in strides)):
-        sub = kernel[tuple(slice(r, None, s) for r, s in zip(phase, strides))]
-        if any(k == 0 for k in sub.shape[:len(sizes)]):
-            continue  # no tap lands on this phase (stride > kernel): its rows get no gradient
-        reach = [m + k - 1 for m, k in zip(out_sizes, sub.shape)]  # rows q = 0 .. M + k_r - 2 of this phase
-        dz = cpu_data_gradient(g, sub, x_shape=(n, *reach, c), **stride_one)
-        starts = [r - lo for r, (lo, _) in zip(phase, padding)]
-        part = _place(dz, starts, strides, reach, sizes)
-        dx = part if dx is None else dx + part
-    if dx is None:
-        return jnp.zeros(x_shape, g.dtype)
-    return dx
-
-
 def _place(part, starts: Sequence[int], strides: Sequence[int], counts: Sequence[int], sizes: Sequence[int]):
     """`[N, *counts, C]` rows put at positions `start + i * stride` of a zero `[N, *sizes, C]` (rows outside
     `0 .. size - 1` dropped): `lax.pad` with interior padding `stride - 1` and (possibly negative) edges."""
@@ -234,15 +170,3 @@ def _place(part, starts: Sequence[int], strides: Sequence[int], counts: Sequence
         config.append((start, size - (start + (m - 1) * s + 1), s - 1))
     config.append((0, 0, 0))
     return lax.pad(part, jnp.zeros((), part.dtype), config)
-
-
-def _pointwise_input(x, *, strides, padding, dimension_numbers, **unused):
-    """The input rows a 1x1 kernel with this stride reads: `x` zero-padded, then every `stride`-th row."""
-    del unused
-    axes = _spatial_axes(dimension_numbers[0])
-    config = [(0, 0, 0)] * x.ndim
-    step = [1] * x.ndim
-    for a, (lo, hi), s in zip(axes, padding, strides):
-        config[a], step[a] = (lo, hi, 0), s
-    xp = lax.pad(x, jnp.zeros((), x.dtype), config)
-    return lax.slice(xp, (0,) * x.ndim, xp.shape, step)

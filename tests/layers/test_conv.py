@@ -95,6 +95,9 @@ CASES = [
     ("2d_depthwise", 2, 4, 8, (3, 3), True, dict(groups=4, padding=1, stride=2),
      dict(groups=4, padding=1, stride=2)),
     ("2d_1x1", 2, 5, 3, (1, 1), True, dict(stride=2), dict(stride=2)),
+    # one input channel: on CPU the forward pass is computed by taps (layers/conv_formulations.py)
+    ("2d_one_input_channel", 2, 1, 6, (5, 5), True, dict(padding=2), dict(padding=2)),
+    ("1d_one_input_channel_strided", 1, 1, 3, (4,), False, dict(stride=3, padding=1), dict(stride=3, padding=1)),
     ("2d_same_lowercase", 2, 3, 2, (3, 4), True, dict(padding="same"), dict(padding="same")),
     ("2d_valid", 2, 3, 2, (3, 3), True, dict(padding="VALID"), dict(padding="valid")),
     ("2d_same_stride2", 2, 3, 4, (3, 3), True, dict(padding="SAME", stride=2),
