@@ -9,7 +9,9 @@ from leaking between measurements. Config keys (all set by `run.py`):
     `layers.fold_batch_norm`), "jaxnets_refbn" (the unoptimised two-pass autodiff batch_norm), "jaxnets_plainconv"
     (convs on inputs smaller than the kernel without the explicit padding of `layers.conv`),
     "jaxnets_xladefault" (XLA's default compiler options instead of `train.default_compiler_options()`,
-    i.e. convolutions through YNNPACK on CPU), "flax",
+    i.e. convolutions through YNNPACK on CPU), "jaxnets_xlaops" (XLA's own convolution and max pooling where
+    jaxnets has CPU formulations: `conv_formulations.cpu_formulations(False)`, `pooling.tiled_max_pool(False)`),
+    "flax",
     "torch" (eager NCHW), "torch_cl" (eager channels-last), "torch_compile" (NCHW, Inductor).
   model: "lenet5" | "resnet18" | "vgg11_bn"; batch_size; warmup (untimed steps after compilation);
   min_steps, min_time, max_steps: timed steps run until at least `min_steps` AND `min_time` seconds
@@ -133,6 +135,14 @@ def _use_plain_conv() -> None:
     importlib.import_module("jaxnets.layers.conv").explicit_padding(False).__enter__()  # for the rest of the process
 
 
+def _use_xla_ops() -> None:
+    """XLA's own convolutions and `reduce_window` max pooling, also where jaxnets computes them another way on CPU
+    (`layers/conv_formulations.py`: few input channels; `layers/pooling.py`: non-overlapping windows)."""
+    import importlib
+    importlib.import_module("jaxnets.layers.conv_formulations").cpu_formulations(False).__enter__()
+    importlib.import_module("jaxnets.layers.pooling").tiled_max_pool(False).__enter__()
+
+
 def _fold_interceptor_parts(model, variables, x):
     """Find every jaxnets Conv whose output feeds straight into a jaxnets BatchNorm (one traced call).
 
@@ -250,6 +260,8 @@ def run_jax(cfg) -> dict:
             _use_reference_batch_norm()
         if fw == "jaxnets_plainconv":
             _use_plain_conv()
+        if fw == "jaxnets_xlaops":
+            _use_xla_ops()
         name, opts = JAXNETS_NAMES[model_name]
         model = models.create(name, **opts)
         state = TrainState.create(model, optimizer("sgd", learning_rate=0.01, momentum=0.9), images[:1], seed=0,

@@ -38,7 +38,8 @@ import sys
 
 MODELS = ("lenet5", "resnet18", "vgg11_bn")
 FRAMEWORKS = ("jaxnets", "flax", "torch", "torch_cl", "torch_compile")
-ALL_FRAMEWORKS = FRAMEWORKS + ("jaxnets_folded", "jaxnets_refbn", "jaxnets_plainconv", "jaxnets_xladefault")
+ALL_FRAMEWORKS = FRAMEWORKS + ("jaxnets_folded", "jaxnets_refbn", "jaxnets_plainconv", "jaxnets_xladefault",
+                               "jaxnets_xlaops")
 TASKS = ("train", "infer")
 DEVICES = ("cpu", "gpu")
 PRECISIONS = ("float32", "bfloat16")
