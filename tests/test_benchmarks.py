@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import _worker, gpu_quick, run
+from benchmarks import _worker, batch_scaling, gpu_quick, run
 from jaxnets import nn as jnn
 
 
@@ -194,6 +194,33 @@ def test_jax_workers_run_bfloat16(framework, task):
     result = _worker.run_jax(cfg)
     assert result["steps"] == 1 and result["images_per_s"] > 0 and result["param_count"] == 61_706
     assert result["device_kind"] and result["device_peak_mb"] is None
+
+
+def test_batch_scaling_curves_and_plot(tmp_path):
+    def result(fw, b, ips):
+        return {"config": {"framework": fw, "batch_size": b}, "images_per_s": ips}
+    runs = [result("jaxnets", 32, 100.0), result("jaxnets", 32, 300.0), result("torch_cl", 32, 400.0),
+            result("jaxnets", 64, 500.0), result("torch_cl", 64, 250.0), result("torch_cl", 64, 350.0),
+            {"config": {"framework": "jaxnets", "batch_size": 64}, "error": "timeout"}]  # errors are left out
+    summary = batch_scaling.curves(runs)
+    assert summary["jaxnets"][32] == {"median": 200.0, "min": 100.0, "max": 300.0, "n": 2}
+    assert summary["torch_cl"][64] == {"median": 300.0, "min": 250.0, "max": 350.0, "n": 2}
+    assert summary["ratio"] == {32: 0.5, 64: 500.0 / 300.0}
+    batch_scaling.plot("lenet5", summary, str(tmp_path / "curve.png"))
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow  # compiles LeNet-5 steps in this process
+@pytest.mark.parametrize("framework", ["jaxnets", "jaxnets_xlaops"])
+def test_xlaops_variant_runs_the_plain_xla_ops(framework, monkeypatch):
+    from jaxnets.layers import conv_formulations, pooling
+    cfg = run.worker_config("train", framework, "lenet5", device="cpu", precision="float32", batch_size=8, warmup=0,
+                            min_steps=1, min_time=0.0, max_steps=1, repeat=0)
+    monkeypatch.setattr(conv_formulations._CPU_FORMULATIONS, "enabled", True)  # restored after the test
+    monkeypatch.setattr(pooling._TILED, "enabled", True)
+    assert _worker.run_jax(cfg)["steps"] == 1
+    off = framework == "jaxnets_xlaops"
+    assert conv_formulations.formulations_enabled() is not off and pooling._TILED.enabled is not off
 
 
 def test_jax_worker_refuses_a_device_it_did_not_get():

@@ -188,18 +188,35 @@ def _window_elements(xr: jax.Array, window_axes: tuple[int, ...]) -> list[jax.Ar
     return elements
 
 
+def _chosen_tangent(t: jax.Array, index: jax.Array, window_axes: tuple[int, ...]) -> jax.Array:
+    """The tangent of each window's chosen element: linear in t; its transpose (the backward pass) is one select."""
+    sizes = [t.shape[a] for a in window_axes]
+    positions = np.arange(int(np.prod(sizes)), dtype=np.int32).reshape(sizes)
+    positions = np.expand_dims(positions, [a for a in range(t.ndim) if a not in window_axes])
+    chosen = jnp.expand_dims(index, window_axes) == positions
+    return jnp.sum(jnp.where(chosen, t, jnp.zeros((), t.dtype)), axis=window_axes)
+
+
 @_max_pool_windows.defjvp
 def _max_pool_windows_jvp(window_axes, primals, tangents):
     (xr,), (t,) = primals, tangents
-    # the maximum through this function again (so derivatives of any order exist); the chosen index is
-    # piecewise constant in xr
-    best, index = _max_pool_windows(xr, window_axes), _first_max(lax.stop_gradient(xr), window_axes)[1]
-    # the tangent of the chosen element: linear in t, and its transpose (the backward pass) is one select
-    sizes = [xr.shape[a] for a in window_axes]
-    positions = np.arange(int(np.prod(sizes)), dtype=np.int32).reshape(sizes)
-    positions = np.expand_dims(positions, [a for a in range(xr.ndim) if a not in window_axes])
-    chosen = jnp.expand_dims(index, window_axes) == positions
-    return best, jnp.sum(jnp.where(chosen, t, jnp.zeros((), t.dtype)), axis=window_axes)
+    # Differentiated, the maximum and its index come from one reduction (XLA reads each window once for both);
+    # `_max_and_index` has a derivative of its own, so derivatives of any order exist.
+    best, index = _max_and_index(xr, window_axes)
+    return best, _chosen_tangent(t, index, window_axes)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _max_and_index(xr: jax.Array, window_axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    return _first_max(xr, window_axes)
+
+
+@_max_and_index.defjvp
+def _max_and_index_jvp(window_axes, primals, tangents):
+    (xr,), (t,) = primals, tangents
+    best, index = _max_and_index(xr, window_axes)
+    # the index is piecewise constant: its tangent is float0 zeros (JAX's tangent type of integers)
+    return (best, index), (_chosen_tangent(t, index, window_axes), np.zeros(index.shape, jax.dtypes.float0))
 
 
 def _max_pool_tiled(x: jax.Array, w: _Windows) -> jax.Array:
