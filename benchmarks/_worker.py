@@ -122,25 +122,37 @@ def _jax_compile(lower, *args) -> float:
     return time.perf_counter() - t
 
 
+# Layer switches entered for the rest of this worker process. Each context manager must stay referenced: one
+# dropped after `__enter__()` is garbage-collected at once, and closing its generator runs the `finally` that
+# restores the switch (which made the variants below measure the default path between 2026-12-07, when the
+# switches became `layers.switch.Switch` context managers, and the fix).
+_ENTERED: list = []
+
+
+def _for_this_process(switch_block) -> None:
+    switch_block.__enter__()
+    _ENTERED.append(switch_block)
+
+
 def _use_reference_batch_norm() -> None:
     """Route jaxnets' training-mode batch_norm through the unoptimised (autodiff, two-pass) path."""
     from jaxnets.layers import normalization
-    normalization.closed_form_derivative(False).__enter__()  # for the rest of this worker process
+    _for_this_process(normalization.closed_form_derivative(False))
 
 
 def _use_plain_conv() -> None:
     """Route every jaxnets conv through the plain `lax.conv_general_dilated`, also on inputs smaller than the
     kernel (XLA CPU's slow case, which `layers.conv` otherwise avoids by materialising the padding)."""
     import importlib
-    importlib.import_module("jaxnets.layers.conv").explicit_padding(False).__enter__()  # for the rest of the process
+    _for_this_process(importlib.import_module("jaxnets.layers.conv").explicit_padding(False))
 
 
 def _use_xla_ops() -> None:
     """XLA's own convolutions and `reduce_window` max pooling, also where jaxnets computes them another way on CPU
     (`layers/conv_formulations.py`: few input channels; `layers/pooling.py`: non-overlapping windows)."""
     import importlib
-    importlib.import_module("jaxnets.layers.conv_formulations").cpu_formulations(False).__enter__()
-    importlib.import_module("jaxnets.layers.pooling").tiled_max_pool(False).__enter__()
+    _for_this_process(importlib.import_module("jaxnets.layers.conv_formulations").cpu_formulations(False))
+    _for_this_process(importlib.import_module("jaxnets.layers.pooling").tiled_max_pool(False))
 
 
 def _fold_interceptor_parts(model, variables, x):

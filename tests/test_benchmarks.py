@@ -210,17 +210,20 @@ def test_batch_scaling_curves_and_plot(tmp_path):
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow  # compiles LeNet-5 steps in this process
-@pytest.mark.parametrize("framework", ["jaxnets", "jaxnets_xlaops"])
-def test_xlaops_variant_runs_the_plain_xla_ops(framework, monkeypatch):
-    from jaxnets.layers import conv_formulations, pooling
-    cfg = run.worker_config("train", framework, "lenet5", device="cpu", precision="float32", batch_size=8, warmup=0,
-                            min_steps=1, min_time=0.0, max_steps=1, repeat=0)
-    monkeypatch.setattr(conv_formulations._CPU_FORMULATIONS, "enabled", True)  # restored after the test
-    monkeypatch.setattr(pooling._TILED, "enabled", True)
-    assert _worker.run_jax(cfg)["steps"] == 1
-    off = framework == "jaxnets_xlaops"
-    assert conv_formulations.formulations_enabled() is not off and pooling._TILED.enabled is not off
+@pytest.mark.parametrize("use, switch", [
+    ("_use_xla_ops", ("jaxnets.layers.conv_formulations", "_CPU_FORMULATIONS")),
+    ("_use_xla_ops", ("jaxnets.layers.pooling", "_TILED")),
+    ("_use_plain_conv", ("jaxnets.layers.conv", "_EXPLICIT_PADDING")),
+    ("_use_reference_batch_norm", ("jaxnets.layers.normalization", "_FAST_TRAIN_PATH"))])
+def test_benchmark_variants_turn_their_switch_off_for_the_process(use, switch, monkeypatch):
+    import importlib
+    state = getattr(importlib.import_module(switch[0]), switch[1])
+    monkeypatch.setattr(state, "enabled", True)  # restored after the test
+    monkeypatch.setattr(_worker, "_ENTERED", [])
+    getattr(_worker, use)()
+    import gc
+    gc.collect()  # a context manager dropped after __enter__ would restore the switch here
+    assert state.enabled is False
 
 
 def test_jax_worker_refuses_a_device_it_did_not_get():

@@ -158,7 +158,9 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
       use TF32; set it to `"highest"` for float32 parity with PyTorch's CPU results). Where an input spatial
       size is smaller than the (dilated) kernel (e.g. a 2x2 map, 3x3 kernel, padding 1) the padding is
       materialised and the conv and its data gradient run with padding 0: the same numbers, avoiding a slow
-      path of XLA's CPU convolution on such inputs (measured in benchmarks/README.md).
+      path of XLA's CPU convolution on such inputs (measured in benchmarks/README.md). On CPU, a forward pass
+      with one input channel and a data gradient with at most 8 are computed without XLA's convolution
+      (`layers/conv_formulations.py`): the same numbers up to float rounding.
     Raises:
       ValueError: wrong rank of `x`, kernel rank different from `x`, channel mismatch between `x` and
         `kernel`, `groups` not dividing `C_in` or `C_out`, (dilated) kernel larger than the padded input,

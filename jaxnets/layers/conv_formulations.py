@@ -5,14 +5,13 @@ gradient `D(g, kernel)` (the cotangent of `x` for the output cotangent `g`) and 
 `layers/population.py` makes them primitives (for their derivatives and batching rules); this module says what
 each computes. `plain_forward`, `plain_data_gradient` and `plain_weight_gradient` are `lax.conv_general_dilated`
 and JAX's own transposes of it: every part lowers to them on GPU and TPU. On CPU, XLA's convolution is slow on
-some shapes (measured in benchmarks/README.md, "Speed work"), and `cpu_forward`, `cpu_data_gradient` and
-`cpu_weight_gradient` compute those another way:
+some shapes, and `cpu_forward`, `cpu_data_gradient` and `cpu_weight_gradient` compute those another way
+(measured per shape and in whole training steps in benchmarks/README.md, "Speed work", item 7):
 
   one input channel, forward (channels-last, groups=1): `taps_forward`, the sum over kernel taps of the shifted
-      input times that tap's weights, elementwise multiply-adds XLA fuses into one loop (LeNet-5's 1 -> 6
-      convolution at batch 128: 0.4 instead of 5.0 ms);
+      input times that tap's weights, elementwise multiply-adds XLA fuses into one loop (LeNet-5's first layer);
   at most `FEW_INPUT_CHANNELS` input channels, data gradient: `data_gradient_by_patches`, one matrix product and a
-      sum of shifted copies (LeNet-5's 6 -> 16 convolution: 1.2 instead of 3.1 ms).
+      sum of shifted copies (LeNet-5's second layer).
 
 Everything else is the plain convolution. The numbers are the same up to float rounding (the sums run in another
 order); `cpu_formulations(False)` turns the CPU formulations off for tests and benchmarks that compare.
@@ -33,7 +32,7 @@ __all__ = ["FEW_INPUT_CHANNELS", "cpu_formulations", "plain_forward", "plain_dat
            "cpu_forward", "cpu_data_gradient", "cpu_weight_gradient", "taps_forward", "data_gradient_by_patches"]
 
 # The patches data gradient wins over XLA's at every measured shape with up to 8 input channels and loses at 16
-# (benchmarks/README.md, "Speed work").
+# (benchmarks/README.md, "Speed work", item 7).
 FEW_INPUT_CHANNELS = 8
 _CPU_FORMULATIONS = Switch("cpu_formulations")
 

@@ -86,7 +86,8 @@ def max_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = 
       ceil_mode: round the output size up, PyTorch's rule: the last window must start inside the input or
         the left padding (e.g. 32 with window 3, stride 2 gives 16 instead of 15).
       layout: `"NWC"/"NHWC"/"NDHWC"` or `"NCW"/"NCHW"/"NCDHW"`.
-    Returns: `[N, *out, C]` or `[N, C, *out]`, dtype of `x`.
+    Returns: `[N, *out, C]` or `[N, C, *out]`, dtype of `x`; NaN where a window holds a NaN. The gradient of
+      each window goes to the element PyTorch picks: its first maximum, or its last NaN.
     Raises: ValueError for a wrong rank, unknown layout, window larger than the padded input, padding larger
       than half the window, non-positive window/stride; TypeError for a non-array `x`, non-int window/stride/padding (a bool
       included), a non-bool ceil_mode or a non-string layout.
@@ -109,11 +110,10 @@ def max_pool(x: jax.Array, window, *, stride=None, padding=0, ceil_mode: bool = 
 # ----------------------------------------------------------------------------------------------
 # Non-overlapping windows (stride = window, no padding): max over a reshape
 # ----------------------------------------------------------------------------------------------
-# XLA differentiates `reduce_window` max through `select_and_scatter`, which its CPU backend runs slowly: the
-# backward pass of a 2x2 max pool on [128, 32, 32, 64] takes 114 ms against 14 ms in this formulation, on
-# LeNet-5's [128, 28, 28, 6] 3.2 against 1.2 ms (benchmarks/README.md, "Speed work"). Where the windows tile
-# the input (the common `max_pool(x, 2)`), each window's elements are slices of a reshape, the maximum is a
-# running comparison over them, and the derivative is a one-hot selection that XLA fuses into one loop.
+# XLA differentiates `reduce_window` max through `select_and_scatter`, which its CPU backend runs slowly
+# (benchmarks/README.md, "Speed work", item 8). Where the windows tile the input (the common `max_pool(x, 2)`),
+# each window's elements are slices of a reshape: the maximum is a chain of `lax.max` over them; differentiated,
+# one reduction gives the maximum and PyTorch's index, and the derivative is a one-hot selection.
 # Switched only through `tiled_max_pool` (tests and benchmarks compare against `reduce_window`).
 _TILED = Switch("tiled_max_pool")
 
@@ -173,7 +173,7 @@ def _first_max(xr: jax.Array, window_axes: tuple[int, ...]) -> tuple[jax.Array, 
 def _max_pool_windows(xr: jax.Array, window_axes: tuple[int, ...]) -> jax.Array:
     # Without a derivative only the maximum is needed: `lax.max` over the window's elements (NaN-propagating, as
     # PyTorch's), elementwise so that it fuses with its producers (a `reduce` here becomes a YNNPACK fusion on
-    # CPU, which materialises each producer: 10x slower after LeNet-5's first convolution).
+    # CPU, which materialises each producer: several times slower after LeNet-5's first convolution).
     return functools.reduce(lax.max, _window_elements(xr, window_axes))
 
 
