@@ -38,8 +38,9 @@ def measure(model: str, batch_sizes, *, repeats: int, min_time: float, min_steps
                 result.setdefault("config", cfg)
                 runs.append(result)
                 ips = result.get("images_per_s")
-                log(f"{model} batch {batch_size} {fw} repeat {repeat}: "
-                    + (f"{ips:,.0f} images/s (load {result.get('loadavg_1m')})" if ips else result.get("error", "")[-200:]))
+                what = (f"{ips:,.0f} images/s (load {result.get('loadavg_1m')})" if ips
+                        else result.get("error", "")[-200:])
+                log(f"{model} batch {batch_size} {fw} repeat {repeat}: {what}")
     return runs
 
 

@@ -79,16 +79,12 @@ def plain_weight_gradient(x, g, *, kernel_shape, **params):
 # Which formulation (CPU)
 # ----------------------------------------------------------------------------------------------
 def channels_last_ungrouped(params, kernel_shape) -> bool:
-    """`[N, *S, C]` input and output, `[*K, I, O]` kernel, groups=1: the layout the taps, patches and phases
-    formulations are written for."""
+    """`[N, *S, C]` input and output, `[*K, I, O]` kernel, groups=1: the layout the taps and patches formulations
+    are written for."""
     lhs, rhs, out = params["dimension_numbers"]
     n = len(params["strides"])
     channels_last = lhs[-1] == "C" and out[-1] == "C" and rhs[-2:] == "IO" and lhs[0] == out[0] == "N"
     return params["groups"] == 1 and channels_last and len(kernel_shape) == n + 2
-
-
-def _spatial_axes(spec: str) -> tuple[int, ...]:
-    return tuple(i for i, ch in enumerate(spec) if ch not in "NCIO")
 
 
 def _few_channels(params, kernel_shape, most: int) -> bool:
