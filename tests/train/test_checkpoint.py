@@ -2,6 +2,7 @@
 damaged files detected (checksums) and reported as one CheckpointError, fallback to the last intact epoch."""
 import json
 import os
+import time
 import warnings
 
 import jax
@@ -67,6 +68,10 @@ def test_read_only_leaves_unfinished_saves_alone(tmp_path):
     with pytest.raises(ValueError, match=r"Checkpoints.save: .* was opened with read_only=True"):
         reader.save(2, saved, meta={"epoch": 2}, best_rank=2)
     Checkpoints(tmp_path / "ck")  # a writer cleans up what a crashed save left
+    # orbax removes it in a background thread (and awaits that before the writer's first save): wait up to 30 s
+    deadline = time.monotonic() + 30
+    while in_progress.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not in_progress.exists()
     with pytest.raises(TypeError, match="Checkpoints: read_only must be a Python bool"):
         Checkpoints(tmp_path / "ck", read_only=1)
